@@ -1,0 +1,88 @@
+"""Error classes raised by steerlens.
+
+Every error a user can trigger with bad input derives from :class:`SteerlensError`
+and from ``ValueError`` (or ``TypeError`` for wrong kinds of objects), so
+``except ValueError`` keeps working in user code. Messages name the problem and
+the fix.
+"""
+
+from __future__ import annotations
+
+
+class SteerlensError(Exception):
+    """Base class of every error steerlens raises on purpose."""
+
+
+class InvalidSampleError(SteerlensError, ValueError):
+    """A training sample or training set is malformed (empty, not a pair, empty string...)."""
+
+
+class InvalidSampleTypeError(SteerlensError, TypeError):
+    """A training sample is not a (positive, negative) pair of strings."""
+
+
+class LayerError(SteerlensError, ValueError):
+    """Requested layers are out of range, duplicated or of an unknown layer type."""
+
+
+class TokenIndexError(SteerlensError, ValueError):
+    """A read or steer token index falls outside a prompt."""
+
+
+class TokenizerError(SteerlensError, ValueError):
+    """The tokenizer does not fit the model (vocabulary too large, missing, ...)."""
+
+
+class PromptTooLongError(SteerlensError, ValueError):
+    """A prompt is longer than the model's context window."""
+
+
+class NonFiniteError(SteerlensError, ValueError):
+    """A vector, activation or multiplier holds NaN or infinity."""
+
+
+class ModelMismatchError(SteerlensError, ValueError):
+    """A vector does not fit the model it is applied to (d_model, layers, hook points)."""
+
+
+class VectorFileError(SteerlensError, ValueError):
+    """A steering-vector file is corrupt, truncated, too large or fails schema checks."""
+
+
+class PairsFileError(SteerlensError, ValueError):
+    """A JSONL file of contrast pairs has a malformed line."""
+
+
+class UnsupportedModelError(SteerlensError, ValueError):
+    """A model, architecture or checkpoint that steerlens cannot adapt."""
+
+
+class ModelLoadError(SteerlensError, ValueError):
+    """A model source could not be found or loaded (offline, missing files, ...)."""
+
+
+class AggregatorError(SteerlensError, ValueError):
+    """An aggregator was given unusable activations or returned a bad vector."""
+
+
+class InvalidArgumentError(SteerlensError, ValueError):
+    """Any other argument with a value steerlens cannot use."""
+
+
+__all__ = [
+    "SteerlensError",
+    "InvalidSampleError",
+    "InvalidSampleTypeError",
+    "LayerError",
+    "TokenIndexError",
+    "TokenizerError",
+    "PromptTooLongError",
+    "NonFiniteError",
+    "ModelMismatchError",
+    "VectorFileError",
+    "PairsFileError",
+    "UnsupportedModelError",
+    "ModelLoadError",
+    "AggregatorError",
+    "InvalidArgumentError",
+]

@@ -1,0 +1,143 @@
+"""Saving and loading steering vectors: safetensors tensors plus versioned JSON metadata.
+
+Loading never executes code: the header is parsed as JSON and checked against a
+schema before safetensors reads any tensor, and every tensor is checked for
+shape and finiteness. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import Tensor
+
+from steerlens.errors import VectorFileError
+from steerlens.layers import LAYER_TYPES
+
+FORMAT_NAME = "steerlens.steering_vector"
+SCHEMA_VERSION = 1
+DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any real vector, far below a surprise
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+
+def tensor_key(layer: int) -> str:
+    return f"layer.{layer}"
+
+
+def encode_vector_file(
+    layer_activations: dict[int, Tensor], layer_type: str, metadata: dict[str, Any]
+) -> bytes:
+    """Bytes of a steerlens vector file."""
+    d_model = next(iter(layer_activations.values())).shape[-1]
+    header = {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "layer_type": layer_type,
+        "layers": sorted(layer_activations),
+        "d_model": int(d_model),
+        "metadata": metadata,
+    }
+    tensors = {tensor_key(k): v.detach().cpu().contiguous() for k, v in layer_activations.items()}
+    return save_safetensors_bytes(tensors, metadata={"steerlens": json.dumps(header)})
+
+
+def save_vector_file(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written vector behind
+
+
+def _fail(path: Any, problem: str) -> VectorFileError:
+    return VectorFileError(f"{path}: {problem}")
+
+
+def _read_header(path: Any, data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    if len(data) < 8:
+        raise _fail(path, "file is too short to be a safetensors file (truncated?); re-save the vector.")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise _fail(path, "safetensors header is longer than the file (truncated or not a vector file).")
+    try:
+        raw = json.loads(data[8 : 8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _fail(path, "safetensors header is not valid JSON (corrupted file).") from None
+    if not isinstance(raw, dict):
+        raise _fail(path, "safetensors header is not a JSON object (corrupted file).")
+    meta = raw.get("__metadata__")
+    if not isinstance(meta, dict) or not isinstance(meta.get("steerlens"), str):
+        raise _fail(path, "no steerlens metadata: this is not a steerlens vector file (save one with vec.save).")
+    try:
+        header = json.loads(meta["steerlens"])
+    except json.JSONDecodeError:
+        raise _fail(path, "steerlens metadata is not valid JSON (corrupted file).") from None
+    if not isinstance(header, dict):
+        raise _fail(path, "steerlens metadata is not a JSON object (corrupted file).")
+    entries = {k: v for k, v in raw.items() if k != "__metadata__"}
+    return header, entries
+
+
+def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) -> None:
+    if header.get("format") != FORMAT_NAME:
+        raise _fail(path, f"format is {header.get('format')!r}, expected {FORMAT_NAME!r}.")
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise _fail(
+            path, f"schema_version {version!r} is not supported (this steerlens reads {SCHEMA_VERSION}); "
+            "upgrade steerlens or re-save the vector."
+        )
+    if header.get("layer_type") not in LAYER_TYPES:
+        raise _fail(path, f"layer_type {header.get('layer_type')!r} is not one of {', '.join(LAYER_TYPES)}.")
+    layers = header.get("layers")
+    if (
+        not isinstance(layers, list)
+        or not layers
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
+        or len(set(layers)) != len(layers)
+    ):
+        raise _fail(path, "'layers' must be a non-empty list of distinct non-negative ints.")
+    d_model = header.get("d_model")
+    if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model <= 0:
+        raise _fail(path, "'d_model' must be a positive int.")
+    if not isinstance(header.get("metadata", {}), dict):
+        raise _fail(path, "'metadata' must be a JSON object.")
+    expected = {tensor_key(layer) for layer in layers}
+    if set(entries) != expected:
+        raise _fail(path, f"tensors {sorted(entries)} do not match the layers {layers} in the metadata.")
+    for key, info in entries.items():
+        if not isinstance(info, dict) or info.get("shape") != [d_model] or info.get("dtype") not in _FLOAT_DTYPES:
+            raise _fail(
+                path, f"tensor {key!r} has shape/dtype {info!r}; expected a float vector of shape [{d_model}]."
+            )
+
+
+def load_vector_file(
+    path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[int, Tensor], str, dict[str, Any]]:
+    """Read and validate a vector file: ``(layer_activations, layer_type, metadata)``."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
+    if size > max_bytes:
+        raise _fail(path, f"file is {size} bytes, over the limit of {max_bytes}; pass max_bytes=... if it is trusted.")
+    data = path.read_bytes()
+    header, entries = _read_header(path, data)
+    _check_header(path, header, entries)
+    try:
+        tensors = load_safetensors_bytes(data)
+    except Exception as exc:  # safetensors raises its own error types on corrupt data
+        raise _fail(path, f"tensor data is corrupted ({exc}); re-save the vector.") from None
+    vectors = {layer: tensors[tensor_key(layer)] for layer in header["layers"]}
+    for layer, vec in vectors.items():
+        if not torch.isfinite(vec).all():
+            raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
+    return vectors, header["layer_type"], dict(header.get("metadata", {}))

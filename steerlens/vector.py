@@ -1,0 +1,223 @@
+"""The steering vector: one direction per layer, and how to apply, combine and store it."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, NonFiniteError
+from steerlens.layers import check_layer_type
+from steerlens.operators import Operator
+from steerlens.positions import TokenIndices
+from steerlens.serialization import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
+from steerlens.steering import (
+    SteeringHandle,
+    apply_to_hooked_transformer,
+    make_spec,
+    patch_hooked_transformer,
+)
+
+
+@dataclass
+class SteeringVector:
+    """Per-layer steering directions, applied at ``blocks.{L}.hook_{layer_type}``.
+
+    Example:
+        >>> vec = SteeringVector({2: torch.randn(64)})
+        >>> with vec.apply(model, multiplier=4.0):
+        ...     logits = model("The film was")
+    """
+
+    layer_activations: dict[int, Tensor]
+    layer_type: str = "resid_post"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_layer_type(self.layer_type)
+        if not self.layer_activations:
+            raise LayerError("a SteeringVector needs at least one layer.")
+        dims = set()
+        for layer, vec in self.layer_activations.items():
+            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+                raise LayerError(f"layer keys must be non-negative ints, got {layer!r}.")
+            if not isinstance(vec, Tensor) or vec.dim() != 1 or not vec.is_floating_point():
+                raise InvalidArgumentError(
+                    f"layer {layer}: expected a 1-D float tensor of size d_model, got "
+                    f"{getattr(vec, 'shape', type(vec).__name__)}."
+                )
+            if not torch.isfinite(vec).all():
+                raise NonFiniteError(f"layer {layer}: the vector contains NaN or inf; it cannot steer.")
+            dims.add(vec.shape[0])
+        if len(dims) != 1:
+            raise InvalidArgumentError(f"all layers must have the same d_model, got sizes {sorted(dims)}.")
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.layer_activations)
+
+    @property
+    def d_model(self) -> int:
+        return next(iter(self.layer_activations.values())).shape[0]
+
+    # -- applying -----------------------------------------------------------------
+
+    @contextmanager
+    def apply(
+        self,
+        model: Any,
+        multiplier: float = 1.0,
+        min_token_index: int = 0,
+        token_indices: TokenIndices = None,
+        operator: Operator | None = None,
+    ) -> Iterator[Any]:
+        """Steer ``model`` inside a ``with`` block; the hooks are gone on exit, also on error.
+
+        Positions (``min_token_index``, ``token_indices``) are absolute positions in the
+        sequence, also during ``generate`` with a KV cache. By default every position
+        is steered.
+
+        Example:
+            >>> with vec.apply(model, multiplier=-2.0):
+            ...     print(model.generate("I think", max_new_tokens=8))
+        """
+        spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
+        with _backend(model).apply(model, spec) as steered:
+            yield steered
+
+    def patch(
+        self,
+        model: Any,
+        multiplier: float = 1.0,
+        min_token_index: int = 0,
+        token_indices: TokenIndices = None,
+        operator: Operator | None = None,
+    ) -> SteeringHandle:
+        """Steer ``model`` until ``handle.remove()`` is called.
+
+        Example:
+            >>> handle = vec.patch(model, multiplier=2.0)
+            >>> ...
+            >>> handle.remove()
+        """
+        spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
+        return _backend(model).patch(model, spec)
+
+    patch_activations = patch
+
+    # -- algebra ------------------------------------------------------------------
+
+    def _combine(self, other: "SteeringVector", sign: float) -> "SteeringVector":
+        if not isinstance(other, SteeringVector):
+            return NotImplemented  # type: ignore[return-value]
+        if other.layer_type != self.layer_type:
+            raise InvalidArgumentError(
+                f"cannot combine a {self.layer_type} vector with a {other.layer_type} vector; "
+                "train both at the same layer_type."
+            )
+        if other.d_model != self.d_model:
+            raise ModelMismatchError(f"cannot combine vectors of d_model {self.d_model} and {other.d_model}.")
+        out: dict[int, Tensor] = {k: v.clone() for k, v in self.layer_activations.items()}
+        for layer, vec in other.layer_activations.items():
+            # Layers missing on one side count as zero there.
+            out[layer] = out[layer] + sign * vec.to(out[layer]) if layer in out else sign * vec.clone()
+        return SteeringVector(out, self.layer_type, _shared_metadata(self.metadata, other.metadata))
+
+    def __add__(self, other: "SteeringVector") -> "SteeringVector":
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: "SteeringVector") -> "SteeringVector":
+        return self._combine(other, -1.0)
+
+    def __mul__(self, k: float) -> "SteeringVector":
+        if isinstance(k, bool) or not isinstance(k, (int, float)):
+            return NotImplemented  # type: ignore[return-value]
+        return self._map(lambda v: v * k)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, k: float) -> "SteeringVector":
+        return self * (1.0 / k)
+
+    def __neg__(self) -> "SteeringVector":
+        return self * -1.0
+
+    def _map(self, fn: Any) -> "SteeringVector":
+        return replace(self, layer_activations={k: fn(v) for k, v in self.layer_activations.items()})
+
+    def to(self, *args: Any, **kwargs: Any) -> "SteeringVector":
+        """Move/cast every layer, as ``Tensor.to`` does."""
+        return self._map(lambda v: v.to(*args, **kwargs))
+
+    def normalized(self) -> "SteeringVector":
+        """Each layer scaled to unit L2 norm (a zero layer is an error)."""
+        for layer, vec in self.layer_activations.items():
+            if vec.norm() == 0:
+                raise InvalidArgumentError(f"layer {layer} is the zero vector and cannot be normalised.")
+        return self._map(lambda v: v / v.norm())
+
+    def select_layers(self, layers: int | Iterable[int]) -> "SteeringVector":
+        """A vector with only the given layers."""
+        wanted = [layers] if isinstance(layers, int) else list(layers)
+        missing = [layer for layer in wanted if layer not in self.layer_activations]
+        if missing or not wanted:
+            raise LayerError(f"layers {missing or wanted} are not in this vector; it has {self.layers}.")
+        return replace(self, layer_activations={k: self.layer_activations[k] for k in wanted})
+
+    def norms(self) -> dict[int, float]:
+        return {k: float(v.norm()) for k, v in sorted(self.layer_activations.items())}
+
+    def cosine_similarity(self, other: "SteeringVector") -> dict[int, float]:
+        """Cosine similarity per layer the two vectors share."""
+        shared = sorted(set(self.layer_activations) & set(other.layer_activations))
+        if not shared:
+            raise LayerError(f"no shared layers: {self.layers} vs {other.layers}.")
+        return {
+            layer: float(
+                torch.nn.functional.cosine_similarity(
+                    self.layer_activations[layer].double(), other.layer_activations[layer].double().to(
+                        self.layer_activations[layer].device
+                    ), dim=0,
+                )
+            )
+            for layer in shared
+        }
+
+    # -- files --------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a safetensors file with JSON metadata (no pickle)."""
+        save_vector_file(path, encode_vector_file(self.layer_activations, self.layer_type, self.metadata))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> "SteeringVector":
+        """Read a file written by :meth:`save`, validating it; never executes code."""
+        vectors, layer_type, metadata = load_vector_file(path, max_bytes=max_bytes)
+        return cls(vectors, layer_type, metadata)
+
+
+def _shared_metadata(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in a.items() if k != "training" and b.get(k) == v}
+
+
+class _HookedTransformerBackend:
+    apply = staticmethod(apply_to_hooked_transformer)
+    patch = staticmethod(patch_hooked_transformer)
+
+
+def _backend(model: Any) -> Any:
+    from steerlens.models import is_hf_model, is_hooked_transformer
+
+    if is_hooked_transformer(model):
+        return _HookedTransformerBackend
+    if is_hf_model(model):
+        from steerlens.adapter import hf_steering
+
+        return hf_steering
+    raise ModelMismatchError(
+        f"cannot steer a {type(model).__name__}; pass a HookedTransformer or a transformers PreTrainedModel."
+    )

@@ -1,0 +1,191 @@
+"""Training: the vector equals the mean difference recomputed by hand from run_with_cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import PAIRS, make_model, make_tokenizer
+from steerlens import (
+    SteeringVectorTrainingSample,
+    aggregate_activations,
+    extract_activations,
+    logistic_aggregator,
+    mean_aggregator,
+    pca_aggregator,
+    train_steering_vector,
+)
+from steerlens.errors import LayerError, TokenIndexError, TokenizerError
+
+
+def manual_reads(model, prompts, layer, layer_type="resid_post", index=-1):
+    """Activation at token `index` of each prompt, one unpadded forward per prompt."""
+    rows = []
+    for p in prompts:
+        _, cache = model.run_with_cache(model.to_tokens(p))
+        rows.append(cache[f"blocks.{layer}.hook_{layer_type}"][0, index])
+    return torch.stack(rows)
+
+
+def manual_mean_diff(model, pairs, layer, layer_type="resid_post", index=-1):
+    pos = manual_reads(model, [p for p, _ in pairs], layer, layer_type, index)
+    neg = manual_reads(model, [n for _, n in pairs], layer, layer_type, index)
+    return (pos - neg).mean(dim=0)
+
+
+@pytest.mark.parametrize("layer_type", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"])
+def test_vector_is_mean_difference_at_last_token(model, layer_type):
+    vec = train_steering_vector(model, None, PAIRS, layers=[1, 3], layer_type=layer_type, batch_size=4)
+    assert vec.layer_type == layer_type and vec.layers == [1, 3]
+    for layer in (1, 3):
+        expected = manual_mean_diff(model, PAIRS, layer, layer_type)
+        torch.testing.assert_close(vec.layer_activations[layer], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("fixture", ["model", "rotary_model"])
+def test_batch_sizes_agree_with_padding(request, fixture, padding_side):
+    model = request.getfixturevalue(fixture)
+    lengths = {len(model.to_tokens(p)[0]) for pair in PAIRS for p in pair}
+    assert len(lengths) > 3, "the fixture pairs must have different lengths"
+    one = train_steering_vector(model, None, PAIRS, layers=[0, 2], batch_size=1, padding_side=padding_side)
+    eight = train_steering_vector(model, None, PAIRS, layers=[0, 2], batch_size=8, padding_side=padding_side)
+    for layer in (0, 2):
+        expected = manual_mean_diff(model, PAIRS, layer)
+        torch.testing.assert_close(eight.layer_activations[layer], one.layer_activations[layer], atol=1e-5, rtol=0)
+        torch.testing.assert_close(eight.layer_activations[layer], expected, atol=1e-5, rtol=0)
+
+
+def test_padding_side_defaults_to_the_tokenizer():
+    left = make_model(padding_side="left")
+    assert left.tokenizer.padding_side == "left"
+    vec = train_steering_vector(left, None, PAIRS, layers=[2], batch_size=8)
+    torch.testing.assert_close(vec.layer_activations[2], manual_mean_diff(left, PAIRS, 2), atol=1e-5, rtol=0)
+
+
+def test_read_token_index_int_callable_and_per_sample(model):
+    pairs = PAIRS[:4]
+    vec = train_steering_vector(model, None, pairs, layers=[2], read_token_index=1, batch_size=3)
+    torch.testing.assert_close(vec.layer_activations[2], manual_mean_diff(model, pairs, 2, index=1), atol=1e-5, rtol=0)
+    vec = train_steering_vector(model, None, pairs, layers=[2], read_token_index=-2, batch_size=3)
+    torch.testing.assert_close(vec.layer_activations[2], manual_mean_diff(model, pairs, 2, index=-2), atol=1e-5, rtol=0)
+    # A callable picks a position per prompt: here the middle token.
+    mid = lambda prompt: len(model.to_tokens(prompt)[0]) // 2  # noqa: E731
+    vec = train_steering_vector(model, None, pairs, layers=[2], read_token_index=mid, batch_size=3)
+    pos = torch.stack([manual_reads(model, [p], 2, index=mid(p))[0] for p, _ in pairs])
+    neg = torch.stack([manual_reads(model, [n], 2, index=mid(n))[0] for _, n in pairs])
+    torch.testing.assert_close(vec.layer_activations[2], (pos - neg).mean(0), atol=1e-5, rtol=0)
+    # Per-sample indices override the default for that sample only.
+    samples = [SteeringVectorTrainingSample(p, n, read_positive_token_index=0) for p, n in pairs[:2]] + pairs[2:]
+    vec = train_steering_vector(model, None, samples, layers=[2], batch_size=4)
+    pos = torch.cat([manual_reads(model, [p for p, _ in pairs[:2]], 2, index=0), manual_reads(model, [p for p, _ in pairs[2:]], 2)])
+    neg = manual_reads(model, [n for _, n in pairs], 2)
+    torch.testing.assert_close(vec.layer_activations[2], (pos - neg).mean(0), atol=1e-5, rtol=0)
+
+
+def test_read_token_index_outside_prompt_is_clear(model):
+    with pytest.raises(TokenIndexError, match="outside prompt"):
+        train_steering_vector(model, None, [("a b", "c d")], layers=[0], read_token_index=50)
+
+
+def test_layers_none_negative_and_out_of_range(model):
+    vec = train_steering_vector(model, None, PAIRS[:2], layers=None)
+    assert vec.layers == [0, 1, 2, 3]
+    vec = train_steering_vector(model, None, PAIRS[:2], layers=[-1, -4])
+    assert vec.layers == [0, 3]
+    torch.testing.assert_close(vec.layer_activations[3], manual_mean_diff(model, PAIRS[:2], 3), atol=1e-5, rtol=0)
+    with pytest.raises(LayerError, match="out of range"):
+        train_steering_vector(model, None, PAIRS[:2], layers=[4])
+    with pytest.raises(LayerError, match="twice"):
+        train_steering_vector(model, None, PAIRS[:2], layers=[1, -3])
+
+
+def test_no_work_past_the_deepest_layer(model):
+    calls = {i: 0 for i in range(model.cfg.n_layers)}
+    handles = [
+        block.register_forward_hook(lambda *a, i=i: calls.__setitem__(i, calls[i] + 1))
+        for i, block in enumerate(model.blocks)
+    ]
+    try:
+        train_steering_vector(model, None, PAIRS[:4], layers=[1], batch_size=2)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls[0] == 2 and calls[1] == 2  # two batches
+    assert calls[2] == 0 and calls[3] == 0
+
+
+def test_extract_then_aggregate_equals_train(model):
+    pos, neg = extract_activations(model, None, PAIRS, layers=[1, 2], batch_size=5)
+    assert pos[1].shape == (len(PAIRS), model.cfg.d_model)
+    torch.testing.assert_close(pos[2], manual_reads(model, [p for p, _ in PAIRS], 2), atol=1e-5, rtol=0)
+    agg = aggregate_activations(pos, neg)
+    vec = train_steering_vector(model, None, PAIRS, layers=[1, 2], batch_size=3)
+    for layer in (1, 2):
+        torch.testing.assert_close(agg[layer], vec.layer_activations[layer], atol=1e-6, rtol=0)
+    # The steering-vectors layout (lists of rows) is accepted too.
+    as_lists = aggregate_activations({1: list(pos[1])}, {1: list(neg[1])}, mean_aggregator())
+    torch.testing.assert_close(as_lists[1], agg[1], atol=1e-6, rtol=0)
+
+
+def test_pca_aggregator_is_top_singular_direction(model):
+    pos, neg = extract_activations(model, None, PAIRS, layers=[2], batch_size=4)
+    vec = train_steering_vector(model, None, PAIRS, layers=[2], batch_size=4, aggregator=pca_aggregator())
+    v = vec.layer_activations[2].double()
+    deltas = (pos[2] - neg[2]).double()
+    evals, evecs = torch.linalg.eigh(deltas.T @ deltas)
+    top = evecs[:, -1]
+    assert abs(float(v.norm()) - 1.0) < 1e-6
+    assert abs(abs(float(v @ top)) - 1.0) < 1e-5
+    assert float(v @ deltas.mean(0)) > 0
+
+
+def test_logistic_aggregator_separates_classes(model):
+    pos, neg = extract_activations(model, None, PAIRS, layers=[3], batch_size=4)
+    vec = train_steering_vector(
+        model, None, PAIRS, layers=[3], batch_size=4, aggregator=logistic_aggregator(C=100.0, max_iter=5000)
+    )
+    v = vec.layer_activations[3]
+    assert abs(float(v.norm()) - 1.0) < 1e-5
+    # Projections of positives exceed those of negatives on average: the direction points to "positive".
+    assert float((pos[3] @ v).mean()) > float((neg[3] @ v).mean())
+
+
+def test_user_callable_aggregator_gets_all_rows(model):
+    seen = {}
+
+    def first_pair(p, n):
+        seen["shape"] = p.shape
+        return p[0] - n[0]
+
+    vec = train_steering_vector(model, None, PAIRS, layers=[1], batch_size=4, aggregator=first_pair)
+    assert seen["shape"] == (len(PAIRS), model.cfg.d_model)
+    torch.testing.assert_close(vec.layer_activations[1], manual_mean_diff(model, PAIRS[:1], 1), atol=1e-5, rtol=0)
+
+
+def test_explicit_tokenizer_matches_model_tokenizer(model):
+    a = train_steering_vector(model, model.tokenizer, PAIRS, layers=[1], batch_size=4)
+    b = train_steering_vector(model, make_tokenizer(), PAIRS, layers=[1], batch_size=4)
+    torch.testing.assert_close(a.layer_activations[1], b.layer_activations[1], atol=1e-6, rtol=0)
+
+
+def test_tokenizer_too_large_for_model():
+    model = make_model()
+    big = make_tokenizer()
+    big.add_tokens([f"extra{i}" for i in range(50)])
+    with pytest.raises(TokenizerError, match="does not belong"):
+        train_steering_vector(model, big, PAIRS[:2], layers=[0])
+
+
+def test_show_progress_prints_a_bar(model, capsys):
+    train_steering_vector(model, None, PAIRS, layers=[0], batch_size=4, show_progress=True, tqdm_desc="Reading pairs")
+    err = capsys.readouterr().err
+    assert "Reading pairs" in err and "3/3" in err
+
+
+def test_metadata_records_model_and_settings(model):
+    vec = train_steering_vector(model, None, PAIRS[:3], layers=[1], batch_size=2)
+    assert vec.metadata["d_model"] == model.cfg.d_model
+    assert vec.metadata["n_layers"] == model.cfg.n_layers
+    assert vec.metadata["training"]["n_samples"] == 3
+    assert vec.metadata["training"]["batch_size"] == 2

@@ -1,0 +1,133 @@
+"""SteeringVector values: arithmetic, selection, similarity, and the safetensors file format."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+
+from steerlens import SteeringVector
+from steerlens.errors import InvalidArgumentError, LayerError, NonFiniteError, VectorFileError
+
+
+def vec(layers=(0, 2), d=8, seed=0, **kw):
+    g = torch.Generator().manual_seed(seed)
+    return SteeringVector({layer: torch.randn(d, generator=g) for layer in layers}, **kw)
+
+
+def test_arithmetic_matches_tensor_arithmetic():
+    a, b = vec((0, 2), seed=1), vec((2, 3), seed=2)
+    A, B = a.layer_activations, b.layer_activations
+    s = a + b
+    assert s.layers == [0, 2, 3]
+    torch.testing.assert_close(s.layer_activations[2], A[2] + B[2])
+    torch.testing.assert_close(s.layer_activations[0], A[0])
+    torch.testing.assert_close(s.layer_activations[3], B[3])
+    torch.testing.assert_close((a - b).layer_activations[3], -B[3])
+    torch.testing.assert_close((a - b).layer_activations[2], A[2] - B[2])
+    torch.testing.assert_close((3 * a).layer_activations[0], 3 * A[0])
+    torch.testing.assert_close((a * 0.5).layer_activations[2], 0.5 * A[2])
+    torch.testing.assert_close((-a).layer_activations[2], -A[2])
+    torch.testing.assert_close((a / 4).layer_activations[0], A[0] / 4)
+    assert a.layer_activations[0] is A[0] and torch.equal(A[0], vec((0, 2), seed=1).layer_activations[0])
+
+
+def test_to_normalized_select_cosine():
+    a, b = vec(seed=1), vec(seed=2)
+    assert a.to(torch.float64).layer_activations[0].dtype == torch.float64
+    for v in a.normalized().layer_activations.values():
+        assert abs(float(v.norm()) - 1) < 1e-6
+    assert a.select_layers([2]).layers == [2]
+    with pytest.raises(LayerError, match="not in this vector"):
+        a.select_layers([5])
+    cos = a.cosine_similarity(b)
+    for layer in (0, 2):
+        x, y = a.layer_activations[layer], b.layer_activations[layer]
+        assert abs(cos[layer] - float(x @ y / (x.norm() * y.norm()))) < 1e-6
+    assert a.norms()[0] == pytest.approx(float(a.layer_activations[0].norm()))
+
+
+def test_invalid_vectors_are_refused():
+    with pytest.raises(NonFiniteError, match="NaN"):
+        SteeringVector({0: torch.tensor([1.0, float("nan")])})
+    with pytest.raises(InvalidArgumentError, match="same d_model"):
+        SteeringVector({0: torch.ones(3), 1: torch.ones(4)})
+    with pytest.raises(LayerError, match="layer_type"):
+        SteeringVector({0: torch.ones(3)}, layer_type="resid")
+    with pytest.raises(InvalidArgumentError, match="layer_type"):
+        vec(layer_type="resid_pre") + vec()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_save_load_round_trip_is_exact(tmp_path, dtype):
+    a = vec((1, 3), d=16, layer_type="mlp_out", metadata={"model_name": "tiny", "d_model": 16}).to(dtype)
+    path = tmp_path / "v.safetensors"
+    a.save(path)
+    b = SteeringVector.load(path)
+    assert b.layer_type == "mlp_out" and b.layers == [1, 3] and b.metadata == a.metadata
+    for layer in (1, 3):
+        assert b.layer_activations[layer].dtype == dtype
+        assert torch.equal(b.layer_activations[layer], a.layer_activations[layer])
+
+
+def _rewrite_header(path, change):
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    change(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+def _set_steerlens(key, value):
+    def change(header):
+        meta = json.loads(header["__metadata__"]["steerlens"])
+        meta[key] = value
+        header["__metadata__"]["steerlens"] = json.dumps(meta)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "corrupt, phrase",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:5]), "too short"),
+        (lambda p: p.write_bytes(p.read_bytes()[:40]), "longer than the file"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-4]), "corrupted"),
+        (lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00" + b"{not json at all"), "not valid JSON"),
+        (lambda p: _rewrite_header(p, lambda h: h.pop("__metadata__")), "not a steerlens vector file"),
+        (lambda p: _rewrite_header(p, _set_steerlens("schema_version", 99)), "schema_version"),
+        (lambda p: _rewrite_header(p, _set_steerlens("layer_type", "bogus")), "layer_type"),
+        (lambda p: _rewrite_header(p, _set_steerlens("layers", [1])), "do not match the layers"),
+        (lambda p: _rewrite_header(p, _set_steerlens("d_model", 7)), "expected a float vector"),
+        (lambda p: _rewrite_header(p, _set_steerlens("format", "pickle")), "format"),
+    ],
+)
+def test_corrupted_files_give_clear_errors(tmp_path, corrupt, phrase):
+    path = tmp_path / "v.safetensors"
+    vec((1, 3), d=16).save(path)
+    corrupt(path)
+    with pytest.raises(VectorFileError, match=phrase):
+        SteeringVector.load(path)
+
+
+def test_nan_in_file_and_size_limit(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "v.safetensors"
+    vec((0,), d=4).save(path)
+    good = SteeringVector.load(path)
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    meta = json.loads(data[8 : 8 + n])["__metadata__"]
+    save_file({"layer.0": torch.tensor([1.0, float("inf"), 0.0, 0.0])}, path, metadata=meta)
+    with pytest.raises(VectorFileError, match="NaN or inf"):
+        SteeringVector.load(path)
+    good.save(path)
+    with pytest.raises(VectorFileError, match="over the limit"):
+        SteeringVector.load(path, max_bytes=10)
+    with pytest.raises(VectorFileError, match="cannot read"):
+        SteeringVector.load(tmp_path / "missing.safetensors")
