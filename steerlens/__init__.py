@@ -7,6 +7,7 @@ Example:
     ...     model.generate("The film was", max_new_tokens=8)
 """
 
+from steerlens.adapter import load_model
 from steerlens.aggregators import logistic_aggregator, mean_aggregator, pca_aggregator
 from steerlens.operators import ablation_operator, ablation_then_addition_operator, addition_operator
 from steerlens.samples import SteeringVectorTrainingSample
@@ -25,6 +26,7 @@ __all__ = [
     "addition_operator",
     "aggregate_activations",
     "extract_activations",
+    "load_model",
     "logistic_aggregator",
     "mean_aggregator",
     "pca_aggregator",

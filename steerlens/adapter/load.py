@@ -1,0 +1,254 @@
+"""Load a ``HookedTransformer`` from a name, a folder or a loaded Hugging Face model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.loading_from_pretrained import get_official_model_name
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from steerlens.adapter._quiet import quiet_transformer_lens
+from steerlens.adapter.configs import build_tl_config
+from steerlens.adapter.registry import check_convertible, supported_architectures
+from steerlens.adapter.tokenizer import attach_tokenizer
+from steerlens.adapter.weights import convert_weights, load_weights
+from steerlens.errors import ModelLoadError, TokenizerError, UnsupportedModelError
+
+ModelSource = Union[str, "os.PathLike[str]", PreTrainedModel]
+
+_REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` forbid downloads (read per call)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(flag.strip().lower() in ("1", "true", "yes", "on") for flag in flags)
+
+
+def load_model(
+    source: ModelSource,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    process_weights: bool = False,
+) -> HookedTransformer:
+    """Load a model as a TransformerLens ``HookedTransformer``.
+
+    ``source`` may be ``"toy"`` (steerlens' bundled toy model), a TransformerLens
+    official model name (loaded by TransformerLens itself), a local checkpoint folder,
+    a Hugging Face hub id, or an already loaded ``transformers.PreTrainedModel``.
+    Hub access honours ``HF_HUB_OFFLINE=1``.
+
+    With ``process_weights=False`` the weights are converted as they are, so
+    ``blocks.{L}.hook_resid_post`` equals the HF output of decoder layer ``L``. With
+    ``True`` they are folded and centred like ``HookedTransformer.from_pretrained``
+    (same log-probs, different internal activations).
+
+    ``dtype`` defaults to float32 for names and folders, and to the model's own dtype
+    (and device) for a ``PreTrainedModel``. ``tokenizer`` defaults to the one saved with
+    the checkpoint; the model gets a copy, the object passed in is never modified.
+
+    Example:
+        >>> model = load_model("path/to/checkpoint", dtype=torch.bfloat16)
+        >>> logits = model("Hello world")
+    """
+    if isinstance(source, PreTrainedModel):
+        return convert_hf_model(source, tokenizer, device, dtype, process_weights)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise UnsupportedModelError(
+            "source must be 'toy', a model name, a checkpoint folder or a "
+            f"transformers PreTrainedModel, got {type(source).__name__}."
+        )
+    if source == "toy":
+        from steerlens.toy import load_toy_model
+
+        return load_toy_model(device=device, dtype=dtype)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _load_pretrained(str(path), tokenizer, device, dtype, process_weights)
+    if _looks_like_path(source):
+        hint = "it is a file; pass the folder that contains config.json" if path.exists() else (
+            "no such folder"
+        )
+        raise ModelLoadError(
+            f"cannot load model from {source!r}: {hint}. Pass an existing checkpoint folder "
+            "(with config.json and weights), a Hugging Face hub id, or 'toy'."
+        )
+    official = _official_tl_name(source)
+    if official is not None:
+        return _load_tl_official(official, tokenizer, device, dtype, process_weights)
+    return _load_pretrained(source, tokenizer, device, dtype, process_weights)
+
+
+def convert_hf_model(
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    process_weights: bool = False,
+) -> HookedTransformer:
+    """Convert a loaded HF causal LM into a new ``HookedTransformer`` (no caching).
+
+    ``device``/``dtype`` default to those of ``hf_model``. Without ``tokenizer``, the
+    one saved next to the checkpoint is used if it can be found locally, else the model
+    has no tokenizer.
+
+    Example:
+        >>> tl_model = convert_hf_model(AutoModelForCausalLM.from_pretrained("ckpt"))
+    """
+    spec = check_convertible(hf_model.config)
+    if not any(cls.__name__ == spec.causal_lm for cls in type(hf_model).__mro__):
+        raise UnsupportedModelError(
+            f"steerlens needs the {spec.causal_lm} model (with its LM head), "
+            f"got {type(hf_model).__name__}; load it with AutoModelForCausalLM."
+        )
+    first = next(hf_model.parameters())
+    dtype = dtype or first.dtype
+    device = device if device is not None else first.device
+    # Folding/centring in half precision loses accuracy, so process in float32 first.
+    build_dtype = torch.float32 if process_weights and dtype in _REDUCED_PRECISION else dtype
+    with quiet_transformer_lens():
+        cfg = build_tl_config(hf_model.config, device, build_dtype)
+        model = HookedTransformer(cfg, tokenizer=None, move_to_device=True)
+        load_weights(model, convert_weights(hf_model, spec, cfg), process_weights)
+        if build_dtype != dtype:
+            model.to(dtype, print_details=False)
+    if tokenizer is None:
+        tokenizer = _saved_tokenizer(hf_model)
+    if tokenizer is not None:
+        attach_tokenizer(model, tokenizer)
+    return model.eval()
+
+
+def _looks_like_path(source: str) -> bool:
+    """Whether ``source`` is meant as a filesystem path rather than a hub id / model name."""
+    return (
+        os.path.isabs(source)
+        or source.startswith((".", "~"))
+        or "\\" in source
+        or source.count("/") > 1
+        or Path(source).exists()
+    )
+
+
+def _official_tl_name(source: str) -> str | None:
+    try:
+        return get_official_model_name(source)
+    except ValueError:
+        return None
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def _offline_miss(source: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{source!r} is not a local folder and is not in the Hugging Face cache, and "
+        "HF_HUB_OFFLINE=1 forbids downloading it. Download it once with network access "
+        f"(e.g. `huggingface-cli download {source}`), unset HF_HUB_OFFLINE, or pass the "
+        "path of a local checkpoint folder."
+    )
+
+
+def _hub_error(source: str, error: Exception) -> ModelLoadError:
+    if hub_offline():
+        return _offline_miss(source)
+    return ModelLoadError(
+        f"could not load {source!r} from the Hugging Face hub ({error}). Check the name "
+        "and your network access, or pass the path of a local checkpoint folder."
+    )
+
+
+def _load_pretrained(
+    source: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+) -> HookedTransformer:
+    """Load a local folder or hub id with ``transformers`` and convert it."""
+    hub_kwargs: dict[str, Any] = {"local_files_only": hub_offline()}
+    try:
+        hf_config = AutoConfig.from_pretrained(source, **hub_kwargs)
+    except ValueError as error:  # config.json names a model_type transformers lacks
+        raise UnsupportedModelError(
+            f"steerlens cannot adapt {source!r} ({error}). "
+            f"Supported architectures: {', '.join(supported_architectures())}."
+        ) from error
+    except OSError as error:
+        raise _hub_error(source, error) from error
+    check_convertible(hf_config)  # refuse before spending time on the weights
+    dtype = dtype or torch.float32
+    if tokenizer is None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
+        except (OSError, ValueError, TypeError) as error:
+            raise TokenizerError(
+                f"could not load a tokenizer for {source!r} ({error}); "
+                "pass tokenizer= explicitly."
+            ) from error
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            source, config=hf_config, dtype=dtype, **hub_kwargs
+        )
+    except OSError as error:
+        raise _hub_error(source, error) from error
+    device = device if device is not None else _default_device()
+    return convert_hf_model(hf_model, tokenizer, device, dtype, process_weights)
+
+
+def _load_tl_official(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+) -> HookedTransformer:
+    """Load a TransformerLens official model through TransformerLens itself."""
+    if hub_offline() and not _in_hub_cache(name):
+        raise _offline_miss(name)
+    loader = (
+        HookedTransformer.from_pretrained
+        if process_weights
+        else HookedTransformer.from_pretrained_no_processing
+    )
+    try:
+        with quiet_transformer_lens():
+            model = loader(name, device=device, dtype=dtype or torch.float32)
+    except OSError as error:
+        raise _hub_error(name, error) from error
+    if tokenizer is not None:
+        attach_tokenizer(model, tokenizer)
+    return model
+
+
+def _default_device() -> str:
+    from transformer_lens.utilities import get_device
+
+    return str(get_device())
+
+
+def _saved_tokenizer(hf_model: PreTrainedModel) -> PreTrainedTokenizerBase | None:
+    """The tokenizer stored with ``hf_model``'s checkpoint, if available without downloading."""
+    name = getattr(hf_model, "name_or_path", "") or ""
+    if not name:
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
