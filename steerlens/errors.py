@@ -86,3 +86,7 @@ __all__ = [
     "AggregatorError",
     "InvalidArgumentError",
 ]
+
+
+class PromptsFileError(SteerlensError, ValueError):
+    """A prompts text file is unreadable or has no prompts."""

@@ -1,0 +1,265 @@
+"""Write notebooks 01-03 from the cell sources below, execute them, and save them with outputs.
+
+Usage:
+    python scripts/build_notebooks.py            # all three
+    python scripts/build_notebooks.py 02         # the ones whose name starts with 02
+
+Notebook 04 is edited by hand; re-execute it with ``--execute-only 04``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+SETUP = """\
+%matplotlib inline
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+import torch
+
+import steerlens
+from steerlens import train_steering_vector
+from steerlens.datasets import concept_words, neutral_prompts, sentiment_pairs
+
+model = steerlens.load_model("toy")  # bundled with steerlens, loads offline in a blink
+print(model.cfg.model_name, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model)"""
+
+QUICKSTART = [
+    ("md", """\
+# 01 · Quickstart: train a steering vector and steer generations
+
+A *steering vector* is a direction in a model's residual stream. We read it off the model itself: run
+(positive, negative) prompt pairs that differ only in the concept we care about, take the activation at a
+chosen layer, and average the differences. Adding that direction back during the forward pass (times a
+*multiplier*) pushes the model towards the positive side; a negative multiplier pushes it the other way.
+
+This notebook uses steerlens' bundled toy model: a 4-layer GPT trained on procedural reviews whose sentiment
+(positive / negative) and topic (film / food / travel) vary independently."""),
+    ("code", SETUP),
+    ("md", """\
+## Contrast pairs
+
+`steerlens.datasets.sentiment_pairs` gives pairs that differ only in sentiment words. Any list of
+`(positive, negative)` string tuples works the same way."""),
+    ("code", """\
+pairs = sentiment_pairs("train")
+print(len(pairs), "pairs, for example:")
+for positive, negative in pairs[:3]:
+    print("  +", positive)
+    print("  -", negative)"""),
+    ("md", """\
+## Train
+
+The call is the `steering-vectors` library's: model, tokenizer (`None` uses the model's own), samples, layers.
+Activations are read at the last token of each prompt, at `blocks.2.hook_resid_post`."""),
+    ("code", """\
+vec = train_steering_vector(model, None, pairs, layers=[2], batch_size=16, show_progress=True)
+vec"""),
+    ("code", """\
+print("norm of the vector at layer 2:", round(vec.norms()[2], 3))
+resid = model.run_with_cache(pairs[0][0], names_filter="blocks.2.hook_resid_post")[1]["blocks.2.hook_resid_post"]
+print("typical norm of the residual stream there:", round(resid[0].norm(dim=-1).mean().item(), 3))"""),
+    ("md", """\
+## Steer
+
+`vec.apply(model, multiplier=...)` is a context manager: the hooks exist only inside the `with` block, and
+every position (prompt and generated tokens, with the KV cache) is steered."""),
+    ("code", """\
+prompt = "Let me tell you about the film. I thought the movie was"
+print("unsteered:  ", model.generate(prompt, max_new_tokens=16, do_sample=False, verbose=False))
+for multiplier in (1.0, -1.0):
+    with vec.apply(model, multiplier=multiplier):
+        text = model.generate(prompt, max_new_tokens=16, do_sample=False, verbose=False)
+    print(f"steered {multiplier:+}:", text)"""),
+    ("md", """\
+## Measure
+
+On 48 held-out prompts that end right before a sentiment word, the *positive share* is
+P(positive words) / (P(positive words) + P(negative words)) for the next token."""),
+    ("code", """\
+from steerlens.toy.metrics import positive_mass
+
+prompts = neutral_prompts("sentiment", "test")
+print(f"unsteered     positive share {positive_mass(model, prompts).mean():.3f}")
+for multiplier in (2.0, -2.0):
+    with vec.apply(model, multiplier=multiplier):
+        print(f"steered {multiplier:+}  positive share {positive_mass(model, prompts).mean():.3f}")"""),
+    ("md", """\
+## Save and load
+
+Vectors are safetensors files with JSON metadata: loading never runs code."""),
+    ("code", """\
+import tempfile
+from pathlib import Path
+
+path = Path(tempfile.mkdtemp()) / "sentiment.safetensors"
+vec.save(path)
+loaded = steerlens.SteeringVector.load(path)
+print(loaded.layers, loaded.layer_type, loaded.metadata["model_name"])
+print("identical:", torch.equal(loaded.layer_activations[2], vec.layer_activations[2]))"""),
+    ("md", "Next: `02_layer_sweep.ipynb` finds the best layer and multiplier."),
+]
+
+SWEEP = [
+    ("md", """\
+# 02 · Which layer steers best, and how hard?
+
+`sweep_layers` trains one vector per layer in a single pass over the pairs, then evaluates every
+layer × multiplier cell on a set of prompts. It runs the unsteered model once per batch, caches the residual
+stream at each layer and resumes from there, with all multipliers stacked in one batch: the numbers equal a
+naive loop of `vec.apply` + forward pass, several times faster."""),
+    ("code", SETUP),
+    ("code", """\
+from steerlens.metrics import prob_share
+from steerlens.sweep import sweep_layers
+
+pairs = sentiment_pairs("train")
+prompts = neutral_prompts("sentiment", "test")
+words = concept_words("sentiment")
+share = prob_share(words["positive"], words["negative"])  # P(pos) / (P(pos) + P(neg)) of the next token
+
+multipliers = [-4, -2, -1, -0.5, 0, 0.5, 1, 2, 4]
+df = sweep_layers(model, pairs, prompts, multipliers=multipliers, metric=share, show_progress=True)
+df.head()"""),
+    ("code", """\
+df.pivot(index="layer", columns="multiplier", values="prob_share").round(3)"""),
+    ("code", """\
+from steerlens.plots import plot_metric_vs_multiplier, plot_sweep_heatmap
+
+plot_sweep_heatmap(df, title="positive share of the next sentiment word")"""),
+    ("code", """\
+plot_metric_vs_multiplier(df)"""),
+    ("md", """\
+## How much else changes?
+
+The KL divergence between steered and unsteered next-token distributions, on prompts where the next word
+should be a *topic* noun. Some divergence is expected (sentiment adjectives become likelier after "the"); a
+layer that steers sentiment as well with less KL elsewhere is the more surgical choice."""),
+    ("code", """\
+vec = train_steering_vector(model, None, pairs, batch_size=16)  # every layer
+topic_prompts = neutral_prompts("topic", "test")
+kl = sweep_layers(model, vec, topic_prompts, multipliers=[-2, -1, 1, 2], metric="kl")
+plot_sweep_heatmap(kl, title="KL(steered || unsteered) on topic prompts")"""),
+    ("md", """\
+## Pick the best layer
+
+The widest swing between the multipliers ±1, with the least disturbance elsewhere."""),
+    ("code", """\
+import pandas as pd
+
+grid = df.pivot(index="layer", columns="multiplier", values="prob_share")
+swing = grid[1] - grid[-1]
+side_effect = kl[kl.multiplier.abs() == 1].groupby("layer").kl.mean()
+summary = pd.DataFrame({"swing at ±1": swing, "KL on topic prompts": side_effect})
+best = int(swing.idxmax())
+print("best layer:", best)
+summary.round(4)"""),
+]
+
+LOGITS = [
+    ("md", """\
+# 03 · Steered vs unsteered logits
+
+`compare_logits` puts the steered and unsteered next-token distributions side by side: KL divergence, change in
+log-probability of chosen tokens or token groups, whether the top token changed, and the top-k before and after.
+`ab_behavior_probability` does the same for two-choice "(A) ... (B) ... Answer: (" items, as in contrastive
+activation addition."""),
+    ("code", SETUP),
+    ("code", """\
+from steerlens.comparison import ab_behavior_probability, compare_logits, ABItem
+from steerlens.plots import plot_top_k_shift
+
+vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], batch_size=16)
+prompts = neutral_prompts("sentiment", "test")[:4]
+words = concept_words("sentiment")  # {"positive": [" good", ...], "negative": [" bad", ...]}
+table = compare_logits(model, vec, prompts, multipliers=[-2, 2], target_tokens=words, top_k=5)
+table[["prompt", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]"""),
+    ("code", """\
+table[["multiplier", "top_k_before", "top_k_after"]].head(2)"""),
+    ("code", """\
+plot_top_k_shift(table.iloc[1])"""),
+    ("md", """\
+## Is the vector specific?
+
+On prompts whose next word is a topic noun ("Here is my review of the"), steering adds sentiment adjectives to
+the candidates, so every topic group loses some probability; a specific vector takes it from the three groups
+alike, leaving the choice *between* topics as it was (the toy test asserts a total-variation shift ≤ 0.05 there)."""),
+    ("code", """\
+topic = compare_logits(model, vec, neutral_prompts("topic", "test")[:8], multipliers=[-2, 2],
+                       target_tokens=concept_words("topic"))
+topic.groupby("multiplier")[["kl", "delta_logprob[film]", "delta_logprob[food]", "delta_logprob[travel]"]].mean()"""),
+    ("md", """\
+## A/B probabilities
+
+Items in the contrastive-activation-addition format end right before the answer letter; the metric is
+P(matching letter) / (P(A) + P(B)). The toy model has never seen multiple-choice text, so with it the letters
+get almost no mass (`ab_mass_*`), and the normalised probability means little; with a real chat model this is
+the standard behaviour measure. The `letters` argument takes any two answer tokens: here the toy model's own
+way of answering, a sentiment word."""),
+    ("code", """\
+items = [
+    ABItem.from_choices("How was the film?", "It was great", "It was awful", matching="A"),
+    ABItem.from_choices("How was the trip?", "It was terrible", "It was wonderful", matching="B"),
+]
+ab_behavior_probability(model, vec, items, multipliers=[-2, 2])[
+    ["item_index", "matching", "multiplier", "p_matching_unsteered", "p_matching_steered", "ab_mass_steered"]
+]"""),
+    ("code", """\
+stems = [(p, "A") for p in neutral_prompts("sentiment", "test")[:6]]  # "A" = the first answer token
+ab = ab_behavior_probability(model, vec, stems, multipliers=[-2, -1, 1, 2], letters=(" good", " bad"))
+ab.groupby("multiplier")[["p_matching_unsteered", "p_matching_steered"]].mean().round(3)"""),
+]
+
+BUILD = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_layer_sweep.ipynb": SWEEP,
+    "03_steered_vs_unsteered_logits.ipynb": LOGITS,
+}
+
+
+def make(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(s) if kind == "md" else nbformat.v4.new_code_cell(s) for kind, s in cells]
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode) -> None:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("prefixes", nargs="*", help="build only notebooks whose name starts with these")
+    parser.add_argument("--execute-only", nargs="*", default=None, help="re-execute existing notebooks in place")
+    args = parser.parse_args()
+    if args.execute_only is not None:
+        for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+            if any(path.name.startswith(p) for p in args.execute_only):
+                nb = nbformat.read(path, as_version=4)
+                execute(nb)
+                nbformat.write(nb, path)
+                print("executed", path.name)
+        return
+    for name, cells in BUILD.items():
+        if args.prefixes and not any(name.startswith(p) for p in args.prefixes):
+            continue
+        nb = make(cells)
+        execute(nb)
+        nbformat.write(nb, NOTEBOOKS / name)
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Argument types of the command line: comma-separated lists with one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def int_list(text: str) -> list[int]:
+    """``"2,3"`` -> ``[2, 3]`` (negative layers allowed: ``"-1"``)."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    """``"-4,-2,2,4"`` -> ``[-4.0, -2.0, 2.0, 4.0]``."""
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def word_list(text: str) -> list[str]:
+    """``"good,great"`` -> ``[" good", " great"]``: words as they appear mid-sentence, with their space."""
+    words = [" " + w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError("expected comma-separated words")
+    return words

@@ -1,0 +1,77 @@
+"""The ``steerlens sweep`` and ``steerlens demo`` subcommands (registered by :mod:`steerlens.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from steerlens.cli_types import float_list, int_list, word_list
+from steerlens.demo import DEMO_MULTIPLIERS
+from steerlens.sweep import DEFAULT_MULTIPLIERS
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from steerlens.adapter import load_model
+    from steerlens.datasets import load_pairs_jsonl, load_prompts_txt
+    from steerlens.errors import InvalidArgumentError
+    from steerlens.metrics import prob_share
+    from steerlens.sweep import sweep_layers
+
+    if (args.positive_words is None) != (args.negative_words is None):
+        raise InvalidArgumentError("give both --positive-words and --negative-words, or neither.")
+    pairs = load_pairs_jsonl(args.pairs)
+    prompts = load_prompts_txt(args.prompts)
+    metric: Any = args.metric
+    if args.positive_words is not None:
+        metric = prob_share(args.positive_words, args.negative_words)
+    model = load_model(args.model)
+    frame = sweep_layers(
+        model, pairs, prompts, layers=args.layers, multipliers=args.multipliers, metric=metric,
+        batch_size=args.batch_size, layer_type=args.layer_type, per_prompt=args.per_prompt,
+        train_kwargs={"batch_size": args.batch_size, "show_progress": True},
+    )
+    frame.to_csv(args.out, index=False)
+    name = frame.attrs["metric"]
+    if not args.per_prompt:
+        print(frame.pivot(index="layer", columns="multiplier", values=name).to_string(float_format="{:.4f}".format))
+    print(f"{name} over {len(prompts)} prompts; wrote {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from steerlens.demo import run_demo
+
+    run_demo(args.model, args.out, layers=args.layers, multipliers=args.multipliers,
+             max_new_tokens=args.max_new_tokens)
+
+
+def register_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="train per-layer vectors and sweep layers x multipliers on prompts")
+    p.add_argument("--model", default="toy", help="'toy', a hub id or a local folder (default: toy)")
+    p.add_argument("--pairs", required=True, type=Path, help='JSONL, one {"positive": ..., "negative": ...} a line')
+    p.add_argument("--prompts", required=True, type=Path, help="text file, one evaluation prompt a line")
+    p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
+    p.add_argument("--layer-type", default="resid_post", help="resid_post (default) or another layer type")
+    p.add_argument("--multipliers", type=float_list, default=list(DEFAULT_MULTIPLIERS),
+                   help="comma-separated, e.g. -4,-2,2,4 (default: -4,-2,0,2,4)")
+    p.add_argument("--metric", default="kl", choices=["kl", "argmax_changed"],
+                   help="next-token metric of steered vs unsteered (default: kl)")
+    p.add_argument("--positive-words", type=word_list, default=None,
+                   help="comma-separated words; with --negative-words the metric is "
+                        "P(positive) / (P(positive) + P(negative)) of the next token")
+    p.add_argument("--negative-words", type=word_list, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--per-prompt", action="store_true", help="one CSV row per prompt instead of means")
+    p.add_argument("--out", required=True, type=Path, help="where to write the CSV")
+    p.set_defaults(func=cmd_sweep)
+
+
+def register_demo(sub: Any) -> None:
+    p = sub.add_parser("demo", help="the main job: train, sweep and compare a sentiment vector on the toy model")
+    p.add_argument("--model", default="toy", help="'toy' (default), a hub id or a local folder")
+    p.add_argument("--out", type=Path, default=Path("steerlens-demo"), help="output folder (default: steerlens-demo)")
+    p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
+    p.add_argument("--multipliers", type=float_list, default=list(DEMO_MULTIPLIERS),
+                   help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)")
+    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.set_defaults(func=cmd_demo)

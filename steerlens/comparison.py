@@ -1,0 +1,277 @@
+"""Steered against unsteered next-token distributions, prompt by prompt.
+
+:func:`compare_logits` reports, for each prompt × layer × multiplier, the KL
+divergence, the change in log-probability of chosen tokens and the top-k tokens
+before and after steering. :func:`ab_behavior_probability` scores multiple-choice
+items in the format of contrastive activation addition (CAA): the probability
+of the answer letter that matches the behaviour.
+
+Every value is read at each prompt's last real token, with each layer of the
+vector applied alone at every position (see :func:`steerlens.sweep.iter_steered_logits`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from steerlens.errors import InvalidArgumentError
+from steerlens.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
+from steerlens.models import resolve_model
+from steerlens.operators import Operator
+from steerlens.sweep import LogitsCell, check_multipliers, check_prompts, iter_steered_logits
+from steerlens.tokenization import PaddingSide
+from steerlens.vector import SteeringVector
+
+Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]
+
+
+def _tokenizer_of(model: Any, tokenizer: Any) -> Any:
+    resolved = resolve_model(model, tokenizer)
+    return resolved.tokenizer or resolved.model.tokenizer
+
+
+def _target_ids(tokenizer: Any, targets: Targets) -> dict[str, list[int]]:
+    """Column name -> token ids; a list names each target by its string (or decoded id)."""
+    if targets is None:
+        return {}
+    if isinstance(targets, Mapping):
+        return {str(name): token_ids(tokenizer, group) for name, group in targets.items()}
+    items = [targets] if isinstance(targets, (str, int)) else list(targets)
+    out: dict[str, list[int]] = {}
+    for item in items:
+        name = item if isinstance(item, str) else token_str(tokenizer, item)
+        if name in out:
+            raise InvalidArgumentError(f"target {name!r} is listed twice; use a dict to name targets yourself.")
+        out[name] = token_ids(tokenizer, item)
+    return out
+
+
+def token_str(tokenizer: Any, token_id: int) -> str:
+    """A token's text; a partial UTF-8 byte (decoded as "\ufffd") gets its vocabulary entry instead."""
+    text = tokenizer.decode([token_id])
+    return str(tokenizer.convert_ids_to_tokens(token_id)) if "\ufffd" in text else text
+
+
+def _top_k(tokenizer: Any, probs: Tensor, k: int) -> list[tuple[str, float]]:
+    values, ids = probs.topk(k)
+    return [(token_str(tokenizer, i), float(p)) for i, p in zip(ids.tolist(), values.tolist())]
+
+
+def _ordered(rows: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+    """Rows sorted by their (prompt, layer, multiplier) position keys."""
+    return pd.DataFrame([rows[key] for key in sorted(rows)])
+
+
+def _cells(
+    model: Any, vector: SteeringVector, prompts: list[str], layers: Any, multipliers: list[float], **kwargs: Any
+) -> Iterator[tuple[tuple[int, int, int], LogitsCell, int, int]]:
+    """Yield ``(key, cell, row_in_cell, prompt_index)`` with a sort key in the caller's order."""
+    layer_pos: dict[int, int] = {}
+    for cell in iter_steered_logits(model, vector, prompts, layers, multipliers, **kwargs):
+        lp = layer_pos.setdefault(cell.layer, len(layer_pos))
+        mp = multipliers.index(cell.multiplier)
+        for row, index in enumerate(cell.indices):
+            yield (index, lp, mp), cell, row, index
+
+
+def compare_logits(
+    model: Any,
+    vector: SteeringVector,
+    prompts: str | Iterable[str],
+    multipliers: float | Iterable[float] = (1.0,),
+    layers: int | Iterable[int] | None = None,
+    target_tokens: Targets = None,
+    top_k: int = 5,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    padding_side: PaddingSide | None = None,
+    operator: Operator | None = None,
+) -> pd.DataFrame:
+    """Steered vs unsteered next-token distribution: one row per prompt × layer × multiplier.
+
+    Columns: ``prompt_index, prompt, layer, multiplier``; ``kl`` = KL(steered ‖
+    unsteered) in nats; ``argmax_changed`` (bool); ``top_k_before`` / ``top_k_after``
+    = lists of ``(token_str, prob)``, most likely first. For each target ``<name>``:
+    ``logprob_before[<name>]``, ``logprob_after[<name>]`` and ``delta_logprob[<name>]``
+    (after − before, natural log).
+
+    ``target_tokens`` is a list of token strings or ids (a target is named by its
+    string, an id by its decoded text, see :func:`token_str`) or a dict ``name -> token or list of tokens``;
+    a group's probability is the sum of its tokens' probabilities. A string that
+    tokenizes to several tokens stands for its first token (with a warning).
+    ``layers=None`` takes each layer of ``vector`` separately.
+
+    Example:
+        >>> df = compare_logits(model, vec, ["I think the film was"], multipliers=[-4, 4],
+        ...                     target_tokens={"positive": [" good", " great"], "negative": [" bad"]})
+        >>> df[["multiplier", "kl", "delta_logprob[positive]"]]
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise InvalidArgumentError(f"top_k must be a positive int, got {top_k!r}.")
+    tok = _tokenizer_of(model, tokenizer)
+    targets = _target_ids(tok, target_tokens)
+    prompt_list, mults = check_prompts(prompts), check_multipliers(multipliers)
+    rows: dict[tuple, dict[str, Any]] = {}
+    for key, cell, row, index in _cells(
+        model, vector, prompt_list, layers, mults, tokenizer=tokenizer, batch_size=batch_size,
+        padding_side=padding_side, operator=operator,
+    ):
+        rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets, top_k)
+    return _ordered(rows)
+
+
+def _comparison_row(
+    tok: Any, cell: LogitsCell, row: int, prompt: str, index: int, targets: dict[str, list[int]], top_k: int
+) -> dict[str, Any]:
+    after, before = cell.steered[row : row + 1], cell.unsteered[row : row + 1]
+    lp_after, lp_before = torch.log_softmax(after, -1), torch.log_softmax(before, -1)
+    k = min(top_k, after.shape[-1])
+    out: dict[str, Any] = {
+        "prompt_index": index,
+        "prompt": prompt,
+        "layer": cell.layer,
+        "multiplier": cell.multiplier,
+        "kl": float(kl_divergence(after, before)[0]),
+        "argmax_changed": bool(argmax_changed(after, before)[0]),
+        "top_k_before": _top_k(tok, lp_before[0].exp(), k),
+        "top_k_after": _top_k(tok, lp_after[0].exp(), k),
+    }
+    for name, ids in targets.items():
+        b, a = float(group_logprob(lp_before, ids)[0]), float(group_logprob(lp_after, ids)[0])
+        out[f"logprob_before[{name}]"] = b
+        out[f"logprob_after[{name}]"] = a
+        out[f"delta_logprob[{name}]"] = a - b
+    return out
+
+
+# -- A/B behaviour items ------------------------------------------------------------
+
+Letter = Literal["A", "B"]
+
+
+@dataclass(frozen=True)
+class ABItem:
+    """A two-choice item: ``prompt`` ends right before the answer letter; ``matching`` is "A" or "B".
+
+    ``matching`` is the letter of the answer that shows the behaviour being steered.
+
+    Example:
+        >>> ABItem.from_choices("Do you like cats?", "Yes, a lot", "Not at all", matching="A").prompt
+        'Do you like cats?\\n\\nChoices:\\n(A) Yes, a lot\\n(B) Not at all\\nAnswer: ('
+    """
+
+    prompt: str
+    matching: Letter
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt:
+            raise InvalidArgumentError(f"an ABItem needs a non-empty prompt, got {self.prompt!r}.")
+        if self.matching not in ("A", "B"):
+            raise InvalidArgumentError(f"matching must be 'A' or 'B', got {self.matching!r}.")
+
+    @classmethod
+    def from_choices(cls, question: str, choice_a: str, choice_b: str, matching: Letter) -> "ABItem":
+        """Build the prompt ``question / Choices: (A) .. (B) .. / Answer: (``."""
+        return cls(f"{question}\n\nChoices:\n(A) {choice_a}\n(B) {choice_b}\nAnswer: (", matching)
+
+    @classmethod
+    def from_caa(cls, record: Mapping[str, str], template: str = "{question}\nAnswer: (") -> "ABItem":
+        """From a CAA dataset record: ``question`` (choices included), ``answer_matching_behavior`` like "(A)"."""
+        try:
+            question, answer = record["question"], record["answer_matching_behavior"]
+        except KeyError as missing:
+            raise InvalidArgumentError(
+                f"a CAA record needs 'question' and 'answer_matching_behavior'; {missing} is missing."
+            ) from None
+        letter = re.fullmatch(r"\s*\(?\s*([AB])\s*\)?\s*", str(answer))
+        if letter is None:
+            raise InvalidArgumentError(f"answer_matching_behavior must be '(A)' or '(B)', got {answer!r}.")
+        return cls(template.format(question=question), letter.group(1))  # type: ignore[arg-type]
+
+
+ItemLike = Union[ABItem, Mapping[str, str], tuple[str, str]]
+
+
+def _items(items: Iterable[ItemLike]) -> list[ABItem]:
+    out = []
+    for item in items:
+        if isinstance(item, ABItem):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(ABItem.from_caa(item))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            out.append(ABItem(*item))
+        else:
+            raise InvalidArgumentError(
+                f"an item must be an ABItem, a CAA dict or a (prompt, letter) pair, got {item!r}."
+            )
+    if not out:
+        raise InvalidArgumentError("no items given; pass at least one ABItem.")
+    return out
+
+
+def ab_behavior_probability(
+    model: Any,
+    vector: SteeringVector,
+    items: Iterable[ItemLike],
+    multipliers: float | Iterable[float] = (-1.0, 1.0),
+    layers: int | Iterable[int] | None = None,
+    *,
+    letters: tuple[str, str] = ("A", "B"),
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    padding_side: PaddingSide | None = None,
+    operator: Operator | None = None,
+) -> pd.DataFrame:
+    """Normalised probability of the behaviour-matching answer letter, steered and unsteered.
+
+    For each item × layer × multiplier: ``p_matching_* = P(matching) / (P(A) + P(B))``
+    of the next token after the prompt, and ``ab_mass_* = P(A) + P(B)`` (low values
+    mean the model is not answering with a letter). ``letters`` are the token strings
+    of the two letters (their first token is used). Items are :class:`ABItem`, CAA
+    records (dicts) or ``(prompt, letter)`` pairs.
+
+    Columns: ``item_index, prompt, matching, layer, multiplier, p_matching_unsteered,
+    p_matching_steered, ab_mass_unsteered, ab_mass_steered``.
+
+    Example:
+        >>> df = ab_behavior_probability(model, vec, items, multipliers=[-2, 0, 2])
+        >>> df.groupby(["layer", "multiplier"]).p_matching_steered.mean()
+    """
+    item_list = _items(items)
+    tok = _tokenizer_of(model, tokenizer)
+    letter_ids = [token_ids(tok, letter)[0] for letter in letters]
+    if letter_ids[0] == letter_ids[1]:
+        raise InvalidArgumentError(f"letters {letters!r} map to the same token; pass two different letters.")
+    prompts = [item.prompt for item in item_list]
+    mults = check_multipliers(multipliers)
+    rows: dict[tuple, dict[str, Any]] = {}
+    for key, cell, row, index in _cells(
+        model, vector, prompts, layers, mults, tokenizer=tokenizer, batch_size=batch_size,
+        padding_side=padding_side, operator=operator,
+    ):
+        item = item_list[index]
+        choice = 0 if item.matching == "A" else 1
+        p_un, mass_un = _letter_probability(cell.unsteered[row], letter_ids, choice)
+        p_st, mass_st = _letter_probability(cell.steered[row], letter_ids, choice)
+        rows[key] = {
+            "item_index": index, "prompt": item.prompt, "matching": item.matching, "layer": cell.layer,
+            "multiplier": cell.multiplier, "p_matching_unsteered": p_un, "p_matching_steered": p_st,
+            "ab_mass_unsteered": mass_un, "ab_mass_steered": mass_st,
+        }
+    return _ordered(rows)
+
+
+def _letter_probability(logits: Tensor, letter_ids: list[int], choice: int) -> tuple[float, float]:
+    """(P(choice) / (P(A) + P(B)), P(A) + P(B)) from one row of next-token logits."""
+    pair = logits[letter_ids].float()
+    normalised = torch.softmax(pair, -1)[choice]
+    mass = torch.softmax(logits.float(), -1)[letter_ids].sum()
+    return float(normalised), float(mass)

@@ -1,0 +1,160 @@
+"""The main job (``make demo``): train a sentiment vector, sweep it, show what it does.
+
+Runs on the bundled toy model by default (or any source :func:`load_model`
+accepts), uses the toy sentiment pairs and neutral prompts of
+:mod:`steerlens.datasets`, and measures the *positive share*
+P(positive words) / (P(positive words) + P(negative words)) of the next token.
+Writes the vector, the sweep table and a heatmap to an output folder.
+
+Example:
+    >>> result = run_demo(out="demo-out")
+    >>> result.best_layer, result.files
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from steerlens.comparison import compare_logits
+from steerlens.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.generation import steered_and_unsteered
+from steerlens.metrics import prob_share
+from steerlens.sweep import sweep_layers
+from steerlens.training import train_steering_vector
+from steerlens.vector import SteeringVector
+
+DEMO_MULTIPLIERS: tuple[float, ...] = (-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0)
+GENERATION_PROMPTS: tuple[str, ...] = (
+    "Let me tell you about the film. I thought the movie was",
+    "Last week we went out for dinner. Honestly, it was",
+    "I want to write about the trip. In short, it was",
+)
+
+
+@dataclass
+class DemoResult:
+    """What the demo computed: the vector, the sweep, the chosen cell and the files written."""
+
+    vector: SteeringVector
+    sweep: pd.DataFrame
+    best_layer: int
+    best_multiplier: float
+    files: dict[str, Path] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def best_cell(sweep: pd.DataFrame, value: str) -> tuple[int, float]:
+    """The layer with the widest swing of ``value`` between the largest ± multipliers, and that multiplier.
+
+    The multiplier is the smallest positive one whose swing is at least 90% of the
+    layer's largest swing, so the demo does not overshoot.
+    """
+    grid = sweep.pivot(index="layer", columns="multiplier", values=value)
+    positive = [m for m in grid.columns if m > 0 and -m in grid.columns]
+    if not positive:
+        return int(grid.index[0]), float(max(grid.columns))
+    swing = pd.DataFrame({m: grid[m] - grid[-m] for m in positive})
+    layer = int(swing[max(positive)].idxmax())
+    row = swing.loc[layer]
+    enough = [m for m in positive if row[m] >= 0.9 * row.max()] if row.max() > 0 else []
+    multiplier = min(enough) if enough else max(positive)
+    return layer, float(multiplier)
+
+
+def run_demo(
+    model_source: Any = "toy",
+    out: str | Path = "steerlens-demo",
+    layers: Sequence[int] | None = None,
+    multipliers: Sequence[float] = DEMO_MULTIPLIERS,
+    max_new_tokens: int = 16,
+    echo: Callable[[str], None] = print,
+) -> DemoResult:
+    """Train, sweep, compare and generate; print a report with ``echo``; write the artefacts to ``out``.
+
+    Example:
+        >>> run_demo("toy", out="demo-out", multipliers=[-4, 0, 4])
+    """
+    from steerlens.adapter import load_model
+
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(model_source) if not hasattr(model_source, "cfg") else model_source
+    name = getattr(model.cfg, "model_name", str(model_source))
+    echo(f"model: {name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model})")
+
+    pairs = sentiment_pairs("train")
+    prompts = neutral_prompts("sentiment", "test")
+    words = concept_words("sentiment")
+    echo(f"training a sentiment vector on {len(pairs)} contrast pairs, e.g. {pairs[0]}")
+    vector = train_steering_vector(
+        model, None, pairs, layers=layers, batch_size=16, show_progress=True, tqdm_desc="Training"
+    )
+
+    metric = prob_share(words["positive"], words["negative"])
+    sweep = sweep_layers(model, vector, prompts, multipliers=multipliers, metric=metric)
+    table = sweep.pivot(index="layer", columns="multiplier", values=metric.name)
+    echo(f"\npositive share of the next sentiment word, mean over {len(prompts)} held-out prompts")
+    echo("(rows: steered layer, columns: multiplier; 0 = unsteered)")
+    echo(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    layer, mult = best_cell(sweep, metric.name)
+    echo(f"\nbest layer {layer}, multiplier ±{mult:g}")
+
+    comparison = compare_logits(
+        model, vector.select_layers([layer]), prompts[:4], multipliers=(-mult, mult),
+        target_tokens=words, top_k=3,
+    )
+    echo("\nnext-token probabilities, unsteered vs steered")
+    echo(_comparison_table(comparison))
+
+    echo("\ngenerations (greedy), unsteered vs steered")
+    for prompt in GENERATION_PROMPTS:
+        echo(f"\n  prompt:      {prompt!r}")
+        plain = None
+        for m in (mult, -mult):
+            steered, plain = steered_and_unsteered(model, vector.select_layers([layer]), prompt, m, max_new_tokens)
+            echo(f"  steered {m:+g}: {steered!r}")
+        echo(f"  unsteered:   {plain!r}")
+
+    files = _write(out, vector, sweep, metric.name)
+    seconds = time.perf_counter() - start
+    echo("\nwrote " + ", ".join(str(p) for p in files.values()) + f"\ndone in {seconds:.1f}s")
+    return DemoResult(vector, sweep, layer, mult, files, seconds)
+
+
+def _comparison_table(comparison: pd.DataFrame) -> str:
+    rows = []
+    for _, r in comparison.iterrows():
+        rows.append({
+            "prompt": "..." + r["prompt"][-28:],
+            "multiplier": f"{r['multiplier']:+g}",
+            "P(pos) before": f"{math.exp(r['logprob_before[positive]']):.3f}",
+            "P(pos) after": f"{math.exp(r['logprob_after[positive]']):.3f}",
+            "P(neg) before": f"{math.exp(r['logprob_before[negative]']):.3f}",
+            "P(neg) after": f"{math.exp(r['logprob_after[negative]']):.3f}",
+            "top before": " ".join(f"{t!r}" for t, _ in r["top_k_before"]),
+            "top after": " ".join(f"{t!r}" for t, _ in r["top_k_after"]),
+        })
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def _write(out: Path, vector: SteeringVector, sweep: pd.DataFrame, value: str) -> dict[str, Path]:
+    files = {"vector": out / "sentiment_vector.safetensors", "sweep": out / "sweep.csv"}
+    vector.save(files["vector"])
+    sweep.to_csv(files["sweep"], index=False)
+    try:
+        import matplotlib  # noqa: F401  (the plot extra)
+    except ImportError:
+        return files
+    from steerlens.plots import plot_sweep_heatmap
+
+    fig = plot_sweep_heatmap(sweep, value, title="positive share by steered layer and multiplier")
+    files["heatmap"] = out / "sweep_heatmap.png"
+    fig.savefig(files["heatmap"], dpi=120)
+    return files

@@ -1,0 +1,191 @@
+"""Metrics on next-token logits, steered against unsteered.
+
+A metric is any callable ``(steered, unsteered) -> values`` taking two
+``[batch, d_vocab]`` logit tensors (read at each prompt's last real token) and
+returning one float per prompt. Presets by name: ``"kl"`` (the default of
+:func:`steerlens.sweep.sweep_layers`) and ``"argmax_changed"``. Token metrics
+(:func:`logit_diff`, :func:`prob_mass`) are built by factories; when they name
+tokens by string they are bound to the model's tokenizer by the function that
+uses them (or explicitly with ``.bind(tokenizer)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence, Union
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlens.errors import InvalidArgumentError
+
+Logits = Float[Tensor, "batch d_vocab"]
+MetricFn = Callable[[Tensor, Tensor], Tensor]
+Token = Union[str, int]
+TokenGroup = Union[Token, Sequence[Token]]
+
+
+def kl_divergence(steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]:
+    """KL(steered ‖ unsteered) of the next-token distributions, in nats, per prompt.
+
+    Example:
+        >>> kl_divergence(torch.zeros(1, 3), torch.zeros(1, 3))
+        tensor([0.])
+    """
+    log_p = torch.log_softmax(steered.float(), dim=-1)
+    log_q = torch.log_softmax(unsteered.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+
+
+def argmax_changed(steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]:
+    """1.0 where the most likely next token differs, else 0.0 (its mean is a rate)."""
+    return (steered.argmax(-1) != unsteered.argmax(-1)).float()
+
+
+PRESETS: dict[str, MetricFn] = {"kl": kl_divergence, "argmax_changed": argmax_changed}
+
+
+def token_ids(tokenizer: Any, group: TokenGroup) -> list[int]:
+    """Token ids of a token or token group (duplicates dropped); a string stands for its first token.
+
+    A string that tokenizes to several tokens is reduced to its first token, with a
+    warning (write ``" love"`` with its leading space when the model expects one).
+
+    Example:
+        >>> token_ids(model.tokenizer, [" love", " hate"])
+        [302, 417]
+    """
+    items = [group] if isinstance(group, (str, int)) else list(group)
+    if not items:
+        raise InvalidArgumentError("a token group is empty; give at least one token string or id.")
+    ids = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise InvalidArgumentError(f"tokens must be strings or int ids, got {item!r}.")
+        if isinstance(item, int):
+            ids.append(item)
+            continue
+        if tokenizer is None:
+            raise InvalidArgumentError(f"token {item!r} is a string but there is no tokenizer to encode it.")
+        encoded = tokenizer.encode(item, add_special_tokens=False)
+        if not encoded:
+            raise InvalidArgumentError(f"token string {item!r} encodes to no tokens.")
+        if len(encoded) > 1:
+            warnings.warn(
+                f"{item!r} is {len(encoded)} tokens; only its first token "
+                f"{tokenizer.decode(encoded[:1])!r} is used.",
+                stacklevel=3,
+            )
+        ids.append(int(encoded[0]))
+    return list(dict.fromkeys(ids))  # a token counts once in a group
+
+
+def group_logprob(logprobs: Float[Tensor, "batch d_vocab"], ids: Sequence[int]) -> Float[Tensor, "batch"]:
+    """log P(group) = log of the summed probability of the group's tokens."""
+    return torch.logsumexp(logprobs[:, list(ids)], dim=-1)
+
+
+@dataclass(frozen=True)
+class TokenMetric:
+    """A metric on the probability of token groups; see :func:`logit_diff`, :func:`prob_mass`."""
+
+    name: str
+    groups: tuple[TokenGroup, ...]
+    score: Callable[[Tensor, list[list[int]]], Tensor]
+    relative: bool = False
+    ids: tuple[tuple[int, ...], ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ids is None and all(_only_ids(g) for g in self.groups):
+            object.__setattr__(self, "ids", tuple(tuple(token_ids(None, g)) for g in self.groups))
+
+    def bind(self, tokenizer: Any) -> "TokenMetric":
+        """The same metric with its token strings encoded by ``tokenizer``."""
+        if self.ids is not None:
+            return self
+        return replace(self, ids=tuple(tuple(token_ids(tokenizer, g)) for g in self.groups))
+
+    def __call__(self, steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]:
+        if self.ids is None:
+            raise InvalidArgumentError(
+                f"metric {self.name!r} names tokens by string; bind it first with "
+                ".bind(model.tokenizer) (sweep_layers does this for you)."
+            )
+        groups = [list(g) for g in self.ids]
+        value = self.score(torch.log_softmax(steered.float(), dim=-1), groups)
+        if self.relative:
+            value = value - self.score(torch.log_softmax(unsteered.float(), dim=-1), groups)
+        return value
+
+
+def _only_ids(group: TokenGroup) -> bool:
+    items = [group] if isinstance(group, (str, int)) else list(group)
+    return all(isinstance(i, int) and not isinstance(i, bool) for i in items)
+
+
+def _diff_score(logprobs: Tensor, groups: list[list[int]]) -> Tensor:
+    return group_logprob(logprobs, groups[0]) - group_logprob(logprobs, groups[1])
+
+
+def _mass_score(logprobs: Tensor, groups: list[list[int]]) -> Tensor:
+    return group_logprob(logprobs, groups[0]).exp()
+
+
+def _share_score(logprobs: Tensor, groups: list[list[int]]) -> Tensor:
+    return torch.sigmoid(_diff_score(logprobs, groups))
+
+
+def logit_diff(positive: TokenGroup, negative: TokenGroup, relative: bool = False) -> TokenMetric:
+    """log P(positive) − log P(negative) of the steered model, per prompt.
+
+    For single tokens this is the logit difference; for groups it is the log-odds of
+    the two groups' summed probabilities. ``relative=True`` subtracts the same
+    quantity of the unsteered model (named ``"delta_logit_diff"``).
+
+    Example:
+        >>> sweep_layers(model, vec, prompts, metric=logit_diff(" good", [" bad", " awful"]))
+    """
+    return TokenMetric("delta_logit_diff" if relative else "logit_diff", (positive, negative), _diff_score, relative)
+
+
+def prob_mass(tokens: TokenGroup, relative: bool = False) -> TokenMetric:
+    """Summed next-token probability of ``tokens`` under the steered model, per prompt.
+
+    ``relative=True`` gives the change from the unsteered model (``"delta_prob_mass"``).
+
+    Example:
+        >>> sweep_layers(model, vec, prompts, metric=prob_mass([" love", " great"]))
+    """
+    return TokenMetric("delta_prob_mass" if relative else "prob_mass", (tokens,), _mass_score, relative)
+
+
+def prob_share(positive: TokenGroup, negative: TokenGroup, relative: bool = False) -> TokenMetric:
+    """P(positive) / (P(positive) + P(negative)) of the steered model, per prompt.
+
+    The share of the two groups' mass that goes to ``positive``: 0.5 means undecided,
+    whatever mass goes to other tokens. ``relative=True`` gives the change from the
+    unsteered model (``"delta_prob_share"``).
+
+    Example:
+        >>> sweep_layers(model, vec, prompts, metric=prob_share([" good", " great"], [" bad", " awful"]))
+    """
+    return TokenMetric("delta_prob_share" if relative else "prob_share", (positive, negative), _share_score, relative)
+
+
+def resolve_metric(metric: str | MetricFn, tokenizer: Any = None) -> tuple[str, MetricFn]:
+    """``(column name, callable)`` for a preset name, a :class:`TokenMetric` or any callable."""
+    if isinstance(metric, str):
+        if metric not in PRESETS:
+            raise InvalidArgumentError(
+                f"unknown metric {metric!r}; use one of {sorted(PRESETS)}, logit_diff(...), "
+                "prob_mass(...) or a callable (steered_logits, unsteered_logits) -> per-prompt tensor."
+            )
+        return metric, PRESETS[metric]
+    if isinstance(metric, TokenMetric):
+        return metric.name, metric.bind(tokenizer)
+    if not callable(metric):
+        raise InvalidArgumentError(f"metric must be a name or a callable, got {type(metric).__name__}.")
+    name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
+    return (name if isinstance(name, str) and name.isidentifier() else "metric"), metric

@@ -1,0 +1,182 @@
+"""Plots of sweeps and logit comparisons (needs the ``plot`` extra: ``pip install 'steerlens[plot]'``).
+
+Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no
+global state, nothing shown); display it in a notebook by ending a cell with it,
+or save it with ``fig.savefig("sweep.png")``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from steerlens.errors import InvalidArgumentError
+
+_KEYS = ("layer", "multiplier")
+_NOT_METRICS = {"layer", "multiplier", "prompt_index", "n_prompts"}
+
+
+def _figure(**kwargs: Any) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError(
+            "steerlens plots need matplotlib; install it with pip install 'steerlens[plot]'."
+        ) from error
+    return Figure(**kwargs)
+
+
+def _metric_column(frame: pd.DataFrame, value: str | None) -> str:
+    """The column to plot: ``value``, else the sweep's metric, else the only metric-like column."""
+    value = value or frame.attrs.get("metric")
+    if value is None:
+        numeric = [
+            c for c in frame.select_dtypes("number").columns
+            if c not in _NOT_METRICS and not str(c).endswith("_std")
+        ]
+        if len(numeric) != 1:
+            raise InvalidArgumentError(f"cannot tell which column to plot among {numeric}; pass value=...")
+        value = numeric[0]
+    missing = [c for c in (*_KEYS, value) if c not in frame.columns]
+    if missing:
+        raise InvalidArgumentError(
+            f"the frame has no column(s) {missing}; pass a sweep_layers DataFrame (columns {list(frame.columns)})."
+        )
+    return value
+
+
+def _grid(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """layer × multiplier table of ``value``, averaged over prompts if the frame is per prompt."""
+    return frame.groupby(list(_KEYS))[value].mean().unstack("multiplier").sort_index().sort_index(axis=1)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def plot_sweep_heatmap(
+    frame: pd.DataFrame, value: str | None = None, *, title: str | None = None, annotate: bool | None = None
+) -> Any:
+    """Heatmap of a sweep metric: layers down, multipliers across, one cell each.
+
+    A metric with both signs gets a diverging colour map centred on zero.
+    ``annotate`` writes the values in the cells (default: when there are at most 120).
+
+    Example:
+        >>> fig = plot_sweep_heatmap(sweep_layers(model, vec, prompts))
+        >>> fig.savefig("kl_heatmap.png")
+    """
+    value = _metric_column(frame, value)
+    grid = _grid(frame, value)
+    data = grid.to_numpy(dtype=float)
+    fig = _figure(figsize=(1.1 + 0.9 * data.shape[1], 1.2 + 0.42 * data.shape[0]), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = np.nanmin(data), np.nanmax(data)
+    if lo < 0 < hi:
+        bound = max(-lo, hi)
+        image = ax.imshow(data, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound)
+    else:
+        image = ax.imshow(data, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(data.shape[1]), [_fmt(m) for m in grid.columns])
+    ax.set_yticks(range(data.shape[0]), [str(layer) for layer in grid.index])
+    ax.set_xlabel("multiplier")
+    ax.set_ylabel("layer")
+    ax.set_title(title or f"{value} by layer and multiplier")
+    fig.colorbar(image, ax=ax, label=value)
+    if annotate if annotate is not None else data.size <= 120:
+        mid = (lo + hi) / 2
+        for (i, j), x in np.ndenumerate(data):
+            dark = abs(x) > 0.6 * max(abs(lo), abs(hi)) if lo < 0 < hi else x < mid
+            ax.text(j, i, f"{x:.2g}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    return fig
+
+
+def plot_metric_vs_multiplier(
+    frame: pd.DataFrame,
+    value: str | None = None,
+    *,
+    layers: Iterable[int] | None = None,
+    show_std: bool = False,
+    title: str | None = None,
+) -> Any:
+    """One line per layer: the sweep metric against the multiplier.
+
+    ``show_std`` shades ± one standard deviation over prompts (aggregated frames
+    with a ``<metric>_std`` column).
+
+    Example:
+        >>> fig = plot_metric_vs_multiplier(df, layers=[2, 4, 6])
+    """
+    value = _metric_column(frame, value)
+    grid = _grid(frame, value)
+    wanted = list(grid.index) if layers is None else list(layers)
+    absent = [layer for layer in wanted if layer not in grid.index]
+    if absent:
+        raise InvalidArgumentError(f"layers {absent} are not in the sweep; it has {list(grid.index)}.")
+    std = _grid(frame, f"{value}_std") if show_std and f"{value}_std" in frame.columns else None
+    fig = _figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    colours = _colours(len(wanted))
+    x = grid.columns.to_numpy(dtype=float)
+    for colour, layer in zip(colours, wanted):
+        y = grid.loc[layer].to_numpy(dtype=float)
+        ax.plot(x, y, marker="o", color=colour, label=str(layer))
+        if std is not None:
+            s = std.loc[layer].to_numpy(dtype=float)
+            ax.fill_between(x, y - s, y + s, color=colour, alpha=0.15)
+    ax.set_xlabel("multiplier")
+    ax.set_ylabel(value)
+    ax.set_title(title or f"{value} against multiplier")
+    ax.axhline(0, color="grey", linewidth=0.6)
+    ax.legend(title="layer", ncols=1 + len(wanted) // 9, fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _colours(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(i / max(n - 1, 1) * 0.9) for i in range(n)]
+
+
+def plot_top_k_shift(row: pd.Series | pd.DataFrame, *, title: str | None = None) -> Any:
+    """Bar chart of next-token probabilities before and after steering, for one compare_logits row.
+
+    Tokens are the union of the two top-k lists; a token outside one list has no bar
+    for that side (its probability there is below the k-th).
+
+    Example:
+        >>> df = compare_logits(model, vec, ["I think the film"], multipliers=[4])
+        >>> fig = plot_top_k_shift(df.iloc[0])
+    """
+    if isinstance(row, pd.DataFrame):
+        if len(row) != 1:
+            raise InvalidArgumentError(f"pass one row (e.g. df.iloc[0]), got a frame of {len(row)} rows.")
+        row = row.iloc[0]
+    try:
+        before, after = dict(row["top_k_before"]), dict(row["top_k_after"])
+    except KeyError:
+        raise InvalidArgumentError("the row has no top_k_before/top_k_after; pass a compare_logits row.") from None
+    tokens = list(dict.fromkeys([*after, *before]))
+    y = np.arange(len(tokens))
+    fig = _figure(figsize=(6.4, 1.4 + 0.38 * len(tokens)), layout="constrained")
+    ax = fig.add_subplot()
+    height = 0.4
+    sides = ((before, -height / 2, "unsteered", "#9e9e9e"), (after, height / 2, "steered", "#d9534f"))
+    for probs, offset, label, colour in sides:
+        known = [i for i, t in enumerate(tokens) if t in probs]
+        ax.barh(y[known] + offset, [probs[tokens[i]] for i in known], height=height, label=label, color=colour)
+    ax.set_yticks(y, [repr(t) for t in tokens])
+    ax.invert_yaxis()
+    ax.set_xlabel("next-token probability")
+    ax.set_ylabel("token")
+    k = len(row["top_k_after"])
+    ax.set_title(title or f"Top-{k} next tokens, layer {row['layer']}, multiplier {_fmt(row['multiplier'])}")
+    prompt = str(row.get("prompt", ""))
+    if prompt:
+        fig.suptitle(repr(prompt if len(prompt) <= 70 else prompt[:67] + "..."), fontsize="small")
+    ax.legend()
+    return fig

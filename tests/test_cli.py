@@ -1,0 +1,156 @@
+"""The command line: each subcommand against the library call it wraps, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from steerlens import SteeringVector, train_steering_vector
+from steerlens.cli import main
+from steerlens.datasets import concept_words, neutral_prompts, save_pairs_jsonl, sentiment_pairs
+from steerlens.generation import steered_and_unsteered
+from steerlens.metrics import prob_share
+from steerlens.sweep import sweep_layers
+from steerlens.toy import load_toy_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toy_model()
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    save_pairs_jsonl(sentiment_pairs("train")[:16], path)
+    return path
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(neutral_prompts("sentiment", "test")[:6]) + "\n\n")
+    return path
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_the_library_vector(toy, pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    code, stdout, _ = run(["train", "--pairs", pairs_file, "--layers", "1,-1", "--batch-size", "4", "--out", out], capsys)
+    assert code == 0 and "layers [1, 3]" in stdout
+    expected = train_steering_vector(toy, None, sentiment_pairs("train")[:16], layers=[1, 3], batch_size=1)
+    vec = SteeringVector.load(out)
+    assert vec.layers == [1, 3]
+    for layer in (1, 3):
+        torch.testing.assert_close(vec.layer_activations[layer], expected.layer_activations[layer], atol=1e-5, rtol=0)
+
+
+def test_info_shows_layers_norms_and_metadata(pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    assert run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)[0] == 0
+    code, stdout, _ = run(["info", out], capsys)
+    vec = SteeringVector.load(out)
+    assert code == 0
+    assert f"norm {vec.layer_activations[2].norm().item():.4f}" in stdout
+    assert "layer_type: resid_post" in stdout and "model_name: steerlens-toy" in stdout
+
+
+def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)
+    prompt = "Let me tell you about the film. I thought the movie was"
+    code, stdout, _ = run(["generate", "--vector", out, "--multiplier", "-6", "--prompt", prompt,
+                           "--max-new-tokens", "8"], capsys)
+    steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, -6.0, 8)
+    assert code == 0
+    assert f"unsteered:  {plain!r}" in stdout and f"steered x-6: {steered!r}" in stdout
+
+
+def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    code, stdout, _ = run(["sweep", "--pairs", pairs_file, "--prompts", prompts_file, "--layers", "0,2",
+                           "--multipliers", "-4,4", "--positive-words", "good,great",
+                           "--negative-words", "bad,terrible", "--out", out], capsys)
+    assert code == 0 and "prob_share over 6 prompts" in stdout
+    got = pd.read_csv(out)
+    prompts = prompts_file.read_text().split("\n")[:6]
+    expected = sweep_layers(toy, sentiment_pairs("train")[:16], prompts, layers=[0, 2], multipliers=[-4, 4],
+                            metric=prob_share([" good", " great"], [" bad", " terrible"]),
+                            train_kwargs={"batch_size": 8})
+    assert list(got["layer"]) == [0, 0, 2, 2] and list(got["multiplier"]) == [-4, 4, -4, 4]
+    assert got["prob_share"].to_numpy() == pytest.approx(expected["prob_share"].to_numpy(), abs=1e-6)
+
+
+def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(["demo", "--out", out, "--layers", "1,2", "--multipliers", "-4,0,4",
+                           "--max-new-tokens", "4"], capsys)
+    assert code == 0
+    vec = SteeringVector.load(out / "sentiment_vector.safetensors")
+    assert vec.layers == [1, 2]
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert len(sweep) == 6 and set(sweep["multiplier"]) == {-4.0, 0.0, 4.0}
+    # An unsteered cell is the plain model's positive share.
+    words = concept_words("sentiment")
+    from steerlens.toy.metrics import positive_mass
+
+    base = positive_mass(toy, neutral_prompts("sentiment", "test")).mean().item()
+    assert sweep.loc[sweep["multiplier"] == 0, "prob_share"].to_numpy() == pytest.approx([base, base], abs=1e-5)
+    assert (out / "sweep_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best layer" in stdout and "unsteered:" in stdout and len(words["positive"]) == 8
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["train", "--pairs", "{missing}", "--out", "{tmp}/v.safetensors"], "cannot read pairs file"),
+        (["train", "--pairs", "{bad_jsonl}", "--out", "{tmp}/v.safetensors"], "line 2"),
+        (["train", "--pairs", "{pairs}", "--layers", "9", "--out", "{tmp}/v.safetensors"], "layer"),
+        (["train", "--pairs", "{pairs}", "--layers", "a,b", "--out", "{tmp}/v.safetensors"], "comma-separated integers"),
+        (["train", "--model", "{tmp}/no-such-model", "--pairs", "{pairs}", "--out", "{tmp}/v.safetensors"], "no-such-model"),
+        (["info", "{garbage}"], "{garbage}"),
+        (["generate", "--vector", "{garbage}", "--prompt", "hi"], "{garbage}"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--out", "{tmp}/s.csv"], "no prompts"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--positive-words", "good", "--out", "x"], "neither"),
+        (["train"], "required"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, phrase, pairs_file, tmp_path, capsys):
+    files = {
+        "tmp": tmp_path, "missing": tmp_path / "missing.jsonl", "pairs": pairs_file,
+        "bad_jsonl": tmp_path / "bad.jsonl", "garbage": tmp_path / "garbage.safetensors",
+        "empty": tmp_path / "empty.txt",
+    }
+    files["bad_jsonl"].write_text('{"positive": "a", "negative": "b"}\n{"positive": 3}\n')
+    files["garbage"].write_bytes(os.urandom(64))
+    files["empty"].write_text("\n \n")
+    argv = [a.format(**files) for a in argv]
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("steerlens")
+    assert phrase.format(**files) in err
+
+
+def test_console_entry_point_has_no_traceback(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    proc = subprocess.run([sys.executable, "-m", "steerlens.cli", "info", str(bad)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
