@@ -3,9 +3,10 @@
 Naive loop: for every layer × multiplier, ``vec.select_layers([L]).apply(model, m)``
 and a full forward pass over all prompts (one padded batch), then KL at the last
 token. ``sweep_layers`` computes the same table reusing the unsteered prefix.
-12 layers × 5 multipliers × 16 prompts on a random 12-layer model. Target: >= 5x.
+12 layers × 5 multipliers × 16 prompts on a random GPT-2-small-sized model (12 layers,
+d_model 768, vocab 50257), as in bench_training.py. Target: >= 5x.
 
-    python benchmarks/bench_sweep.py [--d-model 256] [--vocab 4000]
+    python benchmarks/bench_sweep.py [--d-model 768] [--vocab 50257]
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def compute_bound(n_layers: int, n_mults: int, n_nonzero: int, unembed: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--vocab", type=int, default=4000)
+    parser.add_argument("--d-model", type=int, default=768)
+    parser.add_argument("--vocab", type=int, default=50257)
     args = parser.parse_args()
     torch.manual_seed(0)
     model = random_model(n_layers=N_LAYERS, d_model=args.d_model, d_vocab=args.vocab, n_ctx=128)
@@ -84,7 +85,7 @@ def main() -> None:
           f"{min(lengths)}-{max(lengths)} tokens; multipliers {DEFAULT_MULTIPLIERS}; best of {REPEATS}, "
           f"torch threads {torch.get_num_threads()}")
     naive = lambda: naive_sweep(model, vec, prompts)  # noqa: E731
-    fast = lambda: sweep_layers(model, vec, prompts, batch_size=N_PROMPTS)  # noqa: E731
+    fast = lambda: sweep_layers(model, vec, prompts)  # noqa: E731  (default batch size, as users call it)
     naive(), fast()  # warm-up
     t_naive, t_fast, expected, frame = best_times(naive, fast)
     worst = max(abs(r.kl - expected[r.layer, r.multiplier]) for r in frame.itertuples())

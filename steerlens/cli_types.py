@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def _number_list(text: str, convert: Callable[[str], T], kind: str) -> list[T]:
+    try:
+        values = [convert(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {kind}, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one of the comma-separated {kind}")
+    return values
 
 
 def int_list(text: str) -> list[int]:
     """``"2,3"`` -> ``[2, 3]`` (negative layers allowed: ``"-1"``)."""
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
+    return _number_list(text, int, "integers")
 
 
 def float_list(text: str) -> list[float]:
     """``"-4,-2,2,4"`` -> ``[-4.0, -2.0, 2.0, 4.0]``."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one number")
-    return values
+    return _number_list(text, float, "numbers")
 
 
 def word_list(text: str) -> list[str]:

@@ -22,6 +22,20 @@ def is_hf_model(model: Any) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
+def is_transformer_bridge(model: Any) -> bool:
+    """A TransformerLens ``TransformerBridge`` (it wraps a Hugging Face model, ``.original_model``)."""
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError:  # pragma: no cover - older TransformerLens
+        return False
+    return isinstance(model, TransformerBridge)
+
+
+def unwrap_bridge(model: Any) -> Any:
+    """The Hugging Face model inside a ``TransformerBridge``; any other model as it is."""
+    return model.original_model if is_transformer_bridge(model) else model
+
+
 @dataclass(frozen=True)
 class ResolvedModel:
     """A HookedTransformer to read activations from, and how to tokenize for it.
@@ -37,7 +51,14 @@ class ResolvedModel:
 
 
 def resolve_model(model: Any, tokenizer: Any) -> ResolvedModel:
-    """Accept a HookedTransformer or a Hugging Face ``PreTrainedModel``."""
+    """Accept a HookedTransformer, a Hugging Face ``PreTrainedModel`` or a ``TransformerBridge``.
+
+    A bridge is read through the Hugging Face model it wraps (with the bridge's tokenizer
+    unless one is given), so a vector trained on it steers the bridge and the HF model alike.
+    """
+    if is_transformer_bridge(model):
+        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        model = model.original_model
     if is_hooked_transformer(model):
         return ResolvedModel(model, tokenizer, exact_tokenizer=False)
     if is_hf_model(model):
@@ -50,5 +71,5 @@ def resolve_model(model: Any, tokenizer: Any) -> ResolvedModel:
         return ResolvedModel(adapt_hf_model(model, tokenizer), tokenizer, exact_tokenizer=True)
     raise UnsupportedModelError(
         f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
-        "transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
+        "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
     )

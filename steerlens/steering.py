@@ -183,7 +183,16 @@ def patch_hooked_transformer(model: Any, spec: SteeringSpec) -> SteeringHandle:
 
 
 def steering_hooks_on(model: Any) -> list[str]:
-    """Names of hook points that still carry a steerlens hook (empty when the model is clean)."""
+    """Names of hook points that still carry a steerlens hook (empty when the model is clean).
+
+    On a Hugging Face model or a TransformerBridge: the paths of modules that carry one.
+    """
+    from steerlens.models import is_hooked_transformer, unwrap_bridge
+
+    if not is_hooked_transformer(model):
+        from steerlens.adapter.hf_steering import hf_steering_hooks_on
+
+        return hf_steering_hooks_on(unwrap_bridge(model))
     names = [
         name
         for name, point in model.hook_dict.items()

@@ -31,6 +31,7 @@ from steerlens.models import ResolvedModel, resolve_model
 from steerlens.operators import Operator
 from steerlens.samples import SampleLike
 from steerlens.steering import SteeringHook, check_compatible, make_spec
+from steerlens.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.tokenization import PaddingSide, encode_prompt, pad_batch, pad_token_id
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
@@ -38,6 +39,8 @@ from steerlens.vector import SteeringVector
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
 # Block at which the forward pass resumes, relative to the steered layer.
 _RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
+# Rows per unembedding call: one call reads all of W_U, so cells are gathered (bounded memory).
+_UNEMBED_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -114,19 +117,6 @@ def prompt_batches(
         yield PromptBatch(indices, batch.tokens.to(device), batch.attention_mask.to(device), last.to(device))
 
 
-def last_token_logits(
-    model: Any, final_resid: Float[Tensor, "batch pos d_model"], last: Int[Tensor, "batch"]
-) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at column ``last[i]`` of each row, from the residual after the last block.
-
-    Runs TransformerLens' own final norm, unembed and soft-cap on the selected
-    positions only (``start_at_layer=n_layers`` runs no block).
-    """
-    rows = torch.arange(final_resid.shape[0], device=final_resid.device)
-    picked = final_resid[rows, last.to(final_resid.device)][:, None]
-    return model(picked, start_at_layer=model.cfg.n_layers)[:, 0].float()
-
-
 def can_resume(model: Any, layer_type: str) -> bool:
     """Whether steering at ``layer_type`` can resume from a cached residual (the fast path)."""
     cfg = model.cfg
@@ -181,26 +171,43 @@ def iter_steered_logits(
     total = math.ceil(len(prompt_list) / per_batch)
     for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
         clean, cache = _clean_pass(tl_model, batch, names)
+        pending: list[tuple[int, list[Tensor | None]]] = []
         for layer in layer_list:
+            steered: list[Tensor | None]
             with torch.no_grad():
                 if fast:
                     act = cache[hook_name(layer, layer_type)]
-                    steered = _resumed(tl_model, act, hooks[layer], layer + _RESUME_OFFSET[layer_type], batch, clean)
+                    steered = _resumed(tl_model, act, hooks[layer], layer + _RESUME_OFFSET[layer_type], batch)
                 else:
                     steered = [_full_forward(tl_model, single[layer], m, operator, batch) for m in mults]
-            # Yield outside no_grad: the caller's code must not run with gradients silently off.
-            for m, logits in zip(mults, steered):
-                yield LogitsCell(layer, m, batch.indices, logits, clean)
+            pending.append((layer, steered))
+            if sum(len(r) for _, r in pending) * len(batch.indices) >= _UNEMBED_ROWS or layer == layer_list[-1]:
+                yield from _cells_of(tl_model, batch, clean, pending, mults)
+                pending = []
+
+
+def _cells_of(
+    model: Any, batch: PromptBatch, clean: Tensor, pending: list[tuple[int, list[Tensor | None]]], mults: list[float]
+) -> Iterator[LogitsCell]:
+    """Unembed the clean and steered last-token residuals of some layers in one call, as cells."""
+    residuals = [clean] + [r for _, steered in pending for r in steered if r is not None]
+    with torch.no_grad():
+        logits = unembed(model, torch.cat(residuals)).split(clean.shape[0])
+    # Yield outside no_grad: the caller's code must not run with gradients silently off.
+    unsteered, computed = logits[0], iter(logits[1:])
+    for layer, steered in pending:
+        for m, r in zip(mults, steered):
+            yield LogitsCell(layer, m, batch.indices, unsteered if r is None else next(computed), unsteered)
 
 
 @torch.no_grad()
 def _clean_pass(model: Any, batch: PromptBatch, names: list[str]) -> tuple[Tensor, dict[str, Tensor]]:
-    """Unsteered last-token logits, and the activations at ``names``."""
+    """Unsteered last-token residual (after the last block), and the activations at ``names``."""
     final, cache = model.run_with_cache(
         batch.tokens, attention_mask=batch.attention_mask, names_filter=names,
         stop_at_layer=model.cfg.n_layers, return_cache_object=False,
     )
-    return last_token_logits(model, final, batch.last), cache
+    return last_token_resid(final, batch.last), cache
 
 
 def _hooks(vector: SteeringVector, layer: int, mults: list[float], operator: Operator | None) -> list[SteeringHook]:
@@ -215,20 +222,22 @@ def _resumed(
     hooks: list[SteeringHook],
     resume_at: int,
     batch: PromptBatch,
-    clean: Tensor,
-) -> list[Tensor]:
-    """Steered logits per multiplier, resuming at block ``resume_at``; all multipliers in one pass."""
+) -> list[Tensor | None]:
+    """Steered last-token residuals per multiplier, resuming at block ``resume_at``; all multipliers in one pass.
+
+    ``None`` stands for a multiplier that leaves the activation exactly unchanged (m = 0
+    with addition): its result is the clean one.
+    """
     steered_acts = [hook.steer(act, 0) for hook in hooks]
-    # A multiplier that leaves the activation exactly unchanged (m = 0) has the clean logits.
     moved = [i for i, s in enumerate(steered_acts) if not torch.equal(s, act)]
-    out = [clean] * len(hooks)
+    out: list[Tensor | None] = [None] * len(hooks)
     if moved:
-        final = model(
-            torch.cat([steered_acts[i] for i in moved]), start_at_layer=resume_at,
-            stop_at_layer=model.cfg.n_layers, attention_mask=batch.attention_mask.repeat(len(moved), 1),
+        n = len(moved)
+        resid = final_resid_at_last_token(
+            model, torch.cat([steered_acts[i] for i in moved]), resume_at,
+            batch.last.repeat(n), batch.attention_mask.repeat(n, 1),
         )
-        logits = last_token_logits(model, final, batch.last.repeat(len(moved)))
-        for i, chunk in zip(moved, logits.split(act.shape[0])):
+        for i, chunk in zip(moved, resid.split(act.shape[0])):
             out[i] = chunk
     return out
 
@@ -239,7 +248,7 @@ def _full_forward(
     """The plain route: steer with ``vector.apply`` and run the whole model."""
     with vector.apply(model, multiplier=multiplier, operator=operator):
         final = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers)
-    return last_token_logits(model, final, batch.last)
+    return last_token_resid(final, batch.last)
 
 
 def sweep_layers(

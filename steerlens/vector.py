@@ -12,6 +12,7 @@ from torch import Tensor
 
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, NonFiniteError
 from steerlens.layers import check_layer_type
+from steerlens.models import unwrap_bridge
 from steerlens.operators import Operator
 from steerlens.positions import TokenIndices
 from steerlens.serialization import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
@@ -86,8 +87,8 @@ class SteeringVector:
             ...     print(model.generate("I think", max_new_tokens=8))
         """
         spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        with _backend(model).apply(model, spec) as steered:
-            yield steered
+        with _backend(model).apply(unwrap_bridge(model), spec):
+            yield model
 
     def patch(
         self,
@@ -105,7 +106,7 @@ class SteeringVector:
             >>> handle.remove()
         """
         spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        return _backend(model).patch(model, spec)
+        return _backend(model).patch(unwrap_bridge(model), spec)
 
     patch_activations = patch
 
@@ -214,10 +215,11 @@ def _backend(model: Any) -> Any:
 
     if is_hooked_transformer(model):
         return _HookedTransformerBackend
-    if is_hf_model(model):
+    if is_hf_model(unwrap_bridge(model)):
         from steerlens.adapter import hf_steering
 
         return hf_steering
     raise ModelMismatchError(
-        f"cannot steer a {type(model).__name__}; pass a HookedTransformer or a transformers PreTrainedModel."
+        f"cannot steer a {type(model).__name__}; pass a HookedTransformer, a TransformerBridge or a "
+        "transformers PreTrainedModel."
     )

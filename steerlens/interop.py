@@ -1,0 +1,151 @@
+"""Moving vectors to and from other tools: the ``steering-vectors`` library and llama.cpp.
+
+``steering-vectors`` keeps ``layer_activations: dict[int, Tensor]`` with a
+``layer_type`` named after the HF module hooked: its ``"decoder_block"`` output is our
+``resid_post``, ``"self_attn"`` our ``attn_out`` and ``"mlp"`` our ``mlp_out``.
+
+llama.cpp reads *control vectors* (``--control-vector``, ``--control-vector-scaled``):
+GGUF files with ``general.architecture = "controlvector"`` and one float32 tensor
+``direction.N`` per layer, added to the output of layer ``N`` (0-based), that is our
+``resid_post`` of layer ``N``. llama.cpp never steers the output of layer 0.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+
+from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
+from steerlens.vector import SteeringVector
+
+# steering-vectors layer type -> steerlens layer type
+SV_LAYER_TYPES: dict[str, str] = {"decoder_block": "resid_post", "self_attn": "attn_out", "mlp": "mlp_out"}
+GGUF_ARCH = "controlvector"
+
+
+def to_steering_vectors(vec: SteeringVector) -> dict[str, Any]:
+    """The keyword arguments of ``steering_vectors.SteeringVector`` for ``vec``.
+
+    Example:
+        >>> import steering_vectors
+        >>> theirs = steering_vectors.SteeringVector(**to_steering_vectors(vec))
+    """
+    names = {ours: theirs for theirs, ours in SV_LAYER_TYPES.items()}
+    if vec.layer_type not in names:
+        raise InvalidArgumentError(
+            f"steering-vectors has no layer type for {vec.layer_type!r}; it knows {sorted(names)} "
+            "(as decoder_block, self_attn, mlp). Train at one of those."
+        )
+    return {
+        "layer_activations": {layer: t.detach().clone() for layer, t in vec.layer_activations.items()},
+        "layer_type": names[vec.layer_type],
+    }
+
+
+def from_steering_vectors(source: Any, metadata: Mapping[str, Any] | None = None) -> SteeringVector:
+    """A steerlens vector from a ``steering_vectors.SteeringVector`` (or a dict with the same fields).
+
+    Example:
+        >>> vec = from_steering_vectors(theirs)  # theirs.layer_type == "decoder_block"
+        >>> vec.layer_type
+        'resid_post'
+    """
+    fields = source if isinstance(source, Mapping) else vars(source) if hasattr(source, "__dict__") else {}
+    if "layer_activations" not in fields:
+        raise InvalidArgumentError(
+            f"expected a steering_vectors.SteeringVector or a dict with 'layer_activations', got "
+            f"{type(source).__name__}."
+        )
+    layer_type = fields.get("layer_type", "decoder_block")
+    if layer_type not in SV_LAYER_TYPES:
+        raise InvalidArgumentError(
+            f"steering-vectors layer type {layer_type!r} has no TransformerLens hook point; "
+            f"steerlens can import {sorted(SV_LAYER_TYPES)}."
+        )
+    activations = {int(layer): torch.as_tensor(t).detach().clone() for layer, t in fields["layer_activations"].items()}
+    return SteeringVector(activations, SV_LAYER_TYPES[layer_type], dict(metadata or {}))
+
+
+def _gguf() -> Any:
+    try:
+        import gguf
+    except ImportError as error:
+        raise ImportError("GGUF export/import needs the gguf package: pip install 'steerlens[gguf]'.") from error
+    return gguf
+
+
+def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: str | None = None) -> None:
+    """Write ``vec`` as a llama.cpp control vector (``llama-cli --control-vector path``).
+
+    ``model_hint`` (default: the vector's ``model_name`` metadata) names the model
+    family. Only ``resid_post`` vectors of layers >= 1 can be expressed.
+
+    Example:
+        >>> export_gguf(vec.select_layers([10, 12]), "happy.gguf", model_hint="llama")
+    """
+    gguf = _gguf()
+    import numpy as np
+
+    if vec.layer_type != "resid_post":
+        raise InvalidArgumentError(
+            f"llama.cpp control vectors act on layer outputs (resid_post), not {vec.layer_type!r}; "
+            "train the vector at layer_type='resid_post'."
+        )
+    if 0 in vec.layer_activations:
+        raise InvalidArgumentError(
+            "llama.cpp never steers the output of layer 0; drop it with vec.select_layers([...])."
+        )
+    hint = model_hint or str(vec.metadata.get("model_name", "unknown"))
+    writer = gguf.GGUFWriter(os.fspath(path), GGUF_ARCH)
+    writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
+    writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vec.layers))
+    for layer in vec.layers:
+        data = vec.layer_activations[layer].detach().to("cpu", torch.float32).numpy()
+        writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _field_value(reader: Any, key: str) -> Any:
+    field = reader.fields.get(key)
+    return None if field is None else field.contents()
+
+
+def import_gguf(path: str | os.PathLike[str]) -> SteeringVector:
+    """Read a llama.cpp control vector as a ``resid_post`` steering vector (no code is executed).
+
+    Example:
+        >>> vec = import_gguf("happy.gguf")
+        >>> vec.layers
+        [10, 12]
+    """
+    gguf = _gguf()
+    name = os.fspath(path)
+    try:
+        reader = gguf.GGUFReader(name)
+    except Exception as error:  # the gguf package raises many kinds on a damaged file
+        raise VectorFileError(f"{name} is not a readable GGUF file ({type(error).__name__}: {error}).") from error
+    arch = _field_value(reader, "general.architecture")
+    if arch != GGUF_ARCH:
+        raise VectorFileError(f"{name} is a GGUF file for {arch!r}, not a control vector ({GGUF_ARCH!r}).")
+    vectors: dict[int, torch.Tensor] = {}
+    for tensor in reader.tensors:
+        prefix, _, index = tensor.name.partition(".")
+        if prefix != "direction" or not index.isdigit() or int(index) < 1:
+            raise VectorFileError(f"{name}: unexpected tensor {tensor.name!r}; a control vector holds direction.N, N >= 1.")
+        values = torch.from_numpy(tensor.data.astype("float32").reshape(-1).copy())
+        if not bool(torch.isfinite(values).all()):
+            raise NonFiniteError(f"{name}: {tensor.name} has NaN or inf values; the file is damaged.")
+        vectors[int(index)] = values
+    if not vectors:
+        raise VectorFileError(f"{name} holds no direction tensors.")
+    if len({v.shape[0] for v in vectors.values()}) != 1:
+        raise VectorFileError(f"{name}: the direction tensors have different lengths.")
+    hint = _field_value(reader, f"{GGUF_ARCH}.model_hint")
+    metadata = {"model_name": str(hint)} if hint else {}
+    metadata["source"] = "gguf"
+    return SteeringVector(vectors, "resid_post", metadata)

@@ -1,0 +1,98 @@
+"""Conversions to the steering-vectors layout and llama.cpp control vectors (GGUF)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from steerlens import SteeringVector
+from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
+from steerlens.interop import export_gguf, from_steering_vectors, import_gguf, to_steering_vectors
+
+gguf = pytest.importorskip("gguf")
+
+
+def vector(layers=(1, 3), layer_type="resid_post") -> SteeringVector:
+    gen = torch.Generator().manual_seed(0)
+    return SteeringVector({layer: torch.randn(16, generator=gen) for layer in layers}, layer_type,
+                          {"model_name": "tiny-llama"})
+
+
+@pytest.mark.parametrize("ours, theirs", [("resid_post", "decoder_block"), ("attn_out", "self_attn"), ("mlp_out", "mlp")])
+def test_steering_vectors_layout_round_trip(ours, theirs):
+    vec = vector(layer_type=ours)
+    fields = to_steering_vectors(vec)
+    assert fields["layer_type"] == theirs and sorted(fields["layer_activations"]) == [1, 3]
+    # Their SteeringVector is a dataclass with these two fields; any object with them converts back.
+    back = from_steering_vectors(SimpleNamespace(**fields))
+    assert back.layer_type == ours
+    for layer in (1, 3):
+        assert torch.equal(back.layer_activations[layer], vec.layer_activations[layer])
+    fields["layer_activations"][1].add_(1.0)  # a copy: the original is untouched
+    assert not torch.equal(fields["layer_activations"][1], vec.layer_activations[1])
+
+
+def test_steering_vectors_layout_errors():
+    with pytest.raises(InvalidArgumentError, match="no layer type"):
+        to_steering_vectors(vector(layer_type="resid_pre"))
+    with pytest.raises(InvalidArgumentError, match="input_layernorm"):
+        from_steering_vectors({"layer_activations": {0: torch.zeros(4)}, "layer_type": "input_layernorm"})
+    with pytest.raises(InvalidArgumentError, match="layer_activations"):
+        from_steering_vectors(42)
+
+
+def test_gguf_round_trip_is_exact(tmp_path):
+    vec = vector()
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path)
+    back = import_gguf(path)
+    assert back.layers == [1, 3] and back.layer_type == "resid_post"
+    assert back.metadata["model_name"] == "tiny-llama"
+    for layer in (1, 3):
+        assert torch.equal(back.layer_activations[layer], vec.layer_activations[layer])
+
+
+def test_gguf_file_is_a_llama_cpp_control_vector(tmp_path):
+    """Read independently with gguf.GGUFReader: the keys and tensor names llama.cpp expects."""
+    vec = vector()
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path, model_hint="llama")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "controlvector"
+    assert reader.fields["controlvector.model_hint"].contents() == "llama"
+    assert reader.fields["controlvector.layer_count"].contents() == 2
+    tensors = {t.name: t for t in reader.tensors}
+    assert sorted(tensors) == ["direction.1", "direction.3"]
+    for layer in (1, 3):
+        t = tensors[f"direction.{layer}"]
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(np.asarray(t.data).reshape(-1), vec.layer_activations[layer].numpy())
+
+
+def test_gguf_export_refuses_what_llama_cpp_cannot_do(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="layer 0"):
+        export_gguf(vector(layers=(0, 2)), tmp_path / "x.gguf")
+    with pytest.raises(InvalidArgumentError, match="resid_post"):
+        export_gguf(vector(layer_type="mlp_out"), tmp_path / "x.gguf")
+
+
+def test_gguf_import_rejects_other_files(tmp_path):
+    other = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(other), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
+    with pytest.raises(VectorFileError, match="not a control vector"):
+        import_gguf(other)
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(range(60)))
+    with pytest.raises(VectorFileError, match="not a readable GGUF"):
+        import_gguf(junk)
+    bad = tmp_path / "nan.gguf"
+    writer = gguf.GGUFWriter(str(bad), "controlvector")
+    writer.add_tensor("direction.1", np.array([1.0, np.nan], dtype=np.float32))
+    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
+    with pytest.raises(NonFiniteError):
+        import_gguf(bad)
