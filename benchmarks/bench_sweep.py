@@ -59,18 +59,6 @@ def best_times(a, b) -> tuple[float, float, object, object]:
     return min(times[0]), min(times[1]), results[0], results[1]
 
 
-def compute_bound(n_layers: int, n_mults: int, n_nonzero: int, unembed: float) -> float:
-    """Best possible speed-up if time were proportional to work, in block-passes.
-
-    ``unembed`` is the cost of unembedding every position, in blocks. The naive loop
-    runs every block and the unembed per cell; the sweep runs the clean model once,
-    then for each layer L the blocks after L once per non-zero multiplier.
-    """
-    naive = n_layers * n_mults * (n_layers + unembed)
-    fast = n_layers + unembed + n_nonzero * sum(n_layers - 1 - layer for layer in range(n_layers))
-    return naive / fast
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--d-model", type=int, default=768)
@@ -92,10 +80,6 @@ def main() -> None:
     ratio = t_naive / t_fast
     print(f"naive loop   {t_naive * 1000:8.1f} ms  ({len(expected)} cells)")
     print(f"sweep_layers {t_fast * 1000:8.1f} ms")
-    # Unembedding costs d_model * vocab per position, a block about 12 * d_model^2.
-    bound = compute_bound(N_LAYERS, len(DEFAULT_MULTIPLIERS), sum(m != 0 for m in DEFAULT_MULTIPLIERS),
-                          args.vocab / (12 * args.d_model))
-    print(f"compute bound (work ratio) {bound:.2f}x")
     print(f"speed-up {ratio:.2f}x (target >= 5x): {'OK' if ratio >= 5 else 'UNDER TARGET'}; "
           f"max |KL difference| {worst:.2e}")
 

@@ -212,6 +212,8 @@ def load_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise _line_error(name, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:  # too deeply nested, or an int over Python's digit limit
+            raise _line_error(name, lineno, f"invalid JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
         if not isinstance(obj, dict):
             raise _line_error(name, lineno, f"expected a JSON object, got {type(obj).__name__}")
         pair = []

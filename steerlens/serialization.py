@@ -67,7 +67,7 @@ def _read_header(path: Any, data: bytes) -> tuple[dict[str, Any], dict[str, Any]
         raise _fail(path, "safetensors header is longer than the file (truncated or not a vector file).")
     try:
         raw = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError covers JSONDecodeError and huge ints
         raise _fail(path, "safetensors header is not valid JSON (corrupted file).") from None
     if not isinstance(raw, dict):
         raise _fail(path, "safetensors header is not a JSON object (corrupted file).")
@@ -76,7 +76,7 @@ def _read_header(path: Any, data: bytes) -> tuple[dict[str, Any], dict[str, Any]
         raise _fail(path, "no steerlens metadata: this is not a steerlens vector file (save one with vec.save).")
     try:
         header = json.loads(meta["steerlens"])
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         raise _fail(path, "steerlens metadata is not valid JSON (corrupted file).") from None
     if not isinstance(header, dict):
         raise _fail(path, "steerlens metadata is not a JSON object (corrupted file).")
@@ -112,7 +112,8 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
     if set(entries) != expected:
         raise _fail(path, f"tensors {sorted(entries)} do not match the layers {layers} in the metadata.")
     for key, info in entries.items():
-        if not isinstance(info, dict) or info.get("shape") != [d_model] or info.get("dtype") not in _FLOAT_DTYPES:
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if not isinstance(dtype, str) or dtype not in _FLOAT_DTYPES or info.get("shape") != [d_model]:
             raise _fail(
                 path, f"tensor {key!r} has shape/dtype {info!r}; expected a float vector of shape [{d_model}]."
             )
@@ -129,7 +130,10 @@ def load_vector_file(
         raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
     if size > max_bytes:
         raise _fail(path, f"file is {size} bytes, over the limit of {max_bytes}; pass max_bytes=... if it is trusted.")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:  # e.g. a directory, or a permission error
+        raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
     header, entries = _read_header(path, data)
     _check_header(path, header, entries)
     try:

@@ -62,7 +62,7 @@ def encode_prompt(model: Any, tokenizer: Any, prompt: str, exact: bool = False) 
     if exact:
         ids = list(tokenizer(prompt)["input_ids"])
     elif tokenizer is None or tokenizer is model.tokenizer:
-        ids = model.to_tokens(prompt, truncate=False, move_to_device=False)[0].tolist()
+        ids = _model_tokens(model, prompt)
     else:
         ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
         bos = tokenizer.bos_token_id
@@ -80,6 +80,19 @@ def encode_prompt(model: Any, tokenizer: Any, prompt: str, exact: bool = False) 
     if not ids:
         raise TokenIndexError(f"prompt {prompt!r} tokenizes to no tokens; give it some text.")
     return ids
+
+
+def _model_tokens(model: Any, prompt: str) -> list[int]:
+    """``model.to_tokens(prompt)`` as a list, also when the model's tokenizer has no pad token."""
+    tok = model.tokenizer
+    if tok is None or getattr(tok, "pad_token", None) is not None:
+        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0].tolist()
+    # to_tokens always asks the tokenizer to pad, which fails without a pad token. One prompt
+    # needs no padding, so repeat its BOS convention here instead of mutating the tokenizer.
+    cfg = model.cfg
+    text = tok.bos_token + prompt if cfg.default_prepend_bos and not cfg.tokenizer_prepends_bos else prompt
+    ids = list(tok(text)["input_ids"])
+    return ids[1:] if not cfg.default_prepend_bos and cfg.tokenizer_prepends_bos else ids
 
 
 def pad_token_id(model: Any, tokenizer: Any) -> int:

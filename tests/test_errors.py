@@ -1,0 +1,261 @@
+"""Every kind of bad input gets a steerlens error that names the problem and the fix.
+
+The table below is the list the reliability issue asks for: each row is a bad input,
+the error class it must raise (a ValueError or TypeError subclass from
+``steerlens.errors``) and a phrase its message must contain. The last tests cover the
+inputs that must *not* fail: a tokenizer without a pad token and device/dtype mismatches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import json
+import os
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from steerlens import SteeringVector, train_steering_vector
+from steerlens.datasets import load_pairs_jsonl
+from steerlens.errors import (
+    AggregatorError,
+    InvalidSampleError,
+    InvalidSampleTypeError,
+    LayerError,
+    ModelMismatchError,
+    NonFiniteError,
+    PairsFileError,
+    PromptTooLongError,
+    SteerlensError,
+    TokenIndexError,
+    TokenizerError,
+    VectorFileError,
+)
+from steerlens.serialization import encode_vector_file
+from tests.conftest import make_model, make_tokenizer
+
+PAIRS = [("a b c", "b c d"), ("c d", "d e a")]
+LONG_PAIRS = [("I love this film", "I hate it"), ("The food was delicious and great", "The food"),
+              ("What a lovely day", "What an awful and sad day for a walk")]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    call: Callable[[Any, Path], Any]
+    error: type[Exception]
+    phrase: str
+
+
+def train(**kwargs: Any) -> Callable[[Any, Path], Any]:
+    samples = kwargs.pop("samples", PAIRS)
+    return lambda model, _: train_steering_vector(model, None, samples, **kwargs)
+
+
+def enter(vec: SteeringVector, target: Callable[[], Any], **kwargs: Any) -> Callable[[Any, Path], Any]:
+    def call(model: Any, _: Path) -> None:
+        with vec.apply(target() if target else model, **kwargs):
+            pass
+
+    return call
+
+
+def vector_file(tensor: torch.Tensor, **header_changes: Any) -> Callable[[Any, Path], Any]:
+    """Load a file holding ``tensor`` as layer 1, written around the validating writer.
+
+    ``header_changes`` overwrite fields of the steerlens JSON header (schema version, d_model...).
+    """
+
+    def call(model: Any, tmp: Path) -> SteeringVector:
+        good = encode_vector_file({1: torch.ones(32)}, "resid_post", {})
+        (n,) = struct.unpack("<Q", good[:8])  # safetensors: 8-byte header length, then the JSON header
+        header = json.loads(json.loads(good[8 : 8 + n])["__metadata__"]["steerlens"])
+        header.update(header_changes)
+        path = tmp / "crafted.safetensors"
+        save_file({"layer.1": tensor}, str(path), metadata={"steerlens": json.dumps(header)})
+        return SteeringVector.load(path)
+
+    return call
+
+
+def nan_model(model: Any, _: Path) -> SteeringVector:
+    """Train on a model whose first MLP produces NaN, so the activations themselves are non-finite."""
+    broken = make_model()
+    with torch.no_grad():
+        broken.blocks[0].mlp.W_in.fill_(float("nan"))
+    return train_steering_vector(broken, None, PAIRS, layers=[1])
+
+
+MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"steerlens-unpickled-{os.getpid()}"
+
+
+class Payload:
+    """Unpickling this creates ``MARKER``: proof that a loader executed pickle code."""
+
+    def __reduce__(self) -> tuple:
+        return (os.mkdir, (str(MARKER),))
+
+
+def load_bytes(data: bytes, loader: Callable[[Path], Any], name: str) -> Callable[[Any, Path], Any]:
+    def call(model: Any, tmp: Path) -> Any:
+        (tmp / name).write_bytes(data)
+        return loader(tmp / name)
+
+    return call
+
+
+def load_big_vector(model: Any, tmp: Path) -> SteeringVector:
+    SteeringVector({0: torch.randn(32)}).save(tmp / "v.safetensors")
+    return SteeringVector.load(tmp / "v.safetensors", max_bytes=64)
+
+
+VEC = SteeringVector({1: torch.randn(32)})
+CASES = [
+    Case("empty training set", train(samples=[]), InvalidSampleError, "training_samples is empty"),
+    Case("sample is not a pair", train(samples=[("a",)]), InvalidSampleTypeError, "(positive, negative) pair"),
+    Case("sample is a string", train(samples=["a b"]), InvalidSampleTypeError, "(positive, negative) pair"),
+    Case("prompt is not a string", train(samples=[(1, "b")]), InvalidSampleTypeError, "not a string"),
+    Case("empty positive prompt", train(samples=[("", "b")]), InvalidSampleError, "positive prompt is empty"),
+    Case("blank negative prompt", train(samples=[("a", "  ")]), InvalidSampleError, "negative prompt is empty"),
+    Case("prompt longer than context", train(samples=[("a " * 100, "b")]), PromptTooLongError, "context is 64"),
+    Case("layer out of range", train(layers=[9]), LayerError, "out of range"),
+    Case("negative layer out of range", train(layers=[-9]), LayerError, "out of range"),
+    Case("duplicated layer", train(layers=[1, 1]), LayerError, "requested twice"),
+    Case("layer duplicated through negative index", train(layers=[3, -1]), LayerError, "requested twice"),
+    Case("unknown layer_type", train(layer_type="resid_foo"), LayerError, "unknown layer_type"),
+    Case("read_token_index past the end", train(read_token_index=50), TokenIndexError, "outside prompt"),
+    Case("read_token_index before the start", train(read_token_index=-50), TokenIndexError, "outside prompt"),
+    Case("callable read_token_index out of range", train(read_token_index=lambda s: 99), TokenIndexError, "outside prompt"),
+    Case("aggregator returns NaN",
+         train(aggregator=lambda p, n: torch.full((p.shape[-1],), float("nan"))), AggregatorError, "NaN or infinite"),
+    Case("NaN in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("nan"))}), NonFiniteError, "NaN or inf"),
+    Case("inf in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("inf"))}), NonFiniteError, "NaN or inf"),
+    Case("NaN in a trained vector (non-finite activations)", nan_model, NonFiniteError, "contains NaN or inf"),
+    Case("NaN in a loaded vector file", vector_file(torch.tensor([float("nan")] + [1.0] * 31)), VectorFileError,
+         "contains NaN or inf"),
+    Case("inf in a loaded vector file", vector_file(torch.full((32,), float("inf"))), VectorFileError,
+         "contains NaN or inf"),
+    Case("vector file tensor shape disagrees with metadata", vector_file(torch.ones(16)), VectorFileError,
+         "expected a float vector of shape [32]"),
+    Case("vector file with an unknown schema version", vector_file(torch.ones(32), schema_version=99),
+         VectorFileError, "schema_version 99 is not supported"),
+    Case("vector file with an unknown layer_type", vector_file(torch.ones(32), layer_type="resid_foo"),
+         VectorFileError, "layer_type 'resid_foo'"),
+    Case("vector file over the size limit", load_big_vector, VectorFileError, "over the limit of 64"),
+    Case("plain safetensors file without steerlens metadata",
+         lambda m, t: (save_file({"x": torch.ones(3)}, str(t / "p.st")), SteeringVector.load(t / "p.st")),
+         VectorFileError, "no steerlens metadata"),
+    Case("pickle file given as a vector file", load_bytes(pickle.dumps(Payload()), SteeringVector.load, "v.pt"),
+         VectorFileError, "not a vector file"),
+    Case("pairs file with a line that is not an object", load_bytes(b'{"positive": "a", "negative": "b"}\n[1]\n',
+                                                                   load_pairs_jsonl, "p.jsonl"),
+         PairsFileError, "line 2: expected a JSON object"),
+    Case("pairs file with deeply nested JSON", load_bytes(b"[" * 100_000, load_pairs_jsonl, "p.jsonl"),
+         PairsFileError, "line 1: invalid JSON"),
+    Case("vector with an unknown layer_type", lambda m, t: SteeringVector({0: torch.ones(32)}, "resid_foo"),
+         LayerError, "unknown layer_type"),
+    Case("layers are not ints", train(layers=["1"]), LayerError, "is not an int"),
+    Case("read_token_index is not an int", train(read_token_index=1.5), TokenIndexError, "must be an int"),
+    Case("tokenizer of a bigger vocabulary", lambda m, t: train_steering_vector(m, make_tokenizer(400), PAIRS),
+         TokenizerError, "does not belong to this model"),
+    Case("NaN multiplier", enter(VEC, None, multiplier=float("nan")), NonFiniteError, "finite number"),
+    Case("infinite multiplier", enter(VEC, None, multiplier=float("-inf")), NonFiniteError, "finite number"),
+    Case("model with another d_model", enter(VEC, lambda: make_model(d_model=16)), ModelMismatchError, "d_model 32"),
+    Case("model with fewer layers", enter(SteeringVector({3: torch.randn(32)}), lambda: make_model(n_layers=2)),
+         ModelMismatchError, "only 2 layers"),
+    Case("model without the hook point", enter(SteeringVector({0: torch.randn(32)}, "resid_mid"),
+                                               lambda: make_model(attn_only=True)),
+         ModelMismatchError, "no hook point"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_a_clear_error(case: Case, model, tmp_path):
+    with pytest.raises(case.error) as info:
+        case.call(model, tmp_path)
+    assert isinstance(info.value, SteerlensError)
+    assert isinstance(info.value, (ValueError, TypeError))
+    assert case.phrase in str(info.value)
+    assert not MARKER.exists(), "a loader unpickled attacker-controlled data"
+    assert ";" in str(info.value) or "." in str(info.value)  # a sentence, with the fix after the problem
+
+
+def test_errors_come_before_any_forward_pass(model, tmp_path):
+    calls = []
+    handle = model.blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        for case in CASES:
+            if case.name in {"model with another d_model", "model with fewer layers"}:
+                continue
+            with pytest.raises(case.error):
+                case.call(model, tmp_path)
+            if case.error is not AggregatorError and "read_token_index" not in case.name:
+                assert not calls, case.name
+            calls.clear()
+    finally:
+        handle.remove()
+
+
+def tokenizer_state(tokenizer: Any) -> tuple:
+    return (tokenizer.pad_token, tokenizer.pad_token_id, tokenizer.padding_side, dict(tokenizer.special_tokens_map),
+            len(tokenizer), tokenizer.get_vocab())
+
+
+@pytest.mark.parametrize("attached", [False, True], ids=["passed tokenizer", "model's own tokenizer"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_tokenizer_without_pad_token_is_used_but_not_mutated(attached: bool, side: str):
+    model = make_model()
+    tokenizer = model.tokenizer if attached else make_tokenizer()
+    tokenizer.pad_token = None
+    tokenizer.padding_side = side
+    before = tokenizer_state(tokenizer)
+    vec = train_steering_vector(model, tokenizer, LONG_PAIRS, layers=[1, 2], batch_size=4)
+    assert tokenizer_state(tokenizer) == before and tokenizer.pad_token is None
+    # Independent reference: each prompt alone (BOS + its ids), read at its last token.
+    bos = tokenizer.bos_token_id
+    diffs = {1: [], 2: []}
+    with torch.no_grad():
+        for pos, neg in LONG_PAIRS:
+            acts = []
+            for prompt in (pos, neg):
+                ids = tokenizer(prompt)["input_ids"]
+                tokens = torch.tensor([ids if ids[0] == bos else [bos] + ids])  # TL's copy adds BOS itself
+                _, cache = model.run_with_cache(tokens, attention_mask=torch.ones_like(tokens))
+                acts.append({layer: cache[f"blocks.{layer}.hook_resid_post"][0, -1] for layer in (1, 2)})
+            for layer in (1, 2):
+                diffs[layer].append(acts[0][layer] - acts[1][layer])
+    for layer in (1, 2):
+        torch.testing.assert_close(vec.layer_activations[layer], torch.stack(diffs[layer]).mean(0), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_dtype", [torch.float16, torch.bfloat16])
+def test_vector_dtype_is_cast_to_the_model(model_dtype):
+    low = make_model(dtype=model_dtype)
+    vec = SteeringVector({1: torch.randn(32, dtype=torch.float64)})
+    tokens = low.to_tokens("a b c d")
+    with torch.no_grad():
+        _, clean = low.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+        with vec.apply(low, multiplier=2.0):
+            _, steered = low.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+    got = steered["blocks.1.hook_resid_post"]
+    assert got.dtype == model_dtype
+    expected = clean["blocks.1.hook_resid_post"].float() + 2.0 * vec.layer_activations[1].float()
+    torch.testing.assert_close(got.float(), expected, atol=0.1, rtol=0.02)
+
+
+def test_float64_vector_on_float32_model_equals_float32_vector(model):
+    vec32 = SteeringVector({1: torch.randn(32)})
+    vec64 = vec32.to(torch.float64)
+    tokens = model.to_tokens("a b c d")
+    with torch.no_grad():
+        with vec32.apply(model, multiplier=3.0):
+            a = model(tokens)
+        with vec64.apply(model, multiplier=3.0):
+            b = model(tokens)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)

@@ -1,0 +1,170 @@
+"""Fuzzing the two file loaders: damaged input either loads or raises the documented error.
+
+``SteeringVector.load`` may only raise :class:`VectorFileError` (NaN/inf included) and
+``load_pairs_jsonl`` only :class:`PairsFileError`. Cases: every truncation of a valid
+file, single-bit flips across it, and random bytes (hypothesis). The number of cases
+run is printed at the end (``pytest -s tests/test_fuzz.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steerlens import SteeringVector
+from steerlens.datasets import load_pairs_jsonl
+from steerlens.errors import PairsFileError, VectorFileError
+
+COUNTS: Counter[str] = Counter()
+
+
+def valid_vector_bytes(tmp: Path) -> bytes:
+    vec = SteeringVector({0: torch.randn(8), 2: torch.randn(8)}, metadata={"model_name": "fuzz"})
+    vec.save(tmp / "v.safetensors")
+    return (tmp / "v.safetensors").read_bytes()
+
+
+VALID_JSONL = "\n".join(
+    json.dumps({"positive": p, "negative": n}) for p, n in [("I love it", "I hate it"), ("good ✓", "bad"), ("a", "b")]
+).encode()
+
+
+def check_vector(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    COUNTS["vector"] += 1
+    try:
+        vec = SteeringVector.load(path)
+    except VectorFileError:
+        COUNTS["vector rejected"] += 1
+        return
+    assert all(torch.isfinite(t).all() for t in vec.layer_activations.values())
+
+
+def check_pairs(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+    COUNTS["jsonl"] += 1
+    try:
+        pairs = load_pairs_jsonl(path)
+    except PairsFileError:
+        COUNTS["jsonl rejected"] += 1
+        return
+    assert pairs and all(isinstance(s, str) and s.strip() for pair in pairs for s in pair)
+
+
+def test_vector_truncations_and_bit_flips(tmp_path):
+    data = valid_vector_bytes(tmp_path)
+    target = tmp_path / "fuzz.safetensors"
+    for n in range(len(data)):
+        check_vector(target, data[:n])
+    rng = random.Random(0)
+    for _ in range(600):
+        flipped = bytearray(data)
+        i = rng.randrange(len(flipped))
+        flipped[i] ^= 1 << rng.randrange(8)
+        check_vector(target, bytes(flipped))
+
+
+def test_jsonl_truncations_and_bit_flips(tmp_path):
+    target = tmp_path / "fuzz.jsonl"
+    for n in range(len(VALID_JSONL)):
+        check_pairs(target, VALID_JSONL[:n])
+    rng = random.Random(1)
+    for _ in range(600):
+        flipped = bytearray(VALID_JSONL)
+        i = rng.randrange(len(flipped))
+        flipped[i] ^= 1 << rng.randrange(8)
+        check_pairs(target, bytes(flipped))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_as_vector_file(tmp_path_factory, data):
+    check_vector(tmp_path_factory.mktemp("v") / "random.safetensors", data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_random_bytes_as_jsonl(tmp_path_factory, data):
+    check_pairs(tmp_path_factory.mktemp("j") / "random.jsonl", data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["positive", "negative", "x"]),
+                                st.one_of(st.text(max_size=8), st.integers(), st.none()), max_size=3),
+                max_size=4))
+def test_structured_jsonl(tmp_path_factory, records):
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    check_pairs(tmp_path_factory.mktemp("s") / "records.jsonl", data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+HEADER_FIELDS = ["format", "schema_version", "layer_type", "layers", "d_model", "metadata", "extra"]
+ENTRY_FIELDS = ["dtype", "shape", "data_offsets", "extra"]
+
+
+def split_vector_file(data: bytes) -> tuple[dict, dict, bytes]:
+    """(safetensors header, steerlens header, tensor bytes) of a vector file."""
+    (n,) = struct.unpack("<Q", data[:8])
+    raw = json.loads(data[8 : 8 + n])
+    return raw, json.loads(raw["__metadata__"]["steerlens"]), data[8 + n :]
+
+
+def join_vector_file(raw: dict, header: dict, body: bytes) -> bytes:
+    raw = {**raw, "__metadata__": {"steerlens": json.dumps(header)}}
+    encoded = json.dumps(raw).encode()
+    return struct.pack("<Q", len(encoded)) + encoded + body
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(HEADER_FIELDS), json_values, st.sampled_from(["layer.0", "layer.2"]),
+       st.sampled_from(ENTRY_FIELDS), json_values, st.booleans())
+def test_schema_fields_replaced_by_random_json(tmp_path_factory, field, value, key, entry_field, entry_value, which):
+    """Well-formed safetensors whose steerlens header or tensor entry carries a random JSON value."""
+    tmp = tmp_path_factory.mktemp("h")
+    raw, header, body = split_vector_file(valid_vector_bytes(tmp))
+    if which:
+        header[field] = value
+    else:
+        raw[key] = {**raw[key], entry_field: entry_value}
+    check_vector(tmp / "schema.safetensors", join_vector_file(raw, header, body))
+
+
+PATHOLOGICAL_JSON = [
+    b"[" * 100_000,
+    b'{"positive": ' + b"1" * 5000 + b', "negative": "b"}',
+    b'{"positive": NaN, "negative": Infinity}',
+    b'\xef\xbb\xbf{"positive": "a", "negative": "b"}',
+    b'{"positive": "a", "negative": "b"}\r\n\x00',
+    b'{"positive": "\\ud800", "negative": "b"}',
+    b'{"positive": "a", "negative": "b", "positive": ""}',
+    b"\xff\xfe{}",
+]
+
+
+@pytest.mark.parametrize("data", PATHOLOGICAL_JSON)
+def test_pathological_json(tmp_path, data):
+    check_pairs(tmp_path / "p.jsonl", data)
+    raw, header, body = split_vector_file(valid_vector_bytes(tmp_path))
+    raw["__metadata__"] = {"steerlens": data.decode("utf-8", "replace")}
+    encoded = json.dumps(raw).encode()
+    check_vector(tmp_path / "v.safetensors", struct.pack("<Q", len(encoded)) + encoded + body)
+    # The same text as the whole safetensors header.
+    check_vector(tmp_path / "w.safetensors", struct.pack("<Q", len(data)) + data)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    print(f"\nfuzz cases run: {dict(COUNTS)}")
