@@ -9,6 +9,7 @@ position of every column it sees, also while generating one token at a time.
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -44,7 +45,7 @@ def make_spec(
     token_indices: TokenIndices,
 ) -> SteeringSpec:
     """Validate the arguments of ``apply``/``patch``."""
-    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
+    if isinstance(multiplier, bool) or not isinstance(multiplier, numbers.Real):  # Real: numpy scalars too
         if not (isinstance(multiplier, Tensor) and multiplier.numel() == 1):
             raise NonFiniteError(f"multiplier must be a finite number, got {multiplier!r}.")
         multiplier = multiplier.item()

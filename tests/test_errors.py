@@ -4,6 +4,8 @@ The table below is the list the reliability issue asks for: each row is a bad in
 the error class it must raise (a ValueError or TypeError subclass from
 ``steerlens.errors``) and a phrase its message must contain. The last tests cover the
 inputs that must *not* fail: a tokenizer without a pad token and device/dtype mismatches.
+Rows for untrusted files (crafted vector files, a pickle, bad JSONL) check that the loaders
+validate schema, shapes, finiteness and size, and never unpickle.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import pickle
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -131,11 +134,15 @@ CASES = [
     Case("unknown layer_type", train(layer_type="resid_foo"), LayerError, "unknown layer_type"),
     Case("read_token_index past the end", train(read_token_index=50), TokenIndexError, "outside prompt"),
     Case("read_token_index before the start", train(read_token_index=-50), TokenIndexError, "outside prompt"),
-    Case("callable read_token_index out of range", train(read_token_index=lambda s: 99), TokenIndexError, "outside prompt"),
+    Case("callable read_token_index out of range", train(read_token_index=lambda s: 99), TokenIndexError,
+         "outside prompt"),
     Case("aggregator returns NaN",
          train(aggregator=lambda p, n: torch.full((p.shape[-1],), float("nan"))), AggregatorError, "NaN or infinite"),
-    Case("NaN in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("nan"))}), NonFiniteError, "NaN or inf"),
-    Case("inf in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("inf"))}), NonFiniteError, "NaN or inf"),
+    Case("NaN in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("nan"))}), NonFiniteError,
+         "NaN or inf"),
+    Case("inf in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("inf"))}), NonFiniteError,
+         "NaN or inf"),
+    Case("vector overflows to inf when scaled", lambda m, t: VEC * 1e39, NonFiniteError, "NaN or inf"),
     Case("NaN in a trained vector (non-finite activations)", nan_model, NonFiniteError, "contains NaN or inf"),
     Case("NaN in a loaded vector file", vector_file(torch.tensor([float("nan")] + [1.0] * 31)), VectorFileError,
          "contains NaN or inf"),
@@ -166,6 +173,9 @@ CASES = [
          TokenizerError, "does not belong to this model"),
     Case("NaN multiplier", enter(VEC, None, multiplier=float("nan")), NonFiniteError, "finite number"),
     Case("infinite multiplier", enter(VEC, None, multiplier=float("-inf")), NonFiniteError, "finite number"),
+    Case("NaN tensor multiplier", enter(VEC, None, multiplier=torch.tensor(float("nan"))), NonFiniteError,
+         "finite number"),
+    Case("multiplier is a string", enter(VEC, None, multiplier="2"), NonFiniteError, "finite number"),
     Case("model with another d_model", enter(VEC, lambda: make_model(d_model=16)), ModelMismatchError, "d_model 32"),
     Case("model with fewer layers", enter(SteeringVector({3: torch.randn(32)}), lambda: make_model(n_layers=2)),
          ModelMismatchError, "only 2 layers"),
@@ -259,3 +269,14 @@ def test_float64_vector_on_float32_model_equals_float32_vector(model):
         with vec64.apply(model, multiplier=3.0):
             b = model(tokens)
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("multiplier", [np.float32(3.0), np.int64(3), torch.tensor(3.0), 3])
+def test_scalar_multipliers_of_any_numeric_type_work(model, multiplier):
+    tokens = model.to_tokens("a b c d")
+    with torch.no_grad():
+        with VEC.apply(model, multiplier=3.0):
+            expected = model(tokens)
+        with VEC.apply(model, multiplier=multiplier):
+            got = model(tokens)
+    assert torch.equal(got, expected)

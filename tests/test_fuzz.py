@@ -2,8 +2,13 @@
 
 ``SteeringVector.load`` may only raise :class:`VectorFileError` (NaN/inf included) and
 ``load_pairs_jsonl`` only :class:`PairsFileError`. Cases: every truncation of a valid
-file, single-bit flips across it, and random bytes (hypothesis). The number of cases
-run is printed at the end (``pytest -s tests/test_fuzz.py``).
+file, single-bit flips across it, random bytes and random JSON records (hypothesis),
+schema fields and tensor entries replaced by random JSON values in otherwise valid
+files, and pathological JSON (deep nesting, over-long ints, NaN literals, BOMs).
+
+A full run feeds about 2,860 inputs: ~1,620 vector files (~1,420 rejected) and ~1,240
+JSONL files (~1,110 rejected); the counter is printed at the end
+(``pytest -s tests/test_fuzz.py``).
 """
 
 from __future__ import annotations

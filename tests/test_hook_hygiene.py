@@ -94,11 +94,6 @@ def test_random_programs_leave_no_hook(program):
         assert torch.equal(MODEL(TOKENS), PRISTINE)
 
 
-def manual_hooks(summed: dict[int, torch.Tensor], layer_type: str) -> list:
-    """Plain TransformerLens hooks adding ``summed[layer]``: a reference independent of steerlens."""
-    return [(f"blocks.{layer}.hook_{layer_type}", lambda act, hook, v=vec: act + v) for layer, vec in summed.items()]
-
-
 MODEL64 = make_model(n_layers=3, dtype=torch.float64)
 
 
