@@ -64,29 +64,25 @@ def check_pairs(path: Path, data: bytes) -> None:
     assert pairs and all(isinstance(s, str) and s.strip() for pair in pairs for s in pair)
 
 
-def test_vector_truncations_and_bit_flips(tmp_path):
-    data = valid_vector_bytes(tmp_path)
-    target = tmp_path / "fuzz.safetensors"
+def damaged_copies(data: bytes, seed: int, flips: int = 600):
+    """Every truncation of ``data``, then ``flips`` copies with one random bit flipped."""
     for n in range(len(data)):
-        check_vector(target, data[:n])
-    rng = random.Random(0)
-    for _ in range(600):
+        yield data[:n]
+    rng = random.Random(seed)
+    for _ in range(flips):
         flipped = bytearray(data)
-        i = rng.randrange(len(flipped))
-        flipped[i] ^= 1 << rng.randrange(8)
-        check_vector(target, bytes(flipped))
+        flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        yield bytes(flipped)
+
+
+def test_vector_truncations_and_bit_flips(tmp_path):
+    for data in damaged_copies(valid_vector_bytes(tmp_path), seed=0):
+        check_vector(tmp_path / "fuzz.safetensors", data)
 
 
 def test_jsonl_truncations_and_bit_flips(tmp_path):
-    target = tmp_path / "fuzz.jsonl"
-    for n in range(len(VALID_JSONL)):
-        check_pairs(target, VALID_JSONL[:n])
-    rng = random.Random(1)
-    for _ in range(600):
-        flipped = bytearray(VALID_JSONL)
-        i = rng.randrange(len(flipped))
-        flipped[i] ^= 1 << rng.randrange(8)
-        check_pairs(target, bytes(flipped))
+    for data in damaged_copies(VALID_JSONL, seed=1):
+        check_pairs(tmp_path / "fuzz.jsonl", data)
 
 
 @settings(max_examples=300, deadline=None)
