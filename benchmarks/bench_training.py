@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import random_model, random_sentences  # noqa: E402
 
 from steerlens import train_steering_vector  # noqa: E402
-from steerlens.tokenization import pad_batch  # noqa: E402
+from steerlens.tokens import pad_batch  # noqa: E402
 
 N_PAIRS, BATCH, REPEATS = 64, 8, 5
 

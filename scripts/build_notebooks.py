@@ -28,7 +28,7 @@ import torch
 
 import steerlens
 from steerlens import train_steering_vector
-from steerlens.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 
 model = steerlens.load_model("toy")  # bundled with steerlens, loads offline in a blink
 print(model.cfg.model_name, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model)"""
@@ -119,8 +119,8 @@ stream at each layer and resumes from there, with all multipliers stacked in one
 naive loop of `vec.apply` + forward pass, several times faster."""),
     ("code", SETUP),
     ("code", """\
-from steerlens.metrics import prob_share
-from steerlens.sweep import sweep_layers
+from steerlens.evaluation.metrics import prob_share
+from steerlens.evaluation.sweep import sweep_layers
 
 pairs = sentiment_pairs("train")
 prompts = neutral_prompts("sentiment", "test")
@@ -133,7 +133,7 @@ df.head()"""),
     ("code", """\
 df.pivot(index="layer", columns="multiplier", values="prob_share").round(3)"""),
     ("code", """\
-from steerlens.plots import plot_metric_vs_multiplier, plot_sweep_heatmap
+from steerlens.evaluation.plots import plot_metric_vs_multiplier, plot_sweep_heatmap
 
 plot_sweep_heatmap(df, title="positive share of the next sentiment word")"""),
     ("code", """\
@@ -175,8 +175,8 @@ log-probability of chosen tokens or token groups, whether the top token changed,
 activation addition."""),
     ("code", SETUP),
     ("code", """\
-from steerlens.comparison import ab_behavior_probability, compare_logits, ABItem
-from steerlens.plots import plot_top_k_shift
+from steerlens.evaluation.comparison import ab_behavior_probability, compare_logits, ABItem
+from steerlens.evaluation.plots import plot_top_k_shift
 
 vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], batch_size=16)
 prompts = neutral_prompts("sentiment", "test")[:4]

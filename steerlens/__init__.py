@@ -1,4 +1,9 @@
-"""steerlens: train and apply steering vectors on TransformerLens models.
+"""steerlens: train and apply steering vectors on TransformerLens and Hugging Face models.
+
+The package follows the data: ``samples`` (contrast pairs) → ``tokens`` → ``training``
+(activations, aggregated into a vector) → ``vector`` → ``hooks`` (steering at chosen
+layers, through a model kind's ``backends``) → ``evaluation``; file formats live in
+``formats``, the command line in ``cli``, HF → HookedTransformer conversion in ``adapter``.
 
 Example:
     >>> from steerlens import train_steering_vector
@@ -7,24 +12,39 @@ Example:
     ...     model.generate("The film was", max_new_tokens=8)
 """
 
+from steerlens import _moved
+from steerlens._version import __version__
 from steerlens.adapter import load_model
-from steerlens.aggregators import logistic_aggregator, mean_aggregator, pca_aggregator
-from steerlens.comparison import ABItem, ab_behavior_probability, compare_logits
-from steerlens.metrics import logit_diff, prob_mass, prob_share
-from steerlens.operators import ablation_operator, ablation_then_addition_operator, addition_operator
+from steerlens.backends import steering_hooks_on
+from steerlens.evaluation import (
+    ABItem,
+    ab_behavior_probability,
+    compare_logits,
+    logit_diff,
+    prob_mass,
+    prob_share,
+    sweep_layers,
+)
+from steerlens.hooks import SteeringHandle, ablation_operator, ablation_then_addition_operator, addition_operator
 from steerlens.samples import SteeringVectorTrainingSample
-from steerlens.steering import SteeringHandle, steering_hooks_on
-from steerlens.sweep import sweep_layers
-from steerlens.training import aggregate_activations, extract_activations, train_steering_vector
+from steerlens.training import (
+    aggregate_activations,
+    extract_activations,
+    logistic_aggregator,
+    mean_aggregator,
+    pca_aggregator,
+    train_steering_vector,
+)
 from steerlens.vector import SteeringVector
 
-__version__ = "0.1.0"
+_moved.install()
 
 __all__ = [
     "ABItem",
     "SteeringHandle",
     "SteeringVector",
     "SteeringVectorTrainingSample",
+    "__version__",
     "ab_behavior_probability",
     "ablation_operator",
     "ablation_then_addition_operator",

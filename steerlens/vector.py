@@ -1,4 +1,6 @@
-"""The steering vector: one direction per layer, and how to apply, combine and store it."""
+"""Stage 4, the value everything revolves around: one direction per layer, and how to apply,
+combine and store it (applying goes through the model's backend, storing through
+:mod:`steerlens.formats.vector_file`)."""
 
 from __future__ import annotations
 
@@ -10,18 +12,11 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from steerlens.backends import backend_for
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, NonFiniteError
+from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
+from steerlens.hooks import Operator, SteeringHandle, TokenIndices, make_spec
 from steerlens.layers import check_layer_type
-from steerlens.models import unwrap_bridge
-from steerlens.operators import Operator
-from steerlens.positions import TokenIndices
-from steerlens.serialization import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
-from steerlens.steering import (
-    SteeringHandle,
-    apply_to_hooked_transformer,
-    make_spec,
-    patch_hooked_transformer,
-)
 
 
 @dataclass
@@ -87,7 +82,7 @@ class SteeringVector:
             ...     print(model.generate("I think", max_new_tokens=8))
         """
         spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        with _backend(model).apply(unwrap_bridge(model), spec):
+        with backend_for(model).apply(spec):
             yield model
 
     def patch(
@@ -106,7 +101,7 @@ class SteeringVector:
             >>> handle.remove()
         """
         spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        return _backend(model).patch(unwrap_bridge(model), spec)
+        return backend_for(model).patch(spec)
 
     patch_activations = patch
 
@@ -203,23 +198,3 @@ class SteeringVector:
 
 def _shared_metadata(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in a.items() if k != "training" and b.get(k) == v}
-
-
-class _HookedTransformerBackend:
-    apply = staticmethod(apply_to_hooked_transformer)
-    patch = staticmethod(patch_hooked_transformer)
-
-
-def _backend(model: Any) -> Any:
-    from steerlens.models import is_hf_model, is_hooked_transformer
-
-    if is_hooked_transformer(model):
-        return _HookedTransformerBackend
-    if is_hf_model(unwrap_bridge(model)):
-        from steerlens.adapter import hf_steering
-
-        return hf_steering
-    raise ModelMismatchError(
-        f"cannot steer a {type(model).__name__}; pass a HookedTransformer, a TransformerBridge or a "
-        "transformers PreTrainedModel."
-    )

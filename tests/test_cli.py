@@ -13,10 +13,11 @@ import torch
 
 from steerlens import SteeringVector, train_steering_vector
 from steerlens.cli import main
-from steerlens.datasets import concept_words, neutral_prompts, save_pairs_jsonl, sentiment_pairs
-from steerlens.generation import steered_and_unsteered
-from steerlens.metrics import prob_share
-from steerlens.sweep import sweep_layers
+from steerlens.formats.pairs import save_pairs_jsonl
+from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.evaluation.metrics import prob_share
+from steerlens.evaluation.sweep import sweep_layers
 from steerlens.toy import load_toy_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steerlens import SteeringVector, steering_hooks_on
-from steerlens.comparison import ABItem, ab_behavior_probability, compare_logits
+from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.errors import InvalidArgumentError
 
 PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 
 from steerlens import SteeringVector, train_steering_vector
-from steerlens.datasets import load_pairs_jsonl
+from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.errors import (
     AggregatorError,
     InvalidSampleError,
@@ -40,7 +40,7 @@ from steerlens.errors import (
     TokenizerError,
     VectorFileError,
 )
-from steerlens.serialization import encode_vector_file
+from steerlens.formats.vector_file import encode_vector_file
 from tests.conftest import make_model, make_tokenizer
 
 PAIRS = [("a b c", "b c d"), ("c d", "d e a")]

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerlens import SteeringVector
-from steerlens.datasets import load_pairs_jsonl
+from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.errors import PairsFileError, VectorFileError
 
 COUNTS: Counter[str] = Counter()

@@ -10,7 +10,7 @@ import torch
 
 from steerlens import SteeringVector
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
-from steerlens.interop import export_gguf, from_steering_vectors, import_gguf, to_steering_vectors
+from steerlens.formats.interop import export_gguf, from_steering_vectors, import_gguf, to_steering_vectors
 
 gguf = pytest.importorskip("gguf")
 

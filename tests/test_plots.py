@@ -12,11 +12,11 @@ import torch
 matplotlib.use("Agg")
 
 from steerlens import SteeringVector  # noqa: E402
-from steerlens.comparison import compare_logits  # noqa: E402
+from steerlens.evaluation.comparison import compare_logits  # noqa: E402
 from steerlens.errors import InvalidArgumentError  # noqa: E402
-from steerlens.metrics import logit_diff  # noqa: E402
-from steerlens.plots import plot_metric_vs_multiplier, plot_sweep_heatmap, plot_top_k_shift  # noqa: E402
-from steerlens.sweep import sweep_layers  # noqa: E402
+from steerlens.evaluation.metrics import logit_diff  # noqa: E402
+from steerlens.evaluation.plots import plot_metric_vs_multiplier, plot_sweep_heatmap, plot_top_k_shift  # noqa: E402
+from steerlens.evaluation.sweep import sweep_layers  # noqa: E402
 
 PROMPTS = ["I love this film", "The food was"]
 MULTS = [-2.0, 0.0, 1.0, 3.0]

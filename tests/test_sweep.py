@@ -8,8 +8,8 @@ import torch
 from conftest import make_model
 from steerlens import SteeringVector, ablation_operator, steering_hooks_on, train_steering_vector
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
-from steerlens.metrics import argmax_changed, kl_divergence, logit_diff, prob_mass, token_ids
-from steerlens.sweep import iter_steered_logits, sweep_layers
+from steerlens.evaluation.metrics import argmax_changed, kl_divergence, logit_diff, prob_mass, token_ids
+from steerlens.evaluation.sweep import iter_steered_logits, sweep_layers
 
 PROMPTS = [
     "I love this film",

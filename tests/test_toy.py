@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from steerlens.datasets import (
-    CONCEPTS,
-    concept_words,
-    load_pairs_jsonl,
-    neutral_prompts,
-    save_pairs_jsonl,
-    sentiment_pairs,
-    topic_pairs,
-)
 from steerlens.errors import InvalidArgumentError, PairsFileError
+from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
+from steerlens.samples.datasets import CONCEPTS, concept_words, neutral_prompts, sentiment_pairs, topic_pairs
 from steerlens.toy import BEST_LAYER, BEST_MULTIPLIER, MODEL_NAME, load_toy_model, load_toy_model_from
 from steerlens.toy.metrics import concept_mass, positive_mass, total_variation
 

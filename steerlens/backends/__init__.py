@@ -1,75 +1,80 @@
-"""Recognising the model objects steerlens accepts, and turning them into HookedTransformers."""
+"""Model kinds behind one protocol, and the one place that decides which kind a model is.
+
+:func:`backend_for` turns whatever the user passed (a ``HookedTransformer``, a Hugging
+Face ``PreTrainedModel``, a TransformerLens ``TransformerBridge``, or a backend
+already) into a :class:`~steerlens.backends.protocol.Backend`. Nothing else in
+steerlens asks what kind of model it has.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from steerlens.backends.protocol import Backend, Site, SweepPass
 from steerlens.errors import UnsupportedModelError
 
 
-def is_hooked_transformer(model: Any) -> bool:
+def backend_for(model: Any, tokenizer: Any = None) -> Backend:
+    """The backend serving ``model``; ``tokenizer`` overrides the model's own.
+
+    A ``TransformerBridge`` is served through the Hugging Face model it wraps, with the
+    bridge's tokenizer unless one is given, so a vector trained on it steers both.
+
+    Example:
+        >>> backend_for(hooked_transformer).n_layers
+        12
+    """
+    from steerlens.backends.hf import HFBackend
+    from steerlens.backends.hooked import HookedBackend
+
+    if isinstance(model, (HookedBackend, HFBackend)):
+        return model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
+    if _is_transformer_bridge(model):
+        return HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer)
+    if _is_hooked_transformer(model):
+        return HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
+    if _is_hf_model(model):
+        return HFBackend(model, tokenizer)
+    raise UnsupportedModelError(
+        f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
+        "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
+    )
+
+
+def _is_hooked_transformer(model: Any) -> bool:
     from transformer_lens import HookedTransformer
 
     return isinstance(model, HookedTransformer)
 
 
-def is_hf_model(model: Any) -> bool:
-    try:
-        from transformers import PreTrainedModel
-    except ImportError:  # pragma: no cover
-        return False
+def _is_hf_model(model: Any) -> bool:
+    from transformers import PreTrainedModel
+
     return isinstance(model, PreTrainedModel)
 
 
-def is_transformer_bridge(model: Any) -> bool:
-    """A TransformerLens ``TransformerBridge`` (it wraps a Hugging Face model, ``.original_model``)."""
+def _is_transformer_bridge(model: Any) -> bool:
     try:
         from transformer_lens.model_bridge import TransformerBridge
-    except ImportError:  # pragma: no cover - older TransformerLens
+    except ImportError:  # pragma: no cover - TransformerLens without the bridge
         return False
     return isinstance(model, TransformerBridge)
 
 
-def unwrap_bridge(model: Any) -> Any:
-    """The Hugging Face model inside a ``TransformerBridge``; any other model as it is."""
-    return model.original_model if is_transformer_bridge(model) else model
+def steering_hooks_on(model: Any) -> list[str]:
+    """Where a steerlens hook is still installed on ``model`` (empty when it is clean).
 
+    On a HookedTransformer: hook point names; on a Hugging Face model or a
+    TransformerBridge: module paths.
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A HookedTransformer to read activations from, and how to tokenize for it.
-
-    ``exact_tokenizer`` is True when the user gave a Hugging Face model: prompts are
-    then tokenized exactly as the HF tokenizer does, as the ``steering-vectors``
-    library does, rather than with TransformerLens' BOS convention.
+    Example:
+        >>> with vec.apply(model):
+        ...     steering_hooks_on(model)
+        ['blocks.2.hook_resid_post', 'blocks.2']
+        >>> steering_hooks_on(model)
+        []
     """
-
-    model: Any
-    tokenizer: Any
-    exact_tokenizer: bool
+    return backend_for(model).steering_hooks()
 
 
-def resolve_model(model: Any, tokenizer: Any) -> ResolvedModel:
-    """Accept a HookedTransformer, a Hugging Face ``PreTrainedModel`` or a ``TransformerBridge``.
-
-    A bridge is read through the Hugging Face model it wraps (with the bridge's tokenizer
-    unless one is given), so a vector trained on it steers the bridge and the HF model alike.
-    """
-    if is_transformer_bridge(model):
-        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-        model = model.original_model
-    if is_hooked_transformer(model):
-        return ResolvedModel(model, tokenizer, exact_tokenizer=False)
-    if is_hf_model(model):
-        from steerlens.adapter import adapt_hf_model
-
-        if tokenizer is None:
-            raise UnsupportedModelError(
-                "a Hugging Face model needs its tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)."
-            )
-        return ResolvedModel(adapt_hf_model(model, tokenizer), tokenizer, exact_tokenizer=True)
-    raise UnsupportedModelError(
-        f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
-        "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
-    )
+__all__ = ["Backend", "Site", "SweepPass", "backend_for", "steering_hooks_on"]

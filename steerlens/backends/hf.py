@@ -1,27 +1,48 @@
-"""Steering a plain Hugging Face model with torch hooks on the modules mapped to TL hook points.
+"""The native Hugging Face backend: torch hooks on the model's own modules, no conversion.
 
-``vec.apply(hf_model)`` lands here. Each steered site gets a forward (or forward-pre)
-hook that runs the same :class:`~steerlens.steering.SteeringHook` as on a
-HookedTransformer, so the arithmetic is identical. Positions are absolute, as on a
-HookedTransformer: a forward pre-hook on the root model reads the KV cache length
-before each call, which is the position of the first column of that call (also
-during ``hf_model.generate``, one token at a time).
+Sites keep TransformerLens' names (``resid_post`` of layer L = output of decoder
+layer L); :mod:`.hf_layout` finds the modules from the model's structure, so any
+decoder-only architecture works and no second copy of the weights is made.
+
+* Reading registers capture hooks at the requested sites and a stop hook on the
+  deepest decoder layer, which ends the forward pass there (no unembedding).
+* Steering hooks are registered with ``prepend=True``: they run before any hook
+  transformers itself installs (``output_hidden_states`` capture), so
+  ``hidden_states`` shows the steered values.
+* Positions are absolute, as on a HookedTransformer: a forward pre-hook on the root
+  model reads the KV-cache length before each call (also during ``generate``).
+* Each hook casts the vector to its own activation's device and dtype, so models
+  spread over devices (``device_map``) steer as they are.
 """
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from steerlens.adapter.configs import tl_config_dict
-from steerlens.adapter.hooks import site_tensor
-from steerlens.adapter.names import HFSite, hf_site
-from steerlens.errors import ModelMismatchError
-from steerlens.steering import SteeringHandle, SteeringHook, SteeringSpec
+from steerlens.backends.hf_layout import Site as HFSite
+from steerlens.backends.hf_layout import hf_layout
+from steerlens.backends.protocol import Site
+from steerlens.errors import ModelMismatchError, TokenizerError
+from steerlens.hooks import SteeringHandle, SteeringHook, SteeringSpec
+from steerlens.layers import check_layer_type
+from steerlens.tokens import PromptBatch, encode_exact, pad_token_id
+
+
+class _StopForward(Exception):
+    """Raised by the stop hook once every requested site has been read."""
+
+
+def site_tensor(site: HFSite, args: tuple, kwargs: dict, output: Any) -> Tensor:
+    """The tensor ``site`` names in one module call: first input (or ``hidden_states=``), or first output."""
+    if site.io == "input":
+        return args[0] if args else kwargs["hidden_states"]
+    return output[0] if isinstance(output, tuple) else output
 
 
 def _cache_length(args: tuple, kwargs: dict) -> int:
@@ -65,11 +86,10 @@ class HFSteer:
     site: HFSite
     layer_shape: dict[str, torch.Size]
 
-    def _steer(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _steer(self, tensor: Tensor) -> Tensor:
         if not self.site.flattened:
             return self.hook(tensor)
-        shape = self.layer_shape["shape"]
-        return self.hook(tensor.view(shape)).view(tensor.shape)
+        return self.hook(tensor.view(self.layer_shape["shape"])).view(tensor.shape)
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Any = None) -> Any:
         tensor = self._steer(site_tensor(self.site, args, kwargs, output))
@@ -82,74 +102,232 @@ class HFSteer:
         return tensor
 
 
-def check_hf_compatible(model: Any, spec: SteeringSpec) -> dict[int, HFSite]:
-    """The HF site of every steered layer, refusing a vector that does not fit, before any forward pass."""
-    fields = tl_config_dict(model.config)
-    for layer, vec in spec.vectors.items():
-        if vec.shape[-1] != fields["d_model"]:
-            raise ModelMismatchError(
-                f"the vector has d_model {vec.shape[-1]} but the model's hidden size is {fields['d_model']}; "
-                "it was trained on another model. Train it on this model."
-            )
-        if layer >= fields["n_layers"]:
-            raise ModelMismatchError(
-                f"the vector steers layer {layer} but the model has only {fields['n_layers']} layers; "
-                "select the layers that exist with vec.select_layers([...])."
-            )
-    sites = {layer: hf_site(model, layer, spec.layer_type) for layer in spec.vectors}
-    for layer, site in sites.items():
-        if not site.steerable:
-            raise ModelMismatchError(
-                f"{spec.layer_type} of layer {layer} is not a module input or output on this Hugging Face "
-                "model, so it cannot be steered there; steer the HookedTransformer from "
-                "steerlens.load_model(hf_model) instead, or train at resid_pre/resid_post."
-            )
-    return sites
+@dataclass
+class _Capture:
+    """Capture hook: stores a site's tensor, reshaped to ``[batch, pos, d_model]``."""
+
+    site: HFSite
+    store: dict
+    key: Site
+    layer_shape: dict[str, torch.Size]
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Any = None) -> None:
+        value = site_tensor(self.site, args, kwargs, output)
+        self.store[self.key] = value.view(self.layer_shape["shape"]) if self.site.flattened else value
 
 
-def patch(model: Any, spec: SteeringSpec) -> SteeringHandle:
-    """Add steering hooks to ``model`` until ``handle.remove()``."""
-    sites = check_hf_compatible(model, spec)
-    offset = [0]
-    handles = [model.register_forward_pre_hook(RootOffset(offset), with_kwargs=True)]
-    try:
-        for layer, vec in spec.vectors.items():
-            site = sites[layer]
-            shape: dict[str, torch.Size] = {}
-            if site.flattened:
-                layer_module = model.get_submodule(site.layer_path)
-                handles.append(layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True))
-            steer = HFSteer(SteeringHook(vec, spec, offset), site, shape)
-            module = model.get_submodule(site.path)
-            register = module.register_forward_pre_hook if site.io == "input" else module.register_forward_hook
-            handles.append(register(steer, with_kwargs=True))
-    except BaseException:
-        for handle in handles:
+def _stop(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    raise _StopForward
+
+
+@dataclass
+class HFBackend:
+    """A Hugging Face ``PreTrainedModel`` and the tokenizer its prompts are encoded with."""
+
+    model: Any
+    tokenizer: Any
+    # Right padding: HF models number positions 0..n-1 whatever the mask, so left
+    # padding would shift every real token's position (we pass position_ids when asked for it).
+    default_padding_side: str = field(default="right", init=False)
+
+    def with_tokenizer(self, tokenizer: Any) -> "HFBackend":
+        return HFBackend(self.model, tokenizer)
+
+    # -- facts -----------------------------------------------------------------------
+
+    @property
+    def layout(self) -> Any:
+        return hf_layout(self.model)
+
+    @property
+    def n_layers(self) -> int:
+        return self.layout.n_layers
+
+    @property
+    def d_model(self) -> int:
+        hidden = getattr(self.model.config, "hidden_size", None)
+        return int(hidden or self.model.get_input_embeddings().embedding_dim)
+
+    @property
+    def model_name(self) -> str | None:
+        config = self.model.config
+        name = str(getattr(config, "_name_or_path", "") or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
+        return name or getattr(config, "model_type", None)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def check_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            raise TokenizerError(
+                "a Hugging Face model needs its tokenizer: pass tokenizer=AutoTokenizer.from_pretrained(...)."
+            )
+        vocab, rows = len(self.tokenizer), self.model.get_input_embeddings().num_embeddings
+        if vocab > rows:
+            raise TokenizerError(
+                f"the tokenizer has {vocab} tokens but the model's embedding has {rows} rows; "
+                "this tokenizer does not belong to this model. Pass the model's own tokenizer."
+            )
+
+    def encode(self, prompt: str) -> list[int]:
+        self.check_tokenizer()
+        return encode_exact(self.tokenizer, prompt, getattr(self.model.config, "max_position_embeddings", None))
+
+    @property
+    def pad_id(self) -> int:
+        return pad_token_id(self.tokenizer)
+
+    def _forward_inputs(self, batch: PromptBatch) -> dict[str, Tensor]:
+        inputs = {"input_ids": batch.tokens, "attention_mask": batch.attention_mask, "use_cache": False}
+        if batch.padded.padding_side == "left" and "position_ids" in inspect.signature(self.model.forward).parameters:
+            inputs["position_ids"] = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _site(self, layer: int, layer_type: str) -> HFSite:
+        return self.layout.site(layer, check_layer_type(layer_type))
+
+    def check_sites(self, sites: Sequence[Site]) -> None:
+        for layer, layer_type in sites:
+            self._site(layer, layer_type)
+
+    @torch.no_grad()
+    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Tensor]:
+        store: dict[Site, Tensor] = {}
+        handles = []
+        try:
+            for key in sites:
+                site = self._site(*key)
+                shape: dict[str, torch.Size] = {}
+                if site.flattened:
+                    layer_module = self.model.get_submodule(site.layer_path)
+                    handles.append(layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True))
+                handles.append(_register(self.model.get_submodule(site.path), site, _Capture(site, store, key, shape)))
+            deepest = self.model.get_submodule(self._site(max(layer for layer, _ in sites), "resid_post").path)
+            handles.append(deepest.register_forward_hook(_stop, with_kwargs=True))
+            try:
+                self.model(**self._forward_inputs(batch))
+            except _StopForward:
+                pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return store
+
+    # -- steering --------------------------------------------------------------------
+
+    def check_vector(self, vectors: Mapping[int, Tensor], layer_type: str) -> dict[int, HFSite]:
+        d_model, n_layers = self.d_model, self.n_layers
+        for layer, vec in vectors.items():
+            if vec.shape[-1] != d_model:
+                raise ModelMismatchError(
+                    f"the vector has d_model {vec.shape[-1]} but the model's hidden size is {d_model}; "
+                    "it was trained on another model. Train it on this model."
+                )
+            if layer >= n_layers:
+                raise ModelMismatchError(
+                    f"the vector steers layer {layer} but the model has only {n_layers} layers; "
+                    "select the layers that exist with vec.select_layers([...])."
+                )
+        sites = {layer: self._site(layer, layer_type) for layer in vectors}
+        for layer, site in sites.items():
+            if not site.steerable:
+                raise ModelMismatchError(
+                    f"{layer_type} of layer {layer} is not a module input or output on this Hugging Face "
+                    "model, so it cannot be steered there; steer the HookedTransformer from "
+                    "steerlens.load_model(hf_model) instead, or train at resid_pre/resid_post."
+                )
+        return sites
+
+    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+        sites = self.check_vector(spec.vectors, spec.layer_type)
+        offset = [0]
+        handles = [self.model.register_forward_pre_hook(RootOffset(offset), with_kwargs=True, prepend=True)]
+        try:
+            for layer, vec in spec.vectors.items():
+                site = sites[layer]
+                shape: dict[str, torch.Size] = {}
+                if site.flattened:
+                    layer_module = self.model.get_submodule(site.layer_path)
+                    handles.append(
+                        layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True, prepend=True)
+                    )
+                steer = HFSteer(SteeringHook(vec, spec, offset), site, shape)
+                handles.append(_register(self.model.get_submodule(site.path), site, steer))
+        except BaseException:
+            for handle in handles:
+                handle.remove()
+            raise
+
+        def remove() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return SteeringHandle(remove)
+
+    @contextmanager
+    def apply(self, spec: SteeringSpec) -> Iterator[Any]:
+        handle = self.patch(spec)
+        try:
+            yield self.model
+        finally:
             handle.remove()
-        raise
 
-    def remove() -> None:
-        for handle in handles:
-            handle.remove()
+    def steering_hooks(self) -> list[str]:
+        ours = (HFSteer, RootOffset, LayerShape)
+        return [
+            name or "<root>"
+            for name, module in self.model.named_modules()
+            if any(isinstance(h, ours) for h in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()])
+        ]
 
-    return SteeringHandle(remove)
+    # -- evaluation ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def last_token_logits(self, batch: PromptBatch) -> Tensor:
+        """Next-token logits at each row's last real token, with whatever hooks are installed."""
+        logits = self.model(**self._forward_inputs(batch)).logits
+        return logits[torch.arange(logits.shape[0], device=logits.device), batch.last.to(logits.device)]
+
+    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HFSweepPass":
+        return HFSweepPass(self, batch, self.last_token_logits(batch))
+
+    def head(self, x: Tensor) -> Tensor:
+        return x  # a sweep pass already returns logits (HF heads may soft-cap or scale them)
+
+    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
+        ids = torch.tensor([self.encode(prompt)], device=self.device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = self.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+            do_sample=seed is not None, pad_token_id=self.pad_id,
+        )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
-@contextmanager
-def apply(model: Any, spec: SteeringSpec) -> Iterator[Any]:
-    """Steer ``model`` inside the ``with`` block; every hook is removed on exit, also on error."""
-    handle = patch(model, spec)
-    try:
-        yield model
-    finally:
-        handle.remove()
+@dataclass
+class HFSweepPass:
+    """The clean logits of one sweep batch; each steered cell is a full steered forward pass."""
+
+    backend: HFBackend
+    batch: PromptBatch
+    clean: Tensor
+
+    def steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
+        out: list[Tensor | None] = []
+        for spec in specs:
+            with self.backend.apply(spec):
+                out.append(self.backend.last_token_logits(self.batch))
+        return out
 
 
-def hf_steering_hooks_on(model: nn.Module) -> list[str]:
-    """Paths of modules that still carry a steerlens hook (empty when the model is clean)."""
-    ours = (HFSteer, RootOffset, LayerShape)
-    return [
-        name or "<root>"
-        for name, module in model.named_modules()
-        if any(isinstance(h, ours) for h in [*module._forward_hooks.values(), *module._forward_pre_hooks.values()])
-    ]
+def _register(module: nn.Module, site: HFSite, hook: Any) -> Any:
+    """Register ``hook`` on the input or output side of ``module``, ahead of every other hook."""
+    if site.io == "input":
+        return module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
+    return module.register_forward_hook(hook, with_kwargs=True, prepend=True)

@@ -6,17 +6,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerlens.cli_types import float_list, int_list, word_list
-from steerlens.demo import DEMO_MULTIPLIERS
-from steerlens.sweep import DEFAULT_MULTIPLIERS
+from steerlens.cli.types import float_list, int_list, word_list
+from steerlens.cli.demo import DEMO_MULTIPLIERS
+from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.adapter import load_model
-    from steerlens.datasets import load_pairs_jsonl, load_prompts_txt
+    from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
     from steerlens.errors import InvalidArgumentError
-    from steerlens.metrics import prob_share
-    from steerlens.sweep import sweep_layers
+    from steerlens.evaluation.metrics import prob_share
+    from steerlens.evaluation.sweep import sweep_layers
 
     if (args.positive_words is None) != (args.negative_words is None):
         raise InvalidArgumentError("give both --positive-words and --negative-words, or neither.")
@@ -39,7 +39,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from steerlens.demo import run_demo
+    from steerlens.cli.demo import run_demo
 
     run_demo(args.model, args.out, layers=args.layers, multipliers=args.multipliers,
              max_new_tokens=args.max_new_tokens)

@@ -21,11 +21,11 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from steerlens.comparison import compare_logits
-from steerlens.datasets import concept_words, neutral_prompts, sentiment_pairs
-from steerlens.generation import steered_and_unsteered
-from steerlens.metrics import prob_share
-from steerlens.sweep import sweep_layers
+from steerlens.evaluation.comparison import compare_logits
+from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.evaluation.metrics import prob_share
+from steerlens.evaluation.sweep import sweep_layers
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
 
@@ -152,7 +152,7 @@ def _write(out: Path, vector: SteeringVector, sweep: pd.DataFrame, value: str) -
         import matplotlib  # noqa: F401  (the plot extra)
     except ImportError:
         return files
-    from steerlens.plots import plot_sweep_heatmap
+    from steerlens.evaluation.plots import plot_sweep_heatmap
 
     fig = plot_sweep_heatmap(sweep, value, title="positive share by steered layer and multiplier")
     files["heatmap"] = out / "sweep_heatmap.png"

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steerlens.cli_types import int_list
+from steerlens.cli.types import int_list
 from steerlens.errors import SteerlensError
 
 EXIT_USAGE = 2
@@ -32,7 +32,7 @@ def _load(source: str) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from steerlens.datasets import load_pairs_jsonl
+    from steerlens.formats.pairs import load_pairs_jsonl
     from steerlens.training import train_steering_vector
 
     pairs = load_pairs_jsonl(args.pairs)
@@ -46,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from steerlens.generation import steered_and_unsteered
+    from steerlens.evaluation.generation import steered_and_unsteered
     from steerlens.vector import SteeringVector
 
     vec = SteeringVector.load(args.vector)
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Subcommands defined in their own modules (sweep, demo)."""
-    from steerlens.commands import register_demo, register_sweep
+    from steerlens.cli.commands import register_demo, register_sweep
 
     return [register_sweep, register_demo]
 

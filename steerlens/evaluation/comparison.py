@@ -20,20 +20,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from steerlens.backends import backend_for
+from steerlens.checks import check_multipliers, check_prompts
 from steerlens.errors import InvalidArgumentError
-from steerlens.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
-from steerlens.models import resolve_model
-from steerlens.operators import Operator
-from steerlens.sweep import LogitsCell, check_multipliers, check_prompts, iter_steered_logits
-from steerlens.tokenization import PaddingSide
+from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
+from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
+from steerlens.hooks import Operator
+from steerlens.tokens import PaddingSide
 from steerlens.vector import SteeringVector
 
 Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]
-
-
-def _tokenizer_of(model: Any, tokenizer: Any) -> Any:
-    resolved = resolve_model(model, tokenizer)
-    return resolved.tokenizer or resolved.model.tokenizer
 
 
 def _target_ids(tokenizer: Any, targets: Targets) -> dict[str, list[int]]:
@@ -115,12 +111,14 @@ def compare_logits(
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidArgumentError(f"top_k must be a positive int, got {top_k!r}.")
-    tok = _tokenizer_of(model, tokenizer)
+    backend = backend_for(model, tokenizer)
+    backend.check_tokenizer()
+    tok = backend.tokenizer
     targets = _target_ids(tok, target_tokens)
     prompt_list, mults = check_prompts(prompts), check_multipliers(multipliers)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        model, vector, prompt_list, layers, mults, tokenizer=tokenizer, batch_size=batch_size,
+        backend, vector, prompt_list, layers, mults, batch_size=batch_size,
         padding_side=padding_side, operator=operator,
     ):
         rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets, top_k)
@@ -246,7 +244,9 @@ def ab_behavior_probability(
         >>> df.groupby(["layer", "multiplier"]).p_matching_steered.mean()
     """
     item_list = _items(items)
-    tok = _tokenizer_of(model, tokenizer)
+    backend = backend_for(model, tokenizer)
+    backend.check_tokenizer()
+    tok = backend.tokenizer
     letter_ids = [token_ids(tok, letter)[0] for letter in letters]
     if letter_ids[0] == letter_ids[1]:
         raise InvalidArgumentError(f"letters {letters!r} map to the same token; pass two different letters.")
@@ -254,7 +254,7 @@ def ab_behavior_probability(
     mults = check_multipliers(multipliers)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        model, vector, prompts, layers, mults, tokenizer=tokenizer, batch_size=batch_size,
+        backend, vector, prompts, layers, mults, batch_size=batch_size,
         padding_side=padding_side, operator=operator,
     ):
         item = item_list[index]

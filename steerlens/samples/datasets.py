@@ -1,4 +1,4 @@
-"""Contrast pairs, neutral prompts and measuring words for the toy model, plus JSONL I/O.
+"""Contrast pairs, neutral prompts and measuring words for the toy model (files: :mod:`steerlens.formats.pairs`).
 
 Two concepts, varied independently in the toy model's corpus
 (:mod:`steerlens.toy.corpus`):
@@ -21,19 +21,10 @@ Example:
 
 from __future__ import annotations
 
-import json
-import os
 import random
-from pathlib import Path
 from typing import Iterable, Literal, Sequence, TypeVar
 
-from steerlens.errors import (
-    InvalidArgumentError,
-    InvalidSampleError,
-    InvalidSampleTypeError,
-    PairsFileError,
-    PromptsFileError,
-)
+from steerlens.errors import InvalidArgumentError
 from steerlens.toy import corpus as C
 
 Pair = tuple[str, str]
@@ -175,112 +166,11 @@ def neutral_prompts(concept: Concept, split: Split = "test") -> list[str]:
     return _unique((render(i) for i in range(10_000)), N_PROMPTS)
 
 
-def _line_error(path: str, lineno: int, problem: str) -> PairsFileError:
-    return PairsFileError(
-        f"{path}, line {lineno}: {problem}. Each line must be a JSON object like "
-        '{"positive": "...", "negative": "..."} (blank lines are skipped).'
-    )
-
-
-def load_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
-    """Read ``(positive, negative)`` pairs from a JSONL file.
-
-    Each non-blank line is a JSON object with non-empty string values under
-    ``"positive"`` and ``"negative"``. Other keys (ids, sources...) are allowed and
-    ignored. Raises :class:`PairsFileError`, naming the line number and the problem,
-    for invalid JSON or UTF-8, a non-object line, a missing key, a non-string or
-    blank value, an unreadable file, or a file with no pairs.
-
-    Example:
-        >>> load_pairs_jsonl("pairs.jsonl")
-        [('I love it', 'I hate it')]
-    """
-    name = os.fspath(path)
-    try:
-        raw = Path(name).read_bytes()
-    except OSError as exc:
-        raise PairsFileError(f"cannot read pairs file {name!r}: {exc.strerror or exc}.") from exc
-    pairs: list[Pair] = []
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        try:
-            text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise _line_error(name, lineno, f"not valid UTF-8 ({exc.reason})") from exc
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _line_error(name, lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-        except (ValueError, RecursionError) as exc:  # too deeply nested, or an int over Python's digit limit
-            raise _line_error(name, lineno, f"invalid JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
-        if not isinstance(obj, dict):
-            raise _line_error(name, lineno, f"expected a JSON object, got {type(obj).__name__}")
-        pair = []
-        for key in ("positive", "negative"):
-            if key not in obj:
-                raise _line_error(name, lineno, f"missing key {key!r}")
-            value = obj[key]
-            if not isinstance(value, str):
-                raise _line_error(name, lineno, f"{key!r} must be a string, got {type(value).__name__}")
-            if not value.strip():
-                raise _line_error(name, lineno, f"{key!r} is empty")
-            pair.append(value)
-        pairs.append((pair[0], pair[1]))
-    if not pairs:
-        raise PairsFileError(f"{name}: the file contains no pairs.")
-    return pairs
-
-
-def load_prompts_txt(path: str | os.PathLike[str]) -> list[str]:
-    """Read evaluation prompts from a UTF-8 text file, one prompt a line (blank lines skipped).
-
-    Trailing whitespace is stripped (a prompt ending in a space would change its last
-    token). Raises :class:`PromptsFileError` for an unreadable, non-UTF-8 or empty file.
-
-    Example:
-        >>> load_prompts_txt("prompts.txt")
-        ['The film was', 'Honestly, the food was']
-    """
-    name = os.fspath(path)
-    try:
-        text = Path(name).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise PromptsFileError(f"cannot read prompts file {name!r}: {exc.strerror or exc}.") from exc
-    except UnicodeDecodeError as exc:
-        raise PromptsFileError(f"{name}: not valid UTF-8 ({exc.reason}); save the prompts as UTF-8 text.") from exc
-    prompts = [line.rstrip() for line in text.splitlines() if line.strip()]
-    if not prompts:
-        raise PromptsFileError(f"{name}: the file contains no prompts; write one prompt a line.")
-    return prompts
-
-
-def save_pairs_jsonl(pairs: Iterable[Sequence[str]], path: str | os.PathLike[str]) -> None:
-    """Write ``(positive, negative)`` pairs as JSONL that :func:`load_pairs_jsonl` reads back.
-
-    Example:
-        >>> save_pairs_jsonl(sentiment_pairs("train"), "sentiment.jsonl")
-    """
-    lines = []
-    for i, pair in enumerate(pairs):
-        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
-            raise InvalidSampleTypeError(f"pair {i} must be a (positive, negative) pair, got {pair!r}.")
-        if not all(isinstance(s, str) for s in pair):
-            raise InvalidSampleTypeError(f"pair {i} must hold two strings, got {pair!r}.")
-        if not all(s.strip() for s in pair):
-            raise InvalidSampleError(f"pair {i} has an empty string: {pair!r}.")
-        lines.append(json.dumps({"positive": pair[0], "negative": pair[1]}, ensure_ascii=False))
-    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-
-
 __all__ = [
     "CONCEPTS",
     "Pair",
     "concept_words",
-    "load_pairs_jsonl",
-    "load_prompts_txt",
     "neutral_prompts",
-    "save_pairs_jsonl",
     "sentiment_pairs",
     "topic_pairs",
 ]

@@ -51,17 +51,14 @@ def check_tokenizer_fits(model: Any, tokenizer: Any) -> None:
         )
 
 
-def encode_prompt(model: Any, tokenizer: Any, prompt: str, exact: bool = False) -> list[int]:
-    """Token ids of ``prompt`` with the model's BOS convention, never truncated.
+def encode_prompt(model: Any, tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of ``prompt`` for a HookedTransformer, with its BOS convention, never truncated.
 
     With the model's own tokenizer this is literally ``model.to_tokens``; another
     tokenizer gets the same convention: a BOS is added when the model expects one
     and the tokenizer does not add it, and removed in the opposite case.
-    ``exact=True`` keeps the tokenizer's own output untouched (Hugging Face models).
     """
-    if exact:
-        ids = list(tokenizer(prompt)["input_ids"])
-    elif tokenizer is None or tokenizer is model.tokenizer:
+    if tokenizer is None or tokenizer is model.tokenizer:
         ids = _model_tokens(model, prompt)
     else:
         ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
@@ -71,8 +68,17 @@ def encode_prompt(model: Any, tokenizer: Any, prompt: str, exact: bool = False) 
             ids = [bos] + ids
         elif not model.cfg.default_prepend_bos and has_bos:
             ids = ids[1:]
-    n_ctx = model.cfg.n_ctx
-    if len(ids) > n_ctx:
+    return check_encoded(ids, prompt, model.cfg.n_ctx)
+
+
+def encode_exact(tokenizer: Any, prompt: str, n_ctx: int | None) -> list[int]:
+    """Token ids exactly as ``tokenizer(prompt)`` gives them (Hugging Face models), never truncated."""
+    return check_encoded(list(tokenizer(prompt)["input_ids"]), prompt, n_ctx)
+
+
+def check_encoded(ids: list[int], prompt: str, n_ctx: int | None) -> list[int]:
+    """``ids`` if they are not empty and fit the context window ``n_ctx`` (None: no limit)."""
+    if n_ctx is not None and len(ids) > n_ctx:
         raise PromptTooLongError(
             f"prompt {prompt[:60]!r}... has {len(ids)} tokens but the model's context is {n_ctx}; "
             "shorten the prompt."
@@ -95,9 +101,8 @@ def _model_tokens(model: Any, prompt: str) -> list[int]:
     return ids[1:] if not cfg.default_prepend_bos and cfg.tokenizer_prepends_bos else ids
 
 
-def pad_token_id(model: Any, tokenizer: Any) -> int:
+def pad_token_id(tok: Any) -> int:
     """Id used for padding. Its value never matters (padding is masked), so fall back to 0."""
-    tok = tokenizer if tokenizer is not None else model.tokenizer
     for candidate in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
         if isinstance(candidate, int):
             return candidate

@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from steerlens.datasets import Concept, concept_words
+from steerlens.samples.datasets import Concept, concept_words
 from steerlens.errors import InvalidArgumentError
 
 

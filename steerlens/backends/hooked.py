@@ -1,0 +1,249 @@
+"""The TransformerLens backend: a ``HookedTransformer`` read with ``run_with_cache`` and
+steered through ``model.hooks(...)``.
+
+A forward pre-hook on each steered block reads the KV-cache length, so the steering
+hook knows the absolute position of every column it sees, also while generating one
+token at a time. Sweeps resume from the cached clean residual at the steered layer
+(``start_at_layer``) and run the final block for the last token only (:mod:`.tail`).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlens.backends.protocol import Site
+from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
+from steerlens.errors import ModelMismatchError
+from steerlens.hooks import SteeringHandle, SteeringHook, SteeringSpec
+from steerlens.layers import hook_name
+from steerlens.tokens import PromptBatch, check_tokenizer_fits, encode_prompt, pad_token_id
+
+# Block at which a sweep resumes, relative to the steered layer.
+_RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
+
+
+@dataclass
+class OffsetTracker:
+    """Forward pre-hook on a block: records the absolute position of the first new token."""
+
+    store: list[int]
+
+    def __call__(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        # The block's cache entry holds the keys of every earlier position: its length
+        # is the absolute position of the first token of this forward pass.
+        entry = kwargs.get("past_kv_cache_entry")
+        self.store[0] = 0 if entry is None else int(entry.past_keys.shape[1])
+
+
+@dataclass
+class HookedBackend:
+    """A ``HookedTransformer`` and the tokenizer its prompts are encoded with."""
+
+    model: Any
+    tokenizer: Any
+    default_padding_side: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.default_padding_side = getattr(self.tokenizer, "padding_side", None) or "right"
+
+    def with_tokenizer(self, tokenizer: Any) -> "HookedBackend":
+        return HookedBackend(self.model, tokenizer)
+
+    # -- facts -----------------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+    @property
+    def model_name(self) -> str | None:
+        return getattr(self.model.cfg, "model_name", None)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.model.cfg.device)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    def check_tokenizer(self) -> None:
+        check_tokenizer_fits(self.model, self.tokenizer)
+
+    def encode(self, prompt: str) -> list[int]:
+        return encode_prompt(self.model, self.tokenizer, prompt)
+
+    @property
+    def pad_id(self) -> int:
+        return pad_token_id(self.tokenizer)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def check_sites(self, sites: Sequence[Site]) -> None:
+        for layer, layer_type in sites:
+            name = hook_name(layer, layer_type)
+            if name not in self.model.hook_dict:
+                raise ModelMismatchError(
+                    f"the model has no hook point {name!r}; this architecture does not expose "
+                    f"layer_type {layer_type!r}. Choose another layer_type (e.g. 'resid_post')."
+                )
+
+    @torch.no_grad()
+    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Tensor]:
+        names = {site: hook_name(*site) for site in sites}
+        _, cache = self.model.run_with_cache(
+            batch.tokens,
+            attention_mask=batch.attention_mask,
+            names_filter=list(names.values()),
+            stop_at_layer=max(layer for layer, _ in sites) + 1,
+            return_cache_object=False,
+        )
+        return {site: cache[name] for site, name in names.items()}
+
+    # -- steering --------------------------------------------------------------------
+
+    def check_vector(self, vectors: Mapping[int, Tensor], layer_type: str) -> None:
+        cfg = self.model.cfg
+        for layer, vec in vectors.items():
+            if vec.shape[-1] != cfg.d_model:
+                raise ModelMismatchError(
+                    f"the vector has d_model {vec.shape[-1]} but the model has {cfg.d_model}; "
+                    "it was trained on another model. Train it on this model."
+                )
+            if layer >= cfg.n_layers:
+                raise ModelMismatchError(
+                    f"the vector steers layer {layer} but the model has only {cfg.n_layers} layers; "
+                    "select the layers that exist with vec.select_layers([...])."
+                )
+            name = hook_name(layer, layer_type)
+            if name not in self.model.hook_dict:
+                raise ModelMismatchError(
+                    f"the model has no hook point {name!r}; it cannot be steered at layer_type "
+                    f"{layer_type!r}. Train a vector at another layer_type (e.g. 'resid_post')."
+                )
+
+    def _hooks(self, spec: SteeringSpec) -> tuple[list[tuple[str, SteeringHook]], list[Any]]:
+        """The named steering hooks of ``spec``, and the installed offset trackers of their blocks."""
+        self.check_vector(spec.vectors, spec.layer_type)
+        hooks = [(hook_name(layer, spec.layer_type), SteeringHook(vec, spec)) for layer, vec in spec.vectors.items()]
+        trackers = [
+            self.model.blocks[layer].register_forward_pre_hook(OffsetTracker(hook.offset), with_kwargs=True)
+            for layer, (_, hook) in zip(spec.vectors, hooks)
+        ]
+        return hooks, trackers
+
+    @contextmanager
+    def apply(self, spec: SteeringSpec) -> Iterator[Any]:
+        hooks, trackers = self._hooks(spec)
+        try:
+            with self.model.hooks(fwd_hooks=hooks):
+                yield self.model
+        finally:
+            for handle in trackers:
+                handle.remove()
+
+    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+        hooks, trackers = self._hooks(spec)
+        for name, hook in hooks:
+            self.model.add_hook(name, hook)
+
+        def remove() -> None:
+            for handle in trackers:
+                handle.remove()
+            for name, hook in hooks:
+                # Remove exactly our LensHandle, so hooks added by anyone else stay in place.
+                point = self.model.hook_dict[name]
+                for lens in [h for h in point.fwd_hooks if h.user_hook is hook]:
+                    lens.hook.remove()
+                    point.fwd_hooks.remove(lens)
+
+        return SteeringHandle(remove)
+
+    def steering_hooks(self) -> list[str]:
+        names = [
+            name
+            for name, point in self.model.hook_dict.items()
+            if any(isinstance(h.user_hook, SteeringHook) for h in point.fwd_hooks)
+        ]
+        names += [
+            f"blocks.{i}"
+            for i, block in enumerate(self.model.blocks)
+            if any(isinstance(h, OffsetTracker) for h in block._forward_pre_hooks.values())
+        ]
+        return names
+
+    # -- evaluation ------------------------------------------------------------------
+
+    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HookedSweepPass":
+        cfg = self.model.cfg
+        fast = (
+            layer_type in _RESUME_OFFSET
+            and cfg.positional_embedding_type != "shortformer"
+            and getattr(cfg, "n_devices", 1) == 1
+        )
+        names = [hook_name(layer, layer_type) for layer in layers] if fast else []
+        with torch.no_grad():
+            final, cache = self.model.run_with_cache(
+                batch.tokens, attention_mask=batch.attention_mask, names_filter=names,
+                stop_at_layer=cfg.n_layers, return_cache_object=False,
+            )
+        return HookedSweepPass(self, batch, layer_type, fast, last_token_resid(final, batch.last), cache)
+
+    def head(self, x: Tensor) -> Tensor:
+        return unembed(self.model, x)
+
+    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
+        tokens = torch.tensor([self.encode(prompt)], device=self.device)
+        if seed is not None:
+            torch.manual_seed(seed)
+        out = self.model.generate(
+            tokens, max_new_tokens=max_new_tokens, do_sample=seed is not None, verbose=False,
+            stop_at_eos=True, use_past_kv_cache=True,
+        )
+        return self.model.to_string(out[0, tokens.shape[1] :])
+
+
+@dataclass
+class HookedSweepPass:
+    """The clean pass of one sweep batch; each steered cell resumes from its cached residual."""
+
+    backend: HookedBackend
+    batch: PromptBatch
+    layer_type: str
+    fast: bool
+    clean: Float[Tensor, "batch d_model"]
+    cache: dict[str, Tensor]
+
+    @torch.no_grad()
+    def steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
+        if not self.fast:
+            return [self._full_forward(spec) for spec in specs]
+        act = self.cache[hook_name(layer, self.layer_type)]
+        steered_acts = [SteeringHook(spec.vectors[layer], spec).steer(act, 0) for spec in specs]
+        # A cell whose activation is exactly unchanged (m = 0 with addition) is the clean one.
+        moved = [i for i, s in enumerate(steered_acts) if not torch.equal(s, act)]
+        out: list[Tensor | None] = [None] * len(specs)
+        if moved:
+            n, batch = len(moved), self.batch
+            resid = final_resid_at_last_token(
+                self.backend.model, torch.cat([steered_acts[i] for i in moved]),
+                layer + _RESUME_OFFSET[self.layer_type], batch.last.repeat(n), batch.attention_mask.repeat(n, 1),
+            )
+            for i, chunk in zip(moved, resid.split(act.shape[0])):
+                out[i] = chunk
+        return out
+
+    def _full_forward(self, spec: SteeringSpec) -> Tensor:
+        """The plain route: steer and run the whole model."""
+        model, batch = self.backend.model, self.batch
+        with self.backend.apply(spec):
+            final = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers)
+        return last_token_resid(final, batch.last)

@@ -1,0 +1,105 @@
+"""What a kind of model must provide for steerlens to train, steer and evaluate on it.
+
+Everything above this layer (training, ``SteeringVector.apply``, sweeps, logit
+comparison, generation helpers) talks to a :class:`Backend` only; which class
+serves a given model is decided in one place, :func:`steerlens.backends.backend_for`.
+Layer types keep TransformerLens' names on every backend (``resid_post`` of layer
+L is ``blocks.{L}.hook_resid_post``, the output of decoder layer L).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Mapping, Protocol, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlens.hooks import SteeringHandle, SteeringSpec
+from steerlens.tokens import PromptBatch
+
+Site = tuple[int, str]
+"""``(layer, layer_type)``: one hook point, e.g. ``(3, "resid_post")``."""
+
+
+class SweepPass(Protocol):
+    """One batch of prompts in a layer × multiplier sweep: the clean pass is shared by every cell."""
+
+    clean: Float[Tensor, "batch head_in"]
+    """Input of :meth:`Backend.head` at each row's last real token, unsteered."""
+
+    def steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
+        """Head inputs with ``layer`` steered by each spec (``None``: the activation is unchanged)."""
+        ...
+
+
+class Backend(Protocol):
+    """One kind of model (HookedTransformer, Hugging Face model, ...) behind steerlens' verbs."""
+
+    model: Any
+    """The object hooks are installed on."""
+    tokenizer: Any
+    """The tokenizer prompts are encoded with (may be None until a prompt must be encoded)."""
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
+
+    @property
+    def model_name(self) -> str | None: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    default_padding_side: str
+    """Padding used when neither the caller nor the tokenizer says otherwise."""
+
+    def check_tokenizer(self) -> None:
+        """Raise ``TokenizerError`` unless prompts can be encoded for this model."""
+        ...
+
+    def encode(self, prompt: str) -> list[int]:
+        """Token ids of ``prompt`` with this model kind's BOS convention."""
+        ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    def check_sites(self, sites: Sequence[Site]) -> None:
+        """Raise (before any forward pass) unless every site can be read."""
+        ...
+
+    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Float[Tensor, "batch pos d_model"]]:
+        """Activations at ``sites`` for a padded batch, computing nothing after the deepest site's layer."""
+        ...
+
+    def check_vector(self, vectors: Mapping[int, Tensor], layer_type: str) -> None:
+        """Raise ``ModelMismatchError`` (before any forward pass) unless the vectors can steer this model."""
+        ...
+
+    def apply(self, spec: SteeringSpec) -> AbstractContextManager[Any]:
+        """Steer inside a ``with`` block; every hook is gone on exit, also on error."""
+        ...
+
+    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+        """Steer until ``handle.remove()``."""
+        ...
+
+    def steering_hooks(self) -> list[str]:
+        """Where steerlens hooks are still installed (empty when the model is clean)."""
+        ...
+
+    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> SweepPass:
+        """Start a sweep over ``layers`` on one batch (runs the clean pass)."""
+        ...
+
+    def head(self, x: Tensor) -> Float[Tensor, "rows d_vocab"]:
+        """Next-token logits from the head inputs a :class:`SweepPass` returns."""
+        ...
+
+    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
+        """Greedy (``seed=None``) or seeded sampled continuation of ``prompt``, without the prompt."""
+        ...

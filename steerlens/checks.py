@@ -1,0 +1,61 @@
+"""Argument checks shared by every entry point, so one bad value gets one message everywhere."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Iterable
+
+import torch
+
+from steerlens.errors import InvalidArgumentError, NonFiniteError
+
+PADDING_SIDES = ("left", "right")
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` if it is a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}.")
+    return batch_size
+
+
+def check_padding_side(side: str) -> str:
+    """``side`` if it is ``"left"`` or ``"right"``."""
+    if side not in PADDING_SIDES:
+        raise InvalidArgumentError(f"padding_side must be 'left' or 'right', got {side!r}.")
+    return side
+
+
+def finite_number(value: object, name: str = "multiplier") -> float:
+    """A finite float from a Python, numpy or one-element tensor number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise NonFiniteError(f"{name} must be a finite number, got {value!r}.")
+    return float(value)
+
+
+def check_prompts(prompts: str | Iterable[str]) -> list[str]:
+    """A list of non-empty prompt strings (one string counts as one prompt)."""
+    listed = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not listed:
+        raise InvalidArgumentError("no prompts given; pass at least one prompt string.")
+    for p in listed:
+        if not isinstance(p, str) or not p:
+            raise InvalidArgumentError(f"prompts must be non-empty strings, got {p!r}.")
+    return listed
+
+
+def check_multipliers(multipliers: float | Iterable[float]) -> list[float]:
+    """Finite, distinct multipliers as floats."""
+    listed = [multipliers] if isinstance(multipliers, (numbers.Real, torch.Tensor)) else list(multipliers)
+    if not listed:
+        raise InvalidArgumentError("multipliers is empty; pass at least one number.")
+    try:
+        floats = [finite_number(m, "multipliers") for m in listed]
+    except NonFiniteError as error:
+        raise InvalidArgumentError(str(error)) from None
+    if len(set(floats)) != len(floats):
+        raise InvalidArgumentError(f"multipliers must be distinct, got {listed}.")
+    return floats

@@ -1,0 +1,24 @@
+"""Stage 5, vector into the model: the steering hook, positions it touches, and operators."""
+
+from steerlens.hooks.operators import (
+    Operator,
+    ablation_operator,
+    ablation_then_addition_operator,
+    addition_operator,
+)
+from steerlens.hooks.positions import TokenIndices, check_token_indices, position_mask
+from steerlens.hooks.steering_hook import SteeringHandle, SteeringHook, SteeringSpec, make_spec
+
+__all__ = [
+    "Operator",
+    "SteeringHandle",
+    "SteeringHook",
+    "SteeringSpec",
+    "TokenIndices",
+    "ablation_operator",
+    "ablation_then_addition_operator",
+    "addition_operator",
+    "check_token_indices",
+    "make_spec",
+    "position_mask",
+]
