@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.utilities.activation_functions import softcap_enabled
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 from steerlens.adapter.registry import ArchSpec
 
@@ -38,12 +39,19 @@ def load_weights(
     """
     expected = set(model.state_dict())
     state_dict = {key: value for key, value in state_dict.items() if key in expected}
+    if "pos_embed.W_pos" in expected and "pos_embed.W_pos" not in state_dict:
+        # ALiBi models still get a (never used) learned position table; zero it rather
+        # than leave it uninitialised and have TL warn that it is missing.
+        state_dict["pos_embed.W_pos"] = torch.zeros_like(model.pos_embed.W_pos)
     # Softcapped logits are not shift-invariant, so the unembedding must not be centred.
     center_unembed = process_weights and not softcap_enabled(model.cfg.output_logits_soft_cap)
+    # Folding and centring assume each norm sits on a sublayer's input; post-norm
+    # families (OLMo 2 / 3) normalise outputs, so from_pretrained skips both for them.
+    pre_norm = model.cfg.original_architecture not in POST_NORM_ARCHITECTURES
     model.load_and_process_state_dict(
         state_dict,
-        fold_ln=process_weights,
-        center_writing_weights=process_weights,
+        fold_ln=process_weights and pre_norm,
+        center_writing_weights=process_weights and pre_norm,
         center_unembed=center_unembed,
         fold_value_biases=process_weights,
         refactor_factored_attn_matrices=False,
