@@ -10,18 +10,31 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, Literal
 
 import torch
 from transformer_lens.pretrained.weight_conversions import (
+    convert_apertus_weights,
+    convert_bloom_weights,
+    convert_coder_weights,
     convert_gemma_weights,
     convert_gpt2_weights,
+    convert_gptj_weights,
     convert_llama_weights,
     convert_mistral_weights,
+    convert_mixtral_weights,
+    convert_neo_weights,
     convert_neox_weights,
+    convert_olmo2_weights,
+    convert_olmo3_weights,
+    convert_olmo_weights,
+    convert_olmoe_weights,
     convert_opt_weights,
     convert_phi3_weights,
+    convert_phi_weights,
     convert_qwen2_weights,
+    convert_qwen3_weights,
 )
 
 from steerlens.errors import UnsupportedModelError
@@ -52,23 +65,27 @@ class ArchSpec:
     mlp_out: str
     """Module whose output is exactly TL's ``hook_mlp_out``."""
     resid_mid_input: str | None
-    """Norm whose input is exactly TL's ``hook_resid_mid`` (None: no such point)."""
+    """Module whose input is exactly TL's ``hook_resid_mid`` (None: no such point).
+
+    Usually the norm in front of the MLP; the MLP itself for post-norm families.
+    """
     normalization: str
     """TL ``normalization_type``: ``"LN"`` or ``"RMS"``."""
-    rotary: bool
-    """Rotary (True) or learned absolute (False) position embeddings."""
+    positions: Literal["rotary", "standard", "alibi"]
+    """TL ``positional_embedding_type``: rotary, learned absolute, or ALiBi."""
     gated_mlp: bool
-    act_attr: str
-    """Config attribute naming the MLP activation."""
+    act_attr: str | None
+    """Config attribute naming the MLP activation (None: fixed at ``default_act``)."""
     eps_attr: str | None
     """Config attribute holding the norm epsilon (None: fixed at ``default_eps``)."""
-    mlp_attr: str
-    """Config attribute holding the MLP width (None value means ``4 * d_model``)."""
+    mlp_attr: str | None
+    """Config attribute holding the MLP width (None, or a None value: ``4 * d_model``)."""
     default_prepend_bos: bool = True
     """TransformerLens' choice for this family."""
     always_grouped_kv: bool = False
     """The TL converter writes GQA keys (``_W_K``) even when kv heads == heads."""
     default_eps: float = 1e-5
+    default_act: str = "gelu"
     extra_cfg: Callable[[Any], dict[str, Any]] = field(default=lambda hf: {})
     """Family-specific ``HookedTransformerConfig`` fields."""
     refuse: Callable[[Any], str | None] = field(default=lambda hf: None)
@@ -77,6 +94,9 @@ class ArchSpec:
     """Whether attention and MLP both read the layer input (no resid_mid)."""
     flattened: frozenset[str] = frozenset()
     """Layer types whose HF tensor is ``[batch * pos, d_model]``, not ``[batch, pos, d_model]``."""
+
+
+# --- family-specific config fields -------------------------------------------------------
 
 
 def _gpt2_cfg(hf: Any) -> dict[str, Any]:
@@ -99,16 +119,88 @@ def _gemma2_cfg(hf: Any) -> dict[str, Any]:
     }
 
 
+def _gemma3_cfg(hf: Any) -> dict[str, Any]:
+    """Gemma 2's fields plus per-head RMS norms on queries and keys.
+
+    HF's Gemma 3 keeps ``attn_logit_softcapping`` in its config but never applies it
+    (only the final-logit cap is used), so the attention cap stays off here too.
+    """
+    return {**_gemma2_cfg(hf), "use_qk_norm": True, "attn_scores_soft_cap": -1.0}
+
+
+def _clip_qkv(hf: Any) -> dict[str, Any]:
+    """OLMo / OLMoE clamp Q, K and V after projection when ``clip_qkv`` is set."""
+    clip = getattr(hf, "clip_qkv", None)
+    return {"clip_qkv": float(clip)} if clip is not None else {}
+
+
+def _moe_cfg(n_experts_attr: str, renormalize: Callable[[Any], bool]) -> Callable[[Any], dict]:
+    """Mixture-of-experts fields; ``renormalize`` says whether top-k weights are rescaled to 1."""
+
+    def fields(hf: Any) -> dict[str, Any]:
+        return {
+            "num_experts": int(getattr(hf, n_experts_attr)),
+            "experts_per_token": int(hf.num_experts_per_tok),
+            "norm_topk_prob": bool(renormalize(hf)),
+        }
+
+    return fields
+
+
+def _gptj_cfg(hf: Any) -> dict[str, Any]:
+    # GPT-J rotates adjacent pairs (rotate_every_two), unlike the rotate_half families.
+    return {"parallel_attn_mlp": True, "rotary_dim": int(hf.rotary_dim), "rotary_adjacent_pairs": True}
+
+
+def _gpt_neo_cfg(hf: Any) -> dict[str, Any]:
+    """GPT-Neo does not scale attention scores and alternates global/local layers."""
+    fields: dict[str, Any] = {"use_attn_scale": False}
+    kinds = list(hf.attention_layers)
+    if "local" in kinds:
+        fields.update(use_local_attn=True, window_size=int(hf.window_size), attn_types=kinds)
+    return fields
+
+
+def _bloom_cfg(hf: Any) -> dict[str, Any]:
+    # BLOOM normalises the embeddings; its MLP is HF's tanh-approximated gelu.
+    return {"post_embedding_ln": True}
+
+
+# --- variants TransformerLens cannot represent --------------------------------------------
+
+
 def _neox_refuse(hf: Any) -> str | None:
     if not getattr(hf, "attention_bias", True):
         return "GPT-NeoX without attention biases (attention_bias=False)"
     return None
 
 
-def _llama_refuse(hf: Any) -> str | None:
-    if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
-        return "Llama with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
-    return None
+def _no_bias_refuse(family: str) -> Callable[[Any], str | None]:
+    """Refuse ``attention_bias``/``mlp_bias=True``: the TL converter drops these biases."""
+
+    def refuse(hf: Any) -> str | None:
+        if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
+            return f"{family} with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
+        return None
+
+    return refuse
+
+
+def _full_heads_refuse(family: str) -> Callable[[Any], str | None]:
+    """Refuse grouped-query variants of families whose TL converter assumes one K/V per head."""
+    no_bias = _no_bias_refuse(family)
+
+    def refuse(hf: Any) -> str | None:
+        n_kv = getattr(hf, "num_key_value_heads", None)
+        if n_kv is not None and n_kv != hf.num_attention_heads:
+            return (
+                f"{family} with grouped-query attention (num_key_value_heads={n_kv} != "
+                f"num_attention_heads={hf.num_attention_heads}; TransformerLens' converter "
+                "expects one key/value head per query head)"
+            )
+        return no_bias(hf)
+
+    return refuse
 
 
 def _gpt2_refuse(hf: Any) -> str | None:
@@ -131,17 +223,134 @@ def _opt_refuse(hf: Any) -> str | None:
     return None
 
 
+def _gemma3_refuse(hf: Any) -> str | None:
+    if getattr(hf, "use_bidirectional_attention", False):
+        return "Gemma 3 with bidirectional attention (use_bidirectional_attention=True)"
+    return _no_bias_refuse("Gemma 3")(hf)
+
+
+def _phi_refuse(hf: Any) -> str | None:
+    if getattr(hf, "qk_layernorm", False):
+        return "Phi with qk_layernorm=True (TransformerLens only has RMS query/key norms)"
+    return _full_heads_refuse("Phi")(hf)
+
+
+def _gptj_refuse(hf: Any) -> str | None:
+    if not getattr(hf, "rotary_dim", None):
+        return "GPT-J without rotary_dim (HF then rotates over d_model, not a head)"
+    return None
+
+
+def _bloom_refuse(hf: Any) -> str | None:
+    n_heads = int(hf.n_head)
+    if n_heads & (n_heads - 1):
+        # HF interleaves extra ALiBi slopes for other head counts; TL's are a plain geometric series.
+        return f"BLOOM with {n_heads} heads (TransformerLens' ALiBi slopes need a power of two)"
+    if getattr(hf, "apply_residual_connection_post_layernorm", False):
+        return "BLOOM with apply_residual_connection_post_layernorm=True"
+    if getattr(hf, "pretraining_tp", 1) > 1 and getattr(hf, "slow_but_exact", False):
+        return "BLOOM with slow_but_exact=True and pretraining_tp > 1 (sliced output projections)"
+    return None
+
+
+def _bigcode_refuse(hf: Any) -> str | None:
+    if not getattr(hf, "multi_query", True):
+        return "GPTBigCode without multi-query attention (multi_query=False)"
+    if getattr(hf, "add_cross_attention", False):
+        return "GPTBigCode with cross-attention"
+    return None
+
+
+# --- converter shims -----------------------------------------------------------------------
+
+
+def _conv1d(weight: torch.Tensor, bias: torch.Tensor) -> SimpleNamespace:
+    """An ``nn.Linear``'s parameters in GPT-2 ``Conv1D`` layout (weight ``[in, out]``)."""
+    return SimpleNamespace(weight=weight.T, bias=bias)
+
+
+def _convert_bigcode(hf: Any, cfg: Any) -> dict[str, torch.Tensor]:
+    """TL's SantaCoder converter (``coder.py``) applied to a GPTBigCode model.
+
+    ``convert_coder_weights`` reads SantaCoder's remote-code layout: separate ``q_attn``
+    and ``kv_attn`` Conv1D weights. GPTBigCode fuses them into one ``nn.Linear``
+    ``c_attn`` (queries, then the shared key and value head), so the converter is given
+    transposed, split views of the same tensors under SantaCoder's names.
+    """
+    d_model = cfg.d_model
+    blocks = []
+    for layer in hf.transformer.h:
+        qkv_w, qkv_b = layer.attn.c_attn.weight, layer.attn.c_attn.bias
+        attn = SimpleNamespace(
+            q_attn=_conv1d(qkv_w[:d_model], qkv_b[:d_model]),
+            kv_attn=_conv1d(qkv_w[d_model:], qkv_b[d_model:]),
+            c_proj=_conv1d(layer.attn.c_proj.weight, layer.attn.c_proj.bias),
+        )
+        mlp = SimpleNamespace(
+            c_fc=_conv1d(layer.mlp.c_fc.weight, layer.mlp.c_fc.bias),
+            c_proj=_conv1d(layer.mlp.c_proj.weight, layer.mlp.c_proj.bias),
+        )
+        blocks.append(SimpleNamespace(ln_1=layer.ln_1, ln_2=layer.ln_2, attn=attn, mlp=mlp))
+    transformer = SimpleNamespace(
+        wte=hf.transformer.wte, wpe=hf.transformer.wpe, h=blocks, ln_f=hf.transformer.ln_f
+    )
+    return convert_coder_weights(SimpleNamespace(transformer=transformer, lm_head=hf.lm_head), cfg)
+
+
+def _convert_apertus(hf: Any, cfg: Any) -> dict[str, torch.Tensor]:
+    """TL's Apertus converter, with XIeLU parameters reshaped from HF's ``[1]`` to TL's scalars."""
+    state_dict = convert_apertus_weights(hf, cfg)
+    return {
+        key: value.reshape(()) if ".mlp.act_fn." in key else value
+        for key, value in state_dict.items()
+    }
+
+
+# --- the table ------------------------------------------------------------------------------
+
 _LLAMA_LIKE = dict(
     layers="model.layers",
     attn_out="self_attn",
     mlp_out="mlp",
     resid_mid_input="post_attention_layernorm",
     normalization="RMS",
-    rotary=True,
+    positions="rotary",
     gated_mlp=True,
     act_attr="hidden_act",
     eps_attr="rms_norm_eps",
     mlp_attr="intermediate_size",
+)
+
+# Gemma 2 / 3 normalise each sublayer's output before the residual add, so the norms
+# (not self_attn / mlp) carry what TL hooks as attn_out / mlp_out.
+_GEMMA_SANDWICH = {
+    **_LLAMA_LIKE,
+    "attn_out": "post_attention_layernorm",
+    "mlp_out": "post_feedforward_layernorm",
+    "resid_mid_input": "pre_feedforward_layernorm",
+    "act_attr": "hidden_activation",
+}
+
+# OLMo 2 / 3 are post-norm: each sublayer reads the raw residual and is normalised
+# after, so the MLP itself reads resid_mid.
+_OLMO_POST_NORM = {
+    **_LLAMA_LIKE,
+    "attn_out": "post_attention_layernorm",
+    "mlp_out": "post_feedforward_layernorm",
+    "resid_mid_input": "mlp",
+}
+
+# GPT-2-style module names (GPT-Neo, GPTBigCode).
+_GPT2_LIKE = dict(
+    layers="transformer.h",
+    attn_out="attn",
+    mlp_out="mlp",
+    resid_mid_input="ln_2",
+    normalization="LN",
+    positions="standard",
+    gated_mlp=False,
+    act_attr="activation_function",
+    eps_attr="layer_norm_epsilon",
 )
 
 _SPECS: tuple[ArchSpec, ...] = (
@@ -150,18 +359,10 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="GPT-2",
         causal_lm="GPT2LMHeadModel",
         convert=convert_gpt2_weights,
-        layers="transformer.h",
-        attn_out="attn",
-        mlp_out="mlp",
-        resid_mid_input="ln_2",
-        normalization="LN",
-        rotary=False,
-        gated_mlp=False,
-        act_attr="activation_function",
-        eps_attr="layer_norm_epsilon",
         mlp_attr="n_inner",
         extra_cfg=_gpt2_cfg,
         refuse=_gpt2_refuse,
+        **_GPT2_LIKE,
     ),
     ArchSpec(
         model_type="gpt_neox",
@@ -173,7 +374,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         mlp_out="mlp",
         resid_mid_input="post_attention_layernorm",
         normalization="LN",
-        rotary=True,
+        positions="rotary",
         gated_mlp=False,
         act_attr="hidden_act",
         eps_attr="layer_norm_eps",
@@ -188,7 +389,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="Llama",
         causal_lm="LlamaForCausalLM",
         convert=convert_llama_weights,
-        refuse=_llama_refuse,
+        refuse=_no_bias_refuse("Llama"),
         **_LLAMA_LIKE,
     ),
     ArchSpec(
@@ -223,15 +424,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         convert=convert_gemma_weights,
         always_grouped_kv=True,
         extra_cfg=_gemma2_cfg,
-        # Gemma 2 normalises each sublayer's output before the residual add, so the
-        # norms (not self_attn / mlp) carry what TL hooks as attn_out / mlp_out.
-        **{
-            **_LLAMA_LIKE,
-            "attn_out": "post_attention_layernorm",
-            "mlp_out": "post_feedforward_layernorm",
-            "resid_mid_input": "pre_feedforward_layernorm",
-            "act_attr": "hidden_activation",
-        },
+        **_GEMMA_SANDWICH,
     ),
     ArchSpec(
         model_type="phi3",
@@ -251,7 +444,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         mlp_out="fc2",
         resid_mid_input="final_layer_norm",
         normalization="LN",
-        rotary=False,
+        positions="standard",
         gated_mlp=False,
         act_attr="activation_function",
         eps_attr=None,
@@ -259,6 +452,173 @@ _SPECS: tuple[ArchSpec, ...] = (
         refuse=_opt_refuse,
         # OPT reshapes to (batch * pos) rows before its MLP half.
         flattened=frozenset({"mlp_out", "resid_mid"}),
+    ),
+    ArchSpec(
+        model_type="qwen3",
+        name="Qwen3",
+        causal_lm="Qwen3ForCausalLM",
+        convert=convert_qwen3_weights,
+        default_prepend_bos=False,
+        extra_cfg=lambda hf: {"use_qk_norm": True},
+        refuse=_no_bias_refuse("Qwen3"),
+        **_LLAMA_LIKE,
+    ),
+    ArchSpec(
+        model_type="gemma3_text",
+        name="Gemma 3 (text)",
+        causal_lm="Gemma3ForCausalLM",
+        convert=convert_gemma_weights,
+        always_grouped_kv=True,
+        extra_cfg=_gemma3_cfg,
+        refuse=_gemma3_refuse,
+        **_GEMMA_SANDWICH,
+    ),
+    ArchSpec(
+        model_type="olmo",
+        name="OLMo",
+        causal_lm="OlmoForCausalLM",
+        convert=convert_olmo_weights,
+        extra_cfg=_clip_qkv,
+        refuse=_full_heads_refuse("OLMo"),
+        # OLMo's LayerNorms have no weight or bias and a fixed epsilon.
+        **{**_LLAMA_LIKE, "normalization": "LN", "eps_attr": None},
+    ),
+    ArchSpec(
+        model_type="olmo2",
+        name="OLMo 2",
+        causal_lm="Olmo2ForCausalLM",
+        convert=convert_olmo2_weights,
+        refuse=_full_heads_refuse("OLMo 2"),
+        **_OLMO_POST_NORM,
+    ),
+    ArchSpec(
+        model_type="olmo3",
+        name="OLMo 3",
+        causal_lm="Olmo3ForCausalLM",
+        convert=convert_olmo3_weights,
+        refuse=_no_bias_refuse("OLMo 3"),
+        **_OLMO_POST_NORM,
+    ),
+    ArchSpec(
+        model_type="olmoe",
+        name="OLMoE",
+        causal_lm="OlmoeForCausalLM",
+        convert=convert_olmoe_weights,
+        always_grouped_kv=True,
+        extra_cfg=lambda hf: {
+            **_moe_cfg("num_experts", lambda hf: hf.norm_topk_prob)(hf),
+            **_clip_qkv(hf),
+        },
+        refuse=_no_bias_refuse("OLMoE"),
+        **_LLAMA_LIKE,
+    ),
+    ArchSpec(
+        model_type="mixtral",
+        name="Mixtral",
+        causal_lm="MixtralForCausalLM",
+        convert=convert_mixtral_weights,
+        always_grouped_kv=True,
+        # Mixtral's router always rescales the top-k weights to sum to 1.
+        extra_cfg=_moe_cfg("num_local_experts", lambda hf: True),
+        **_LLAMA_LIKE,
+    ),
+    ArchSpec(
+        model_type="gptj",
+        name="GPT-J",
+        causal_lm="GPTJForCausalLM",
+        convert=convert_gptj_weights,
+        layers="transformer.h",
+        attn_out="attn",
+        mlp_out="mlp",
+        resid_mid_input=None,
+        normalization="LN",
+        positions="rotary",
+        gated_mlp=False,
+        act_attr="activation_function",
+        eps_attr="layer_norm_epsilon",
+        mlp_attr="n_inner",
+        extra_cfg=_gptj_cfg,
+        refuse=_gptj_refuse,
+        parallel=lambda hf: True,
+    ),
+    ArchSpec(
+        model_type="gpt_neo",
+        name="GPT-Neo",
+        causal_lm="GPTNeoForCausalLM",
+        convert=convert_neo_weights,
+        mlp_attr="intermediate_size",
+        extra_cfg=_gpt_neo_cfg,
+        **_GPT2_LIKE,
+    ),
+    ArchSpec(
+        model_type="bloom",
+        name="BLOOM",
+        causal_lm="BloomForCausalLM",
+        convert=convert_bloom_weights,
+        layers="transformer.h",
+        # BLOOM's attention and MLP modules add the residual themselves, so their
+        # output projections are where attn_out / mlp_out exist on their own.
+        attn_out="self_attention.dense",
+        mlp_out="mlp.dense_4h_to_h",
+        resid_mid_input="post_attention_layernorm",
+        normalization="LN",
+        positions="alibi",
+        gated_mlp=False,
+        act_attr=None,
+        default_act="gelu_fast",
+        eps_attr="layer_norm_epsilon",
+        mlp_attr=None,
+        default_prepend_bos=False,
+        extra_cfg=_bloom_cfg,
+        refuse=_bloom_refuse,
+    ),
+    ArchSpec(
+        model_type="phi",
+        name="Phi",
+        causal_lm="PhiForCausalLM",
+        convert=convert_phi_weights,
+        layers="model.layers",
+        attn_out="self_attn",
+        mlp_out="mlp",
+        resid_mid_input=None,
+        normalization="LN",
+        positions="rotary",
+        gated_mlp=False,
+        act_attr="hidden_act",
+        eps_attr="layer_norm_eps",
+        mlp_attr="intermediate_size",
+        default_prepend_bos=False,
+        extra_cfg=lambda hf: {"parallel_attn_mlp": True},
+        refuse=_phi_refuse,
+        parallel=lambda hf: True,
+    ),
+    ArchSpec(
+        model_type="gpt_bigcode",
+        name="GPTBigCode (StarCoder)",
+        causal_lm="GPTBigCodeForCausalLM",
+        convert=_convert_bigcode,
+        mlp_attr="n_inner",
+        # One shared key/value head, which the converter repeats for every query head:
+        # TL runs it as plain multi-head attention.
+        extra_cfg=lambda hf: {
+            "use_attn_scale": bool(hf.scale_attn_weights),
+            "n_key_value_heads": None,
+        },
+        refuse=_bigcode_refuse,
+        **_GPT2_LIKE,
+    ),
+    ArchSpec(
+        model_type="apertus",
+        name="Apertus",
+        causal_lm="ApertusForCausalLM",
+        convert=_convert_apertus,
+        extra_cfg=lambda hf: {"use_qk_norm": True},
+        refuse=_no_bias_refuse("Apertus"),
+        **{
+            **_LLAMA_LIKE,
+            "resid_mid_input": "feedforward_layernorm",
+            "gated_mlp": False,
+        },
     ),
 )
 
