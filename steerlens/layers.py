@@ -1,27 +1,80 @@
-"""Layer types, TransformerLens hook names, and validation of layer lists."""
+"""Layer types, TransformerLens hook names, and validation of layer lists.
+
+steerlens' layer types are TransformerLens' hook points. The names the
+``steering-vectors`` library uses are accepted everywhere with its meaning and
+stored under the canonical name:
+
+===========================  =============  ====================================
+steering-vectors name         canonical      TransformerLens hook
+===========================  =============  ====================================
+``decoder_block``             ``resid_post`` ``blocks.{L}.hook_resid_post``
+``self_attn``                 ``attn_out``   ``blocks.{L}.hook_attn_out``
+``mlp``                       ``mlp_out``    ``blocks.{L}.hook_mlp_out``
+``input_layernorm``           ``ln1``        ``blocks.{L}.ln1.hook_normalized``
+``post_attention_layernorm``  ``ln2``        ``blocks.{L}.ln2.hook_normalized``
+===========================  =============  ====================================
+"""
 
 from __future__ import annotations
 
+import numbers
 from typing import Iterable, Literal, get_args
+
+import torch
 
 from steerlens.errors import LayerError
 
-LayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"]
-LAYER_TYPES: tuple[str, ...] = get_args(LayerType)
+CanonicalLayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"]
+SteeringVectorsLayerType = Literal["decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm"]
+LayerType = Literal[
+    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2",
+    "decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm",
+]
+LAYER_TYPES: tuple[str, ...] = get_args(CanonicalLayerType)
+ALIASES: dict[str, str] = {
+    "decoder_block": "resid_post",
+    "self_attn": "attn_out",
+    "mlp": "mlp_out",
+    "input_layernorm": "ln1",
+    "post_attention_layernorm": "ln2",
+}
+"""steering-vectors layer type -> canonical layer type."""
+STEERING_VECTORS_NAMES: dict[str, str] = {canonical: alias for alias, canonical in ALIASES.items()}
 
 
 def check_layer_type(layer_type: str) -> str:
-    """Return ``layer_type`` if it is known, else raise :class:`LayerError`."""
-    if layer_type not in LAYER_TYPES:
-        raise LayerError(
-            f"unknown layer_type {layer_type!r}; use one of {', '.join(LAYER_TYPES)}."
-        )
-    return layer_type
+    """The canonical name of ``layer_type`` (steering-vectors names accepted), else :class:`LayerError`.
+
+    Example:
+        >>> check_layer_type("decoder_block")
+        'resid_post'
+    """
+    if isinstance(layer_type, str) and layer_type in LAYER_TYPES:
+        return layer_type
+    if isinstance(layer_type, str) and layer_type in ALIASES:
+        return ALIASES[layer_type]
+    raise LayerError(
+        f"unknown layer_type {layer_type!r}; use one of {', '.join(LAYER_TYPES)} "
+        f"(or steering-vectors' {', '.join(ALIASES)})."
+    )
 
 
 def hook_name(layer: int, layer_type: str) -> str:
     """TransformerLens hook name, e.g. ``hook_name(3, "resid_post") == "blocks.3.hook_resid_post"``."""
-    return f"blocks.{layer}.hook_{check_layer_type(layer_type)}"
+    canonical = check_layer_type(layer_type)
+    if canonical in ("ln1", "ln2"):
+        return f"blocks.{layer}.{canonical}.hook_normalized"
+    return f"blocks.{layer}.hook_{canonical}"
+
+
+def as_layer_index(value: object) -> int:
+    """A layer index from a Python, numpy or 0-d tensor integer (never a bool or a float)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
+            and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise LayerError(f"layer {value!r} is not an int; pass integer layer indices.")
+    return int(value)
 
 
 def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[int]:
@@ -29,6 +82,7 @@ def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[in
 
     ``None`` means every layer; negative indices count from the end and come back
     positive. Out-of-range and duplicated layers are errors, not silently fixed.
+    numpy and torch integers (and 1-D integer tensors/arrays) are accepted.
 
     Example:
         >>> resolve_layers([-1, 0], n_layers=4)
@@ -36,15 +90,18 @@ def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[in
     """
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, bool) or (not isinstance(layers, int) and not hasattr(layers, "__iter__")):
+    if isinstance(layers, torch.Tensor) and layers.dim() == 0:
+        layers = layers.item()
+    if isinstance(layers, (bool, float, str)) or (
+        not isinstance(layers, numbers.Integral) and not hasattr(layers, "__iter__")
+    ):
         raise LayerError(f"layers must be an int, a list of ints or None, got {layers!r}.")
-    requested = [layers] if isinstance(layers, int) else list(layers)
+    requested = [layers] if isinstance(layers, numbers.Integral) else list(layers)
     if not requested:
         raise LayerError("layers is empty; pass at least one layer index, or None for all layers.")
     resolved: list[int] = []
-    for layer in requested:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise LayerError(f"layer {layer!r} is not an int; pass integer layer indices.")
+    for item in requested:
+        layer = as_layer_index(item)
         if not -n_layers <= layer < n_layers:
             raise LayerError(
                 f"layer {layer} is out of range for a model with {n_layers} layers; "

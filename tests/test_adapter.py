@@ -262,7 +262,7 @@ def test_offline_hub_miss_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_unsupported_architecture_lists_supported(tmp_path: Path) -> None:
-    tf.GPTJConfig(n_layer=1, n_embd=32, n_head=4, vocab_size=VOCAB).save_pretrained(tmp_path)
+    tf.FalconConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, vocab_size=VOCAB).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedModelError) as error:
         load_model(tmp_path)
     for supported in supported_architectures():
