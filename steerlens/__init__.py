@@ -16,6 +16,12 @@ from steerlens import _moved
 from steerlens._version import __version__
 from steerlens.adapter import load_model
 from steerlens.backends import steering_hooks_on
+from steerlens.backends.layer_config import (
+    LayerMatcher,
+    ModelLayerConfig,
+    get_num_matching_layers,
+    guess_and_enhance_layer_config,
+)
 from steerlens.evaluation import (
     ABItem,
     ab_behavior_probability,
@@ -25,14 +31,24 @@ from steerlens.evaluation import (
     prob_share,
     sweep_layers,
 )
-from steerlens.hooks import SteeringHandle, ablation_operator, ablation_then_addition_operator, addition_operator
+from steerlens.hooks import (
+    PatchDeltaOperator,
+    SteeringHandle,
+    SteeringPatchHandle,
+    ablation_operator,
+    ablation_then_addition_operator,
+    addition_operator,
+)
+from steerlens.layers import LayerType
 from steerlens.samples import SteeringVectorTrainingSample
 from steerlens.training import (
+    Aggregator,
     aggregate_activations,
     extract_activations,
     logistic_aggregator,
     mean_aggregator,
     pca_aggregator,
+    record_activations,
     train_steering_vector,
 )
 from steerlens.vector import SteeringVector
@@ -41,7 +57,13 @@ _moved.install()
 
 __all__ = [
     "ABItem",
+    "Aggregator",
+    "LayerMatcher",
+    "LayerType",
+    "ModelLayerConfig",
+    "PatchDeltaOperator",
     "SteeringHandle",
+    "SteeringPatchHandle",
     "SteeringVector",
     "SteeringVectorTrainingSample",
     "__version__",
@@ -52,6 +74,8 @@ __all__ = [
     "aggregate_activations",
     "compare_logits",
     "extract_activations",
+    "get_num_matching_layers",
+    "guess_and_enhance_layer_config",
     "load_model",
     "logistic_aggregator",
     "logit_diff",
@@ -59,6 +83,7 @@ __all__ = [
     "pca_aggregator",
     "prob_mass",
     "prob_share",
+    "record_activations",
     "steering_hooks_on",
     "sweep_layers",
     "train_steering_vector",

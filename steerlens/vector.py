@@ -13,10 +13,11 @@ import torch
 from torch import Tensor
 
 from steerlens.backends import backend_for
+from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, NonFiniteError
 from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
-from steerlens.hooks import Operator, SteeringHandle, TokenIndices, make_spec
-from steerlens.layers import check_layer_type
+from steerlens.hooks import Operator, SteeringPatchHandle, SteeringSpec, TokenIndices, make_spec
+from steerlens.layers import LayerType, check_layer_type, resolve_layers
 
 
 @dataclass
@@ -30,17 +31,18 @@ class SteeringVector:
     """
 
     layer_activations: dict[int, Tensor]
-    layer_type: str = "resid_post"
+    layer_type: LayerType = "decoder_block"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_layer_type(self.layer_type)
+        # steering-vectors' names ("decoder_block", ...) are stored under the canonical one.
+        self.layer_type = check_layer_type(self.layer_type)  # type: ignore[assignment]
         if not self.layer_activations:
             raise LayerError("a SteeringVector needs at least one layer.")
         dims = set()
         for layer, vec in self.layer_activations.items():
-            if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-                raise LayerError(f"layer keys must be non-negative ints, got {layer!r}.")
+            if isinstance(layer, bool) or not isinstance(layer, int):
+                raise LayerError(f"layer keys must be ints (negative ones count from the end), got {layer!r}.")
             if not isinstance(vec, Tensor) or vec.dim() != 1 or not vec.is_floating_point():
                 raise InvalidArgumentError(
                     f"layer {layer}: expected a 1-D float tensor of size d_model, got "
@@ -62,48 +64,65 @@ class SteeringVector:
 
     # -- applying -----------------------------------------------------------------
 
+    def patch_activations(
+        self,
+        model: Any,
+        layer_config: ModelLayerConfig | None = None,
+        operator: Operator | None = None,
+        multiplier: float = 1.0,
+        min_token_index: int | None = None,
+        token_indices: TokenIndices = None,
+    ) -> SteeringPatchHandle:
+        """Steer ``model`` until ``handle.remove()`` is called (or the handle's ``with`` block ends).
+
+        Positions (``min_token_index``, ``token_indices``) are absolute positions in the
+        sequence, also during ``generate`` with a KV cache; by default every position is
+        steered. ``token_indices`` is a list of positions, a slice, or a mask tensor
+        (bool or 0/1, ``[pos]`` or ``[batch, pos]``). Negative layer keys count from the
+        end of ``model``. ``layer_config`` points a Hugging Face model's layer types at
+        modules of your choice (see :func:`steerlens.guess_and_enhance_layer_config`).
+
+        Example:
+            >>> handle = vec.patch_activations(model, multiplier=2.0)
+            >>> ...
+            >>> handle.remove()
+        """
+        backend = backend_for(model, layer_config=layer_config)
+        return backend.patch(self._spec(backend, operator, multiplier, min_token_index, token_indices))
+
+    patch = patch_activations
+
     @contextmanager
     def apply(
         self,
         model: Any,
+        layer_config: ModelLayerConfig | None = None,
+        operator: Operator | None = None,
         multiplier: float = 1.0,
         min_token_index: int = 0,
         token_indices: TokenIndices = None,
-        operator: Operator | None = None,
     ) -> Iterator[Any]:
         """Steer ``model`` inside a ``with`` block; the hooks are gone on exit, also on error.
 
-        Positions (``min_token_index``, ``token_indices``) are absolute positions in the
-        sequence, also during ``generate`` with a KV cache. By default every position
-        is steered.
+        Arguments as for :meth:`patch_activations`.
 
         Example:
             >>> with vec.apply(model, multiplier=-2.0):
             ...     print(model.generate("I think", max_new_tokens=8))
         """
-        spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        with backend_for(model).apply(spec):
+        backend = backend_for(model, layer_config=layer_config)
+        with backend.apply(self._spec(backend, operator, multiplier, min_token_index, token_indices)):
             yield model
 
-    def patch(
-        self,
-        model: Any,
-        multiplier: float = 1.0,
-        min_token_index: int = 0,
-        token_indices: TokenIndices = None,
-        operator: Operator | None = None,
-    ) -> SteeringHandle:
-        """Steer ``model`` until ``handle.remove()`` is called.
-
-        Example:
-            >>> handle = vec.patch(model, multiplier=2.0)
-            >>> ...
-            >>> handle.remove()
-        """
-        spec = make_spec(self.layer_activations, self.layer_type, multiplier, operator, min_token_index, token_indices)
-        return backend_for(model).patch(spec)
-
-    patch_activations = patch
+    def _spec(
+        self, backend: Any, operator: Operator | None, multiplier: float, min_token_index: int | None,
+        token_indices: TokenIndices,
+    ) -> SteeringSpec:
+        """Validated steering arguments, with negative layer keys resolved against the model."""
+        keys = list(self.layer_activations)
+        resolved = resolve_layers(keys, backend.n_layers) if any(k < 0 for k in keys) else keys
+        vectors = dict(zip(resolved, self.layer_activations.values()))
+        return make_spec(vectors, self.layer_type, multiplier, operator, min_token_index or 0, token_indices)
 
     # -- algebra ------------------------------------------------------------------
 

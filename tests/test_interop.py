@@ -38,8 +38,10 @@ def test_steering_vectors_layout_round_trip(ours, theirs):
 def test_steering_vectors_layout_errors():
     with pytest.raises(InvalidArgumentError, match="no layer type"):
         to_steering_vectors(vector(layer_type="resid_pre"))
-    with pytest.raises(InvalidArgumentError, match="input_layernorm"):
-        from_steering_vectors({"layer_activations": {0: torch.zeros(4)}, "layer_type": "input_layernorm"})
+    with pytest.raises(InvalidArgumentError, match="embed_tokens"):
+        from_steering_vectors({"layer_activations": {0: torch.zeros(4)}, "layer_type": "embed_tokens"})
+    normed = from_steering_vectors({"layer_activations": {0: torch.ones(4)}, "layer_type": "input_layernorm"})
+    assert normed.layer_type == "ln1" and to_steering_vectors(normed)["layer_type"] == "input_layernorm"
     with pytest.raises(InvalidArgumentError, match="layer_activations"):
         from_steering_vectors(42)
 

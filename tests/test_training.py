@@ -115,11 +115,22 @@ def test_no_work_past_the_deepest_layer(model):
     assert calls[2] == 0 and calls[3] == 0
 
 
+def extracted(model, **kwargs) -> tuple[dict, dict]:
+    """extract_activations' per-batch lists concatenated into one [n_pairs, d_model] tensor per layer."""
+    pos, neg = extract_activations(model, None, PAIRS, **kwargs)
+    return {k: torch.cat(v) for k, v in pos.items()}, {k: torch.cat(v) for k, v in neg.items()}
+
+
 def test_extract_then_aggregate_equals_train(model):
-    pos, neg = extract_activations(model, None, PAIRS, layers=[1, 2], batch_size=5)
-    assert pos[1].shape == (len(PAIRS), model.cfg.d_model)
+    batches, neg_batches = extract_activations(model, None, PAIRS, layers=[1, 2], batch_size=5)
+    # steering-vectors' layout: per layer, one [batch, d_model] tensor per batch of pairs.
+    assert [b.shape for b in batches[1]] == [(5, model.cfg.d_model), (5, model.cfg.d_model), (1, model.cfg.d_model)]
+    pos, neg = {k: torch.cat(v) for k, v in batches.items()}, {k: torch.cat(v) for k, v in neg_batches.items()}
     torch.testing.assert_close(pos[2], manual_reads(model, [p for p, _ in PAIRS], 2), atol=1e-5, rtol=0)
     agg = aggregate_activations(pos, neg)
+    from_batches = aggregate_activations(pos_acts_by_layer=batches, neg_acts_by_layer=neg_batches)
+    for layer in (1, 2):
+        torch.testing.assert_close(from_batches[layer], agg[layer], atol=0, rtol=0)
     vec = train_steering_vector(model, None, PAIRS, layers=[1, 2], batch_size=3)
     for layer in (1, 2):
         torch.testing.assert_close(agg[layer], vec.layer_activations[layer], atol=1e-6, rtol=0)
@@ -129,7 +140,7 @@ def test_extract_then_aggregate_equals_train(model):
 
 
 def test_pca_aggregator_is_top_singular_direction(model):
-    pos, neg = extract_activations(model, None, PAIRS, layers=[2], batch_size=4)
+    pos, neg = extracted(model, layers=[2], batch_size=4)
     vec = train_steering_vector(model, None, PAIRS, layers=[2], batch_size=4, aggregator=pca_aggregator())
     v = vec.layer_activations[2].double()
     deltas = (pos[2] - neg[2]).double()
@@ -141,7 +152,7 @@ def test_pca_aggregator_is_top_singular_direction(model):
 
 
 def test_logistic_aggregator_separates_classes(model):
-    pos, neg = extract_activations(model, None, PAIRS, layers=[3], batch_size=4)
+    pos, neg = extracted(model, layers=[3], batch_size=4)
     vec = train_steering_vector(
         model, None, PAIRS, layers=[3], batch_size=4, aggregator=logistic_aggregator(C=100.0, max_iter=5000)
     )

@@ -11,14 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from steerlens.backends.protocol import Backend, Site, SweepPass
-from steerlens.errors import UnsupportedModelError
+from steerlens.errors import InvalidArgumentError, UnsupportedModelError
 
 
-def backend_for(model: Any, tokenizer: Any = None) -> Backend:
+def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> Backend:
     """The backend serving ``model``; ``tokenizer`` overrides the model's own.
 
     A ``TransformerBridge`` is served through the Hugging Face model it wraps, with the
     bridge's tokenizer unless one is given, so a vector trained on it steers both.
+    ``layer_config`` (a steering-vectors ``ModelLayerConfig``) says where a Hugging Face
+    model keeps its layers when steerlens should not find them itself.
 
     Example:
         >>> backend_for(hooked_transformer).n_layers
@@ -27,18 +29,28 @@ def backend_for(model: Any, tokenizer: Any = None) -> Backend:
     from steerlens.backends.hf import HFBackend
     from steerlens.backends.hooked import HookedBackend
 
+    if isinstance(model, HFBackend) and layer_config is not None:
+        return HFBackend(model.model, tokenizer if tokenizer is not None else model.tokenizer, layer_config)
     if isinstance(model, (HookedBackend, HFBackend)):
-        return model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
-    if _is_transformer_bridge(model):
-        return HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer)
-    if _is_hooked_transformer(model):
-        return HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
-    if _is_hf_model(model):
-        return HFBackend(model, tokenizer)
-    raise UnsupportedModelError(
-        f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
-        "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
-    )
+        backend = model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
+    elif _is_transformer_bridge(model):
+        backend = HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer,
+                            layer_config)
+    elif _is_hooked_transformer(model):
+        backend = HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
+    elif _is_hf_model(model):
+        return HFBackend(model, tokenizer, layer_config)
+    else:
+        raise UnsupportedModelError(
+            f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
+            "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
+        )
+    if layer_config is not None and isinstance(backend, HookedBackend):
+        raise InvalidArgumentError(
+            "layer_config is for Hugging Face models; a HookedTransformer names its layers by hook points. "
+            "Drop layer_config and choose layer_type (e.g. 'resid_post')."
+        )
+    return backend
 
 
 def _is_hooked_transformer(model: Any) -> bool:

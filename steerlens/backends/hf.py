@@ -18,18 +18,25 @@ decoder-only architecture works and no second copy of the weights is made.
 from __future__ import annotations
 
 import inspect
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from steerlens.backends.hf_layout import HFLayout, hf_layout
 from steerlens.backends.hf_layout import Site as HFSite
-from steerlens.backends.hf_layout import hf_layout
+from steerlens.backends.layer_config import (
+    ModelLayerConfig,
+    configured_matcher,
+    get_num_matching_layers,
+    matcher_path,
+)
 from steerlens.backends.protocol import Site
-from steerlens.errors import ModelMismatchError, TokenizerError
-from steerlens.hooks import SteeringHandle, SteeringHook, SteeringSpec
+from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
+from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import check_layer_type
 from steerlens.tokens import PromptBatch, encode_exact, pad_token_id
 
@@ -104,16 +111,15 @@ class HFSteer:
 
 @dataclass
 class _Capture:
-    """Capture hook: stores a site's tensor, reshaped to ``[batch, pos, d_model]``."""
+    """Capture hook: hands a site's tensor, reshaped to ``[batch, pos, d_model]``, to ``keep``."""
 
     site: HFSite
-    store: dict
-    key: Site
+    keep: Callable[[Tensor], None]
     layer_shape: dict[str, torch.Size]
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: Any = None) -> None:
         value = site_tensor(self.site, args, kwargs, output)
-        self.store[self.key] = value.view(self.layer_shape["shape"]) if self.site.flattened else value
+        self.keep(value.view(self.layer_shape["shape"]) if self.site.flattened else value)
 
 
 def _stop(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -126,22 +132,35 @@ class HFBackend:
 
     model: Any
     tokenizer: Any
+    layer_config: ModelLayerConfig | None = None
     # Right padding: HF models number positions 0..n-1 whatever the mask, so left
     # padding would shift every real token's position (we pass position_ids when asked for it).
     default_padding_side: str = field(default="right", init=False)
 
     def with_tokenizer(self, tokenizer: Any) -> "HFBackend":
-        return HFBackend(self.model, tokenizer)
+        return HFBackend(self.model, tokenizer, self.layer_config)
 
     # -- facts -----------------------------------------------------------------------
 
     @property
-    def layout(self) -> Any:
-        return hf_layout(self.model)
+    def layout(self) -> HFLayout | None:
+        """The model's layers as found from its module tree (None if only a layer_config can say)."""
+        try:
+            return hf_layout(self.model)
+        except UnsupportedModelError:
+            if not self.layer_config:
+                raise
+            return None
 
     @property
     def n_layers(self) -> int:
-        return self.layout.n_layers
+        block = configured_matcher(self.layer_config, "resid_post")
+        if block is not None:
+            return get_num_matching_layers(self.model, block)
+        layout = self.layout
+        if layout is not None:
+            return layout.n_layers
+        return max(get_num_matching_layers(self.model, m) for m in self.layer_config.values())  # type: ignore[union-attr]
 
     @property
     def d_model(self) -> int:
@@ -189,11 +208,34 @@ class HFBackend:
     # -- reading ---------------------------------------------------------------------
 
     def _site(self, layer: int, layer_type: str) -> HFSite:
-        return self.layout.site(layer, check_layer_type(layer_type))
+        matcher = configured_matcher(self.layer_config, layer_type)
+        if matcher is not None:  # steering-vectors semantics: the matched module's output
+            path = matcher_path(self.model, matcher, layer)
+            return HFSite(path=path, io="output", steerable=True, layer_path=path)
+        layout = self.layout
+        if layout is None:
+            raise UnsupportedModelError(
+                f"layer_config has no entry for layer_type {layer_type!r} and steerlens cannot find this "
+                f"{type(self.model).__name__}'s decoder layers by itself; add {layer_type!r} to layer_config."
+            )
+        return layout.site(layer, check_layer_type(layer_type))
 
     def check_sites(self, sites: Sequence[Site]) -> None:
         for layer, layer_type in sites:
             self._site(layer, layer_type)
+
+    def _capture(self, site: HFSite, keep: Callable[[Tensor], None]) -> list[Any]:
+        """Install a capture hook at ``site`` (after any steering hook); return the handles."""
+        handles = []
+        shape: dict[str, torch.Size] = {}
+        if site.flattened:
+            layer_module = self.model.get_submodule(site.layer_path)
+            handles.append(layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True))
+        module = self.model.get_submodule(site.path)
+        capture = _Capture(site, keep, shape)
+        register = module.register_forward_pre_hook if site.io == "input" else module.register_forward_hook
+        handles.append(register(capture, with_kwargs=True))
+        return handles
 
     @torch.no_grad()
     def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Tensor]:
@@ -201,14 +243,10 @@ class HFBackend:
         handles = []
         try:
             for key in sites:
-                site = self._site(*key)
-                shape: dict[str, torch.Size] = {}
-                if site.flattened:
-                    layer_module = self.model.get_submodule(site.layer_path)
-                    handles.append(layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True))
-                handles.append(_register(self.model.get_submodule(site.path), site, _Capture(site, store, key, shape)))
-            deepest = self.model.get_submodule(self._site(max(layer for layer, _ in sites), "resid_post").path)
-            handles.append(deepest.register_forward_hook(_stop, with_kwargs=True))
+                handles += self._capture(self._site(*key), lambda t, key=key: store.__setitem__(key, t))
+            if self.layout is not None:  # end the pass once the deepest layer has run
+                deepest = self.layout.site(max(layer for layer, _ in sites), "resid_post").path
+                handles.append(self.model.get_submodule(deepest).register_forward_hook(_stop, with_kwargs=True))
             try:
                 self.model(**self._forward_inputs(batch))
             except _StopForward:
@@ -217,6 +255,22 @@ class HFBackend:
             for handle in handles:
                 handle.remove()
         return store
+
+    @contextmanager
+    def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> Iterator[dict[int, list[Tensor]]]:
+        records: dict[int, list[Tensor]] = defaultdict(list)
+
+        def keeper(layer: int) -> Callable[[Tensor], None]:
+            return lambda t: records[layer].append(t.clone().detach() if clone else t)
+
+        handles: list[Any] = []
+        try:
+            for layer in layers:
+                handles += self._capture(self._site(layer, layer_type), keeper(layer))
+            yield records
+        finally:
+            for handle in handles:
+                handle.remove()
 
     # -- steering --------------------------------------------------------------------
 
@@ -243,7 +297,7 @@ class HFBackend:
                 )
         return sites
 
-    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+    def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         sites = self.check_vector(spec.vectors, spec.layer_type)
         offset = [0]
         handles = [self.model.register_forward_pre_hook(RootOffset(offset), with_kwargs=True, prepend=True)]
@@ -267,7 +321,7 @@ class HFBackend:
             for handle in handles:
                 handle.remove()
 
-        return SteeringHandle(remove)
+        return SteeringPatchHandle(remove)
 
     @contextmanager
     def apply(self, spec: SteeringSpec) -> Iterator[Any]:

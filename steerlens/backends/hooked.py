@@ -9,6 +9,7 @@ token at a time. Sweeps resume from the cached clean residual at the steered lay
 
 from __future__ import annotations
 
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from torch import Tensor
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.errors import ModelMismatchError
-from steerlens.hooks import SteeringHandle, SteeringHook, SteeringSpec
+from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, check_tokenizer_fits, encode_prompt, pad_token_id
 
@@ -108,6 +109,20 @@ class HookedBackend:
         )
         return {site: cache[name] for site, name in names.items()}
 
+    @contextmanager
+    def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> Iterator[dict[int, list[Tensor]]]:
+        records: dict[int, list[Tensor]] = defaultdict(list)
+
+        def keeper(layer: int) -> Any:
+            def keep(act: Tensor, hook: Any) -> None:
+                records[layer].append(act.clone().detach() if clone else act)
+
+            return keep
+
+        self.check_sites([(layer, layer_type) for layer in layers])
+        with self.model.hooks(fwd_hooks=[(hook_name(layer, layer_type), keeper(layer)) for layer in layers]):
+            yield records
+
     # -- steering --------------------------------------------------------------------
 
     def check_vector(self, vectors: Mapping[int, Tensor], layer_type: str) -> None:
@@ -150,7 +165,7 @@ class HookedBackend:
             for handle in trackers:
                 handle.remove()
 
-    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+    def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         hooks, trackers = self._hooks(spec)
         for name, hook in hooks:
             self.model.add_hook(name, hook)
@@ -165,7 +180,7 @@ class HookedBackend:
                     lens.hook.remove()
                     point.fwd_hooks.remove(lens)
 
-        return SteeringHandle(remove)
+        return SteeringPatchHandle(remove)
 
     def steering_hooks(self) -> list[str]:
         names = [

@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.hooks import SteeringHandle, SteeringSpec
+from steerlens.hooks import SteeringPatchHandle, SteeringSpec
 from steerlens.tokens import PromptBatch
 
 Site = tuple[int, str]
@@ -76,6 +76,10 @@ class Backend(Protocol):
         """Activations at ``sites`` for a padded batch, computing nothing after the deepest site's layer."""
         ...
 
+    def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> AbstractContextManager[dict[int, list[Tensor]]]:
+        """Collect the activation at each layer on every forward pass inside the ``with`` block."""
+        ...
+
     def check_vector(self, vectors: Mapping[int, Tensor], layer_type: str) -> None:
         """Raise ``ModelMismatchError`` (before any forward pass) unless the vectors can steer this model."""
         ...
@@ -84,7 +88,7 @@ class Backend(Protocol):
         """Steer inside a ``with`` block; every hook is gone on exit, also on error."""
         ...
 
-    def patch(self, spec: SteeringSpec) -> SteeringHandle:
+    def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         """Steer until ``handle.remove()``."""
         ...
 

@@ -18,10 +18,11 @@ from typing import Any, Mapping
 import torch
 
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
+from steerlens.layers import ALIASES
 from steerlens.vector import SteeringVector
 
 # steering-vectors layer type -> steerlens layer type
-SV_LAYER_TYPES: dict[str, str] = {"decoder_block": "resid_post", "self_attn": "attn_out", "mlp": "mlp_out"}
+SV_LAYER_TYPES: dict[str, str] = ALIASES
 GGUF_ARCH = "controlvector"
 
 

@@ -2,16 +2,19 @@
 
 from steerlens.hooks.operators import (
     Operator,
+    PatchDeltaOperator,
     ablation_operator,
     ablation_then_addition_operator,
     addition_operator,
 )
 from steerlens.hooks.positions import TokenIndices, check_token_indices, position_mask
-from steerlens.hooks.steering_hook import SteeringHandle, SteeringHook, SteeringSpec, make_spec
+from steerlens.hooks.steering_hook import SteeringHandle, SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
 
 __all__ = [
     "Operator",
+    "PatchDeltaOperator",
     "SteeringHandle",
+    "SteeringPatchHandle",
     "SteeringHook",
     "SteeringSpec",
     "TokenIndices",

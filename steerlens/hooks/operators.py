@@ -13,6 +13,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 Operator = Callable[[Tensor, Tensor], Tensor]
+PatchDeltaOperator = Operator
+"""steering-vectors' name for an operator: ``(activation, vector) -> delta``."""
 
 
 def addition_operator() -> Operator:

@@ -17,6 +17,7 @@ from torch import Tensor
 from steerlens.errors import TokenIndexError
 
 TokenIndices = Union[list[int], slice, Tensor, None]
+"""Positions to steer: a list of absolute positions, a slice, or a mask tensor (bool or 0/1)."""
 
 
 def check_token_indices(min_token_index: int, token_indices: TokenIndices) -> TokenIndices:
@@ -37,14 +38,20 @@ def check_token_indices(min_token_index: int, token_indices: TokenIndices) -> To
                 )
         return token_indices
     if isinstance(token_indices, Tensor):
-        if token_indices.dtype == torch.bool:
-            if token_indices.dim() not in (1, 2):
+        # A tensor is a mask, as in steering-vectors: bool, or 0/1 numbers.
+        if token_indices.dtype != torch.bool:
+            if not bool(((token_indices == 0) | (token_indices == 1)).all()):
                 raise TokenIndexError(
-                    "a token_indices mask must be [pos] or [batch, pos] booleans, got shape "
-                    f"{tuple(token_indices.shape)}."
+                    "a token_indices tensor is a mask of 0s and 1s (or bools) over positions; got other "
+                    "values. To list positions, pass a list of ints: token_indices=[2, 4]."
                 )
-            return token_indices
-        token_indices = token_indices.reshape(-1).tolist()
+            token_indices = token_indices == 1
+        if token_indices.dim() not in (1, 2):
+            raise TokenIndexError(
+                "a token_indices mask must be [pos] or [batch, pos], got shape "
+                f"{tuple(token_indices.shape)}."
+            )
+        return token_indices
     if isinstance(token_indices, (list, tuple)):
         for i in token_indices:
             if isinstance(i, bool) or not isinstance(i, int) or i < 0:

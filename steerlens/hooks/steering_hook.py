@@ -74,8 +74,8 @@ class SteeringHook:
         return self.steer(act, self.offset[0])
 
 
-class SteeringHandle:
-    """Returned by ``patch``: call :meth:`remove` to take the steering off again."""
+class SteeringPatchHandle:
+    """Returned by ``patch_activations``: call :meth:`remove` (or leave its ``with`` block) to take the steering off."""
 
     def __init__(self, remove: Callable[[], None]) -> None:
         self._remove = remove
@@ -87,8 +87,12 @@ class SteeringHandle:
             self._remove()
             self.removed = True
 
-    def __enter__(self) -> "SteeringHandle":
+    def __enter__(self) -> "SteeringPatchHandle":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+
+SteeringHandle = SteeringPatchHandle
+"""The name this handle had in steerlens 0.1."""

@@ -10,7 +10,7 @@ from steerlens.errors import InvalidSampleError, InvalidSampleTypeError
 ReadIndex = Union[int, Callable[[str], int]]
 
 
-@dataclass(frozen=True)
+@dataclass
 class SteeringVectorTrainingSample:
     """One contrast pair, optionally with its own read positions.
 

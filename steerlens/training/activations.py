@@ -14,8 +14,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, backend_for
+from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.checks import check_batch_size, check_padding_side
-from steerlens.layers import check_layer_type, resolve_layers
+from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
 from steerlens.tokens import PaddingSide, ReadIndex, iter_batches, resolve_read_index
 
@@ -28,17 +29,21 @@ def prepare(
     training_samples: Iterable[SampleLike],
     layers: int | Iterable[int] | None,
     layer_type: str,
+    layer_config: ModelLayerConfig | None,
     batch_size: int,
-) -> tuple[Backend, list[SteeringVectorTrainingSample], list[int]]:
-    """Resolve the model once and validate every argument, before any forward pass."""
-    backend = backend_for(model, tokenizer)
-    check_layer_type(layer_type)
+) -> tuple[Backend, list[SteeringVectorTrainingSample], list[int], str]:
+    """Resolve the model once and validate every argument, before any forward pass.
+
+    Returns the backend, the samples, the layers (non-negative) and the canonical layer type.
+    """
+    backend = backend_for(model, tokenizer, layer_config)
+    layer_type = check_layer_type(layer_type)
     check_batch_size(batch_size)
     backend.check_tokenizer()
     samples = normalize_samples(training_samples)
     layer_list = resolve_layers(layers, backend.n_layers)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
-    return backend, samples, layer_list
+    return backend, samples, layer_list, layer_type
 
 
 def iter_activation_batches(
@@ -83,32 +88,37 @@ def extract_activations(
     tokenizer: object,
     training_samples: Iterable[SampleLike],
     layers: int | Iterable[int] | None = None,
-    layer_type: str = "resid_post",
-    read_token_index: ReadIndex = -1,
-    batch_size: int = 1,
-    show_progress: bool = False,
+    layer_type: LayerType = "decoder_block",
+    layer_config: ModelLayerConfig | None = None,
     move_to_cpu: bool = False,
+    read_token_index: ReadIndex = -1,
+    show_progress: bool = False,
+    batch_size: int = 1,
     tqdm_desc: str = "Extracting activations",
+    *,
     padding_side: PaddingSide | None = None,
-) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
-    """Activations at the read token for every pair: ``(positive, negative)``, each ``{layer: [n, d_model]}``.
+) -> tuple[dict[int, list[Tensor]], dict[int, list[Tensor]]]:
+    """Activations at the read token for every pair, batch by batch: ``(positive, negative)``.
+
+    Each is ``{layer: [tensor of shape [batch, d_model] per batch]}`` (steering-vectors'
+    layout); ``torch.cat`` a layer's list for one ``[n_pairs, d_model]`` tensor, or pass
+    both dicts to :func:`~steerlens.training.train.aggregate_activations`.
 
     Example:
         >>> pos, neg = extract_activations(model, None, [("I love it", "I hate it")], layers=[1])
-        >>> pos[1].shape
+        >>> torch.cat(pos[1]).shape
         torch.Size([1, 64])
     """
-    backend, samples, layer_list = prepare(model, tokenizer, training_samples, layers, layer_type, batch_size)
-    pos_rows: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
-    neg_rows: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
+    backend, samples, layer_list, layer_type = prepare(
+        model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
+    )
+    pos_acts_by_layer: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
+    neg_acts_by_layer: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
     for pos, neg in iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
         show_progress, tqdm_desc,
     ):
         for layer in layer_list:
-            pos_rows[layer].append(pos[layer].cpu() if move_to_cpu else pos[layer])
-            neg_rows[layer].append(neg[layer].cpu() if move_to_cpu else neg[layer])
-    return (
-        {layer: torch.cat(rows) for layer, rows in pos_rows.items()},
-        {layer: torch.cat(rows) for layer, rows in neg_rows.items()},
-    )
+            pos_acts_by_layer[layer].append(pos[layer].cpu() if move_to_cpu else pos[layer])
+            neg_acts_by_layer[layer].append(neg[layer].cpu() if move_to_cpu else neg[layer])
+    return pos_acts_by_layer, neg_acts_by_layer

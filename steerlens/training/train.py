@@ -16,6 +16,8 @@ from torch import Tensor
 from steerlens._version import __version__
 from steerlens.errors import InvalidArgumentError, NonFiniteError
 from steerlens.samples import SampleLike
+from steerlens.backends.layer_config import ModelLayerConfig
+from steerlens.layers import LayerType
 from steerlens.tokens import PaddingSide, ReadIndex
 from steerlens.training.activations import iter_activation_batches, prepare
 from steerlens.training.aggregators import Aggregator, accumulator_for, call_aggregator, mean_aggregator
@@ -23,25 +25,53 @@ from steerlens.vector import SteeringVector
 
 
 def aggregate_activations(
-    pos_acts: dict[int, Tensor | list[Tensor]],
-    neg_acts: dict[int, Tensor | list[Tensor]],
-    aggregator: Aggregator | None = None,
+    pos_acts_by_layer: dict[int, Tensor | list[Tensor]],
+    neg_acts_by_layer: dict[int, Tensor | list[Tensor]],
+    aggregator: Aggregator = mean_aggregator(),
 ) -> dict[int, Tensor]:
-    """One vector per layer from extracted activations (lists of rows are accepted too)."""
-    aggregator = aggregator or mean_aggregator()
+    """One vector per layer from extracted activations.
 
-    def stacked(acts: Tensor | list[Tensor]) -> Tensor:
-        return acts if isinstance(acts, Tensor) else torch.stack([a.reshape(-1) for a in acts])
+    Each value is a ``[n, d_model]`` tensor, or a list of ``[batch, d_model]`` batches
+    (what :func:`~steerlens.training.activations.extract_activations` returns), or a
+    list of ``[d_model]`` rows.
 
-    if set(pos_acts) != set(neg_acts):
+    Example:
+        >>> pos, neg = extract_activations(model, None, pairs, layers=[2])
+        >>> aggregate_activations(pos, neg, pca_aggregator())[2].shape
+        torch.Size([64])
+    """
+    if set(pos_acts_by_layer) != set(neg_acts_by_layer):
         raise InvalidArgumentError(
-            f"positive and negative activations cover different layers: {sorted(pos_acts)} vs "
-            f"{sorted(neg_acts)}; pass the two dicts from one extract_activations call."
+            f"positive and negative activations cover different layers: {sorted(pos_acts_by_layer)} vs "
+            f"{sorted(neg_acts_by_layer)}; pass the two dicts from one extract_activations call."
         )
     return {
-        layer: _finite(layer, call_aggregator(aggregator, stacked(pos_acts[layer]), stacked(neg_acts[layer])))
-        for layer in pos_acts
+        layer: _finite(layer, call_aggregator(
+            aggregator, _rows(layer, pos_acts_by_layer[layer]), _rows(layer, neg_acts_by_layer[layer])
+        ))
+        for layer in pos_acts_by_layer
     }
+
+
+def _rows(layer: int, acts: Tensor | list[Tensor]) -> Tensor:
+    """``[n, d_model]`` from a tensor, a list of ``[batch, d_model]`` batches or a list of ``[d_model]`` rows."""
+    if isinstance(acts, Tensor):
+        parts = [acts]
+    else:
+        parts = list(acts)
+        if not parts or not all(isinstance(a, Tensor) for a in parts):
+            raise InvalidArgumentError(
+                f"layer {layer}: activations must be a tensor or a non-empty list of tensors."
+            )
+    dims = {a.dim() for a in parts}
+    if dims == {1}:
+        return torch.stack(parts)
+    if dims == {2}:
+        return torch.cat(parts)
+    raise InvalidArgumentError(
+        f"layer {layer}: activations must be [n, d_model] tensors (or [d_model] rows), got shapes "
+        f"{sorted({tuple(a.shape) for a in parts})}."
+    )
 
 
 def _finite(layer: int, vector: Tensor) -> Tensor:
@@ -58,13 +88,15 @@ def train_steering_vector(
     tokenizer: Any,
     training_samples: Iterable[SampleLike],
     layers: int | Iterable[int] | None = None,
-    layer_type: str = "resid_post",
-    read_token_index: ReadIndex = -1,
-    batch_size: int = 1,
-    show_progress: bool = False,
-    aggregator: Aggregator | None = None,
+    layer_type: LayerType = "decoder_block",
+    layer_config: ModelLayerConfig | None = None,
     move_to_cpu: bool = False,
+    read_token_index: ReadIndex = -1,
+    show_progress: bool = False,
+    aggregator: Aggregator = mean_aggregator(),
+    batch_size: int = 1,
     tqdm_desc: str = "Training steering vector",
+    *,
     padding_side: PaddingSide | None = None,
 ) -> SteeringVector:
     """Train a steering vector from (positive, negative) prompt pairs.
@@ -78,7 +110,10 @@ def train_steering_vector(
         ...     text = model.generate("The film was", max_new_tokens=5)
     """
     aggregator = aggregator or mean_aggregator()
-    backend, samples, layer_list = prepare(model, tokenizer, training_samples, layers, layer_type, batch_size)
+    aggregator = aggregator if aggregator is not None else mean_aggregator()
+    backend, samples, layer_list, layer_type = prepare(
+        model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
+    )
     accumulators = {layer: accumulator_for(aggregator) for layer in layer_list}
     for pos, neg in iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
