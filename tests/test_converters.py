@@ -50,7 +50,8 @@ VARIANTS: dict[str, Callable[[], Any]] = {
     "gemma3_mixed_linear": lambda: tf.Gemma3TextConfig(
         num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16,
         layer_types=MIXED_LAYERS, final_logit_softcapping=3.0,
-        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0,
+                                            "rope_theta": 1e6},
                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
         **GATED),
     "olmo3_mixed_yarn": lambda: tf.Olmo3Config(
@@ -174,10 +175,16 @@ def _record_registry_sites(hf_model: Any) -> tuple[dict[str, torch.Tensor], list
     seen: dict[str, torch.Tensor] = {}
 
     def output_of(key: str) -> Callable:
-        return lambda module, args, out: seen.__setitem__(key, out[0] if isinstance(out, tuple) else out)
+        def hook(module: Any, args: Any, out: Any) -> None:
+            seen[key] = out[0] if isinstance(out, tuple) else out
+
+        return hook
 
     def input_of(key: str) -> Callable:
-        return lambda module, args: seen.__setitem__(key, args[0])
+        def hook(module: Any, args: Any) -> None:
+            seen[key] = args[0]
+
+        return hook
 
     handles = []
     for index, layer in enumerate(hf_model.get_submodule(spec.layers)):

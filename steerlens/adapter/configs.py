@@ -82,7 +82,8 @@ def _yarn_fields(hf: Any, rope: dict[str, Any]) -> dict[str, Any]:
             return 1.0 if scale <= 1 else 0.1 * weight * math.log(scale) + 1.0
 
         if rope.get("mscale") and rope.get("mscale_all_dim"):
-            attention_factor = mscale(factor, rope["mscale"]) / mscale(factor, rope["mscale_all_dim"])
+            scaled, all_dim = rope["mscale"], rope["mscale_all_dim"]
+            attention_factor = mscale(factor, scaled) / mscale(factor, all_dim)
         else:
             attention_factor = mscale(factor)
     # HF reads ``truncate`` from the top level of rope_parameters, even when per layer type.

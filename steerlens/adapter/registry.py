@@ -149,7 +149,11 @@ def _moe_cfg(n_experts_attr: str, renormalize: Callable[[Any], bool]) -> Callabl
 
 def _gptj_cfg(hf: Any) -> dict[str, Any]:
     # GPT-J rotates adjacent pairs (rotate_every_two), unlike the rotate_half families.
-    return {"parallel_attn_mlp": True, "rotary_dim": int(hf.rotary_dim), "rotary_adjacent_pairs": True}
+    return {
+        "parallel_attn_mlp": True,
+        "rotary_dim": int(hf.rotary_dim),
+        "rotary_adjacent_pairs": True,
+    }
 
 
 def _gpt_neo_cfg(hf: Any) -> dict[str, Any]:
@@ -180,7 +184,9 @@ def _no_bias_refuse(family: str) -> Callable[[Any], str | None]:
 
     def refuse(hf: Any) -> str | None:
         if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
-            return f"{family} with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
+            return (
+                f"{family} with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
+            )
         return None
 
     return refuse
@@ -244,7 +250,8 @@ def _gptj_refuse(hf: Any) -> str | None:
 def _bloom_refuse(hf: Any) -> str | None:
     n_heads = int(hf.n_head)
     if n_heads & (n_heads - 1):
-        # HF interleaves extra ALiBi slopes for other head counts; TL's are a plain geometric series.
+        # HF interleaves extra ALiBi slopes for other head counts; TL's are a plain
+        # geometric series.
         return f"BLOOM with {n_heads} heads (TransformerLens' ALiBi slopes need a power of two)"
     if getattr(hf, "apply_residual_connection_post_layernorm", False):
         return "BLOOM with apply_residual_connection_post_layernorm=True"
