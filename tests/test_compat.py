@@ -1,0 +1,318 @@
+"""Drop-in compatibility with steering-vectors 0.12.2, from that library's documented behaviour.
+
+Signatures are compared with the ones its documentation and source show; every
+behaviour is checked against an independent computation (plain torch hooks, the
+model's own ``output_hidden_states``, TransformerLens' ``run_with_cache``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import pytest
+import torch
+from tiny_hf import INPUT_IDS, make_hf_model, make_tokenizer
+
+import steerlens
+from steerlens import (
+    SteeringPatchHandle,
+    SteeringVector,
+    SteeringVectorTrainingSample,
+    get_num_matching_layers,
+    guess_and_enhance_layer_config,
+    mean_aggregator,
+    record_activations,
+    steering_hooks_on,
+    train_steering_vector,
+)
+from steerlens.errors import InvalidArgumentError, LayerError, TokenIndexError, UnsupportedModelError
+
+EMPTY = inspect.Parameter.empty
+# steering-vectors 0.12.2: (parameter, default) in order; `...` marks "an aggregator instance".
+SIGNATURES = {
+    "train_steering_vector": [
+        ("model", EMPTY), ("tokenizer", EMPTY), ("training_samples", EMPTY), ("layers", None),
+        ("layer_type", "decoder_block"), ("layer_config", None), ("move_to_cpu", False), ("read_token_index", -1),
+        ("show_progress", False), ("aggregator", ...), ("batch_size", 1), ("tqdm_desc", "Training steering vector"),
+    ],
+    "extract_activations": [
+        ("model", EMPTY), ("tokenizer", EMPTY), ("training_samples", EMPTY), ("layers", None),
+        ("layer_type", "decoder_block"), ("layer_config", None), ("move_to_cpu", False), ("read_token_index", -1),
+        ("show_progress", False), ("batch_size", 1), ("tqdm_desc", "Extracting activations"),
+    ],
+    "aggregate_activations": [("pos_acts_by_layer", EMPTY), ("neg_acts_by_layer", EMPTY), ("aggregator", ...)],
+    "record_activations": [
+        ("model", EMPTY), ("layer_type", "decoder_block"), ("layer_config", None), ("clone_activations", True),
+        ("layer_nums", None),
+    ],
+    "get_num_matching_layers": [("model", EMPTY), ("layer_matcher", EMPTY)],
+    "guess_and_enhance_layer_config": [("model", EMPTY), ("layer_config", None), ("layer_type", None)],
+    "SteeringVector.apply": [
+        ("self", EMPTY), ("model", EMPTY), ("layer_config", None), ("operator", None), ("multiplier", 1.0),
+        ("min_token_index", 0), ("token_indices", None),
+    ],
+    "SteeringVector.patch_activations": [
+        ("self", EMPTY), ("model", EMPTY), ("layer_config", None), ("operator", None), ("multiplier", 1.0),
+        ("min_token_index", None), ("token_indices", None),
+    ],
+    "mean_aggregator": [],
+    "pca_aggregator": [],
+}
+SV_ALL = [
+    "Aggregator", "mean_aggregator", "pca_aggregator", "logistic_aggregator", "LayerType", "LayerMatcher",
+    "ModelLayerConfig", "get_num_matching_layers", "guess_and_enhance_layer_config", "PatchDeltaOperator",
+    "record_activations", "SteeringVector", "SteeringPatchHandle", "train_steering_vector",
+    "SteeringVectorTrainingSample", "aggregate_activations", "extract_activations",
+]
+PAIRS = [("the cat sat on the mat", "the dog ran on the mat"), ("a big happy dog", "a small sad dog"),
+         ("red and blue", "blue or red and the red cat")]
+
+
+def _resolve(path: str):
+    obj = steerlens
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("path", list(SIGNATURES))
+def test_signature_starts_like_steering_vectors(path):
+    params = list(inspect.signature(_resolve(path)).parameters.values())
+    expected = SIGNATURES[path]
+    assert [p.name for p in params[: len(expected)]] == [name for name, _ in expected]
+    for param, (name, default) in zip(params, expected):
+        if default is ...:
+            assert type(param.default) is type(mean_aggregator()), name
+        else:
+            assert param.default == default and type(param.default) is type(default), name
+    # steerlens' own extras come after, each with a default and keyword-only.
+    for extra in params[len(expected):]:
+        assert extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is not EMPTY, (path, extra.name)
+
+
+def test_every_public_name_of_steering_vectors_is_importable():
+    for name in SV_ALL:
+        assert hasattr(steerlens, name) and name in steerlens.__all__, name
+    fields = dataclasses.fields(SteeringVectorTrainingSample)
+    assert [(f.name, f.default) for f in fields] == [
+        ("positive_str", dataclasses.MISSING), ("negative_str", dataclasses.MISSING),
+        ("read_positive_token_index", None), ("read_negative_token_index", None),
+    ]
+    sample = SteeringVectorTrainingSample("a", "b")
+    sample.read_positive_token_index = -2  # mutable, as there
+    assert SteeringVector({0: torch.ones(3)}).layer_type == "resid_post"  # default decoder_block, stored canonically
+    assert [f.name for f in dataclasses.fields(SteeringVector)][:2] == ["layer_activations", "layer_type"]
+
+
+def test_guessed_layer_configs_match_the_module_names():
+    expected = {
+        "gpt2": ("transformer.h.{num}", "transformer.h.{num}.attn", "transformer.h.{num}.mlp",
+                 "transformer.h.{num}.ln_1", "transformer.h.{num}.ln_2"),
+        "llama": ("model.layers.{num}", "model.layers.{num}.self_attn", "model.layers.{num}.mlp",
+                  "model.layers.{num}.input_layernorm", "model.layers.{num}.post_attention_layernorm"),
+        "neox": ("gpt_neox.layers.{num}", "gpt_neox.layers.{num}.attention", "gpt_neox.layers.{num}.mlp",
+                 "gpt_neox.layers.{num}.input_layernorm", "gpt_neox.layers.{num}.post_attention_layernorm"),
+    }
+    kinds = ("decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
+    for name, templates in expected.items():
+        model = make_hf_model(name)
+        assert guess_and_enhance_layer_config(model) == dict(zip(kinds, templates)), name
+        assert get_num_matching_layers(model, templates[0]) == 2
+        assert get_num_matching_layers(model, lambda m, n: f"{templates[0].format(num=n)}") == 2
+        # Only the asked layer type is guessed; given entries are kept.
+        assert guess_and_enhance_layer_config(model, {"mlp": "x.{num}"}, "self_attn") == {
+            "mlp": "x.{num}", "self_attn": templates[1]}
+
+
+@pytest.mark.parametrize(("alias", "canonical"), [
+    ("decoder_block", "resid_post"), ("self_attn", "attn_out"), ("mlp", "mlp_out"),
+    ("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2"),
+])
+def test_layer_type_names_on_a_hooked_transformer(model, pairs, alias, canonical):
+    vec = train_steering_vector(model, None, pairs, layers=[1, 2], layer_type=alias, batch_size=4)
+    same = train_steering_vector(model, None, pairs, layers=[1, 2], layer_type=canonical, batch_size=4)
+    assert vec.layer_type == canonical
+    hook = {"ln1": "blocks.{L}.ln1.hook_normalized", "ln2": "blocks.{L}.ln2.hook_normalized"}.get(
+        canonical, "blocks.{L}.hook_" + canonical)
+    names = [hook.format(L=layer) for layer in (1, 2)]
+    with torch.no_grad():
+        reads = {text: model.run_with_cache(model.to_tokens(text), names_filter=names, stop_at_layer=3)[1]
+                 for pair in pairs for text in pair}
+    for layer, name in zip((1, 2), names):
+        torch.testing.assert_close(vec.layer_activations[layer], same.layer_activations[layer], atol=0, rtol=0)
+        # Independently: run_with_cache at that hook point, last token, mean difference.
+        diffs = [reads[pos][name][0, -1] - reads[neg][name][0, -1] for pos, neg in pairs]
+        torch.testing.assert_close(vec.layer_activations[layer], torch.stack(diffs).mean(0), atol=1e-5, rtol=0)
+    # Steering at that layer type equals a manual hook there.
+    tokens = model.to_tokens("I love this film")
+    with torch.no_grad(), vec.apply(model, multiplier=2.0):
+        steered = model(tokens)
+    manual = [(hook.format(L=layer), lambda act, hook, v=v: act + 2.0 * v)
+              for layer, v in vec.layer_activations.items()]
+    with torch.no_grad():
+        expected = model.run_with_hooks(tokens, fwd_hooks=manual)
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("alias", ["decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm"])
+def test_layer_type_names_on_a_hugging_face_model(alias):
+    model, tokenizer = make_hf_model("llama"), make_tokenizer()
+    module = {"decoder_block": "", "self_attn": ".self_attn", "mlp": ".mlp", "input_layernorm": ".input_layernorm",
+              "post_attention_layernorm": ".post_attention_layernorm"}[alias]
+    vec = train_steering_vector(model, tokenizer, PAIRS, layer_type=alias, batch_size=2)
+    # Independently: the module's output, read with plain torch hooks, one prompt at a time.
+    for layer in (0, 1):
+        target = model.get_submodule(f"model.layers.{layer}{module}")
+        diffs = []
+        for pos, neg in PAIRS:
+            reads = []
+            for text in (pos, neg):
+                seen = []
+                handle = target.register_forward_hook(
+                    lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
+                with torch.no_grad():
+                    model(torch.tensor([tokenizer(text)["input_ids"]]))
+                handle.remove()
+                reads.append(seen[0][0, -1])
+            diffs.append(reads[0] - reads[1])
+        torch.testing.assert_close(vec.layer_activations[layer], torch.stack(diffs).mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_token_indices_tensor_is_a_mask(model):
+    tokens = model.to_tokens("I love this film a lot")[:, :5]
+    vec = SteeringVector({1: torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))})
+
+    def resid(**kwargs):
+        with torch.no_grad(), vec.apply(model, multiplier=3.0, **kwargs):
+            _, cache = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+        return cache["blocks.1.hook_resid_post"][0]
+
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+    clean = clean["blocks.1.hook_resid_post"][0]
+    for mask in (torch.tensor([0, 0, 1, 0, 1]), torch.tensor([False, False, True, False, True]),
+                 torch.tensor([[0, 0, 1, 0, 1]])):
+        moved = (resid(token_indices=mask) - clean).abs().sum(-1) > 0
+        assert moved.tolist() == [False, False, True, False, True]
+    moved = (resid(token_indices=[0, 1]) - clean).abs().sum(-1) > 0  # a list means positions
+    assert moved.tolist() == [True, True, False, False, False]
+    with pytest.raises(TokenIndexError, match="mask"):
+        vec.apply(model, token_indices=torch.tensor([0, 2])).__enter__()
+
+
+def test_token_indices_mask_under_a_kv_cache_is_read_at_absolute_positions():
+    model, tokenizer = make_hf_model("llama"), make_tokenizer()
+    vec = SteeringVector({0: torch.randn(32, generator=torch.Generator().manual_seed(3))})
+    prompt = INPUT_IDS[:1, :5]
+    kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    mask = torch.zeros(9, dtype=torch.long)
+    mask[[1, 6]] = 1  # one prompt position and one generated position
+    with vec.apply(model, multiplier=4.0, token_indices=mask):
+        masked = model.generate(prompt, **kwargs)
+    with vec.apply(model, multiplier=4.0, token_indices=[1, 6]):
+        listed = model.generate(prompt, **kwargs)
+    assert torch.equal(masked, listed) and steering_hooks_on(model) == []
+
+
+@pytest.mark.parametrize("kind", ["hooked", "hf"])
+def test_negative_layer_keys_count_from_the_end(model, kind):
+    target = model if kind == "hooked" else make_hf_model("gpt2")
+    n_layers, d_model = (4, model.cfg.d_model) if kind == "hooked" else (2, 32)
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(1))
+    tokens = model.to_tokens("I love it") if kind == "hooked" else INPUT_IDS
+
+    def run() -> torch.Tensor:
+        with torch.no_grad():
+            out = target(tokens)
+        return out if kind == "hooked" else out.logits
+
+    with SteeringVector({-1: v}).apply(target, multiplier=2.0):
+        negative = run()
+    with SteeringVector({n_layers - 1: v}).apply(target, multiplier=2.0):
+        positive = run()
+    assert torch.equal(negative, positive) and not torch.equal(negative, run())
+    with pytest.raises(LayerError, match="twice"):
+        SteeringVector({-1: v, n_layers - 1: v}).apply(target).__enter__()
+
+
+def test_layer_config_points_at_modules_steerlens_would_not_choose():
+    model, tokenizer = make_hf_model("llama"), make_tokenizer()
+    config = {"decoder_block": lambda m, num: f"model.layers.{num}.mlp"}
+    vec = train_steering_vector(model, tokenizer, PAIRS, layer_config=config, batch_size=3)
+    with record_activations(model, "decoder_block", layer_config=config) as recorded:
+        for pos, neg in PAIRS:
+            for text in (pos, neg):
+                with torch.no_grad():
+                    model(torch.tensor([tokenizer(text)["input_ids"]]))
+    for layer in (0, 1):
+        reads = [r[0, -1] for r in recorded[layer]]
+        expected = torch.stack(reads[0::2]).mean(0) - torch.stack(reads[1::2]).mean(0)
+        torch.testing.assert_close(vec.layer_activations[layer], expected, atol=1e-5, rtol=1e-5)
+    # Steering through the same config adds at the MLP output: equal to a plain hook there.
+    with torch.no_grad(), vec.apply(model, layer_config=config, multiplier=2.0):
+        steered = model(INPUT_IDS).logits
+    handles = [model.model.layers[i].mlp.register_forward_hook(lambda m, a, out, i=i: out + 2.0 * vec.layer_activations[i])
+               for i in (0, 1)]
+    with torch.no_grad():
+        expected_logits = model(INPUT_IDS).logits
+    for handle in handles:
+        handle.remove()
+    torch.testing.assert_close(steered, expected_logits, atol=1e-5, rtol=0)
+
+
+def test_layer_config_serves_a_model_whose_layers_cannot_be_found():
+    reference_model, tokenizer = make_hf_model("llama"), make_tokenizer()
+    reference = train_steering_vector(reference_model, tokenizer, PAIRS)
+    model = make_hf_model("llama")
+    model.model.layers = torch.nn.Sequential(*model.model.layers)  # runs the same, but is no ModuleList
+    with pytest.raises(UnsupportedModelError, match="decoder layers"):
+        train_steering_vector(model, tokenizer, PAIRS)
+    config = {"decoder_block": "model.layers.{num}"}
+    vec = train_steering_vector(model, tokenizer, PAIRS, layer_config=config)
+    for layer in (0, 1):
+        torch.testing.assert_close(vec.layer_activations[layer], reference.layer_activations[layer], atol=1e-6, rtol=0)
+
+
+def test_layer_config_is_refused_on_a_hooked_transformer(model, pairs):
+    with pytest.raises(InvalidArgumentError, match="layer_config"):
+        train_steering_vector(model, None, pairs, layer_config={"decoder_block": "blocks.{num}"})
+
+
+def test_record_activations_equal_hidden_states_and_run_with_cache(model):
+    hf = make_hf_model("gpt2")
+    with record_activations(hf) as recorded:
+        with torch.no_grad():
+            hidden = hf(INPUT_IDS, output_hidden_states=True).hidden_states
+            hf(INPUT_IDS[:1])
+    assert sorted(recorded) == [0, 1] and len(recorded[0]) == 2
+    torch.testing.assert_close(recorded[0][0], hidden[1], atol=0, rtol=0)
+    assert recorded[1][1].shape == (1, INPUT_IDS.shape[1], 32)
+    with record_activations(hf, layer_nums=[-1], clone_activations=False) as last_only:
+        with torch.no_grad():
+            hf(INPUT_IDS)
+    assert list(last_only) == [1]
+    tokens = model.to_tokens("I love it")
+    with record_activations(model, "mlp", layer_nums=[0, 3]) as recorded_tl:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+    assert sorted(recorded_tl) == [0, 3]
+    torch.testing.assert_close(recorded_tl[3][0], cache["blocks.3.hook_mlp_out"], atol=0, rtol=0)
+    assert steering_hooks_on(model) == [] and not any(h.fwd_hooks for h in model.hook_dict.values())
+
+
+def test_patch_activations_returns_a_removable_handle(model):
+    vec = SteeringVector({2: torch.ones(model.cfg.d_model)})
+    tokens = model.to_tokens("I love it")
+    with torch.no_grad():
+        clean = model(tokens)
+    handle = vec.patch_activations(model, multiplier=1.5)
+    assert isinstance(handle, SteeringPatchHandle)
+    with torch.no_grad():
+        assert not torch.equal(model(tokens), clean)
+    handle.remove()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), clean)
+    with vec.patch_activations(model):
+        assert steering_hooks_on(model)
+    assert steering_hooks_on(model) == []
