@@ -316,3 +316,17 @@ def test_patch_activations_returns_a_removable_handle(model):
     with vec.patch_activations(model):
         assert steering_hooks_on(model)
     assert steering_hooks_on(model) == []
+
+
+def test_files_keep_negative_layers_and_store_the_canonical_layer_type(tmp_path):
+    import json
+
+    from safetensors import safe_open
+
+    vec = SteeringVector({-1: torch.ones(4), 0: torch.full((4,), 2.0)}, "input_layernorm")
+    vec.save(tmp_path / "v.safetensors")
+    with safe_open(str(tmp_path / "v.safetensors"), "pt") as handle:  # read the header independently
+        header = json.loads(handle.metadata()["steerlens"])
+    assert header["layer_type"] == "ln1" and sorted(header["layers"]) == [-1, 0]
+    back = SteeringVector.load(tmp_path / "v.safetensors")
+    assert back.layer_type == "ln1" and torch.equal(back.layer_activations[-1], torch.ones(4))

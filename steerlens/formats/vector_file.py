@@ -99,10 +99,11 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
     if (
         not isinstance(layers, list)
         or not layers
-        or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in layers)
+        or not all(isinstance(x, int) and not isinstance(x, bool) and abs(x) < 1 << 31 for x in layers)
         or len(set(layers)) != len(layers)
     ):
-        raise _fail(path, "'layers' must be a non-empty list of distinct non-negative ints.")
+        # Negative layers count from the end of the model the vector is applied to.
+        raise _fail(path, "'layers' must be a non-empty list of distinct ints.")
     d_model = header.get("d_model")
     if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model <= 0:
         raise _fail(path, "'d_model' must be a positive int.")
