@@ -50,21 +50,22 @@ def make_spec(
 
 @dataclass
 class SteeringHook:
-    """Steers one activation (recognisable by its type, so leftover hooks can be found)."""
+    """Steers one activation (recognisable by its type, so leftover hooks can be found).
+
+    The vector is read at every call, never cached: in-place edits of the vector take
+    effect inside a ``with`` block, gradients reach a ``requires_grad`` vector on every
+    backward pass, and no tensor made under ``torch.inference_mode()`` is kept.
+    """
 
     vector: Tensor
     spec: SteeringSpec
     offset: list[int] = field(default_factory=lambda: [0])
-    _cast: dict[tuple[torch.device, torch.dtype], Tensor] = field(default_factory=dict)
 
     def steer(self, act: Float[Tensor, "batch pos d_model"], offset: int) -> Tensor:
         """Return ``act`` steered at the selected absolute positions (``offset`` = first column's position)."""
-        key = (act.device, act.dtype)
-        if key not in self._cast:
-            # Scale in float32, then cast: the same rounding on every device and dtype.
-            scaled = self.vector.to(device=act.device, dtype=torch.float32) * self.spec.multiplier
-            self._cast[key] = scaled.to(act.dtype)
-        delta = self.spec.operator(act, self._cast[key])
+        # Scale in float32, then cast: the same rounding on every device and dtype.
+        scaled = (self.vector.to(device=act.device, dtype=torch.float32) * self.spec.multiplier).to(act.dtype)
+        delta = self.spec.operator(act, scaled)
         mask = position_mask(offset, act.shape[1], act.shape[0], self.spec.min_token_index, self.spec.token_indices)
         if mask is None:
             return act + delta
