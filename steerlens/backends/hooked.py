@@ -31,15 +31,28 @@ _RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
 
 @dataclass
 class OffsetTracker:
-    """Forward pre-hook on a block: records the absolute position of the first new token."""
+    """Forward pre-hook on a block: records the absolute position of the first new token.
 
-    store: list[int]
+    It lives as long as its steering hook: ``model.reset_hooks()`` (the usual
+    TransformerLens idiom) removes the steering hook but knows nothing of torch
+    pre-hooks, so a tracker whose steering hook is gone removes itself.
+    """
+
+    hook: SteeringHook
+    point: Any
+    handle: Any = None
+
+    def alive(self) -> bool:
+        return any(lens.user_hook is self.hook for lens in self.point.fwd_hooks)
 
     def __call__(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        if not self.alive():
+            self.handle.remove()
+            return
         # The block's cache entry holds the keys of every earlier position: its length
         # is the absolute position of the first token of this forward pass.
         entry = kwargs.get("past_kv_cache_entry")
-        self.store[0] = 0 if entry is None else int(entry.past_keys.shape[1])
+        self.hook.offset[0] = 0 if entry is None else int(entry.past_keys.shape[1])
 
 
 @dataclass
@@ -145,30 +158,37 @@ class HookedBackend:
                     f"{layer_type!r}. Train a vector at another layer_type (e.g. 'resid_post')."
                 )
 
-    def _hooks(self, spec: SteeringSpec) -> tuple[list[tuple[str, SteeringHook]], list[Any]]:
-        """The named steering hooks of ``spec``, and the installed offset trackers of their blocks."""
+    def _hooks(self, spec: SteeringSpec) -> list[tuple[str, SteeringHook]]:
+        """The named steering hooks of ``spec``."""
         self.check_vector(spec.vectors, spec.layer_type)
-        hooks = [(hook_name(layer, spec.layer_type), SteeringHook(vec, spec)) for layer, vec in spec.vectors.items()]
-        trackers = [
-            self.model.blocks[layer].register_forward_pre_hook(OffsetTracker(hook.offset), with_kwargs=True)
-            for layer, (_, hook) in zip(spec.vectors, hooks)
-        ]
-        return hooks, trackers
+        return [(hook_name(layer, spec.layer_type), SteeringHook(vec, spec)) for layer, vec in spec.vectors.items()]
+
+    def _track(self, hooks: list[tuple[str, SteeringHook]]) -> list[Any]:
+        """Offset trackers on the blocks of installed steering hooks; returns their handles."""
+        handles = []
+        for name, hook in hooks:
+            tracker = OffsetTracker(hook, self.model.hook_dict[name])
+            block = self.model.blocks[int(name.split(".")[1])]
+            tracker.handle = block.register_forward_pre_hook(tracker, with_kwargs=True)
+            handles.append(tracker.handle)
+        return handles
 
     @contextmanager
     def apply(self, spec: SteeringSpec) -> Iterator[Any]:
-        hooks, trackers = self._hooks(spec)
-        try:
-            with self.model.hooks(fwd_hooks=hooks):
+        hooks = self._hooks(spec)
+        with self.model.hooks(fwd_hooks=hooks):
+            trackers = self._track(hooks)
+            try:
                 yield self.model
-        finally:
-            for handle in trackers:
-                handle.remove()
+            finally:
+                for handle in trackers:
+                    handle.remove()
 
     def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
-        hooks, trackers = self._hooks(spec)
+        hooks = self._hooks(spec)
         for name, hook in hooks:
             self.model.add_hook(name, hook)
+        trackers = self._track(hooks)
 
         def remove() -> None:
             for handle in trackers:
@@ -188,11 +208,13 @@ class HookedBackend:
             for name, point in self.model.hook_dict.items()
             if any(isinstance(h.user_hook, SteeringHook) for h in point.fwd_hooks)
         ]
-        names += [
-            f"blocks.{i}"
-            for i, block in enumerate(self.model.blocks)
-            if any(isinstance(h, OffsetTracker) for h in block._forward_pre_hooks.values())
-        ]
+        for i, block in enumerate(self.model.blocks):
+            trackers = [h for h in block._forward_pre_hooks.values() if isinstance(h, OffsetTracker)]
+            for tracker in trackers:
+                if not tracker.alive():  # left behind by model.reset_hooks(): clean it up now
+                    tracker.handle.remove()
+            if any(tracker.alive() for tracker in trackers):
+                names.append(f"blocks.{i}")
         return names
 
     # -- evaluation ------------------------------------------------------------------
