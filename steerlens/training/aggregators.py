@@ -5,10 +5,15 @@ shape ``[n_pairs, d_model]``. Training streams batches through an
 :class:`Accumulator`: the mean aggregator keeps running sums only (memory does
 not grow with the number of pairs); any other aggregator collects the rows and
 is called once at the end.
+
+``pca_aggregator`` and ``logistic_aggregator`` give the directions of the
+``steering-vectors`` library (0.12.2): see their docstrings for the exact recipe.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from typing import Any, Callable, Protocol
 
 import torch
@@ -79,6 +84,8 @@ class _Collector:
         self.neg.append(neg)
 
     def result(self) -> Tensor:
+        if not self.pos:
+            raise AggregatorError("no activations were aggregated; pass at least one sample.")
         return call_aggregator(self.fn, torch.cat(self.pos), torch.cat(self.neg))
 
 
@@ -120,45 +127,189 @@ def mean_aggregator() -> Aggregator:
     return MeanAggregator()
 
 
-def pca_aggregator() -> Aggregator:
-    """First principal direction of the pairwise differences, unit norm.
+def _paired_deltas(name: str, pos: Tensor, neg: Tensor) -> Tensor:
+    """Check paired activations and return ``pos - neg`` in float64 (``[n_pairs, d_model]``)."""
+    if not isinstance(pos, Tensor) or not isinstance(neg, Tensor):
+        raise AggregatorError(
+            f"{name} needs two torch.Tensors of shape [n_pairs, d_model]; got "
+            f"{type(pos).__name__} and {type(neg).__name__}."
+        )
+    if pos.ndim != 2 or pos.shape != neg.shape:
+        raise AggregatorError(
+            f"{name} needs positive and negative activations of the same shape [n_pairs, d_model] "
+            f"(row i of each is one contrast pair); got {tuple(pos.shape)} and {tuple(neg.shape)}."
+        )
+    if pos.shape[0] == 0:
+        raise AggregatorError(f"{name} got no pairs; pass at least one (positive, negative) pair.")
+    if not (torch.isfinite(pos).all() and torch.isfinite(neg).all()):
+        raise AggregatorError(
+            f"{name} got NaN or infinite activations; the model produced non-finite values "
+            "(check its dtype, try float32, and the prompts)."
+        )
+    deltas = pos.double() - neg.double()
+    if not bool(deltas.any()):
+        raise AggregatorError(
+            f"{name}: every positive activation equals its negative (all differences are zero), so "
+            "there is no direction to find; check that the pairs really differ at the read token."
+        )
+    return deltas
 
-    The differences are taken uncentred (as if each pair also appeared swapped, so
-    the mean is zero): the direction is the top right-singular vector of the
-    difference matrix. Its sign is chosen to agree with the mean difference.
+
+class PCAAggregator:
+    """First principal direction of the pairwise differences (steering-vectors 0.12.2's PCA).
+
+    steering-vectors stacks the differences ``d_i = pos_i - neg_i`` with their negatives
+    ``-d_i`` (so the data is centred by construction), takes the top principal
+    direction of that uncentred matrix, i.e. the top right-singular vector of the
+    difference matrix ``D``, and multiplies it by ``sign(mean_i(d_i . v))``. The
+    result has unit norm.
+
+    Here the same direction is computed in float64 from ``D`` directly (the
+    singular vectors of ``[D; -D]`` are those of ``D``). Where steering-vectors
+    silently degrades, this one raises :class:`~steerlens.errors.AggregatorError`:
+    all-zero differences (no direction at all) and a mean difference orthogonal to
+    the principal direction (``sign`` would be 0 there, giving a zero vector). When
+    the top two singular values tie, the direction is not unique and a
+    ``RuntimeWarning`` says so.
     """
 
-    def pca(pos: Tensor, neg: Tensor) -> Tensor:
-        deltas = (pos - neg).double()
-        _, _, vh = torch.linalg.svd(deltas, full_matrices=False)
+    #: Relative size of ``mean_i(d_i . v)`` (to ``mean_i |d_i . v|``) below which the sign is undetermined.
+    sign_tolerance = 1e-9
+    #: Relative gap between the top two singular values below which the direction is reported as not unique.
+    tie_tolerance = 1e-6
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
+        deltas = _paired_deltas("pca_aggregator", pos, neg)
+        _, s, vh = torch.linalg.svd(deltas, full_matrices=False)
+        if s.numel() > 1 and float(s[0] - s[1]) <= self.tie_tolerance * float(s[0]):
+            warnings.warn(
+                "pca_aggregator: the top two singular values of the differences are equal "
+                f"({float(s[0]):.6g} vs {float(s[1]):.6g}), so the principal direction is not unique; "
+                "the vector returned is one of several equally good ones.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         direction = vh[0]
-        if torch.dot(direction, deltas.mean(dim=0)) < 0:
+        projections = deltas @ direction
+        mean_projection = float(projections.mean())
+        if abs(mean_projection) <= self.sign_tolerance * float(projections.abs().mean()):
+            raise AggregatorError(
+                "pca_aggregator: the mean difference is orthogonal to the principal direction, so its "
+                "sign (positive vs negative) is undetermined (steering-vectors would return a zero "
+                "vector); the pairs cancel out. Check that every pair lists the positive prompt "
+                "first, or use mean_aggregator()."
+            )
+        if mean_projection < 0:
             direction = -direction
-        return (direction / direction.norm()).to(_result_dtype(pos.dtype))
+        direction = direction / direction.norm()
+        return direction.to(device=pos.device, dtype=_result_dtype(pos.dtype))
 
-    pca.__qualname__ = "pca_aggregator()"
-    return pca
+    def __repr__(self) -> str:
+        return "pca_aggregator()"
 
 
-def logistic_aggregator(**sklearn_kwargs: Any) -> Aggregator:
-    """Unit-norm weight vector of a logistic regression separating positive from negative.
+def pca_aggregator() -> Aggregator:
+    """First principal direction of the pairwise differences, unit norm (as in steering-vectors).
 
-    Keyword arguments go to ``sklearn.linear_model.LogisticRegression``. Needs the
-    ``sklearn`` extra: ``pip install "steerlens[sklearn]"``.
+    The direction is the top right-singular vector of the matrix of differences
+    ``pos - neg`` taken uncentred (steering-vectors appends every difference
+    negated, which centres the data and leaves the singular vectors unchanged).
+    Its sign makes the mean projection of the differences positive.
+
+    Raises :class:`~steerlens.errors.AggregatorError` for non-finite activations,
+    all-zero differences, or when the pairs cancel so that the sign is undetermined.
+
+    Example:
+        >>> pca_aggregator()(torch.tensor([[2.0, 0.0], [3.0, 0.0]]), torch.zeros(2, 2))
+        tensor([1., 0.])
     """
+    return PCAAggregator()
+
+
+def _logistic_regression_class() -> Any:
     try:
         from sklearn.linear_model import LogisticRegression
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise AggregatorError(
             "logistic_aggregator needs scikit-learn; install it with pip install 'steerlens[sklearn]'."
         ) from exc
+    return LogisticRegression
 
-    def logistic(pos: Tensor, neg: Tensor) -> Tensor:
-        x = torch.cat([pos, neg]).double().cpu().numpy()
-        y = [1] * pos.shape[0] + [0] * neg.shape[0]
-        clf = LogisticRegression(**sklearn_kwargs).fit(x, y)
-        direction = torch.as_tensor(clf.coef_[0], dtype=torch.float64)
-        return (direction / direction.norm()).to(device=pos.device, dtype=_result_dtype(pos.dtype))
 
-    logistic.__qualname__ = f"logistic_aggregator({sklearn_kwargs})"
-    return logistic
+class LogisticAggregator:
+    """Unit-norm coefficients of steering-vectors 0.12.2's logistic regression.
+
+    Each pair is centred on its own midpoint ``(pos_i + neg_i) / 2``, so the
+    samples are ``+d_i / 2`` labelled ``+1`` and ``-d_i / 2`` labelled ``-1``
+    (``d_i = pos_i - neg_i``). They are fitted in float32 by
+    ``LogisticRegression(fit_intercept=False, **sklearn_kwargs)`` (scikit-learn's
+    defaults otherwise: L2 penalty, ``C=1.0``, ``lbfgs``, ``max_iter=100``), and
+    the coefficient vector, which points towards the positive class, is scaled to
+    unit norm.
+    """
+
+    def __init__(self, sklearn_kwargs: dict[str, Any]) -> None:
+        self.sklearn_kwargs = dict(sklearn_kwargs)
+        self._regression_class = _logistic_regression_class()
+        # Build one now so that a misspelt keyword fails here, not after extracting activations.
+        self._regression_class(**self._options())
+
+    def _options(self) -> dict[str, Any]:
+        return {"fit_intercept": False, **self.sklearn_kwargs}
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
+        deltas = _paired_deltas("logistic_aggregator", pos, neg)
+        half = (deltas / 2).to(torch.float32)
+        if not torch.isfinite(half).all():
+            raise AggregatorError(
+                "logistic_aggregator: the activation differences overflow float32, the precision "
+                "scikit-learn is given; rescale the activations."
+            )
+        x = torch.cat([half, -half]).cpu().numpy()
+        n = deltas.shape[0]
+        y = torch.cat([torch.ones(n), -torch.ones(n)]).numpy()
+        fitted = self._regression_class(**self._options()).fit(x, y)
+        # classes_ is sorted, [-1, 1]: coef_[0] is the weight vector of the positive class.
+        coef = torch.as_tensor(fitted.coef_, dtype=torch.float64).reshape(-1)
+        norm = coef.norm()
+        if not (torch.isfinite(coef).all() and norm > 0):
+            raise AggregatorError(
+                f"logistic_aggregator: the fitted coefficients are zero or non-finite ({repr(self)}); "
+                "the regularisation may be too strong (raise C) or the differences too small."
+            )
+        return (coef / norm).to(device=pos.device, dtype=_result_dtype(pos.dtype))
+
+    def __repr__(self) -> str:
+        return f"logistic_aggregator(sklearn_kwargs={self.sklearn_kwargs!r})"
+
+
+def logistic_aggregator(sklearn_kwargs: Mapping[str, Any] | None = None, **kwargs: Any) -> Aggregator:
+    """Unit-norm weight vector of a logistic regression on the pairs (as in steering-vectors).
+
+    Each pair is centred on its midpoint, giving ``+(pos - neg) / 2`` labelled +1 and
+    ``-(pos - neg) / 2`` labelled -1, fitted by
+    ``sklearn.linear_model.LogisticRegression(fit_intercept=False, ...)``. The vector
+    points from negative to positive.
+
+    Options for ``LogisticRegression`` may be given the steering-vectors way,
+    ``logistic_aggregator(sklearn_kwargs={"C": 10.0})``, or as keywords,
+    ``logistic_aggregator(C=10.0)``; both at once are merged, and a key given in
+    both raises ``TypeError``. ``fit_intercept`` defaults to False but may be
+    overridden. Needs the ``sklearn`` extra: ``pip install "steerlens[sklearn]"``.
+    """
+    if sklearn_kwargs is None:
+        options: dict[str, Any] = {}
+    elif isinstance(sklearn_kwargs, Mapping):
+        options = dict(sklearn_kwargs)
+    else:
+        raise TypeError(
+            "logistic_aggregator(sklearn_kwargs=...) takes a dict of LogisticRegression options, "
+            f"got {type(sklearn_kwargs).__name__}."
+        )
+    both = sorted(set(options) & set(kwargs))
+    if both:
+        raise TypeError(
+            f"logistic_aggregator got {both} both in sklearn_kwargs and as keywords; give each option once."
+        )
+    options.update(kwargs)
+    return LogisticAggregator(options)
