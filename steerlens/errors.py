@@ -88,5 +88,9 @@ __all__ = [
 ]
 
 
+class ModelNameWarning(UserWarning):
+    """A vector is applied to a model other than the one named in its metadata."""
+
+
 class PromptsFileError(SteerlensError, ValueError):
     """A prompts text file is unreadable or has no prompts."""

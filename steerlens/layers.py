@@ -68,12 +68,18 @@ def hook_name(layer: int, layer_type: str) -> str:
 
 
 def as_layer_index(value: object) -> int:
-    """A layer index from a Python, numpy or 0-d tensor integer (never a bool or a float)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point() \
-            and value.dtype != torch.bool:
+    """A layer index from a Python, numpy or one-element tensor number that is a whole number.
+
+    ``np.float64(2)`` (what a float DataFrame column holds) is layer 2; ``2.5``, bools
+    and strings are errors.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
         value = value.item()
+    if not isinstance(value, bool) and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        if float(value).is_integer():
+            value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise LayerError(f"layer {value!r} is not an int; pass integer layer indices.")
+        raise LayerError(f"layer {value!r} is not a whole number; pass integer layer indices.")
     return int(value)
 
 
@@ -90,13 +96,10 @@ def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[in
     """
     if layers is None:
         return list(range(n_layers))
-    if isinstance(layers, torch.Tensor) and layers.dim() == 0:
-        layers = layers.item()
-    if isinstance(layers, (bool, float, str)) or (
-        not isinstance(layers, numbers.Integral) and not hasattr(layers, "__iter__")
-    ):
+    if isinstance(layers, (str, bytes)):
         raise LayerError(f"layers must be an int, a list of ints or None, got {layers!r}.")
-    requested = [layers] if isinstance(layers, numbers.Integral) else list(layers)
+    scalar = not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0
+    requested = [layers] if scalar else list(layers)  # type: ignore[arg-type]
     if not requested:
         raise LayerError("layers is empty; pass at least one layer index, or None for all layers.")
     resolved: list[int] = []

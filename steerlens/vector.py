@@ -4,7 +4,9 @@ combine and store it (applying goes through the model's backend, storing through
 
 from __future__ import annotations
 
+import numbers
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator
@@ -14,13 +16,13 @@ from torch import Tensor
 
 from steerlens.backends import backend_for
 from steerlens.backends.layer_config import ModelLayerConfig
-from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, NonFiniteError
+from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, ModelNameWarning, NonFiniteError
 from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
 from steerlens.hooks import Operator, SteeringPatchHandle, SteeringSpec, TokenIndices, make_spec
-from steerlens.layers import LayerType, check_layer_type, resolve_layers
+from steerlens.layers import LayerType, as_layer_index, check_layer_type, resolve_layers
 
 
-@dataclass
+@dataclass(repr=False)
 class SteeringVector:
     """Per-layer steering directions, applied at ``blocks.{L}.hook_{layer_type}``.
 
@@ -53,6 +55,15 @@ class SteeringVector:
             dims.add(vec.shape[0])
         if len(dims) != 1:
             raise InvalidArgumentError(f"all layers must have the same d_model, got sizes {sorted(dims)}.")
+
+    def __repr__(self) -> str:
+        first = next(iter(self.layer_activations.values()))
+        norms = ", ".join(f"{layer}: {norm:.3g}" for layer, norm in self.norms().items())
+        model = self.metadata.get("model_name")
+        return (
+            f"SteeringVector(layer_type={self.layer_type!r}, d_model={self.d_model}, dtype={first.dtype}, "
+            f"norms={{{norms}}}" + (f", model_name={model!r}" if model else "") + ")"
+        )
 
     @property
     def layers(self) -> list[int]:
@@ -119,6 +130,13 @@ class SteeringVector:
         token_indices: TokenIndices,
     ) -> SteeringSpec:
         """Validated steering arguments, with negative layer keys resolved against the model."""
+        trained_on, model_name = self.metadata.get("model_name"), backend.model_name
+        if trained_on and model_name and trained_on != model_name:
+            warnings.warn(
+                f"this vector was trained on {trained_on!r} and is applied to {model_name!r}; the shapes fit, "
+                "but a direction read from one model rarely means the same in another.",
+                ModelNameWarning, stacklevel=4,
+            )
         keys = list(self.layer_activations)
         resolved = resolve_layers(keys, backend.n_layers) if any(k < 0 for k in keys) else keys
         vectors = dict(zip(resolved, self.layer_activations.values()))
@@ -145,12 +163,22 @@ class SteeringVector:
     def __add__(self, other: "SteeringVector") -> "SteeringVector":
         return self._combine(other, 1.0)
 
+    def __radd__(self, other: Any) -> "SteeringVector":
+        # sum([v, w]) starts from 0.
+        if isinstance(other, numbers.Number) and not isinstance(other, bool) and other == 0:
+            return self
+        return self._combine(other, 1.0)
+
     def __sub__(self, other: "SteeringVector") -> "SteeringVector":
         return self._combine(other, -1.0)
 
     def __mul__(self, k: float) -> "SteeringVector":
-        if isinstance(k, bool) or not isinstance(k, (int, float)):
+        if isinstance(k, bool) or not isinstance(k, (numbers.Real, Tensor)):
             return NotImplemented  # type: ignore[return-value]
+        if isinstance(k, Tensor) and k.numel() != 1:
+            raise InvalidArgumentError(
+                f"a SteeringVector can be scaled by a number or a one-element tensor, got shape {tuple(k.shape)}."
+            )
         return self._map(lambda v: v * k)
 
     __rmul__ = __mul__
@@ -176,8 +204,15 @@ class SteeringVector:
         return self._map(lambda v: v / v.norm())
 
     def select_layers(self, layers: int | Iterable[int]) -> "SteeringVector":
-        """A vector with only the given layers."""
-        wanted = [layers] if isinstance(layers, int) else list(layers)
+        """A vector with only the given layers (numpy/torch integers, and negative keys it holds, too).
+
+        Example:
+            >>> vec.select_layers([2]).layers
+            [2]
+        """
+        listed = [layers] if not hasattr(layers, "__iter__") or (
+            isinstance(layers, Tensor) and layers.dim() == 0) else list(layers)
+        wanted = [as_layer_index(layer) for layer in listed]
         missing = [layer for layer in wanted if layer not in self.layer_activations]
         if missing or not wanted:
             raise LayerError(f"layers {missing or wanted} are not in this vector; it has {self.layers}.")
@@ -216,4 +251,5 @@ class SteeringVector:
 
 
 def _shared_metadata(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in a.items() if k != "training" and b.get(k) == v}
+    """What two vectors' metadata agree on (as ``2 * v`` keeps all of ``v``'s, ``v + v`` keeps all too)."""
+    return {k: v for k, v in a.items() if k in b and b[k] == v}

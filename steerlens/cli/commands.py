@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerlens.cli.types import float_list, int_list, word_list
+from steerlens.cli.types import float_list, int_list, positive_int, word_list
 from steerlens.cli.demo import DEMO_MULTIPLIERS
 from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS
 
@@ -73,5 +73,5 @@ def register_demo(sub: Any) -> None:
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--multipliers", type=float_list, default=list(DEMO_MULTIPLIERS),
                    help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)")
-    p.add_argument("--max-new-tokens", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=positive_int, default=16)
     p.set_defaults(func=cmd_demo)

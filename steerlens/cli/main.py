@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steerlens.cli.types import int_list
+from steerlens.cli.types import int_list, positive_int
 from steerlens.errors import SteerlensError
 
 EXIT_USAGE = 2
@@ -62,8 +62,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 def cmd_info(args: argparse.Namespace) -> None:
     from steerlens.vector import SteeringVector
 
-    vec = SteeringVector.load(args.vector)
+    if _is_gguf(args.vector):
+        from steerlens.formats.interop import import_gguf
+
+        vec, kind = import_gguf(args.vector), "GGUF control vector (llama.cpp)"
+    else:
+        vec, kind = SteeringVector.load(args.vector), "steerlens vector (safetensors)"
     print(f"file:       {args.vector}")
+    print(f"format:     {kind}")
     print(f"layer_type: {vec.layer_type}")
     print(f"d_model:    {vec.d_model}")
     print(f"dtype:      {next(iter(vec.layer_activations.values())).dtype}")
@@ -72,6 +78,15 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  layer {layer:3d}  norm {norm:.4f}")
     for key, value in sorted(vec.metadata.items()):
         print(f"{key}: {value}")
+
+
+def _is_gguf(path: str) -> bool:
+    """Whether ``path`` starts with GGUF's magic bytes (or, if unreadable, is named ``*.gguf``)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"GGUF"
+    except OSError:
+        return str(path).lower().endswith(".gguf")
 
 
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
@@ -92,7 +107,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.add_argument("--vector", required=True, type=Path)
     p.add_argument("--multiplier", type=float, default=4.0)
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=positive_int, default=20)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="show a vector file's layers, norms and metadata")

@@ -34,3 +34,14 @@ def word_list(text: str) -> list[str]:
     if not words:
         raise argparse.ArgumentTypeError("expected comma-separated words")
     return words
+
+
+def positive_int(text: str) -> int:
+    """``"16"`` -> ``16``; zero, negatives and non-integers are one-line usage errors."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value

@@ -8,6 +8,7 @@ shape and finiteness. Nothing is unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from pathlib import Path
@@ -18,7 +19,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import Tensor
 
-from steerlens.errors import VectorFileError
+from steerlens.errors import InvalidArgumentError, VectorFileError
 from steerlens.layers import LAYER_TYPES
 
 FORMAT_NAME = "steerlens.steering_vector"
@@ -44,15 +45,51 @@ def encode_vector_file(
         "d_model": int(d_model),
         "metadata": metadata,
     }
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        where = _unstorable(metadata)
+        raise InvalidArgumentError(
+            f"the vector's metadata cannot be stored as JSON: {where or error}. Metadata holds strings, numbers, "
+            "booleans, None, lists and dicts with string keys; convert the value (e.g. tensor.tolist(), str(x))."
+        ) from None
     tensors = {tensor_key(k): v.detach().cpu().contiguous() for k, v in layer_activations.items()}
-    return save_safetensors_bytes(tensors, metadata={"steerlens": json.dumps(header)})
+    return save_safetensors_bytes(tensors, metadata={"steerlens": text})
+
+
+def _unstorable(value: Any, where: str = "metadata") -> str | None:
+    """The first place in ``value`` that JSON cannot hold, e.g. ``"metadata['probe'] is a Tensor"``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has a key {key!r} that is not a string"
+            found = _unstorable(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((f for i, item in enumerate(value) if (f := _unstorable(item, f"{where}[{i}]"))), None)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is {value!r}, which JSON cannot hold"
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    return f"{where} is a {type(value).__name__}"
 
 
 def save_vector_file(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
+    if not path.parent.is_dir():
+        raise VectorFileError(
+            f"cannot save {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first "
+            "(Path(folder).mkdir(parents=True)) or choose another path."
+        )
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written vector behind
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written vector behind
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise VectorFileError(f"cannot save {str(path)!r}: {error.strerror or error}.") from None
 
 
 def _fail(path: Any, problem: str) -> VectorFileError:

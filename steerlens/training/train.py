@@ -8,6 +8,7 @@ aggregator's memory does not grow with the number of pairs.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable
 
 import torch
@@ -123,16 +124,28 @@ def train_steering_vector(
             p, n = (pos[layer].cpu(), neg[layer].cpu()) if move_to_cpu else (pos[layer], neg[layer])
             acc.update(p, n)
     vectors = {layer: _finite(layer, acc.result()) for layer, acc in accumulators.items()}
+    training: dict[str, Any] = {
+        "n_samples": len(samples),
+        "read_token_index": read_token_index if isinstance(read_token_index, int) else _name_of(read_token_index),
+        "aggregator": _name_of(aggregator),
+        "batch_size": batch_size,
+    }
+    overrides = [[s.read_positive_token_index, s.read_negative_token_index] for s in samples]
+    if any(o != [None, None] for o in overrides):
+        # Per pair: [positive, negative] read index, null where the default above applied.
+        training["per_sample_read_token_index"] = overrides
     metadata = {
         "model_name": backend.model_name,
         "d_model": backend.d_model,
         "n_layers": backend.n_layers,
         "steerlens_version": __version__,
-        "training": {
-            "n_samples": len(samples),
-            "read_token_index": read_token_index if isinstance(read_token_index, int) else "callable",
-            "aggregator": repr(aggregator),
-            "batch_size": batch_size,
-        },
+        "training": training,
     }
     return SteeringVector(vectors, layer_type=layer_type, metadata=metadata)
+
+
+def _name_of(fn: Any) -> str:
+    """A readable, stable name for an aggregator or read-index callable (never ``<function ... at 0x...>``)."""
+    if type(fn).__repr__ is not object.__repr__ and not inspect.isfunction(fn) and not inspect.ismethod(fn):
+        return repr(fn)
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
