@@ -235,9 +235,10 @@ def test_all_zero_differences_raise(make):
         make()(acts, acts.clone())
 
 
-def test_mean_of_all_zero_differences_is_the_zero_vector():
+def test_mean_of_all_zero_differences_is_the_zero_vector_with_a_warning():
     acts = torch.randn(5, 8)
-    assert torch.equal(mean_aggregator()(acts, acts.clone()), torch.zeros(8))
+    with pytest.warns(RuntimeWarning, match="mean vector is zero"):
+        assert torch.equal(mean_aggregator()(acts, acts.clone()), torch.zeros(8))
 
 
 @pytest.mark.parametrize("make", [pca_aggregator, logistic_aggregator])

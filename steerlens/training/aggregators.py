@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from steerlens.errors import AggregatorError
+from steerlens.training import distributed
 
 Aggregator = Callable[[Tensor, Tensor], Tensor]
 
@@ -29,6 +30,10 @@ class Accumulator(Protocol):
     """Receives batches of paired activations, then yields the layer's vector."""
 
     def update(self, pos: Float[Tensor, "batch d_model"], neg: Float[Tensor, "batch d_model"]) -> None: ...
+
+    def merge_ranks(self) -> None:
+        """Combine what every ``torch.distributed`` rank received (called on all ranks)."""
+        ...
 
     def result(self) -> Float[Tensor, "d_model"]: ...
 
@@ -65,9 +70,22 @@ class _RunningMean:
         self.count += pos.shape[0]
         self.dtype = _result_dtype(pos.dtype)
 
+    def merge_ranks(self) -> None:
+        if self.total is None:
+            raise AggregatorError("a rank got no pairs; give every rank at least one pair of its shard.")
+        # Sums (float64) and counts add up exactly: the mean of the whole set.
+        self.total = distributed.all_sum(self.total)
+        self.count = int(distributed.all_sum(torch.tensor(self.count)).item())
+
     def result(self) -> Tensor:
         if self.total is None:
             raise AggregatorError("no activations were aggregated; pass at least one sample.")
+        if not self.total.any():
+            warnings.warn(
+                "every positive prompt has the same activations as its negative one, so the mean vector is "
+                "zero; check that the pairs differ (and read_token_index points at a token that differs).",
+                RuntimeWarning, stacklevel=3,
+            )
         return (self.total / self.count).to(self.dtype)
 
 
@@ -82,6 +100,13 @@ class _Collector:
     def update(self, pos: Tensor, neg: Tensor) -> None:
         self.pos.append(pos)
         self.neg.append(neg)
+
+    def merge_ranks(self) -> None:
+        if not self.pos:
+            raise AggregatorError("a rank got no pairs; give every rank at least one pair of its shard.")
+        # The whole set's rows, in rank order, on every rank.
+        self.pos = [distributed.all_gather_rows(torch.cat(self.pos))]
+        self.neg = [distributed.all_gather_rows(torch.cat(self.neg))]
 
     def result(self) -> Tensor:
         if not self.pos:

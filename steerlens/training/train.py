@@ -20,6 +20,7 @@ from steerlens.samples import SampleLike
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.layers import LayerType
 from steerlens.tokens import PaddingSide, ReadIndex
+from steerlens.training import distributed as dist_ops
 from steerlens.training.activations import iter_activation_batches, prepare
 from steerlens.training.aggregators import Aggregator, accumulator_for, call_aggregator, mean_aggregator
 from steerlens.vector import SteeringVector
@@ -99,19 +100,26 @@ def train_steering_vector(
     tqdm_desc: str = "Training steering vector",
     *,
     padding_side: PaddingSide | None = None,
+    distributed: bool = False,
 ) -> SteeringVector:
     """Train a steering vector from (positive, negative) prompt pairs.
 
     The default is the mean, over pairs, of the difference between the activations
     at the read token (the last token unless ``read_token_index`` says otherwise).
+    Parameters are those of steering-vectors 0.12.2, in its order; steerlens' extras
+    are keyword-only: ``padding_side``, and ``distributed=True`` when each
+    ``torch.distributed`` rank passes its own shard of the pairs (every rank gets the
+    vector of the whole set: the mean from summed statistics, other aggregators from
+    the gathered differences; see :mod:`steerlens.training.distributed`).
 
     Example:
         >>> vec = train_steering_vector(model, None, [("I love it", "I hate it")], layers=[2])
         >>> with vec.apply(model, multiplier=4.0):
         ...     text = model.generate("The film was", max_new_tokens=5)
     """
-    aggregator = aggregator or mean_aggregator()
     aggregator = aggregator if aggregator is not None else mean_aggregator()
+    if distributed:
+        dist_ops.check_initialized()
     backend, samples, layer_list, layer_type = prepare(
         model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
     )
@@ -123,9 +131,14 @@ def train_steering_vector(
         for layer, acc in accumulators.items():
             p, n = (pos[layer].cpu(), neg[layer].cpu()) if move_to_cpu else (pos[layer], neg[layer])
             acc.update(p, n)
+    n_samples = len(samples)
+    if distributed:
+        for acc in accumulators.values():
+            acc.merge_ranks()
+        n_samples = int(dist_ops.all_sum(torch.tensor(n_samples)).item())
     vectors = {layer: _finite(layer, acc.result()) for layer, acc in accumulators.items()}
     training: dict[str, Any] = {
-        "n_samples": len(samples),
+        "n_samples": n_samples,
         "read_token_index": read_token_index if isinstance(read_token_index, int) else _name_of(read_token_index),
         "aggregator": _name_of(aggregator),
         "batch_size": batch_size,
