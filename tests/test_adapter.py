@@ -13,14 +13,26 @@ import sys
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import transformers as tf
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tiny_hf import (
+    CONFIGS,
+    GATED,
+    INPUT_IDS,
+    N_LAYERS,
+    ORIGINAL_ARCHITECTURES,
+    SIZES,
+    VOCAB,
+    make_hf_model,
+    make_tokenizer,
+    save_checkpoint,
+)
+from tokenizers import Tokenizer, models
 
 from steerlens.adapter import (
     ARCHITECTURES,
@@ -37,78 +49,19 @@ from steerlens.adapter import (
 from steerlens.adapter import cache as adapter_cache
 from steerlens.errors import LayerError, ModelLoadError, TokenizerError, UnsupportedModelError
 
+pytestmark = pytest.mark.usefixtures("offline")  # no test may reach the hub
+
 ATOL = 1e-4
-VOCAB = 64
-N_LAYERS = 2
-# Longer than the sliding windows below (4), so local attention is really exercised.
-INPUT_IDS = torch.tensor([[1, 5, 9, 12, 4, 20, 7, 7, 30, 11], [1, 8, 8, 3, 40, 41, 6, 9, 10, 2]])
-SPECIAL = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-SIZES = dict(num_hidden_layers=N_LAYERS, hidden_size=32, num_attention_heads=4, vocab_size=VOCAB,
-             max_position_embeddings=64, **SPECIAL)
-GATED = dict(SIZES, intermediate_size=64)
-LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 8}
-
-CONFIGS: dict[str, Callable[[], Any]] = {
-    "gpt2": lambda: tf.GPT2Config(n_layer=N_LAYERS, n_embd=32, n_head=4, vocab_size=VOCAB,
-                                  n_positions=64, **SPECIAL),
-    "neox": lambda: tf.GPTNeoXConfig(**GATED),
-    "neox_sequential": lambda: tf.GPTNeoXConfig(use_parallel_residual=False, **GATED),
-    "llama": lambda: tf.LlamaConfig(num_key_value_heads=2, rope_parameters=LLAMA3_ROPE, **GATED),
-    "mistral": lambda: tf.MistralConfig(num_key_value_heads=2, sliding_window=4, **GATED),
-    "qwen2": lambda: tf.Qwen2Config(
-        num_key_value_heads=2, use_sliding_window=True, sliding_window=4, max_window_layers=1, **GATED
-    ),
-    "gemma": lambda: tf.GemmaConfig(num_key_value_heads=1, head_dim=8, **GATED),
-    "gemma2": lambda: tf.Gemma2Config(num_key_value_heads=2, head_dim=8, sliding_window=4,
-                                      query_pre_attn_scalar=16, **GATED),
-    "phi3": lambda: tf.Phi3Config(num_key_value_heads=4, **GATED),
-    "opt": lambda: tf.OPTConfig(ffn_dim=64, word_embed_proj_dim=32, **SIZES),
-}
 HAS_SLIDING_WINDOW = {"mistral", "qwen2", "gemma2"}
-
-
-def make_tokenizer() -> tf.PreTrainedTokenizerFast:
-    """A WordLevel tokenizer built in memory (no pad token, no BOS post-processor)."""
-    words = "the a cat dog sat on mat ran fast slow big small happy sad red blue and or".split()
-    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, "<unk>": 3}
-    vocab.update({word: index + 4 for index, word in enumerate(words)})
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return tf.PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
-    )
-
-
-def make_hf_model(name: str) -> tf.PreTrainedModel:
-    """Seeded random model; every weight (norm gains/biases too) is far from its init value."""
-    torch.manual_seed(0)
-    model = tf.AutoModelForCausalLM.from_config(CONFIGS[name]()).eval()
-    with torch.no_grad():
-        for param_name, param in model.named_parameters():
-            is_gain = param.ndim == 1 and param_name.endswith("weight") and (
-                "norm" in param_name or "ln" in param_name
-            )
-            param.copy_(torch.randn_like(param) * 0.2 + (1.0 if is_gain else 0.0))
-    return model
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may reach the hub."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Any]]:
     """name -> (saved folder, the HF model it was saved from)."""
     saved = {}
-    for name in CONFIGS:
+    for name in ORIGINAL_ARCHITECTURES:
         folder = tmp_path_factory.mktemp(name)
-        hf_model = make_hf_model(name)
-        hf_model.save_pretrained(folder)
-        make_tokenizer().save_pretrained(folder)
-        saved[name] = (folder, hf_model)
+        saved[name] = (folder, save_checkpoint(name, folder))
     return saved
 
 
@@ -132,7 +85,7 @@ def all_sites(hf_model: Any) -> list[tuple[int, str]]:
     return sites
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(ORIGINAL_ARCHITECTURES))
 def test_folder_load_matches_hf(name: str, checkpoints: dict, loaded: dict) -> None:
     _, hf_model = checkpoints[name]
     model = loaded[name]
@@ -153,7 +106,7 @@ def test_folder_load_matches_hf(name: str, checkpoints: dict, loaded: dict) -> N
         assert "local" in model.cfg.attn_types
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(ORIGINAL_ARCHITECTURES))
 def test_every_mapped_site_matches_tl_hook(name: str, checkpoints: dict, loaded: dict) -> None:
     _, hf_model = checkpoints[name]
     sites = all_sites(hf_model)
@@ -166,7 +119,7 @@ def test_every_mapped_site_matches_tl_hook(name: str, checkpoints: dict, loaded:
         assert diff < ATOL, (layer, layer_type, diff.item())
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(ORIGINAL_ARCHITECTURES))
 def test_processed_weights_keep_log_probs(name: str, checkpoints: dict) -> None:
     folder, hf_model = checkpoints[name]
     model = load_model(folder, device="cpu", process_weights=True)

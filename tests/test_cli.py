@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import subprocess_env
 
 from steerlens import SteeringVector, train_steering_vector
 from steerlens.cli import main
@@ -18,14 +18,6 @@ from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.evaluation.metrics import prob_share
 from steerlens.evaluation.sweep import sweep_layers
-from steerlens.toy import load_toy_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def toy():
-    return load_toy_model()
 
 
 @pytest.fixture()
@@ -148,7 +140,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, phrase, pairs_file, tmp_path, ca
 
 
 def test_console_entry_point_has_no_traceback(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = subprocess_env()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 10)
     proc = subprocess.run([sys.executable, "-m", "steerlens.cli", "info", str(bad)],

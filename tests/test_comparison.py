@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import random_vector
 
-from steerlens import SteeringVector, steering_hooks_on
+from steerlens import steering_hooks_on
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.errors import InvalidArgumentError
 
 PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]
-
-
-def random_vector(model, layers, layer_type="resid_post", seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: scale * torch.randn(model.cfg.d_model, generator=g) for layer in layers}, layer_type)
 
 
 def token_str(tok, i):

@@ -17,11 +17,11 @@ from typing import Any, Callable
 import json
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
+from helpers import make_model, make_tokenizer, steerlens_header
 from safetensors.torch import save_file
 
 from steerlens import SteeringVector, train_steering_vector
@@ -41,7 +41,6 @@ from steerlens.errors import (
     VectorFileError,
 )
 from steerlens.formats.vector_file import encode_vector_file
-from tests.conftest import make_model, make_tokenizer
 
 PAIRS = [("a b c", "b c d"), ("c d", "d e a")]
 LONG_PAIRS = [("I love this film", "I hate it"), ("The food was delicious and great", "The food"),
@@ -77,8 +76,7 @@ def vector_file(tensor: torch.Tensor, **header_changes: Any) -> Callable[[Any, P
 
     def call(model: Any, tmp: Path) -> SteeringVector:
         good = encode_vector_file({1: torch.ones(32)}, "resid_post", {})
-        (n,) = struct.unpack("<Q", good[:8])  # safetensors: 8-byte header length, then the JSON header
-        header = json.loads(json.loads(good[8 : 8 + n])["__metadata__"]["steerlens"])
+        header = steerlens_header(good)
         header.update(header_changes)
         path = tmp / "crafted.safetensors"
         save_file({"layer.1": tensor}, str(path), metadata={"steerlens": json.dumps(header)})

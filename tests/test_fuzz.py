@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import join_safetensors, split_safetensors, steerlens_header
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -117,15 +118,12 @@ ENTRY_FIELDS = ["dtype", "shape", "data_offsets", "extra"]
 
 def split_vector_file(data: bytes) -> tuple[dict, dict, bytes]:
     """(safetensors header, steerlens header, tensor bytes) of a vector file."""
-    (n,) = struct.unpack("<Q", data[:8])
-    raw = json.loads(data[8 : 8 + n])
-    return raw, json.loads(raw["__metadata__"]["steerlens"]), data[8 + n :]
+    raw, body = split_safetensors(data)
+    return raw, steerlens_header(data), body
 
 
 def join_vector_file(raw: dict, header: dict, body: bytes) -> bytes:
-    raw = {**raw, "__metadata__": {"steerlens": json.dumps(header)}}
-    encoded = json.dumps(raw).encode()
-    return struct.pack("<Q", len(encoded)) + encoded + body
+    return join_safetensors({**raw, "__metadata__": {"steerlens": json.dumps(header)}}, body)
 
 
 @settings(max_examples=300, deadline=None)
@@ -159,8 +157,7 @@ def test_pathological_json(tmp_path, data):
     check_pairs(tmp_path / "p.jsonl", data)
     raw, header, body = split_vector_file(valid_vector_bytes(tmp_path))
     raw["__metadata__"] = {"steerlens": data.decode("utf-8", "replace")}
-    encoded = json.dumps(raw).encode()
-    check_vector(tmp_path / "v.safetensors", struct.pack("<Q", len(encoded)) + encoded + body)
+    check_vector(tmp_path / "v.safetensors", join_safetensors(raw, body))
     # The same text as the whole safetensors header.
     check_vector(tmp_path / "w.safetensors", struct.pack("<Q", len(data)) + data)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as tf
+from helpers import random_vector
+from tiny_hf import INPUT_IDS, ORIGINAL_ARCHITECTURES, make_hf_model, make_tokenizer, save_checkpoint
 
 from steerlens import SteeringVector, steering_hooks_on, train_steering_vector
 from steerlens.adapter import adapt_hf_model
 from steerlens.errors import ModelMismatchError
-from tests.test_adapter import CONFIGS, INPUT_IDS, make_hf_model, make_tokenizer
 
 LAYER_TYPES = ["resid_post", "resid_pre", "attn_out", "mlp_out"]
 
@@ -18,22 +19,17 @@ LAYER_TYPES = ["resid_post", "resid_pre", "attn_out", "mlp_out"]
 def models() -> dict:
     """name -> (HF model, its HookedTransformer)."""
     out = {}
-    for name in CONFIGS:
+    for name in ORIGINAL_ARCHITECTURES:
         hf = make_hf_model(name)
         out[name] = (hf, adapt_hf_model(hf, make_tokenizer()))
     return out
 
 
-def random_vector(layer_type: str, seed: int = 0) -> SteeringVector:
-    gen = torch.Generator().manual_seed(seed)
-    return SteeringVector({0: torch.randn(32, generator=gen), 1: torch.randn(32, generator=gen)}, layer_type)
-
-
 @pytest.mark.parametrize("layer_type", LAYER_TYPES)
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(ORIGINAL_ARCHITECTURES))
 def test_steered_logits_equal_hooked_transformer(models, name, layer_type):
     hf, tl = models[name]
-    vec = random_vector(layer_type)
+    vec = random_vector(32, (0, 1), layer_type, scale=1.0)
     with torch.no_grad():
         pristine = hf(INPUT_IDS).logits
         with vec.apply(hf, multiplier=3.0, min_token_index=3):
@@ -50,7 +46,7 @@ def test_steered_logits_equal_hooked_transformer(models, name, layer_type):
 @pytest.mark.parametrize("name", ["gpt2", "llama", "gemma2"])
 def test_generation_with_cache_steers_absolute_positions(models, name):
     hf, _ = models[name]
-    vec = random_vector("resid_post", seed=1)
+    vec = random_vector(32, (0, 1), "resid_post", seed=1, scale=1.0)
     prompt = INPUT_IDS[:1, :6]
     n_prompt, new = prompt.shape[1], 6
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
@@ -78,7 +74,7 @@ def test_generation_with_cache_steers_absolute_positions(models, name):
 
 def test_hooks_removed_after_exception_and_patch(models):
     hf, _ = models["llama"]
-    vec = random_vector("resid_post")
+    vec = random_vector(32, (0, 1), "resid_post", scale=1.0)
     with torch.no_grad():
         pristine = hf(INPUT_IDS).logits
         with pytest.raises(RuntimeError, match="boom"):
@@ -99,7 +95,7 @@ def test_users_own_torch_hooks_survive(models):
     seen = []
     handle = hf.transformer.h[0].register_forward_hook(lambda *a: seen.append(1))
     try:
-        with random_vector("resid_post").apply(hf):
+        with random_vector(32, (0, 1), "resid_post", scale=1.0).apply(hf):
             hf(INPUT_IDS)
         hf(INPUT_IDS)
         assert len(seen) == 2
@@ -124,8 +120,7 @@ def test_mismatched_vector_and_unsteerable_site(models):
 def test_steering_vectors_readme_flow_runs_unchanged(tmp_path, monkeypatch):
     """The steering-vectors README, with a local folder for the model name."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    make_hf_model("llama").save_pretrained(tmp_path)
-    make_tokenizer().save_pretrained(tmp_path)
+    save_checkpoint("llama", tmp_path)
 
     model = tf.AutoModelForCausalLM.from_pretrained(tmp_path)
     tokenizer = tf.AutoTokenizer.from_pretrained(tmp_path)

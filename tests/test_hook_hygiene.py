@@ -11,10 +11,10 @@ from contextlib import ExitStack
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from helpers import make_model, random_vector
 from hypothesis import strategies as st
 
 from steerlens import SteeringVector, steering_hooks_on
-from tests.conftest import make_model
 
 MODEL = make_model(n_layers=3)
 TOKENS = MODEL.to_tokens("a b c d e")
@@ -40,8 +40,8 @@ def one_thread():
 
 
 def vector(seed: int, layer_type: str) -> SteeringVector:
-    gen = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(32, generator=gen) for layer in range(seed % 3 + 1)}, layer_type)
+    """Raw ``randn`` draws at layers 0..seed % 3."""
+    return random_vector(32, range(seed % 3 + 1), layer_type, seed=seed, scale=1.0)
 
 
 step = st.recursive(
@@ -99,10 +99,8 @@ MODEL64 = make_model(n_layers=3, dtype=torch.float64)
 
 def coarse_vector(seed: int, layer_type: str) -> SteeringVector:
     """Entries on a 1/256 grid: products with multipliers k/4 are exact in float32, so rounding cannot blur the test."""
-    gen = torch.Generator().manual_seed(seed)
-    return SteeringVector({
-        layer: (torch.randn(32, generator=gen) * 256).round() / 256 for layer in range(seed % 3 + 1)
-    }, layer_type)
+    raw = vector(seed, layer_type).layer_activations
+    return SteeringVector({layer: (draw * 256).round() / 256 for layer, draw in raw.items()}, layer_type)
 
 
 @settings(max_examples=25, deadline=None)

@@ -7,23 +7,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from helpers import random_vector
 
-from steerlens import SteeringVector
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
 from steerlens.formats.interop import export_gguf, from_steering_vectors, import_gguf, to_steering_vectors
 
 gguf = pytest.importorskip("gguf")
 
 
-def vector(layers=(1, 3), layer_type="resid_post") -> SteeringVector:
-    gen = torch.Generator().manual_seed(0)
-    return SteeringVector({layer: torch.randn(16, generator=gen) for layer in layers}, layer_type,
-                          {"model_name": "tiny-llama"})
+META = {"model_name": "tiny-llama"}
 
 
 @pytest.mark.parametrize("ours, theirs", [("resid_post", "decoder_block"), ("attn_out", "self_attn"), ("mlp_out", "mlp")])
 def test_steering_vectors_layout_round_trip(ours, theirs):
-    vec = vector(layer_type=ours)
+    vec = random_vector(16, (1, 3), ours, scale=1.0, metadata=META)
     fields = to_steering_vectors(vec)
     assert fields["layer_type"] == theirs and sorted(fields["layer_activations"]) == [1, 3]
     # Their SteeringVector is a dataclass with these two fields; any object with them converts back.
@@ -37,7 +34,7 @@ def test_steering_vectors_layout_round_trip(ours, theirs):
 
 def test_steering_vectors_layout_errors():
     with pytest.raises(InvalidArgumentError, match="no layer type"):
-        to_steering_vectors(vector(layer_type="resid_pre"))
+        to_steering_vectors(random_vector(16, (1, 3), "resid_pre", scale=1.0, metadata=META))
     with pytest.raises(InvalidArgumentError, match="embed_tokens"):
         from_steering_vectors({"layer_activations": {0: torch.zeros(4)}, "layer_type": "embed_tokens"})
     normed = from_steering_vectors({"layer_activations": {0: torch.ones(4)}, "layer_type": "input_layernorm"})
@@ -47,7 +44,7 @@ def test_steering_vectors_layout_errors():
 
 
 def test_gguf_round_trip_is_exact(tmp_path):
-    vec = vector()
+    vec = random_vector(16, (1, 3), scale=1.0, metadata=META)
     path = tmp_path / "cv.gguf"
     export_gguf(vec, path)
     back = import_gguf(path)
@@ -59,7 +56,7 @@ def test_gguf_round_trip_is_exact(tmp_path):
 
 def test_gguf_file_is_a_llama_cpp_control_vector(tmp_path):
     """Read independently with gguf.GGUFReader: the keys and tensor names llama.cpp expects."""
-    vec = vector()
+    vec = random_vector(16, (1, 3), scale=1.0, metadata=META)
     path = tmp_path / "cv.gguf"
     export_gguf(vec, path, model_hint="llama")
     reader = gguf.GGUFReader(str(path))
@@ -76,9 +73,9 @@ def test_gguf_file_is_a_llama_cpp_control_vector(tmp_path):
 
 def test_gguf_export_refuses_what_llama_cpp_cannot_do(tmp_path):
     with pytest.raises(InvalidArgumentError, match="layer 0"):
-        export_gguf(vector(layers=(0, 2)), tmp_path / "x.gguf")
+        export_gguf(random_vector(16, (0, 2), scale=1.0, metadata=META), tmp_path / "x.gguf")
     with pytest.raises(InvalidArgumentError, match="resid_post"):
-        export_gguf(vector(layer_type="mlp_out"), tmp_path / "x.gguf")
+        export_gguf(random_vector(16, (1, 3), "mlp_out", scale=1.0, metadata=META), tmp_path / "x.gguf")
 
 
 def test_gguf_import_rejects_other_files(tmp_path):

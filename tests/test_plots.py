@@ -7,11 +7,11 @@ import sys
 import matplotlib
 import pandas as pd
 import pytest
-import torch
 
 matplotlib.use("Agg")
 
-from steerlens import SteeringVector  # noqa: E402
+from helpers import random_vector  # noqa: E402
+
 from steerlens.evaluation.comparison import compare_logits  # noqa: E402
 from steerlens.errors import InvalidArgumentError  # noqa: E402
 from steerlens.evaluation.metrics import logit_diff  # noqa: E402
@@ -24,8 +24,7 @@ MULTS = [-2.0, 0.0, 1.0, 3.0]
 
 @pytest.fixture(scope="module")
 def vec(model):
-    g = torch.Generator().manual_seed(0)
-    return SteeringVector({layer: 3 * torch.randn(32, generator=g) for layer in range(4)})
+    return random_vector(model, range(4))
 
 
 @pytest.fixture(scope="module")

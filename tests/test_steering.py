@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_model, random_vector
 
-from conftest import make_model
 from steerlens import (
     SteeringVector,
     ablation_operator,
@@ -15,13 +15,6 @@ from steerlens import (
 from steerlens.errors import ModelMismatchError, NonFiniteError, TokenIndexError
 
 PROMPT = "The food was delicious and the"
-
-
-def random_vector(model, layers=(1,), seed=0, scale=3.0, layer_type="resid_post"):
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector(
-        {layer: scale * torch.randn(model.cfg.d_model, generator=g) for layer in layers}, layer_type
-    )
 
 
 def manual_logits(model, tokens, vec, multiplier, positions=None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_model, make_tokenizer, random_vector
 
-from conftest import make_model
 from steerlens import SteeringVector, ablation_operator, steering_hooks_on, train_steering_vector
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
 from steerlens.evaluation.metrics import argmax_changed, kl_divergence, logit_diff, prob_mass, token_ids
@@ -18,11 +18,6 @@ PROMPTS = [
     "What a lovely day for a walk in the park , she said",
 ]
 MULTS = [-3.0, 0.0, 2.0]
-
-
-def random_vector(model, layers, layer_type="resid_post", seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: scale * torch.randn(model.cfg.d_model, generator=g) for layer in layers}, layer_type)
 
 
 def naive_last_logits(model, vec, layer, multiplier, prompt, operator=None):
@@ -179,8 +174,6 @@ def test_shortformer_model_takes_the_plain_route():
 def test_huggingface_model_with_its_tokenizer():
     """A transformers model is adapted; cells equal the HF forward with a torch hook on the decoder layer."""
     import transformers as tf
-
-    from conftest import make_tokenizer
 
     tok = make_tokenizer()
     torch.manual_seed(0)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import make_model
 
 from steerlens.backends.tail import _one_token_final_block_ok, final_resid_at_last_token, last_token_resid
 from steerlens.tokens import pad_batch
-from tests.conftest import make_model
 
 PROMPTS = ["a b c d e f g", "b c", "c d e f", "d e f g a b c d e f", "e"]
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT, subprocess_env
 
 from steerlens.errors import InvalidArgumentError, PairsFileError
 from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
@@ -18,15 +16,7 @@ from steerlens.samples.datasets import CONCEPTS, concept_words, neutral_prompts,
 from steerlens.toy import BEST_LAYER, BEST_MULTIPLIER, MODEL_NAME, load_toy_model, load_toy_model_from
 from steerlens.toy.metrics import concept_mass, positive_mass, total_variation
 
-DATA = Path(__file__).resolve().parents[1] / "steerlens" / "toy" / "data"
-
-
-@pytest.fixture(scope="module")
-def toy():
-    start = time.perf_counter()
-    model = load_toy_model()
-    print(f"\ntoy model loaded in {time.perf_counter() - start:.3f}s")
-    return model
+DATA = ROOT / "steerlens" / "toy" / "data"
 
 
 # --- loading -----------------------------------------------------------------
@@ -71,8 +61,7 @@ def test_loads_offline_in_fresh_process(tmp_path):
         "m = load_toy_model()\n"
         "print(m.to_str_tokens('The film was')[-1])\n"
     )
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), HF_ENDPOINT="http://127.0.0.1:9")
-    env["PYTHONPATH"] = str(DATA.parents[2]) + os.pathsep + env.get("PYTHONPATH", "")
+    env = subprocess_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), HF_ENDPOINT="http://127.0.0.1:9")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("was")
@@ -233,8 +222,8 @@ def test_sentiment_steering_moves_sentiment_not_topic(toy):
 
 def test_training_script_is_reproducible(tmp_path):
     """Two short runs of scripts/train_toy_model.py with the same seed write identical files."""
-    script = DATA.parents[2] / "scripts" / "train_toy_model.py"
-    env = dict(os.environ, PYTHONPATH=str(DATA.parents[2]) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    script = ROOT / "scripts" / "train_toy_model.py"
+    env = subprocess_env()
     digests = []
     for run in ("a", "b"):
         out = tmp_path / run

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import PAIRS, make_model, make_tokenizer
 
-from conftest import PAIRS, make_model, make_tokenizer
 from steerlens import (
     SteeringVectorTrainingSample,
     aggregate_activations,

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 import torch
+from helpers import join_safetensors, random_vector, split_safetensors
 
 from steerlens import SteeringVector
 from steerlens.errors import InvalidArgumentError, LayerError, NonFiniteError, VectorFileError
 
 
-def vec(layers=(0, 2), d=8, seed=0, **kw):
-    g = torch.Generator().manual_seed(seed)
-    return SteeringVector({layer: torch.randn(d, generator=g) for layer in layers}, **kw)
-
-
 def test_arithmetic_matches_tensor_arithmetic():
-    a, b = vec((0, 2), seed=1), vec((2, 3), seed=2)
+    a, b = random_vector(8, (0, 2), seed=1, scale=1.0), random_vector(8, (2, 3), seed=2, scale=1.0)
     A, B = a.layer_activations, b.layer_activations
     s = a + b
     assert s.layers == [0, 2, 3]
@@ -31,11 +26,11 @@ def test_arithmetic_matches_tensor_arithmetic():
     torch.testing.assert_close((a * 0.5).layer_activations[2], 0.5 * A[2])
     torch.testing.assert_close((-a).layer_activations[2], -A[2])
     torch.testing.assert_close((a / 4).layer_activations[0], A[0] / 4)
-    assert a.layer_activations[0] is A[0] and torch.equal(A[0], vec((0, 2), seed=1).layer_activations[0])
+    assert a.layer_activations[0] is A[0] and torch.equal(A[0], random_vector(8, (0, 2), seed=1, scale=1.0).layer_activations[0])
 
 
 def test_to_normalized_select_cosine():
-    a, b = vec(seed=1), vec(seed=2)
+    a, b = random_vector(8, (0, 2), seed=1, scale=1.0), random_vector(8, (0, 2), seed=2, scale=1.0)
     assert a.to(torch.float64).layer_activations[0].dtype == torch.float64
     for v in a.normalized().layer_activations.values():
         assert abs(float(v.norm()) - 1) < 1e-6
@@ -57,12 +52,12 @@ def test_invalid_vectors_are_refused():
     with pytest.raises(LayerError, match="layer_type"):
         SteeringVector({0: torch.ones(3)}, layer_type="resid")
     with pytest.raises(InvalidArgumentError, match="layer_type"):
-        vec(layer_type="resid_pre") + vec()
+        random_vector(8, (0, 2), "resid_pre", scale=1.0) + random_vector(8, (0, 2), scale=1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
 def test_save_load_round_trip_is_exact(tmp_path, dtype):
-    a = vec((1, 3), d=16, layer_type="mlp_out", metadata={"model_name": "tiny", "d_model": 16}).to(dtype)
+    a = random_vector(16, (1, 3), "mlp_out", scale=1.0, metadata={"model_name": "tiny", "d_model": 16}).to(dtype)
     path = tmp_path / "v.safetensors"
     a.save(path)
     b = SteeringVector.load(path)
@@ -73,13 +68,9 @@ def test_save_load_round_trip_is_exact(tmp_path, dtype):
 
 
 def _rewrite_header(path, change):
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
+    header, body = split_safetensors(path.read_bytes())
     change(header)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    path.write_bytes(join_safetensors(header, body, align=True))
 
 
 def _set_steerlens(key, value):
@@ -108,7 +99,7 @@ def _set_steerlens(key, value):
 )
 def test_corrupted_files_give_clear_errors(tmp_path, corrupt, phrase):
     path = tmp_path / "v.safetensors"
-    vec((1, 3), d=16).save(path)
+    random_vector(16, (1, 3), scale=1.0).save(path)
     corrupt(path)
     with pytest.raises(VectorFileError, match=phrase):
         SteeringVector.load(path)
@@ -118,11 +109,9 @@ def test_nan_in_file_and_size_limit(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "v.safetensors"
-    vec((0,), d=4).save(path)
+    random_vector(4, (0,), scale=1.0).save(path)
     good = SteeringVector.load(path)
-    data = path.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    meta = json.loads(data[8 : 8 + n])["__metadata__"]
+    meta = split_safetensors(path.read_bytes())[0]["__metadata__"]
     save_file({"layer.0": torch.tensor([1.0, float("inf"), 0.0, 0.0])}, path, metadata=meta)
     with pytest.raises(VectorFileError, match="NaN or inf"):
         SteeringVector.load(path)

@@ -76,6 +76,11 @@ CONFIGS: dict[str, Callable[[], Any]] = {
 }
 """name -> a function building the tiny config (a name may stand for a variant, e.g. ``neox_sequential``)."""
 
+# The architectures steerlens converted before issue 10, in CONFIGS' order: the adapter's
+# conversion-parity and the HF-vs-HookedTransformer steering tests run on these.
+ORIGINAL_ARCHITECTURES = ("gpt2", "neox", "neox_sequential", "llama", "mistral", "qwen2", "gemma", "gemma2",
+                          "phi3", "opt")
+
 # The 16 architectures issue 10 names, which must train and steer natively.
 NEW_ARCHITECTURES = ("qwen3", "qwen3_moe", "gemma3", "olmo", "olmo2", "mixtral", "phi", "gptj", "gpt_neo",
                      "bloom", "falcon", "stablelm", "granite", "starcoder2", "cohere", "smollm3")

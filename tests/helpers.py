@@ -1,0 +1,163 @@
+"""Shared test helpers, HookedTransformer side: tiny seeded models, an in-memory BPE tokenizer,
+contrast pairs, seeded random vectors and vector-file surgery (no downloads).
+
+Import them as ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``). The
+Hugging Face side (tiny random HF models per architecture) lives in ``tiny_hf``; fixtures
+built from these helpers live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from steerlens import SteeringVector
+
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository root (holds ``steerlens/``, ``scripts/``, ``README.md``)."""
+
+CORPUS = [
+    "I love this film , it was wonderful and great",
+    "I hate this film , it was terrible and awful",
+    "The food was delicious and the service was kind",
+    "The trip was long , the hotel was dirty and sad",
+    "What a lovely day for a walk in the park",
+    "Nothing ever works out , everything is broken",
+    "She said that the movie was fine but too long",
+    "We ate pasta and pizza in a small town",
+]
+"""What ``make_tokenizer`` trains its BPE merges on."""
+
+PAIRS = [
+    ("I love this film", "I hate this film"),
+    ("The food was delicious and great", "The food was terrible"),
+    ("What a lovely day", "What an awful and sad day for a walk"),
+    ("She said it was wonderful", "She said it was awful"),
+    ("We ate pasta in a lovely small town", "We ate pasta in a dirty town"),
+    ("kind", "The hotel was dirty and the trip was long"),
+    ("great great great", "sad"),
+    ("The movie was fine", "The movie was broken and nothing works"),
+    ("a walk in the park", "everything is broken"),
+    ("I love it", "I hate it"),
+    ("The service was kind and the day was lovely", "The service was terrible"),
+]
+"""(positive, negative) pairs of many different lengths, in ``CORPUS``'s words."""
+
+
+def make_tokenizer(vocab_size: int = 120) -> PreTrainedTokenizerFast:
+    """A small BPE tokenizer trained in memory; BOS/EOS/PAD are one special token."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    )
+    # TransformerLens re-loads tokenizers by name_or_path, so give it a local folder.
+    folder = tempfile.mkdtemp(prefix="steerlens-tok-")
+    fast.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def make_model(
+    n_layers: int = 4,
+    d_model: int = 32,
+    seed: int = 0,
+    padding_side: str = "right",
+    positional_embedding_type: str = "standard",
+    dtype: torch.dtype = torch.float32,
+    **cfg_overrides: Any,
+) -> Any:
+    """A tiny random HookedTransformer with a tokenizer attached."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = make_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=8,
+        n_heads=d_model // 8,
+        d_mlp=4 * d_model,
+        n_ctx=64,
+        d_vocab=len(tokenizer),
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type=positional_embedding_type,
+        seed=seed,
+        device="cpu",
+        dtype=dtype,
+        **cfg_overrides,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer=tokenizer, default_padding_side=padding_side)
+    model.eval()
+    return model
+
+
+def random_vector(
+    model_or_d_model: Any,
+    layers: Iterable[int] = (1,),
+    layer_type: str = "resid_post",
+    seed: int = 0,
+    scale: float = 3.0,
+    metadata: dict[str, Any] | None = None,
+) -> SteeringVector:
+    """``scale * randn(d_model)`` for each layer, in order, from one generator seeded with ``seed``.
+
+    ``model_or_d_model`` is a HookedTransformer (its ``cfg.d_model`` is used) or a plain
+    ``d_model``. ``scale=1`` gives the raw ``randn`` draws.
+    """
+    d_model = model_or_d_model if isinstance(model_or_d_model, int) else model_or_d_model.cfg.d_model
+    gen = torch.Generator().manual_seed(seed)
+    vectors = {layer: scale * torch.randn(d_model, generator=gen) for layer in layers}
+    return SteeringVector(vectors, layer_type, metadata=dict(metadata or {}))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """``os.environ`` plus ``extra``, with the repository root first on ``PYTHONPATH``."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# -- vector files (safetensors: 8-byte little-endian header length, JSON header, tensor bytes) --
+
+
+def split_safetensors(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(JSON header, tensor bytes) of a safetensors file's bytes."""
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
+
+
+def join_safetensors(header: dict[str, Any], body: bytes, align: bool = False) -> bytes:
+    """The bytes of a safetensors file; ``align`` pads the header with spaces to a multiple of 8."""
+    encoded = json.dumps(header).encode()
+    if align:
+        encoded += b" " * (-len(encoded) % 8)
+    return struct.pack("<Q", len(encoded)) + encoded + body
+
+
+def steerlens_header(data: bytes) -> dict[str, Any]:
+    """The steerlens JSON header kept in a vector file's safetensors metadata."""
+    return json.loads(split_safetensors(data)[0]["__metadata__"]["steerlens"])
