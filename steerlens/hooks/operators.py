@@ -2,15 +2,22 @@
 
 An operator is a callable ``(activation, vector) -> delta``; the steered
 activation is ``activation + delta``. ``vector`` already includes the multiplier.
+Addition, ablation and their combination change the activation along the vector;
+the norm-preserving and angular operators change only its direction, keeping its
+size (what later layer norms expect).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from steerlens.checks import finite_number
+from steerlens.errors import InvalidArgumentError
 
 Operator = Callable[[Tensor, Tensor], Tensor]
 PatchDeltaOperator = Operator
@@ -50,3 +57,71 @@ def ablation_then_addition_operator() -> Operator:
         return vector - _projection(activation, vector)
 
     return ablation_then_addition
+
+
+def norm_preserving_addition_operator() -> Operator:
+    """Add the (scaled) vector, then rescale each steered activation to its original L2 norm.
+
+    ``steered = (a + v) * |a| / |a + v|``, so the direction moves but the size of the
+    residual stream does not: later layers' norms see the magnitude they are used to,
+    which lets larger multipliers steer without blowing the activation up. A position
+    where ``a + v`` is zero is left at ``a + v`` (there is no direction to rescale).
+    Computed in float32, returned in the activation's dtype.
+
+    Example:
+        >>> with vec.apply(model, multiplier=4.0, operator=norm_preserving_addition_operator()):
+        ...     logits = model("The film was")
+    """
+
+    def norm_preserving_addition(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
+        act = activation.float()
+        moved = act + vector.float()
+        moved_norm = moved.norm(dim=-1, keepdim=True)
+        scale = torch.where(moved_norm > 0, act.norm(dim=-1, keepdim=True) / moved_norm.clamp_min(1e-30), 1.0)
+        return (moved * scale - act).to(activation.dtype)
+
+    return norm_preserving_addition
+
+
+def angular_steering_operator(degrees: float) -> Operator:
+    """Rotate each activation towards the (scaled) vector by ``degrees``, in the plane the two span.
+
+    The norm of the activation is kept and only its angle to the vector changes: an
+    activation at angle θ from the vector ends at angle ``max(θ - degrees, 0)`` (it
+    never overshoots the vector). The multiplier's sign picks the direction (a
+    negative multiplier rotates towards ``-vector``); its size does not matter.
+    An activation exactly parallel or antiparallel to the vector spans no plane and
+    is left as it is. Computed in float32, returned in the activation's dtype.
+
+    Example:
+        >>> with vec.apply(model, operator=angular_steering_operator(30.0)):
+        ...     logits = model("The film was")
+    """
+    angle = finite_number(degrees, "degrees")
+    if not 0.0 <= angle <= 180.0:
+        raise InvalidArgumentError(
+            f"degrees must be between 0 and 180, got {angle}; pass a negative multiplier to rotate away "
+            "from the vector."
+        )
+    radians = math.radians(angle)
+
+    def angular_steering(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
+        act = activation.float()
+        vec = vector.float()
+        vec_norm = vec.norm()
+        if vec_norm == 0:
+            return torch.zeros_like(activation)
+        unit = vec / vec_norm
+        along = (act * unit).sum(-1, keepdim=True)
+        across = act - along * unit
+        across_norm = across.norm(dim=-1, keepdim=True)
+        # Below float32 rounding of the activation, the component across the vector is noise: no plane.
+        planar = across_norm > 1e-6 * act.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        other = torch.where(planar, across / across_norm.clamp_min(1e-30), 0.0)
+        theta = torch.atan2(across_norm, along)  # 0..pi, the angle from the vector
+        new_theta = (theta - radians).clamp_min(0.0)
+        size = act.norm(dim=-1, keepdim=True)
+        rotated = size * (torch.cos(new_theta) * unit + torch.sin(new_theta) * other)
+        return torch.where(planar, rotated - act, 0.0).to(activation.dtype)
+
+    return angular_steering
