@@ -13,6 +13,10 @@ steering-vectors name         canonical      TransformerLens hook
 ``input_layernorm``           ``ln1``        ``blocks.{L}.ln1.hook_normalized``
 ``post_attention_layernorm``  ``ln2``        ``blocks.{L}.ln2.hook_normalized``
 ===========================  =============  ====================================
+
+On a HookedTransformer ``ln1``/``ln2`` are TransformerLens' ``hook_normalized``
+(the normalised input, before the norm's gain and bias); on a Hugging Face model
+they are the norm module's output (after them), which is what steering-vectors reads.
 """
 
 from __future__ import annotations

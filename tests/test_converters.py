@@ -18,8 +18,10 @@ import torch
 import transformers as tf
 from tiny_hf import CONFIGS, GATED, INPUT_IDS, N_LAYERS, SPECIAL, save_checkpoint
 
-from steerlens.adapter import arch_spec, convert_hf_model, load_model, supported_architectures
-from steerlens.errors import UnsupportedModelError
+from steerlens.adapter import arch_spec, convert_hf_model, load_model, record_hf_activations, supported_architectures
+from steerlens.backends.hf_layout import hf_layout
+from steerlens.errors import LayerError, UnsupportedModelError
+from steerlens.layers import hook_name
 
 ATOL = 1e-4
 
@@ -169,53 +171,31 @@ def test_config_variants_match_hf(name: str, checkpoint: Callable) -> None:
         assert model.cfg.rotary_base_local == 1e4
 
 
-def _record_registry_sites(hf_model: Any) -> tuple[dict[str, torch.Tensor], list[Any]]:
-    """Torch hooks capturing the tensors the registry says carry TL's hooks."""
-    spec = arch_spec(hf_model)
-    seen: dict[str, torch.Tensor] = {}
-
-    def output_of(key: str) -> Callable:
-        def hook(module: Any, args: Any, out: Any) -> None:
-            seen[key] = out[0] if isinstance(out, tuple) else out
-
-        return hook
-
-    def input_of(key: str) -> Callable:
-        def hook(module: Any, args: Any) -> None:
-            seen[key] = args[0]
-
-        return hook
-
-    handles = []
-    for index, layer in enumerate(hf_model.get_submodule(spec.layers)):
-        prefix = f"blocks.{index}."
-        handles.append(layer.register_forward_pre_hook(input_of(prefix + "hook_resid_pre")))
-        handles.append(layer.register_forward_hook(output_of(prefix + "hook_resid_post")))
-        for path, kind in ((spec.attn_out, "attn_out"), (spec.mlp_out, "mlp_out")):
-            module = layer.get_submodule(path)
-            handles.append(module.register_forward_hook(output_of(prefix + f"hook_{kind}")))
-        if spec.resid_mid_input is not None and not spec.parallel(hf_model.config):
-            norm = layer.get_submodule(spec.resid_mid_input)
-            handles.append(norm.register_forward_pre_hook(input_of(prefix + "hook_resid_mid")))
-    return seen, handles
-
-
 @pytest.mark.parametrize("name", list(NEW_ARCHITECTURES))
-def test_registry_module_paths_carry_tl_hooks(name: str, checkpoint: Callable) -> None:
+def test_native_hf_sites_carry_the_tl_hooks(name: str, checkpoint: Callable) -> None:
+    """Every site steerlens reads natively on the HF model equals the converted model's TL hook."""
     _, hf_model = checkpoint(name)
     model = convert_hf_model(hf_model)  # the in-memory path, no folder
-    seen, handles = _record_registry_sites(hf_model)
-    try:
-        with torch.no_grad():
-            hf_model(INPUT_IDS)
-            _, cache = model.run_with_cache(INPUT_IDS)
-    finally:
-        for handle in handles:
-            handle.remove()
-    kinds = {key.split(".", 2)[2] for key in seen}
-    assert {"hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out"} <= kinds
-    assert ("hook_resid_mid" in kinds) != arch_spec(hf_model).parallel(hf_model.config)
-    for key, value in seen.items():
+    layout = hf_layout(hf_model)
+    sites = []
+    for layer in range(layout.n_layers):
+        # ln1/ln2 are left out: TL's hook_normalized comes before the norm's gain, HF's norm output after it.
+        for layer_type in ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out"):
+            try:
+                layout.site(layer, layer_type)
+            except LayerError:
+                continue
+            sites.append((layer, layer_type))
+    with torch.no_grad(), record_hf_activations(hf_model, sites) as seen:
+        hf_model(INPUT_IDS)
+        _, cache = model.run_with_cache(INPUT_IDS)
+    kinds = {layer_type for _, layer_type in sites}
+    assert {"resid_pre", "resid_post"} <= kinds
+    if name != "bloom":  # BLOOM's sublayers add the residual themselves (see hf_layout)
+        assert {"attn_out", "mlp_out"} <= kinds
+    for layer, layer_type in sites:
+        key = hook_name(layer, layer_type)
+        value = seen[(layer, layer_type)]
         assert (cache[key] - value.reshape(cache[key].shape)).abs().max() <= ATOL, key
 
 

@@ -1,9 +1,8 @@
 """Registry of the Hugging Face architectures steerlens can turn into ``HookedTransformer``s.
 
-One :class:`ArchSpec` per architecture holds every per-family fact the adapter needs:
-where the config keeps its sizes, which TransformerLens weight converter to use, and
-which HF modules carry the activations that TransformerLens exposes as hooks. The other
-adapter modules read this table instead of branching on architecture names.
+One :class:`ArchSpec` per architecture holds every per-family fact the conversion needs:
+where the config keeps its sizes and which TransformerLens weight converter to use. The
+other adapter modules read this table instead of branching on architecture names.
 """
 
 from __future__ import annotations
@@ -44,10 +43,10 @@ Converter = Callable[[Any, Any], dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Facts about one HF causal-LM architecture.
+    """Facts about one HF causal-LM architecture that its conversion needs.
 
-    Module paths are dotted ``get_submodule`` paths: ``layers`` from the
-    ``*ForCausalLM`` root, the others relative to one decoder layer.
+    Which module carries which hook point is not listed here: it is found from the
+    model's module tree (:mod:`steerlens.backends.hf_layout`), for any architecture.
     """
 
     model_type: str
@@ -58,17 +57,6 @@ class ArchSpec:
     """Name of the HF ``*ForCausalLM`` class."""
     convert: Converter
     """TransformerLens function turning the HF model into a TL state dict."""
-    layers: str
-    """``nn.ModuleList`` of decoder layers."""
-    attn_out: str
-    """Module whose output is exactly TL's ``hook_attn_out``."""
-    mlp_out: str
-    """Module whose output is exactly TL's ``hook_mlp_out``."""
-    resid_mid_input: str | None
-    """Module whose input is exactly TL's ``hook_resid_mid`` (None: no such point).
-
-    Usually the norm in front of the MLP; the MLP itself for post-norm families.
-    """
     normalization: str
     """TL ``normalization_type``: ``"LN"`` or ``"RMS"``."""
     positions: Literal["rotary", "standard", "alibi"]
@@ -90,10 +78,6 @@ class ArchSpec:
     """Family-specific ``HookedTransformerConfig`` fields."""
     refuse: Callable[[Any], str | None] = field(default=lambda hf: None)
     """Returns why this particular config cannot be converted, or None if it can."""
-    parallel: Callable[[Any], bool] = field(default=lambda hf: False)
-    """Whether attention and MLP both read the layer input (no resid_mid)."""
-    flattened: frozenset[str] = frozenset()
-    """Layer types whose HF tensor is ``[batch * pos, d_model]``, not ``[batch, pos, d_model]``."""
 
 
 # --- family-specific config fields -------------------------------------------------------
@@ -316,10 +300,6 @@ def _convert_apertus(hf: Any, cfg: Any) -> dict[str, torch.Tensor]:
 # --- the table ------------------------------------------------------------------------------
 
 _LLAMA_LIKE = dict(
-    layers="model.layers",
-    attn_out="self_attn",
-    mlp_out="mlp",
-    resid_mid_input="post_attention_layernorm",
     normalization="RMS",
     positions="rotary",
     gated_mlp=True,
@@ -328,31 +308,10 @@ _LLAMA_LIKE = dict(
     mlp_attr="intermediate_size",
 )
 
-# Gemma 2 / 3 normalise each sublayer's output before the residual add, so the norms
-# (not self_attn / mlp) carry what TL hooks as attn_out / mlp_out.
-_GEMMA_SANDWICH = {
-    **_LLAMA_LIKE,
-    "attn_out": "post_attention_layernorm",
-    "mlp_out": "post_feedforward_layernorm",
-    "resid_mid_input": "pre_feedforward_layernorm",
-    "act_attr": "hidden_activation",
-}
+_GEMMA_LIKE = {**_LLAMA_LIKE, "act_attr": "hidden_activation"}
 
-# OLMo 2 / 3 are post-norm: each sublayer reads the raw residual and is normalised
-# after, so the MLP itself reads resid_mid.
-_OLMO_POST_NORM = {
-    **_LLAMA_LIKE,
-    "attn_out": "post_attention_layernorm",
-    "mlp_out": "post_feedforward_layernorm",
-    "resid_mid_input": "mlp",
-}
-
-# GPT-2-style module names (GPT-Neo, GPTBigCode).
+# GPT-2-style configs (GPT-Neo, GPTBigCode).
 _GPT2_LIKE = dict(
-    layers="transformer.h",
-    attn_out="attn",
-    mlp_out="mlp",
-    resid_mid_input="ln_2",
     normalization="LN",
     positions="standard",
     gated_mlp=False,
@@ -376,10 +335,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="GPT-NeoX (Pythia)",
         causal_lm="GPTNeoXForCausalLM",
         convert=convert_neox_weights,
-        layers="gpt_neox.layers",
-        attn_out="attention",
-        mlp_out="mlp",
-        resid_mid_input="post_attention_layernorm",
         normalization="LN",
         positions="rotary",
         gated_mlp=False,
@@ -389,7 +344,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         default_prepend_bos=False,
         extra_cfg=lambda hf: {"parallel_attn_mlp": bool(hf.use_parallel_residual)},
         refuse=_neox_refuse,
-        parallel=lambda hf: bool(hf.use_parallel_residual),
     ),
     ArchSpec(
         model_type="llama",
@@ -431,7 +385,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         convert=convert_gemma_weights,
         always_grouped_kv=True,
         extra_cfg=_gemma2_cfg,
-        **_GEMMA_SANDWICH,
+        **_GEMMA_LIKE,
     ),
     ArchSpec(
         model_type="phi3",
@@ -445,11 +399,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="OPT",
         causal_lm="OPTForCausalLM",
         convert=convert_opt_weights,
-        layers="model.decoder.layers",
-        attn_out="self_attn",
-        # OPT has no MLP submodule: fc1 -> act -> fc2 live directly on the layer.
-        mlp_out="fc2",
-        resid_mid_input="final_layer_norm",
         normalization="LN",
         positions="standard",
         gated_mlp=False,
@@ -457,8 +406,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         eps_attr=None,
         mlp_attr="ffn_dim",
         refuse=_opt_refuse,
-        # OPT reshapes to (batch * pos) rows before its MLP half.
-        flattened=frozenset({"mlp_out", "resid_mid"}),
     ),
     ArchSpec(
         model_type="qwen3",
@@ -478,7 +425,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         always_grouped_kv=True,
         extra_cfg=_gemma3_cfg,
         refuse=_gemma3_refuse,
-        **_GEMMA_SANDWICH,
+        **_GEMMA_LIKE,
     ),
     ArchSpec(
         model_type="olmo",
@@ -496,7 +443,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         causal_lm="Olmo2ForCausalLM",
         convert=convert_olmo2_weights,
         refuse=_full_heads_refuse("OLMo 2"),
-        **_OLMO_POST_NORM,
+        **_LLAMA_LIKE,
     ),
     ArchSpec(
         model_type="olmo3",
@@ -504,7 +451,7 @@ _SPECS: tuple[ArchSpec, ...] = (
         causal_lm="Olmo3ForCausalLM",
         convert=convert_olmo3_weights,
         refuse=_no_bias_refuse("OLMo 3"),
-        **_OLMO_POST_NORM,
+        **_LLAMA_LIKE,
     ),
     ArchSpec(
         model_type="olmoe",
@@ -534,10 +481,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="GPT-J",
         causal_lm="GPTJForCausalLM",
         convert=convert_gptj_weights,
-        layers="transformer.h",
-        attn_out="attn",
-        mlp_out="mlp",
-        resid_mid_input=None,
         normalization="LN",
         positions="rotary",
         gated_mlp=False,
@@ -546,7 +489,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         mlp_attr="n_inner",
         extra_cfg=_gptj_cfg,
         refuse=_gptj_refuse,
-        parallel=lambda hf: True,
     ),
     ArchSpec(
         model_type="gpt_neo",
@@ -562,12 +504,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="BLOOM",
         causal_lm="BloomForCausalLM",
         convert=convert_bloom_weights,
-        layers="transformer.h",
-        # BLOOM's attention and MLP modules add the residual themselves, so their
-        # output projections are where attn_out / mlp_out exist on their own.
-        attn_out="self_attention.dense",
-        mlp_out="mlp.dense_4h_to_h",
-        resid_mid_input="post_attention_layernorm",
         normalization="LN",
         positions="alibi",
         gated_mlp=False,
@@ -584,10 +520,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         name="Phi",
         causal_lm="PhiForCausalLM",
         convert=convert_phi_weights,
-        layers="model.layers",
-        attn_out="self_attn",
-        mlp_out="mlp",
-        resid_mid_input=None,
         normalization="LN",
         positions="rotary",
         gated_mlp=False,
@@ -597,7 +529,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         default_prepend_bos=False,
         extra_cfg=lambda hf: {"parallel_attn_mlp": True},
         refuse=_phi_refuse,
-        parallel=lambda hf: True,
     ),
     ArchSpec(
         model_type="gpt_bigcode",
@@ -623,7 +554,6 @@ _SPECS: tuple[ArchSpec, ...] = (
         refuse=_no_bias_refuse("Apertus"),
         **{
             **_LLAMA_LIKE,
-            "resid_mid_input": "feedforward_layernorm",
             "gated_mlp": False,
         },
     ),

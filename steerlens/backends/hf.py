@@ -38,7 +38,7 @@ from steerlens.backends.protocol import Site
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
 from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import check_layer_type
-from steerlens.tokens import PromptBatch, encode_exact, pad_token_id
+from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, pad_token_id
 
 
 class _StopForward(Exception):
@@ -191,9 +191,11 @@ class HFBackend:
                 "this tokenizer does not belong to this model. Pass the model's own tokenizer."
             )
 
-    def encode(self, prompt: str) -> list[int]:
+    def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
+        """Input ids by the one policy (:class:`~steerlens.tokens.TokenPolicy`), BOS as the tokenizer adds it."""
         self.check_tokenizer()
-        return encode_exact(self.tokenizer, prompt, getattr(self.model.config, "max_position_embeddings", None))
+        n_ctx = getattr(self.model.config, "max_position_embeddings", None)
+        return TokenPolicy.for_tokenizer(self.tokenizer, n_ctx).encode(prompt, prepend_bos)
 
     @property
     def pad_id(self) -> int:
@@ -224,8 +226,13 @@ class HFBackend:
         for layer, layer_type in sites:
             self._site(layer, layer_type)
 
-    def _capture(self, site: HFSite, keep: Callable[[Tensor], None]) -> list[Any]:
-        """Install a capture hook at ``site`` (after any steering hook); return the handles."""
+    def capture(self, key: Site, keep: Callable[[Tensor], None]) -> list[Any]:
+        """Hand the ``[batch, pos, d_model]`` tensor at ``key`` to ``keep`` on every forward pass.
+
+        The hook runs after any steering hook (those are prepended), so it sees steered
+        values. Returns the handles to remove.
+        """
+        site = self._site(*key)
         handles = []
         shape: dict[str, torch.Size] = {}
         if site.flattened:
@@ -243,7 +250,7 @@ class HFBackend:
         handles = []
         try:
             for key in sites:
-                handles += self._capture(self._site(*key), lambda t, key=key: store.__setitem__(key, t))
+                handles += self.capture(key, lambda t, key=key: store.__setitem__(key, t))
             if self.layout is not None:  # end the pass once the deepest layer has run
                 deepest = self.layout.site(max(layer for layer, _ in sites), "resid_post").path
                 handles.append(self.model.get_submodule(deepest).register_forward_hook(_stop, with_kwargs=True))
@@ -266,7 +273,7 @@ class HFBackend:
         handles: list[Any] = []
         try:
             for layer in layers:
-                handles += self._capture(self._site(layer, layer_type), keeper(layer))
+                handles += self.capture((layer, layer_type), keeper(layer))
             yield records
         finally:
             for handle in handles:
@@ -353,8 +360,10 @@ class HFBackend:
     def head(self, x: Tensor) -> Tensor:
         return x  # a sweep pass already returns logits (HF heads may soft-cap or scale them)
 
-    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
-        ids = torch.tensor([self.encode(prompt)], device=self.device)
+    def generate(
+        self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
+    ) -> str:
+        ids = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
         if seed is not None:
             torch.manual_seed(seed)
         out = self.model.generate(
