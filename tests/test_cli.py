@@ -61,6 +61,17 @@ def test_info_shows_layers_norms_and_metadata(pairs_file, tmp_path, capsys):
     assert "layer_type: resid_post" in stdout and "model_name: steerlens-toy" in stdout
 
 
+def test_info_reads_a_gguf_control_vector(tmp_path, capsys):
+    from steerlens.formats.interop import export_gguf
+
+    vec = SteeringVector({1: torch.ones(8), 2: torch.full((8,), 2.0)}, metadata={"model_name": "tiny"})
+    export_gguf(vec, tmp_path / "cv.gguf")
+    assert main(["info", str(tmp_path / "cv.gguf")]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF control vector" in out and "safetensors" not in out
+    assert "layer   2  norm 5.6569" in out  # |(2, ..., 2)| over 8 entries = 2 * sqrt(8)
+
+
 def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys):
     out = tmp_path / "vec.safetensors"
     run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)
@@ -120,6 +131,8 @@ def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
         (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--positive-words", "good", "--out", "x"], "neither"),
         (["train"], "required"),
         (["nonsense"], "invalid choice"),
+        (["generate", "--vector", "{garbage}", "--prompt", "hi", "--max-new-tokens", "0"], "positive integer"),
+        (["demo", "--max-new-tokens", "-3"], "positive integer"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, phrase, pairs_file, tmp_path, capsys):
