@@ -58,6 +58,7 @@ SIGNATURES = {
     ],
     "mean_aggregator": [],
     "pca_aggregator": [],
+    "logistic_aggregator": [("sklearn_kwargs", None)],
 }
 SV_ALL = [
     "Aggregator", "mean_aggregator", "pca_aggregator", "logistic_aggregator", "LayerType", "LayerMatcher",
@@ -86,9 +87,10 @@ def test_signature_starts_like_steering_vectors(path):
             assert type(param.default) is type(mean_aggregator()), name
         else:
             assert param.default == default and type(param.default) is type(default), name
-    # steerlens' own extras come after, each with a default and keyword-only.
+    # steerlens' own extras come after: keyword-only with defaults (or **kwargs).
     for extra in params[len(expected):]:
-        assert extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is not EMPTY, (path, extra.name)
+        assert extra.kind is inspect.Parameter.VAR_KEYWORD or (
+            extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is not EMPTY), (path, extra.name)
 
 
 def test_every_public_name_of_steering_vectors_is_importable():
