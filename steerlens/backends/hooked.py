@@ -23,7 +23,7 @@ from steerlens.backends.tail import final_resid_at_last_token, last_token_resid,
 from steerlens.errors import ModelMismatchError
 from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import hook_name
-from steerlens.tokens import PromptBatch, check_tokenizer_fits, encode_prompt, pad_token_id
+from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 
 # Block at which a sweep resumes, relative to the steered layer.
 _RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
@@ -92,8 +92,9 @@ class HookedBackend:
     def check_tokenizer(self) -> None:
         check_tokenizer_fits(self.model, self.tokenizer)
 
-    def encode(self, prompt: str) -> list[int]:
-        return encode_prompt(self.model, self.tokenizer, prompt)
+    def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
+        """Input ids by the one policy (:class:`~steerlens.tokens.TokenPolicy`), BOS as TransformerLens adds it."""
+        return TokenPolicy.for_hooked_transformer(self.model, self.tokenizer).encode(prompt, prepend_bos)
 
     @property
     def pad_id(self) -> int:
@@ -237,8 +238,10 @@ class HookedBackend:
     def head(self, x: Tensor) -> Tensor:
         return unembed(self.model, x)
 
-    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
-        tokens = torch.tensor([self.encode(prompt)], device=self.device)
+    def generate(
+        self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
+    ) -> str:
+        tokens = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
         if seed is not None:
             torch.manual_seed(seed)
         out = self.model.generate(

@@ -1,4 +1,5 @@
-"""Stage 2, prompts to tokens: each model's BOS convention, padding and the one batcher."""
+"""Stage 2, prompts to tokens: the one tokenization policy (BOS, chat templates, ids), targets
+in context, padding and the one batcher."""
 
 from steerlens.tokens.batching import PromptBatch, iter_batches
 from steerlens.tokens.encoding import (
@@ -6,25 +7,49 @@ from steerlens.tokens.encoding import (
     ReadIndex,
     TokenBatch,
     check_tokenizer_fits,
-    check_encoded,
     encode_exact,
     encode_prompt,
     pad_batch,
     pad_token_id,
     resolve_read_index,
 )
+from steerlens.tokens.inputs import Prompts, check_prompt_inputs
+from steerlens.tokens.policy import (
+    PromptInput,
+    TokenPolicy,
+    as_token_ids,
+    check_encoded,
+    check_prepend_bos,
+    describe,
+    text_ids,
+    tokenizer_prefix,
+)
+from steerlens.tokens.targets import TargetTokenError, context_text, ids_in_context, single_target_id
 
 __all__ = [
     "PaddingSide",
     "PromptBatch",
+    "PromptInput",
+    "Prompts",
     "ReadIndex",
+    "TargetTokenError",
     "TokenBatch",
-    "check_tokenizer_fits",
+    "TokenPolicy",
+    "as_token_ids",
     "check_encoded",
+    "check_prepend_bos",
+    "check_prompt_inputs",
+    "check_tokenizer_fits",
+    "context_text",
+    "describe",
     "encode_exact",
     "encode_prompt",
+    "ids_in_context",
     "iter_batches",
     "pad_batch",
     "pad_token_id",
     "resolve_read_index",
+    "single_target_id",
+    "text_ids",
+    "tokenizer_prefix",
 ]

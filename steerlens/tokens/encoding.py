@@ -1,8 +1,9 @@
 """Prompt tokenization and padding for batched activation reads.
 
-Each prompt is tokenized on its own, exactly as ``model.to_tokens(prompt)`` would
-(BOS convention included), then padded into a batch by us. Knowing every row's
-real length lets us find the read position whatever the padding side.
+Each prompt is tokenized on its own, by the one policy of :mod:`steerlens.tokens.policy`
+(for ordinary text on a HookedTransformer exactly as ``model.to_tokens(prompt)``),
+then padded into a batch by us. Knowing every row's real length lets us find the
+read position whatever the padding side.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from steerlens.errors import PromptTooLongError, TokenIndexError, TokenizerError
+from steerlens.errors import TokenIndexError, TokenizerError
+from steerlens.tokens.policy import PromptInput, TokenPolicy, check_encoded, describe
 
 PaddingSide = Literal["left", "right"]
-ReadIndex = Union[int, Callable[[str], int]]
+ReadIndex = Union[int, Callable[[Any], int]]
 
 
 @dataclass(frozen=True)
@@ -51,54 +53,20 @@ def check_tokenizer_fits(model: Any, tokenizer: Any) -> None:
         )
 
 
-def encode_prompt(model: Any, tokenizer: Any, prompt: str) -> list[int]:
+def encode_prompt(model: Any, tokenizer: Any, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
     """Token ids of ``prompt`` for a HookedTransformer, with its BOS convention, never truncated.
 
-    With the model's own tokenizer this is literally ``model.to_tokens``; another
-    tokenizer gets the same convention: a BOS is added when the model expects one
-    and the tokenizer does not add it, and removed in the opposite case.
+    ``model.to_tokens(prompt)`` for ordinary text, with any tokenizer; see
+    :class:`~steerlens.tokens.policy.TokenPolicy` for BOS texts, chat templates and ids.
     """
-    if tokenizer is None or tokenizer is model.tokenizer:
-        ids = _model_tokens(model, prompt)
-    else:
-        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-        bos = tokenizer.bos_token_id
-        has_bos = bool(ids) and bos is not None and ids[0] == bos
-        if model.cfg.default_prepend_bos and not has_bos and bos is not None:
-            ids = [bos] + ids
-        elif not model.cfg.default_prepend_bos and has_bos:
-            ids = ids[1:]
-    return check_encoded(ids, prompt, model.cfg.n_ctx)
+    return TokenPolicy.for_hooked_transformer(model, tokenizer).encode(prompt, prepend_bos)
 
 
-def encode_exact(tokenizer: Any, prompt: str, n_ctx: int | None) -> list[int]:
-    """Token ids exactly as ``tokenizer(prompt)`` gives them (Hugging Face models), never truncated."""
-    return check_encoded(list(tokenizer(prompt)["input_ids"]), prompt, n_ctx)
-
-
-def check_encoded(ids: list[int], prompt: str, n_ctx: int | None) -> list[int]:
-    """``ids`` if they are not empty and fit the context window ``n_ctx`` (None: no limit)."""
-    if n_ctx is not None and len(ids) > n_ctx:
-        raise PromptTooLongError(
-            f"prompt {prompt[:60]!r}... has {len(ids)} tokens but the model's context is {n_ctx}; "
-            "shorten the prompt."
-        )
-    if not ids:
-        raise TokenIndexError(f"prompt {prompt!r} tokenizes to no tokens; give it some text.")
-    return ids
-
-
-def _model_tokens(model: Any, prompt: str) -> list[int]:
-    """``model.to_tokens(prompt)`` as a list, also when the model's tokenizer has no pad token."""
-    tok = model.tokenizer
-    if tok is None or getattr(tok, "pad_token", None) is not None:
-        return model.to_tokens(prompt, truncate=False, move_to_device=False)[0].tolist()
-    # to_tokens always asks the tokenizer to pad, which fails without a pad token. One prompt
-    # needs no padding, so repeat its BOS convention here instead of mutating the tokenizer.
-    cfg = model.cfg
-    text = tok.bos_token + prompt if cfg.default_prepend_bos and not cfg.tokenizer_prepends_bos else prompt
-    ids = list(tok(text)["input_ids"])
-    return ids[1:] if not cfg.default_prepend_bos and cfg.tokenizer_prepends_bos else ids
+def encode_exact(
+    tokenizer: Any, prompt: PromptInput, n_ctx: int | None, prepend_bos: bool | None = None
+) -> list[int]:
+    """Token ids as a Hugging Face model's tokenizer gives them (its own BOS choice), never truncated."""
+    return TokenPolicy.for_tokenizer(tokenizer, n_ctx).encode(prompt, prepend_bos)
 
 
 def pad_token_id(tok: Any) -> int:
@@ -123,7 +91,7 @@ def pad_batch(
     return TokenBatch(tokens, mask, tuple(len(s) for s in sequences), padding_side)
 
 
-def resolve_read_index(index: ReadIndex, prompt: str, length: int) -> int:
+def resolve_read_index(index: ReadIndex, prompt: PromptInput, length: int) -> int:
     """Turn a read index (int, negative from the end, or callable on the prompt) into 0..length-1."""
     value = index(prompt) if callable(index) else index
     if isinstance(value, bool) or not isinstance(value, int):
@@ -132,7 +100,7 @@ def resolve_read_index(index: ReadIndex, prompt: str, length: int) -> int:
         )
     if not -length <= value < length:
         raise TokenIndexError(
-            f"read_token_index {value} is outside prompt {prompt[:60]!r}, which has {length} tokens; "
+            f"read_token_index {value} is outside prompt {describe(prompt)}, which has {length} tokens; "
             f"use an index in -{length}..{length - 1}."
         )
     return value % length
