@@ -1,13 +1,21 @@
-"""Training samples: (positive, negative) prompt pairs and their validation."""
+"""Training samples: (positive, negative) prompt pairs and their validation.
+
+A prompt is text (chat-template strings included) or token ids (a list or a 1-D
+tensor), which the model gets as they are (see :mod:`steerlens.tokens.policy`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence, Union
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import torch
 
 from steerlens.errors import InvalidSampleError, InvalidSampleTypeError
 
-ReadIndex = Union[int, Callable[[str], int]]
+ReadIndex = Union[int, Callable[[Any], int]]
+Prompt = Union[str, Sequence[int], torch.Tensor]
 
 
 @dataclass
@@ -15,20 +23,21 @@ class SteeringVectorTrainingSample:
     """One contrast pair, optionally with its own read positions.
 
     ``read_*_token_index`` override the ``read_token_index`` passed to training
-    for this sample only (``None`` means "use the training default").
+    for this sample only (``None`` means "use the training default"). The two
+    prompts are strings or token ids (lists or 1-D tensors, kept as lists).
 
     Example:
         >>> SteeringVectorTrainingSample("I love it", "I hate it")
         SteeringVectorTrainingSample(positive_str='I love it', negative_str='I hate it', read_positive_token_index=None, read_negative_token_index=None)
     """
 
-    positive_str: str
-    negative_str: str
+    positive_str: Prompt
+    negative_str: Prompt
     read_positive_token_index: int | None = None
     read_negative_token_index: int | None = None
 
 
-SampleLike = Union[SteeringVectorTrainingSample, tuple[str, str], Sequence[str]]
+SampleLike = Union[SteeringVectorTrainingSample, tuple[Prompt, Prompt], Sequence[Prompt]]
 
 
 def normalize_samples(samples: Iterable[SampleLike]) -> list[SteeringVectorTrainingSample]:
@@ -56,16 +65,27 @@ def _normalize_one(i: int, sample: object) -> SteeringVectorTrainingSample:
             f"training sample {i} is {type(sample).__name__} {sample!r:.80}; each sample must be "
             "a (positive, negative) pair of strings or a SteeringVectorTrainingSample."
         )
-    for side, text in (("positive", result.positive_str), ("negative", result.negative_str)):
-        if not isinstance(text, str):
+    converted = {}
+    for side in ("positive", "negative"):
+        text = getattr(result, f"{side}_str")
+        if isinstance(text, str):
+            if not text.strip():
+                raise InvalidSampleError(
+                    f"training sample {i}: the {side} prompt is empty; remove the sample or give it text."
+                )
+            continue
+        ids = _token_ids(text)
+        if ids is None:
             raise InvalidSampleTypeError(
-                f"training sample {i}: the {side} prompt is {type(text).__name__}, not a string; "
-                "pass both prompts as str."
+                f"training sample {i}: the {side} prompt is {type(text).__name__}, not a string (or a list / "
+                "1-D tensor of token ids); pass both prompts as str."
             )
-        if not text.strip():
-            raise InvalidSampleError(
-                f"training sample {i}: the {side} prompt is empty; remove the sample or give it text."
-            )
+        if not ids:
+            raise InvalidSampleError(f"training sample {i}: the {side} prompt has no token ids; give it some.")
+        if not isinstance(text, list):
+            converted[f"{side}_str"] = ids
+    if converted:  # a copy with lists of ids: the caller's sample is left as it is
+        result = dataclasses.replace(result, **converted)
     for side, idx in (
         ("read_positive_token_index", result.read_positive_token_index),
         ("read_negative_token_index", result.read_negative_token_index),
@@ -75,3 +95,14 @@ def _normalize_one(i: int, sample: object) -> SteeringVectorTrainingSample:
                 f"training sample {i}: {side} must be an int or None, got {type(idx).__name__}."
             )
     return result
+
+
+def _token_ids(prompt: object) -> list[int] | None:
+    """A pre-tokenized prompt as a list of ids, or None if ``prompt`` is not one."""
+    if isinstance(prompt, torch.Tensor):
+        if prompt.dim() != 1 or prompt.dtype.is_floating_point or prompt.dtype == torch.bool:
+            return None
+        return [int(i) for i in prompt.tolist()]
+    if isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+        return [int(i) for i in prompt]
+    return None

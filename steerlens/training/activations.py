@@ -2,6 +2,10 @@
 
 Positives and negatives of each pair share one forward pass (interleaved rows), which
 stops right after the deepest requested layer and keeps only the requested sites.
+Prompts are encoded by the backend's one tokenization policy
+(:class:`~steerlens.tokens.TokenPolicy`): ``prepend_bos`` has TransformerLens' meaning,
+a prompt starting with the BOS (a chat template's ``<s>``) never gets a second one,
+and token-id prompts are used as they are.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.checks import check_batch_size, check_padding_side
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
-from steerlens.tokens import PaddingSide, ReadIndex, iter_batches, resolve_read_index
+from steerlens.tokens import PaddingSide, ReadIndex, check_prepend_bos, iter_batches, resolve_read_index
 
 LayerActs = dict[int, Float[Tensor, "batch d_model"]]
 
@@ -56,13 +60,16 @@ def iter_activation_batches(
     padding_side: PaddingSide | None,
     show_progress: bool,
     tqdm_desc: str,
+    *,
+    prepend_bos: bool | None = None,
 ) -> Iterator[tuple[LayerActs, LayerActs]]:
     """Yield ``(positive, negative)`` activations at the read token, ``batch_size`` pairs at a time."""
     side = check_padding_side(padding_side or backend.default_padding_side)
+    check_prepend_bos(prepend_bos)
     # Row 2i is pair i's positive prompt, row 2i+1 its negative one.
     prompts = [text for s in samples for text in (s.positive_str, s.negative_str)]
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
-    encoded = [backend.encode(p) for p in prompts]
+    encoded = [backend.encode(p, prepend_bos) for p in prompts]
     reads = [
         resolve_read_index(read_token_index if o is None else o, p, len(ids))
         for p, o, ids in zip(prompts, overrides, encoded)
@@ -97,12 +104,15 @@ def extract_activations(
     tqdm_desc: str = "Extracting activations",
     *,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> tuple[dict[int, list[Tensor]], dict[int, list[Tensor]]]:
     """Activations at the read token for every pair, batch by batch: ``(positive, negative)``.
 
     Each is ``{layer: [tensor of shape [batch, d_model] per batch]}`` (steering-vectors'
     layout); ``torch.cat`` a layer's list for one ``[n_pairs, d_model]`` tensor, or pass
     both dicts to :func:`~steerlens.training.train.aggregate_activations`.
+    ``prepend_bos`` (None: the model's default) is TransformerLens' switch, applied by
+    the one tokenization policy (:class:`~steerlens.tokens.TokenPolicy`).
 
     Example:
         >>> pos, neg = extract_activations(model, None, [("I love it", "I hate it")], layers=[1])
@@ -116,9 +126,33 @@ def extract_activations(
     neg_acts_by_layer: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
     for pos, neg in iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
-        show_progress, tqdm_desc,
+        show_progress, tqdm_desc, prepend_bos=prepend_bos,
     ):
         for layer in layer_list:
             pos_acts_by_layer[layer].append(pos[layer].cpu() if move_to_cpu else pos[layer])
             neg_acts_by_layer[layer].append(neg[layer].cpu() if move_to_cpu else neg[layer])
     return pos_acts_by_layer, neg_acts_by_layer
+
+
+def encode_samples(
+    backend: Backend, training_samples: Iterable[SampleLike], prepend_bos: bool | None
+) -> list[SteeringVectorTrainingSample]:
+    """The pairs as token ids under ``prepend_bos``, read indices kept.
+
+    Token-id prompts go to the model as they are, so training on the result with the
+    default policy reads exactly what ``prepend_bos`` asked for; entry points that
+    hand pairs on to :func:`~steerlens.training.train.train_steering_vector` use it.
+
+    Example:
+        >>> encode_samples(backend_for(model), [("I love it", "I hate it")], prepend_bos=False)[0].positive_str
+        [40, 1842, 340]
+    """
+    check_prepend_bos(prepend_bos)
+    backend.check_tokenizer()
+    return [
+        SteeringVectorTrainingSample(
+            backend.encode(s.positive_str, prepend_bos), backend.encode(s.negative_str, prepend_bos),
+            s.read_positive_token_index, s.read_negative_token_index,
+        )
+        for s in normalize_samples(training_samples)
+    ]
