@@ -165,7 +165,7 @@ CASES = [
          PairsFileError, "line 1: invalid JSON"),
     Case("vector with an unknown layer_type", lambda m, t: SteeringVector({0: torch.ones(32)}, "resid_foo"),
          LayerError, "unknown layer_type"),
-    Case("layers are not ints", train(layers=["1"]), LayerError, "is not an int"),
+    Case("layers are not ints", train(layers=["1"]), LayerError, "is not a whole number"),
     Case("read_token_index is not an int", train(read_token_index=1.5), TokenIndexError, "must be an int"),
     Case("tokenizer of a bigger vocabulary", lambda m, t: train_steering_vector(m, make_tokenizer(400), PAIRS),
          TokenizerError, "does not belong to this model"),

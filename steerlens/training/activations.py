@@ -10,6 +10,7 @@ and token-id prompts are used as they are.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -62,8 +63,13 @@ def iter_activation_batches(
     tqdm_desc: str,
     *,
     prepend_bos: bool | None = None,
-) -> Iterator[tuple[LayerActs, LayerActs]]:
-    """Yield ``(positive, negative)`` activations at the read token, ``batch_size`` pairs at a time."""
+) -> Iterator[tuple[list[int], LayerActs, LayerActs]]:
+    """Yield ``(pair indices, positive, negative)`` activations at the read token, ``batch_size`` pairs at a time.
+
+    Pairs are grouped by token length (longest first), so little compute goes to
+    padding; the pair indices say where each row belongs in the caller's order. No
+    column after a batch's last read token is computed.
+    """
     side = check_padding_side(padding_side or backend.default_padding_side)
     check_prepend_bos(prepend_bos)
     # Row 2i is pair i's positive prompt, row 2i+1 its negative one.
@@ -74,11 +80,17 @@ def iter_activation_batches(
         resolve_read_index(read_token_index if o is None else o, p, len(ids))
         for p, o, ids in zip(prompts, overrides, encoded)
     ]
+    order = sorted(range(len(samples)), key=lambda i: -max(len(encoded[2 * i]), len(encoded[2 * i + 1])))
+    rows = [row for i in order for row in (2 * i, 2 * i + 1)]
     sites = [(layer, layer_type) for layer in layers]
-    batches = iter_batches(encoded, 2 * batch_size, backend.pad_id, side, backend.device)
+    batches = iter_batches([encoded[r] for r in rows], 2 * batch_size, backend.pad_id, side, backend.device)
     total = -(-len(samples) // batch_size)
     for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
-        cols = torch.tensor([batch.column(row, reads[i]) for row, i in enumerate(batch.indices)])
+        cols = torch.tensor([batch.column(j, reads[rows[k]]) for j, k in enumerate(batch.indices)])
+        # Causal attention: columns after the last read one cannot change what is read.
+        width = int(cols.max()) + 1
+        if width < batch.tokens.shape[1]:
+            batch = replace(batch, tokens=batch.tokens[:, :width], attention_mask=batch.attention_mask[:, :width])
         acts = backend.read(batch, sites)
         pos: LayerActs = {}
         neg: LayerActs = {}
@@ -87,7 +99,27 @@ def iter_activation_batches(
             read = act[torch.arange(len(cols), device=act.device), cols.to(act.device)].to(backend.device)
             pos[layer], neg[layer] = read[0::2], read[1::2]
         del acts
-        yield pos, neg
+        yield [order[k // 2] for k in batch.indices[0::2]], pos, neg
+
+
+def in_caller_order(
+    batches: Iterable[tuple[list[int], LayerActs, LayerActs]],
+) -> tuple[list[int], LayerActs, LayerActs]:
+    """All batches joined, rows back in the caller's order of pairs."""
+    indices: list[int] = []
+    pos_parts: dict[int, list[Tensor]] = {}
+    neg_parts: dict[int, list[Tensor]] = {}
+    for batch_indices, pos, neg in batches:
+        indices += batch_indices
+        for layer in pos:
+            pos_parts.setdefault(layer, []).append(pos[layer])
+            neg_parts.setdefault(layer, []).append(neg[layer])
+    inverse = torch.argsort(torch.tensor(indices))
+    return (
+        sorted(indices),
+        {layer: torch.cat(parts)[inverse.to(parts[0].device)] for layer, parts in pos_parts.items()},
+        {layer: torch.cat(parts)[inverse.to(parts[0].device)] for layer, parts in neg_parts.items()},
+    )
 
 
 def extract_activations(
@@ -122,16 +154,16 @@ def extract_activations(
     backend, samples, layer_list, layer_type = prepare(
         model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
     )
-    pos_acts_by_layer: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
-    neg_acts_by_layer: dict[int, list[Tensor]] = {layer: [] for layer in layer_list}
-    for pos, neg in iter_activation_batches(
+    _, pos, neg = in_caller_order(iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
         show_progress, tqdm_desc, prepend_bos=prepend_bos,
-    ):
-        for layer in layer_list:
-            pos_acts_by_layer[layer].append(pos[layer].cpu() if move_to_cpu else pos[layer])
-            neg_acts_by_layer[layer].append(neg[layer].cpu() if move_to_cpu else neg[layer])
-    return pos_acts_by_layer, neg_acts_by_layer
+    ))
+
+    def batched(acts: Tensor) -> list[Tensor]:
+        # Back in the caller's order, in chunks of batch_size pairs (steering-vectors' layout).
+        return list((acts.cpu() if move_to_cpu else acts).split(batch_size))
+
+    return {layer: batched(pos[layer]) for layer in layer_list}, {layer: batched(neg[layer]) for layer in layer_list}
 
 
 def encode_samples(

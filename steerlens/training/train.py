@@ -21,8 +21,14 @@ from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.layers import LayerType
 from steerlens.tokens import PaddingSide, ReadIndex
 from steerlens.training import distributed as dist_ops
-from steerlens.training.activations import iter_activation_batches, prepare
-from steerlens.training.aggregators import Aggregator, accumulator_for, call_aggregator, mean_aggregator
+from steerlens.training.activations import in_caller_order, iter_activation_batches, prepare
+from steerlens.training.aggregators import (
+    Aggregator,
+    MeanAggregator,
+    accumulator_for,
+    call_aggregator,
+    mean_aggregator,
+)
 from steerlens.vector import SteeringVector
 
 
@@ -100,6 +106,7 @@ def train_steering_vector(
     tqdm_desc: str = "Training steering vector",
     *,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
     distributed: bool = False,
 ) -> SteeringVector:
     """Train a steering vector from (positive, negative) prompt pairs.
@@ -107,7 +114,8 @@ def train_steering_vector(
     The default is the mean, over pairs, of the difference between the activations
     at the read token (the last token unless ``read_token_index`` says otherwise).
     Parameters are those of steering-vectors 0.12.2, in its order; steerlens' extras
-    are keyword-only: ``padding_side``, and ``distributed=True`` when each
+    are keyword-only: ``padding_side``, ``prepend_bos`` (TransformerLens' meaning; None:
+    the model's default, see :class:`~steerlens.tokens.TokenPolicy`), and ``distributed=True`` when each
     ``torch.distributed`` rank passes its own shard of the pairs (every rank gets the
     vector of the whole set: the mean from summed statistics, other aggregators from
     the gathered differences; see :mod:`steerlens.training.distributed`).
@@ -124,10 +132,14 @@ def train_steering_vector(
         model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
     )
     accumulators = {layer: accumulator_for(aggregator) for layer in layer_list}
-    for pos, neg in iter_activation_batches(
+    batches = iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
-        show_progress, tqdm_desc,
-    ):
+        show_progress, tqdm_desc, prepend_bos=prepend_bos,
+    )
+    if not isinstance(aggregator, MeanAggregator):
+        # Batches come grouped by length; any aggregator but the mean sees the caller's order.
+        batches = iter([in_caller_order(batches)])
+    for _, pos, neg in batches:
         for layer, acc in accumulators.items():
             p, n = (pos[layer].cpu(), neg[layer].cpu()) if move_to_cpu else (pos[layer], neg[layer])
             acc.update(p, n)
