@@ -6,7 +6,9 @@ returning one float per prompt. Presets by name: ``"kl"`` (the default of
 :func:`steerlens.sweep.sweep_layers`) and ``"argmax_changed"``. Token metrics
 (:func:`logit_diff`, :func:`prob_mass`) are built by factories; when they name
 tokens by string they are bound to the model's tokenizer by the function that
-uses them (or explicitly with ``.bind(tokenizer)``).
+uses them, each string encoded *in the context of each prompt* (the token that
+really follows the prompt, see :mod:`steerlens.tokens.targets`), or explicitly with
+``.bind(tokenizer, context=prompt)``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from steerlens.errors import InvalidArgumentError
+from steerlens.tokens import PromptInput, single_target_id
 
 Logits = Float[Tensor, "batch d_vocab"]
 MetricFn = Callable[[Tensor, Tensor], Tensor]
@@ -47,14 +50,18 @@ def argmax_changed(steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]
 PRESETS: dict[str, MetricFn] = {"kl": kl_divergence, "argmax_changed": argmax_changed}
 
 
-def token_ids(tokenizer: Any, group: TokenGroup) -> list[int]:
-    """Token ids of a token or token group (duplicates dropped); a string stands for its first token.
+def token_ids(tokenizer: Any, group: TokenGroup, context: PromptInput | None = None) -> list[int]:
+    """Token ids of a token or token group (duplicates dropped).
 
-    A string that tokenizes to several tokens is reduced to its first token, with a
-    warning (write ``" love"`` with its leading space when the model expects one).
+    With ``context`` (the prompt the tokens follow), each string is the one token it
+    is right after that prompt, and a string that is several tokens there raises
+    :class:`~steerlens.tokens.TargetTokenError`; this is what every steerlens function
+    that knows its prompts does. Without it a string is encoded on its own and stands
+    for its first token, with a warning when it has several (on SentencePiece
+    tokenizers that token can differ from the one after a prompt: ``"A"`` is ``▁A``).
 
     Example:
-        >>> token_ids(model.tokenizer, [" love", " hate"])
+        >>> token_ids(model.tokenizer, [" love", " hate"], context="I think I")
         [302, 417]
     """
     items = [group] if isinstance(group, (str, int)) else list(group)
@@ -69,6 +76,9 @@ def token_ids(tokenizer: Any, group: TokenGroup) -> list[int]:
             continue
         if tokenizer is None:
             raise InvalidArgumentError(f"token {item!r} is a string but there is no tokenizer to encode it.")
+        if context is not None:
+            ids.append(single_target_id(tokenizer, context, item))
+            continue
         encoded = tokenizer.encode(item, add_special_tokens=False)
         if not encoded:
             raise InvalidArgumentError(f"token string {item!r} encodes to no tokens.")
@@ -101,17 +111,20 @@ class TokenMetric:
         if self.ids is None and all(_only_ids(g) for g in self.groups):
             object.__setattr__(self, "ids", tuple(tuple(token_ids(None, g)) for g in self.groups))
 
-    def bind(self, tokenizer: Any) -> "TokenMetric":
-        """The same metric with its token strings encoded by ``tokenizer``."""
+    def bind(self, tokenizer: Any, context: PromptInput | None = None) -> "TokenMetric":
+        """The same metric with its token strings encoded by ``tokenizer``, after prompt ``context``.
+
+        See :func:`token_ids`; sweeps bind once per prompt, with ``context`` set.
+        """
         if self.ids is not None:
             return self
-        return replace(self, ids=tuple(tuple(token_ids(tokenizer, g)) for g in self.groups))
+        return replace(self, ids=tuple(tuple(token_ids(tokenizer, g, context)) for g in self.groups))
 
     def __call__(self, steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]:
         if self.ids is None:
             raise InvalidArgumentError(
                 f"metric {self.name!r} names tokens by string; bind it first with "
-                ".bind(model.tokenizer) (sweep_layers does this for you)."
+                ".bind(model.tokenizer, context=prompt) (sweep_layers does this for you)."
             )
         groups = [list(g) for g in self.ids]
         value = self.score(torch.log_softmax(steered.float(), dim=-1), groups)
@@ -175,7 +188,11 @@ def prob_share(positive: TokenGroup, negative: TokenGroup, relative: bool = Fals
 
 
 def resolve_metric(metric: str | MetricFn, tokenizer: Any = None) -> tuple[str, MetricFn]:
-    """``(column name, callable)`` for a preset name, a :class:`TokenMetric` or any callable."""
+    """``(column name, callable)`` for a preset name, a :class:`TokenMetric` or any callable.
+
+    Without ``tokenizer`` a token metric naming strings is returned unbound, for
+    :func:`bind_per_prompt`; with it, its strings are encoded on their own.
+    """
     if isinstance(metric, str):
         if metric not in PRESETS:
             raise InvalidArgumentError(
@@ -184,8 +201,42 @@ def resolve_metric(metric: str | MetricFn, tokenizer: Any = None) -> tuple[str, 
             )
         return metric, PRESETS[metric]
     if isinstance(metric, TokenMetric):
-        return metric.name, metric.bind(tokenizer)
+        return metric.name, metric if tokenizer is None else metric.bind(tokenizer)
     if not callable(metric):
         raise InvalidArgumentError(f"metric must be a name or a callable, got {type(metric).__name__}.")
     name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
     return (name if isinstance(name, str) and name.isidentifier() else "metric"), metric
+
+
+def bind_per_prompt(fn: MetricFn, tokenizer: Any, prompts: Sequence[PromptInput]) -> list[MetricFn] | None:
+    """``fn`` bound after each prompt (token strings encoded in context), or None if it names no strings.
+
+    Binding every prompt up front raises a bad target before any forward pass.
+
+    Example:
+        >>> bound = bind_per_prompt(prob_mass("A"), llama_tokenizer, ["Answer: ("])
+        >>> bound[0].ids == ((llama_tokenizer.convert_tokens_to_ids("A"),),)   # not "▁A"
+        True
+    """
+    if not isinstance(fn, TokenMetric) or fn.ids is not None:
+        return None
+    return [fn.bind(tokenizer, context=prompt) for prompt in prompts]
+
+
+def metric_rows(fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits, unsteered: Logits,
+                prompt_indices: Sequence[int]) -> Tensor:
+    """``fn`` on rows of logits; with ``bound`` (from :func:`bind_per_prompt`) each row uses its prompt's ids.
+
+    Rows whose prompts share ids are scored in one call.
+    """
+    if bound is None:
+        return torch.as_tensor(fn(steered, unsteered))
+    out = torch.empty(steered.shape[0], device=steered.device)
+    groups: dict[Any, list[int]] = {}
+    for row, index in enumerate(prompt_indices):
+        groups.setdefault(bound[index].ids, []).append(row)  # type: ignore[attr-defined]
+    for rows in groups.values():
+        pick = torch.tensor(rows, device=steered.device)
+        values = torch.as_tensor(bound[prompt_indices[rows[0]]](steered[pick], unsteered[pick]))
+        out[pick] = values.reshape(-1).to(out)
+    return out

@@ -1,20 +1,25 @@
 """Layer × multiplier sweeps of a steering vector, with the unsteered pass computed once per batch.
 
 Each batch of prompts (grouped by token length, so little compute goes to padding)
-runs through the clean model once; every cell then steers one layer at one
-multiplier, at every position, and reads the next-token logits at each prompt's
-last real token. How a cell is computed is the backend's business
-(:meth:`~steerlens.backends.protocol.Backend.sweep_pass`): a HookedTransformer
-resumes from the cached residual at the steered layer with every multiplier
-stacked in one pass; other models run a steered forward pass per cell. Either way
+runs through the clean model once; every cell then steers one layer (or one group
+of layers together) at one multiplier, at every position, and reads the next-token
+logits at each prompt's last real token. How a one-layer cell is computed is the
+backend's business (:meth:`~steerlens.backends.protocol.Backend.sweep_pass`): a
+HookedTransformer resumes from the cached residual at the steered layer with every
+multiplier stacked in one pass; other models run a steered forward pass per cell. A
+group of layers is steered together in one forward pass per multiplier. Either way
 the result equals ``vec.apply(model, multiplier=m)`` followed by a full forward pass.
+
+``layers`` chooses the cells: ``None`` (each layer of the vector alone), a list of
+layers (each alone), ``"joint"`` (the whole vector as one cell) or a list mixing
+layers and groups, e.g. ``[[2, 3], 4]``. A group's ``layer`` label is ``"2+3"``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import pandas as pd
 import torch
@@ -23,47 +28,105 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, SweepPass, backend_for
-from steerlens.checks import check_batch_size, check_multipliers, check_padding_side, check_prompts
-from steerlens.errors import InvalidArgumentError
-from steerlens.evaluation.metrics import MetricFn, resolve_metric
+from steerlens.checks import check_batch_size, check_multipliers, check_padding_side
+from steerlens.errors import InvalidArgumentError, LayerError
+from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, metric_rows, resolve_metric
 from steerlens.hooks import Operator, SteeringSpec, make_spec
 from steerlens.layers import resolve_layers
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, PromptBatch, iter_batches
+from steerlens.tokens import PaddingSide, PromptBatch, PromptInput, Prompts, check_prepend_bos, check_prompt_inputs
+from steerlens.tokens import iter_batches
 from steerlens.training import train_steering_vector
+from steerlens.training.activations import encode_samples
 from steerlens.vector import SteeringVector
 
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
 # Rows per head call: one call reads all of W_U, so cells are gathered (bounded memory).
 _HEAD_ROWS = 256
 
+LayerGroup = tuple[int, ...]
+LayerLabel = Union[int, str]
+Layers = Union[int, str, Iterable[Union[int, Iterable[int]]], None]
+"""Cells of a sweep: a layer, layers each alone, ``"joint"``, or layers and groups (``[[2, 3], 4]``)."""
+
 
 @dataclass(frozen=True)
 class LogitsCell:
-    """Next-token logits of prompts ``indices`` with one layer steered at one multiplier."""
+    """Next-token logits of prompts ``indices`` with one layer (or group) steered at one multiplier.
 
-    layer: int
+    ``layer`` is the layer, or a group's label such as ``"2+3"``; ``layers`` are the
+    layers steered together.
+    """
+
+    layer: LayerLabel
     multiplier: float
     indices: list[int]
     steered: Float[Tensor, "batch d_vocab"]
     unsteered: Float[Tensor, "batch d_vocab"]
+    layers: LayerGroup = ()
+
+
+def resolve_layer_groups(layers: Layers, vector_layers: Sequence[int], n_layers: int) -> list[LayerGroup]:
+    """The groups of layers steered together, one per cell, in the caller's order.
+
+    Example:
+        >>> resolve_layer_groups([[2, 3], -1], [2, 3], n_layers=4)
+        [(2, 3), (3,)]
+        >>> resolve_layer_groups("joint", [1, 2], n_layers=4)
+        [(1, 2)]
+    """
+    if layers is None:
+        return [(layer,) for layer in vector_layers]
+    if isinstance(layers, str):
+        if layers != "joint":
+            raise LayerError(
+                f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}."
+            )
+        return [tuple(vector_layers)]
+    items = [layers] if not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0 else list(layers)
+    if items and all(not _is_group(item) for item in items):
+        return [(layer,) for layer in resolve_layers(items, n_layers)]
+    groups = [tuple(resolve_layers(item if _is_group(item) else [item], n_layers)) for item in items]
+    if not groups:
+        raise LayerError("layers is empty; pass at least one layer or group, or None for every layer.")
+    for group in groups:
+        if groups.count(group) > 1 or any(set(group) == set(other) and group != other for other in groups):
+            raise LayerError(f"layer group {list(group)} is listed twice; list each group once.")
+    return groups
+
+
+def _is_group(item: object) -> bool:
+    return hasattr(item, "__iter__") and not isinstance(item, (str, bytes)) and getattr(item, "ndim", 1) != 0
+
+
+def group_labels(groups: Sequence[LayerGroup]) -> list[LayerLabel]:
+    """Column labels: the layer itself when every group is one layer, else ``"2+3"``-style strings."""
+    if all(len(group) == 1 for group in groups):
+        return [group[0] for group in groups]
+    return ["+".join(str(layer) for layer in group) for group in groups]
 
 
 def prompt_batches(
-    backend: Backend, prompts: list[str], batch_size: int, padding_side: PaddingSide | None
+    backend: Backend,
+    prompts: Sequence[PromptInput],
+    batch_size: int,
+    padding_side: PaddingSide | None,
+    *,
+    prepend_bos: bool | None = None,
 ) -> Iterator[PromptBatch]:
-    """Prompts encoded with the backend's convention and padded, grouped by length (longest first)."""
+    """Prompts encoded by the one tokenization policy and padded, grouped by length (longest first)."""
     side = check_padding_side(padding_side or backend.default_padding_side)
+    check_prepend_bos(prepend_bos)
     backend.check_tokenizer()
-    encoded = [backend.encode(p) for p in prompts]
+    encoded = [backend.encode(p, prepend_bos) for p in prompts]
     return iter_batches(encoded, batch_size, backend.pad_id, side, backend.device, longest_first=True)
 
 
 def iter_steered_logits(
     model: Any,
     vector: SteeringVector,
-    prompts: str | Iterable[str],
-    layers: int | Iterable[int] | None = None,
+    prompts: Prompts,
+    layers: Layers = None,
     multipliers: float | Iterable[float] = (1.0,),
     *,
     tokenizer: Any = None,
@@ -71,63 +134,90 @@ def iter_steered_logits(
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
     show_progress: bool = False,
+    prepend_bos: bool | None = None,
 ) -> Iterator[LogitsCell]:
-    """Last-token logits, steered and unsteered, for each batch × layer × multiplier.
+    """Last-token logits, steered and unsteered, for each batch × layer (or group) × multiplier.
 
     Each layer of ``vector`` (or of ``layers``) is applied alone, at every position,
-    with ``operator`` (default: addition). Cells come batch by batch (prompts grouped
-    by length; ``cell.indices`` are positions in ``prompts``), then layer by layer,
-    then in the order of ``multipliers``. ``batch_size`` is the number of sequences
-    per forward pass: a batch holds ``batch_size // len(multipliers)`` prompts (at
-    least one), each run once per multiplier.
+    with ``operator`` (default: addition); ``layers="joint"`` applies the whole vector
+    as one cell and a list may hold groups (``[[2, 3], 4]``, see :mod:`.sweep`). Cells
+    come batch by batch (prompts grouped by length; ``cell.indices`` are positions in
+    ``prompts``), then layer by layer, then in the order of ``multipliers``.
+    ``batch_size`` is the number of sequences per forward pass: a batch holds
+    ``batch_size // len(multipliers)`` prompts (at least one), each run once per
+    multiplier. Prompts are strings (chat templates too) or token ids, encoded with
+    ``prepend_bos`` (None: the model's default; see :class:`~steerlens.tokens.TokenPolicy`).
 
     Example:
         >>> for cell in iter_steered_logits(model, vec, ["I think"], multipliers=[-2, 2]):
         ...     print(cell.layer, cell.multiplier, cell.steered.shape)
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompts(prompts)
+    prompt_list = check_prompt_inputs(prompts)
     mults = check_multipliers(multipliers)
-    layer_list = vector.layers if layers is None else resolve_layers(layers, backend.n_layers)
-    layer_type, vectors = vector.layer_type, vector.select_layers(layer_list).layer_activations
+    groups = resolve_layer_groups(layers, vector.layers, backend.n_layers)
+    labels = group_labels(groups)
+    layer_type = vector.layer_type
+    steered_layers = list(dict.fromkeys(layer for group in groups for layer in group))
+    vectors = vector.select_layers(steered_layers).layer_activations
     backend.check_vector(vectors, layer_type)
-    specs = {
-        layer: [make_spec({layer: vectors[layer]}, layer_type, m, operator, 0, None) for m in mults]
-        for layer in layer_list
-    }
+    specs = [
+        [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, 0, None) for m in mults]
+        for group in groups
+    ]
+    singles = list(dict.fromkeys(group[0] for group in groups if len(group) == 1))
     per_batch = max(1, check_batch_size(batch_size) // len(mults))
-    batches = prompt_batches(backend, prompt_list, per_batch, padding_side)
+    batches = prompt_batches(backend, prompt_list, per_batch, padding_side, prepend_bos=prepend_bos)
     total = math.ceil(len(prompt_list) / per_batch)
     for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
-        sweep = backend.sweep_pass(batch, layer_list, layer_type)
+        sweep = backend.sweep_pass(batch, singles, layer_type)
         pending: list[tuple[int, list[Tensor | None]]] = []
-        for layer in layer_list:
-            pending.append((layer, sweep.steered(layer, specs[layer])))
-            if sum(len(r) for _, r in pending) * len(batch.indices) >= _HEAD_ROWS or layer == layer_list[-1]:
-                yield from _cells_of(backend, batch, sweep, pending, mults)
+        for g, group in enumerate(groups):
+            if len(group) == 1:
+                steered = sweep.steered(group[0], specs[g])
+            else:
+                steered = [_group_head_input(backend, batch, spec, operator) for spec in specs[g]]
+            pending.append((g, steered))
+            if sum(len(r) for _, r in pending) * len(batch.indices) >= _HEAD_ROWS or g == len(groups) - 1:
+                yield from _cells_of(backend, batch, sweep, pending, mults, groups, labels)
                 pending = []
+
+
+def _group_head_input(
+    backend: Backend, batch: PromptBatch, spec: SteeringSpec, operator: Operator | None
+) -> Tensor | None:
+    """Head inputs at each row's last token with every layer of ``spec`` steered at once (None: unchanged).
+
+    A sweep pass started while the steering hooks are installed computes its clean
+    pass through them, so its ``clean`` input is the steered one.
+    """
+    if operator is None and spec.multiplier == 0:
+        return None  # adding 0 × the vector changes nothing
+    with backend.apply(spec):
+        return backend.sweep_pass(batch, [], spec.layer_type).clean
 
 
 def _cells_of(
     backend: Backend, batch: PromptBatch, sweep: SweepPass, pending: list[tuple[int, list[Tensor | None]]],
-    mults: list[float],
+    mults: list[float], groups: list[LayerGroup], labels: list[LayerLabel],
 ) -> Iterator[LogitsCell]:
-    """Run the head on the clean and steered inputs of some layers in one call, as cells."""
+    """Run the head on the clean and steered inputs of some groups in one call, as cells."""
     inputs = [sweep.clean] + [r for _, steered in pending for r in steered if r is not None]
     with torch.no_grad():
         logits = backend.head(torch.cat(inputs)).split(sweep.clean.shape[0])
     # Yield outside no_grad: the caller's code must not run with gradients silently off.
     unsteered, computed = logits[0], iter(logits[1:])
-    for layer, steered in pending:
+    for g, steered in pending:
         for m, r in zip(mults, steered):
-            yield LogitsCell(layer, m, batch.indices, unsteered if r is None else next(computed), unsteered)
+            yield LogitsCell(labels[g], m, batch.indices, unsteered if r is None else next(computed), unsteered,
+                             groups[g])
 
 
 def sweep_layers(
     model: Any,
     training_samples_or_vector: SteeringVector | Iterable[SampleLike],
-    eval_prompts: str | Iterable[str],
-    layers: int | Iterable[int] | None = None,
+    eval_prompts: Prompts,
+    layers: Layers = None,
     multipliers: Iterable[float] = DEFAULT_MULTIPLIERS,
     metric: str | MetricFn = "kl",
     batch_size: int = 32,
@@ -139,15 +229,23 @@ def sweep_layers(
     per_prompt: bool = False,
     train_kwargs: dict[str, Any] | None = None,
     show_progress: bool = False,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
-    """A metric of steered vs unsteered next-token logits for each layer × multiplier.
+    """A metric of steered vs unsteered next-token logits for each layer (or group) × multiplier.
 
     ``training_samples_or_vector`` is a :class:`SteeringVector` (its layers are swept,
     or ``layers`` of it) or contrast pairs, from which one vector per layer is trained
     in one pass (``layers=None``: every layer; ``layer_type`` and ``train_kwargs`` go
     to :func:`train_steering_vector`). Each layer is steered alone, at every
-    position, on each prompt; the metric (default ``"kl"``, see
-    :mod:`steerlens.metrics`) is read at each prompt's last token.
+    position, on each prompt; ``layers="joint"`` steers every layer at once as one
+    cell, and groups steer their layers together (``layers=[[2, 3], [4]]``: two cells,
+    labelled ``"2+3"`` and ``"4"``). The metric (default ``"kl"``, see
+    :mod:`steerlens.metrics`) is read at each prompt's last token; a token metric's
+    strings are encoded after each prompt (the token that really follows it).
+
+    Prompts and pairs are strings (chat-template strings too) or token ids, all
+    encoded by one policy with ``prepend_bos`` (None: the model's default, see
+    :class:`~steerlens.tokens.TokenPolicy`); ``show_progress`` shows training and sweep bars.
 
     Returns one row per layer × multiplier with columns ``layer, multiplier,
     <metric>`` (mean over prompts), ``<metric>_std`` and ``n_prompts``; with
@@ -162,35 +260,46 @@ def sweep_layers(
         >>> df.pivot(index="layer", columns="multiplier", values="kl")
     """
     backend = backend_for(model, tokenizer)
+    check_prepend_bos(prepend_bos)
     if isinstance(training_samples_or_vector, SteeringVector):
         vector = training_samples_or_vector
     else:
-        vector = train_steering_vector(
-            backend, None, training_samples_or_vector, layers=layers, layer_type=layer_type, **(train_kwargs or {})
-        )
-    name, fn = resolve_metric(metric, backend.tokenizer)
-    prompt_list = check_prompts(eval_prompts)
+        groups = resolve_layer_groups(layers, range(backend.n_layers), backend.n_layers)
+        train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
+        pairs = training_samples_or_vector
+        if prepend_bos is not None:  # token ids go to the model as they are: the policy is applied here
+            pairs = encode_samples(backend, pairs, prepend_bos)
+        kwargs = {"show_progress": show_progress, **(train_kwargs or {})}
+        vector = train_steering_vector(backend, None, pairs, layers=train_layers, layer_type=layer_type, **kwargs)
+    name, fn = resolve_metric(metric)
+    prompt_list = check_prompt_inputs(eval_prompts)
+    backend.check_tokenizer()
+    bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)
+    groups = resolve_layer_groups(layers, vector.layers, backend.n_layers)
+    labels = group_labels(groups)  # one-layer cells sort by layer, groups in the caller's order
+    order = {label: label if isinstance(label, int) else i for i, label in enumerate(labels)}
     rows = []
     for cell in iter_steered_logits(
         backend, vector, prompt_list, layers, multipliers, batch_size=batch_size,
-        padding_side=padding_side, operator=operator, show_progress=show_progress,
+        padding_side=padding_side, operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
     ):
-        values = _metric_values(fn, name, cell)
+        values = _metric_values(fn, bound, name, cell)
         for index, value in zip(cell.indices, values):
-            rows.append({"layer": cell.layer, "multiplier": cell.multiplier, "prompt_index": index,
-                         "prompt": prompt_list[index], name: value})
-    frame = pd.DataFrame(rows).sort_values(["layer", "multiplier", "prompt_index"], ignore_index=True)
+            rows.append({"_order": order[cell.layer], "layer": cell.layer, "multiplier": cell.multiplier,
+                         "prompt_index": index, "prompt": prompt_list[index], name: value})
+    frame = pd.DataFrame(rows).sort_values(["_order", "multiplier", "prompt_index"], ignore_index=True)
     if not per_prompt:
-        grouped = frame.groupby(["layer", "multiplier"], sort=True)[name]
+        grouped = frame.groupby(["_order", "layer", "multiplier"], sort=True)[name]
         stats = {name: grouped.mean(), f"{name}_std": grouped.std(), "n_prompts": grouped.size()}
         frame = pd.DataFrame(stats).reset_index()
+    frame = frame.drop(columns="_order")
     frame.attrs["metric"] = name
     return frame
 
 
-def _metric_values(fn: MetricFn, name: str, cell: LogitsCell) -> list[float]:
-    values = fn(cell.steered, cell.unsteered)
-    values = torch.as_tensor(values).detach().reshape(-1)
+def _metric_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[float]:
+    values = metric_rows(fn, bound, cell.steered, cell.unsteered, cell.indices)
+    values = values.detach().reshape(-1)
     if values.shape[0] != cell.steered.shape[0]:
         raise InvalidArgumentError(
             f"metric {name!r} returned {values.shape[0]} values for {cell.steered.shape[0]} prompts; "
