@@ -9,6 +9,7 @@ from helpers import random_vector
 from steerlens import steering_hooks_on
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.errors import InvalidArgumentError
+from steerlens.tokens import TargetTokenError
 
 PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]
 
@@ -69,12 +70,15 @@ def test_target_lists_and_multi_token_strings(model):
     word = " lovely"
     first = tok.encode(word, add_special_tokens=False)[0]
     assert len(tok.encode(word, add_special_tokens=False)) > 1
-    with pytest.warns(UserWarning, match="only its first token"):
-        frame = compare_logits(model, vec, PROMPTS[:1], target_tokens=[word, 45])
-    name_45 = token_str(tok, 45)
-    assert {f"delta_logprob[{word}]", f"delta_logprob[{name_45}]"} <= set(frame.columns)
+    # Deliberate change (issue 13): a string that is several tokens after the prompt is an error
+    # naming it; it used to stand for its first token, with a warning.
+    with pytest.raises(TargetTokenError, match=r"target ' lovely' is \d tokens .* after prompt"):
+        compare_logits(model, vec, PROMPTS[:1], target_tokens=[word, 45])
+    frame = compare_logits(model, vec, PROMPTS[:1], target_tokens=[first, 45])
+    name_first, name_45 = token_str(tok, first), token_str(tok, 45)
+    assert {f"delta_logprob[{name_first}]", f"delta_logprob[{name_45}]"} <= set(frame.columns)
     after, before = manual_logprobs(model, PROMPTS[0], vec, 1, 1.0)
-    assert frame[f"delta_logprob[{word}]"][0] == pytest.approx(float(after[first] - before[first]), abs=1e-5)
+    assert frame[f"delta_logprob[{name_first}]"][0] == pytest.approx(float(after[first] - before[first]), abs=1e-5)
     with pytest.raises(InvalidArgumentError, match="twice"):
         compare_logits(model, vec, PROMPTS[:1], target_tokens=[45, 45])
     with pytest.raises(InvalidArgumentError, match="top_k"):

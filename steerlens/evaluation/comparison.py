@@ -7,7 +7,11 @@ items in the format of contrastive activation addition (CAA): the probability
 of the answer letter that matches the behaviour.
 
 Every value is read at each prompt's last real token, with each layer of the
-vector applied alone at every position (see :func:`steerlens.sweep.iter_steered_logits`).
+vector applied alone at every position, or groups of layers together
+(``layers="joint"``, ``layers=[[2, 3], 4]``; see :func:`steerlens.sweep.iter_steered_logits`).
+Target tokens and answer letters are encoded in the context of their prompt: the
+token that really follows it (:mod:`steerlens.tokens.targets`), so a SentencePiece
+``"A"`` after ``"("`` is ``A``, not ``▁A``.
 """
 
 from __future__ import annotations
@@ -21,31 +25,37 @@ import torch
 from torch import Tensor
 
 from steerlens.backends import backend_for
-from steerlens.checks import check_multipliers, check_prompts
+from steerlens.checks import check_multipliers
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
-from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
+from steerlens.evaluation.sweep import Layers, LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
-from steerlens.tokens import PaddingSide
+from steerlens.tokens import PaddingSide, Prompts, TargetTokenError, check_prompt_inputs, single_target_id
 from steerlens.vector import SteeringVector
 
 Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]
 
 
-def _target_ids(tokenizer: Any, targets: Targets) -> dict[str, list[int]]:
-    """Column name -> token ids; a list names each target by its string (or decoded id)."""
+def _target_groups(tokenizer: Any, targets: Targets) -> dict[str, TokenGroup]:
+    """Column name -> token group; a list names each target by its string (or decoded id)."""
     if targets is None:
         return {}
     if isinstance(targets, Mapping):
-        return {str(name): token_ids(tokenizer, group) for name, group in targets.items()}
+        return {str(name): group for name, group in targets.items()}
     items = [targets] if isinstance(targets, (str, int)) else list(targets)
-    out: dict[str, list[int]] = {}
+    out: dict[str, TokenGroup] = {}
     for item in items:
         name = item if isinstance(item, str) else token_str(tokenizer, item)
         if name in out:
             raise InvalidArgumentError(f"target {name!r} is listed twice; use a dict to name targets yourself.")
-        out[name] = token_ids(tokenizer, item)
+        out[name] = item
     return out
+
+
+def _target_ids(tokenizer: Any, targets: Targets, prompts: Sequence[Any]) -> list[dict[str, list[int]]]:
+    """For each prompt, column name -> the target ids that follow that prompt (checked before any pass)."""
+    groups = _target_groups(tokenizer, targets)
+    return [{name: token_ids(tokenizer, group, prompt) for name, group in groups.items()} for prompt in prompts]
 
 
 def token_str(tokenizer: Any, token_id: int) -> str:
@@ -65,7 +75,7 @@ def _ordered(rows: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
 
 
 def _cells(
-    model: Any, vector: SteeringVector, prompts: list[str], layers: Any, multipliers: list[float], **kwargs: Any
+    model: Any, vector: SteeringVector, prompts: list[Any], layers: Any, multipliers: list[float], **kwargs: Any
 ) -> Iterator[tuple[tuple[int, int, int], LogitsCell, int, int]]:
     """Yield ``(key, cell, row_in_cell, prompt_index)`` with a sort key in the caller's order."""
     layer_pos: dict[int, int] = {}
@@ -79,9 +89,9 @@ def _cells(
 def compare_logits(
     model: Any,
     vector: SteeringVector,
-    prompts: str | Iterable[str],
+    prompts: Prompts,
     multipliers: float | Iterable[float] = (1.0,),
-    layers: int | Iterable[int] | None = None,
+    layers: Layers = None,
     target_tokens: Targets = None,
     top_k: int = 5,
     *,
@@ -89,6 +99,8 @@ def compare_logits(
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
+    show_progress: bool = False,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """Steered vs unsteered next-token distribution: one row per prompt × layer × multiplier.
 
@@ -100,9 +112,14 @@ def compare_logits(
 
     ``target_tokens`` is a list of token strings or ids (a target is named by its
     string, an id by its decoded text, see :func:`token_str`) or a dict ``name -> token or list of tokens``;
-    a group's probability is the sum of its tokens' probabilities. A string that
-    tokenizes to several tokens stands for its first token (with a warning).
-    ``layers=None`` takes each layer of ``vector`` separately.
+    a group's probability is the sum of its tokens' probabilities. Each string is the
+    token that follows the prompt (encoded in context); a string that is several
+    tokens there raises :class:`~steerlens.tokens.TargetTokenError` (score such
+    strings with :func:`~steerlens.evaluation.continuation.continuation_logprob`).
+    ``layers=None`` takes each layer of ``vector`` separately; ``"joint"`` or groups
+    (``[[2, 3], 4]``) steer layers together, labelled ``"2+3"``. Prompts are strings
+    (chat templates too) or token ids, encoded with ``prepend_bos`` (None: the
+    model's default; see :class:`~steerlens.tokens.TokenPolicy`).
 
     Example:
         >>> df = compare_logits(model, vec, ["I think the film was"], multipliers=[-4, 4],
@@ -114,19 +131,19 @@ def compare_logits(
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
     tok = backend.tokenizer
-    targets = _target_ids(tok, target_tokens)
-    prompt_list, mults = check_prompts(prompts), check_multipliers(multipliers)
+    prompt_list, mults = check_prompt_inputs(prompts), check_multipliers(multipliers)
+    targets = _target_ids(tok, target_tokens, prompt_list)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        backend, vector, prompt_list, layers, mults, batch_size=batch_size,
-        padding_side=padding_side, operator=operator,
+        backend, vector, prompt_list, layers, mults, batch_size=batch_size, padding_side=padding_side,
+        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
     ):
-        rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets, top_k)
+        rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets[index], top_k)
     return _ordered(rows)
 
 
 def _comparison_row(
-    tok: Any, cell: LogitsCell, row: int, prompt: str, index: int, targets: dict[str, list[int]], top_k: int
+    tok: Any, cell: LogitsCell, row: int, prompt: Any, index: int, targets: dict[str, list[int]], top_k: int
 ) -> dict[str, Any]:
     after, before = cell.steered[row : row + 1], cell.unsteered[row : row + 1]
     lp_after, lp_before = torch.log_softmax(after, -1), torch.log_softmax(before, -1)
@@ -220,21 +237,27 @@ def ab_behavior_probability(
     vector: SteeringVector,
     items: Iterable[ItemLike],
     multipliers: float | Iterable[float] = (-1.0, 1.0),
-    layers: int | Iterable[int] | None = None,
+    layers: Layers = None,
     *,
-    letters: tuple[str, str] = ("A", "B"),
+    letters: tuple[str | int, str | int] = ("A", "B"),
     tokenizer: Any = None,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
+    show_progress: bool = False,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """Normalised probability of the behaviour-matching answer letter, steered and unsteered.
 
     For each item × layer × multiplier: ``p_matching_* = P(matching) / (P(A) + P(B))``
     of the next token after the prompt, and ``ab_mass_* = P(A) + P(B)`` (low values
-    mean the model is not answering with a letter). ``letters`` are the token strings
-    of the two letters (their first token is used). Items are :class:`ABItem`, CAA
-    records (dicts) or ``(prompt, letter)`` pairs.
+    mean the model is not answering with a letter). ``letters`` are the two letters
+    (strings or token ids); each string is the token that really follows the item's
+    prompt (on a SentencePiece tokenizer ``A`` after ``"("``, not ``▁A``), and a
+    :class:`~steerlens.tokens.TargetTokenError` names any letter that is not one
+    token there. Items are :class:`ABItem`, CAA records (dicts) or ``(prompt,
+    letter)`` pairs; prompts may be chat-template strings, encoded with ``prepend_bos``
+    (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).
 
     Columns: ``item_index, prompt, matching, layer, multiplier, p_matching_unsteered,
     p_matching_steered, ab_mass_unsteered, ab_mass_steered``.
@@ -247,26 +270,36 @@ def ab_behavior_probability(
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
     tok = backend.tokenizer
-    letter_ids = [token_ids(tok, letter)[0] for letter in letters]
-    if letter_ids[0] == letter_ids[1]:
-        raise InvalidArgumentError(f"letters {letters!r} map to the same token; pass two different letters.")
     prompts = [item.prompt for item in item_list]
+    letter_ids = [_letter_ids(tok, prompt, letters) for prompt in prompts]
     mults = check_multipliers(multipliers)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        backend, vector, prompts, layers, mults, batch_size=batch_size,
-        padding_side=padding_side, operator=operator,
+        backend, vector, prompts, layers, mults, batch_size=batch_size, padding_side=padding_side,
+        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
     ):
         item = item_list[index]
         choice = 0 if item.matching == "A" else 1
-        p_un, mass_un = _letter_probability(cell.unsteered[row], letter_ids, choice)
-        p_st, mass_st = _letter_probability(cell.steered[row], letter_ids, choice)
+        p_un, mass_un = _letter_probability(cell.unsteered[row], letter_ids[index], choice)
+        p_st, mass_st = _letter_probability(cell.steered[row], letter_ids[index], choice)
         rows[key] = {
             "item_index": index, "prompt": item.prompt, "matching": item.matching, "layer": cell.layer,
             "multiplier": cell.multiplier, "p_matching_unsteered": p_un, "p_matching_steered": p_st,
             "ab_mass_unsteered": mass_un, "ab_mass_steered": mass_st,
         }
     return _ordered(rows)
+
+
+def _letter_ids(tokenizer: Any, prompt: str, letters: tuple[str | int, str | int]) -> list[int]:
+    """The ids of the two letters right after ``prompt``; distinct, one token each."""
+    if len(letters) != 2:
+        raise InvalidArgumentError(f"letters must be two letters (strings or ids), got {letters!r}.")
+    ids = [single_target_id(tokenizer, prompt, letter) for letter in letters]
+    if ids[0] == ids[1]:
+        raise TargetTokenError(
+            f"letters {letters!r} are the same token after prompt {prompt[-40:]!r}; pass two different letters."
+        )
+    return ids
 
 
 def _letter_probability(logits: Tensor, letter_ids: list[int], choice: int) -> tuple[float, float]:

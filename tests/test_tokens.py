@@ -1,0 +1,260 @@
+"""The one tokenization policy (steerlens.tokens.policy), on real tokenizer kinds, at every entry point.
+
+Three tokenizer kinds are built in memory: byte-level BPE (GPT-2 style, ``helpers.make_tokenizer``),
+SentencePiece style (a Unigram model with a Metaspace pre-tokenizer and a ``<s> $A``
+post-processor, as Llama-2's) and the same with a ``<s> $A </s>`` post-processor (BOS and EOS).
+References are plain forward passes on ids built by hand, never steerlens' own encoding.
+
+The builders here (``metaspace_tokenizer``, ``llama_model``, ``llama_prompt``...) are shared
+by test_targets, test_chat, test_joint and test_continuation.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+from helpers import make_model, make_tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+from steerlens.backends import backend_for
+from steerlens.errors import InvalidArgumentError, PromptTooLongError, TokenizerError
+from steerlens.evaluation.comparison import compare_logits
+from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+from steerlens.evaluation.sweep import sweep_layers
+from steerlens.tokens import TokenPolicy, check_prompt_inputs
+from steerlens.training import extract_activations
+from steerlens.vector import SteeringVector
+
+WORDS = ("Answer Choices Do you like cats the film was good bad I think a lot Not at all Yes No Pick one "
+         "great awful dogs cannot help with that sure love hate it is movie food").split()
+LLAMA2_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}<<SYS>> {{ m['content'] }} <</SYS>> "
+    "{% elif m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+"""A Llama-2-like chat template: it writes the BOS text itself."""
+SP = "\u2581"  # SentencePiece's word-boundary mark
+
+
+def metaspace_tokenizer(post: str | None = "bos") -> tf.PreTrainedTokenizerFast:
+    """A SentencePiece-style tokenizer: Unigram pieces with a Metaspace pre-tokenizer and decoder.
+
+    Every character exists alone and after ``▁``; whole words only after ``▁``, so
+    ``"Answer: (A"`` is ``▁Answer : ▁( A`` while ``"A"`` alone is ``▁A`` (as on Llama-2).
+    ``post``: ``"bos"`` adds ``<s>`` (Llama-2), ``"bos_eos"`` adds ``<s> ... </s>``, None adds nothing.
+    """
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = [(piece, 0.0) for piece in specials]
+    seen = set(specials)
+
+    def add(piece: str, score: float) -> None:
+        if piece not in seen:
+            seen.add(piece)
+            vocab.append((piece, score))
+
+    for word in WORDS:
+        add(SP + word, -2.0)
+    for char in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?()[]/<>'\"-":
+        add(char, -5.0)
+        add(SP + char, -6.0)
+    add(SP, -8.0)
+    add("\n", -5.0)
+    model = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SP, prepend_scheme="first", split=False)
+    model.decoder = decoders.Metaspace(replacement=SP, prepend_scheme="first", split=False)
+    template = {"bos": "<s> $A", "bos_eos": "<s> $A </s>"}.get(post or "")
+    if template:
+        model.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[("<s>", 1), ("</s>", 2)]
+        )
+    tok = tf.PreTrainedTokenizerFast(
+        tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    tok.chat_template = LLAMA2_TEMPLATE
+    return tok
+
+
+def llama_model(tokenizer, n_layers: int = 3, seed: int = 0) -> tf.PreTrainedModel:
+    """A tiny random Llama whose vocabulary is the tokenizer's."""
+    torch.manual_seed(seed)
+    config = tf.LlamaConfig(
+        num_hidden_layers=n_layers, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
+    model = tf.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    return model
+
+
+def llama_prompt(tokenizer, user: str) -> str:
+    """``apply_chat_template(..., tokenize=False)``: the string starts with ``<s>``."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def hf_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Log-probs at every position of one unpadded sequence; ``hooks`` adds vectors to decoder layer outputs."""
+    handles = []
+    for layer, vec in (hooks or {}).items():
+        def add(module, args, out, vec=vec):
+            return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+        handles.append(model.model.layers[layer].register_forward_hook(add))
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.log_softmax(logits.float(), -1)
+
+
+def hooked_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Log-probs at every position of one unpadded sequence on a HookedTransformer (vectors added at resid_post)."""
+    fwd = [(f"blocks.{layer}.hook_resid_post", lambda act, hook, v=vec: act + v) for layer, vec in (hooks or {}).items()]
+    with torch.no_grad():
+        logits = model.run_with_hooks(torch.tensor([ids]), fwd_hooks=fwd)[0]
+    return torch.log_softmax(logits.float(), -1)
+
+
+@pytest.fixture(scope="module")
+def hooked():
+    return make_model(n_layers=3)
+
+
+@pytest.fixture(scope="module")
+def llama_tok():
+    return metaspace_tokenizer("bos")
+
+
+@pytest.fixture(scope="module")
+def llama(llama_tok):
+    return llama_model(llama_tok)
+
+
+# -- the policy itself --------------------------------------------------------------------------
+
+
+def test_hooked_transformer_default_equals_to_tokens(hooked):
+    policy = TokenPolicy.for_hooked_transformer(hooked)
+    for text in ["I love this film", "a", "The food was delicious and great"]:
+        for prepend_bos in (None, True, False):
+            expected = hooked.to_tokens(text, prepend_bos=prepend_bos)[0].tolist() if prepend_bos is not None \
+                else hooked.to_tokens(text)[0].tolist()
+            assert policy.encode(text, prepend_bos) == expected, (text, prepend_bos)
+
+
+def test_a_prompt_starting_with_bos_never_gets_a_second_one(hooked):
+    bos_text, bos = hooked.tokenizer.bos_token, hooked.tokenizer.bos_token_id
+    text = "I love this film"
+    assert hooked.to_tokens(bos_text + text)[0, :2].tolist() == [bos, bos]  # what to_tokens does
+    backend = backend_for(hooked)
+    one_bos = [bos] + hooked.tokenizer(text, add_special_tokens=False)["input_ids"]
+    for prepend_bos in (None, True, False):
+        assert backend.encode(bos_text + text, prepend_bos) == one_bos
+        assert backend.encode(one_bos, prepend_bos) == one_bos  # ids: as given
+
+
+def test_hugging_face_default_is_what_the_tokenizer_adds(llama_tok, llama):
+    gpt2_style = make_tokenizer()
+    text = "Do you like cats"
+    body = llama_tok(text, add_special_tokens=False)["input_ids"]
+    assert TokenPolicy.for_tokenizer(llama_tok).encode(text) == [1] + body  # Llama-2 adds <s>
+    assert TokenPolicy.for_tokenizer(gpt2_style).encode("I love") == gpt2_style("I love")["input_ids"]
+    assert TokenPolicy.for_tokenizer(gpt2_style).encode("I love", True)[0] == gpt2_style.bos_token_id
+    assert TokenPolicy.for_tokenizer(llama_tok).encode(text, False) == body
+    chat = llama_prompt(llama_tok, "Do you like cats?")
+    assert llama_tok(chat)["input_ids"][:2] == [1, 1]  # the tokenizer alone doubles the BOS
+    for prepend_bos in (None, True, False):
+        ids = backend_for(llama, llama_tok).encode(chat, prepend_bos)
+        assert ids == llama_tok(chat, add_special_tokens=False)["input_ids"] and ids.count(1) == 1
+
+
+def test_bos_eos_post_processor_keeps_bos_and_drops_the_trailing_eos():
+    tok = metaspace_tokenizer("bos_eos")
+    text = "Answer: (A"
+    assert tok(text)["input_ids"][-1] == tok.eos_token_id  # the tokenizer appends </s>
+    ids = TokenPolicy.for_tokenizer(tok).encode(text)
+    assert ids == [tok.bos_token_id] + tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[-1] == "A"
+
+
+def test_token_ids_are_used_as_given_and_true_adds_a_missing_bos(llama_tok):
+    policy = TokenPolicy.for_tokenizer(llama_tok)
+    assert policy.encode([40, 41]) == [40, 41]
+    assert policy.encode(torch.tensor([40, 41])) == [40, 41]
+    assert policy.encode([40, 41], prepend_bos=True) == [1, 40, 41]
+    assert policy.encode([1, 40], prepend_bos=True) == [1, 40]
+    assert policy.encode([1, 40], prepend_bos=False) == [1, 40]
+
+
+def test_bad_settings_are_clear(llama_tok):
+    no_bos = make_tokenizer()
+    no_bos.bos_token = None
+    with pytest.raises(TokenizerError, match="no BOS token"):
+        TokenPolicy.for_tokenizer(no_bos).encode("I love", prepend_bos=True)
+    with pytest.raises(InvalidArgumentError, match="prepend_bos"):
+        TokenPolicy.for_tokenizer(llama_tok).encode("cats", prepend_bos="yes")
+    with pytest.raises(PromptTooLongError, match="context is 4"):
+        TokenPolicy.for_tokenizer(llama_tok, n_ctx=4).encode([5] * 5)
+    with pytest.raises(InvalidArgumentError, match="1-D"):
+        check_prompt_inputs(torch.ones(2, 3, dtype=torch.long))
+    assert check_prompt_inputs([[1, 2], "a", torch.tensor([3])]) == [[1, 2], "a", [3]]
+    assert check_prompt_inputs([1, 2]) == [[1, 2]]
+
+
+# -- every entry point uses it ----------------------------------------------------------------
+
+
+def test_training_reads_a_chat_prompt_with_one_bos(llama_tok, llama):
+    chats = [llama_prompt(llama_tok, q) for q in ("Do you like cats?", "Is the film good?")]
+    pos, neg = extract_activations(llama, llama_tok, [(c + " Yes", c + " No") for c in chats], layers=[1],
+                                   batch_size=2)
+    for row, chat in enumerate(chats):
+        for acts, answer in ((pos, " Yes"), (neg, " No")):
+            ids = llama_tok(chat + answer, add_special_tokens=False)["input_ids"]  # one BOS, from the template
+            with torch.no_grad():
+                hidden = llama(torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0, -1]
+            torch.testing.assert_close(torch.cat(acts[1])[row], hidden, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("prepend_bos", [True, False])
+def test_training_and_sweeps_follow_prepend_bos(hooked, prepend_bos):
+    pairs = [("I love this film", "I hate this film"), ("great great", "sad")]
+    pos, neg = extract_activations(hooked, None, pairs, layers=[1], prepend_bos=prepend_bos, batch_size=2)
+    with torch.no_grad():
+        for row, (p, n) in enumerate(pairs):
+            for acts, text in ((pos, p), (neg, n)):
+                _, cache = hooked.run_with_cache(hooked.to_tokens(text, prepend_bos=prepend_bos))
+                torch.testing.assert_close(torch.cat(acts[1])[row], cache["blocks.1.hook_resid_post"][0, -1],
+                                           atol=1e-5, rtol=0)
+    expected = SteeringVector({1: (torch.cat(pos[1]) - torch.cat(neg[1])).mean(0)})
+    prompt = "The movie was"
+    frame = sweep_layers(hooked, pairs, [prompt], layers=[1], multipliers=[2.0], prepend_bos=prepend_bos,
+                         per_prompt=True)
+    ids = hooked.to_tokens(prompt, prepend_bos=prepend_bos)[0].tolist()
+    after = hooked_logprobs(hooked, ids, {1: 2.0 * expected.layer_activations[1]})[-1]
+    before = hooked_logprobs(hooked, ids)[-1]
+    assert frame.kl[0] == pytest.approx(float((after.exp() * (after - before)).sum()), abs=1e-5)
+
+
+def test_compare_logits_and_generation_on_a_chat_prompt(llama_tok, llama):
+    chat = llama_prompt(llama_tok, "Do you like cats?")
+    ids = llama_tok(chat, add_special_tokens=False)["input_ids"]
+    vec = SteeringVector({1: torch.randn(32, generator=torch.Generator().manual_seed(0))})
+    frame = compare_logits(llama, vec, [chat, ids], multipliers=[1.5], tokenizer=llama_tok)
+    before, after = hf_logprobs(llama, ids)[-1], hf_logprobs(llama, ids, {1: 1.5 * vec.layer_activations[1]})[-1]
+    for _, row in frame.iterrows():
+        assert row.kl == pytest.approx(float((after.exp() * (after - before)).sum()), abs=1e-5)
+    with torch.no_grad():
+        greedy = llama.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                max_new_tokens=4, do_sample=False, pad_token_id=3)
+    expected = llama_tok.decode(greedy[0, len(ids):], skip_special_tokens=True)
+    assert generate_text(llama, chat, max_new_tokens=4, tokenizer=llama_tok) == expected
+    assert generate_text(llama, ids, max_new_tokens=4, tokenizer=llama_tok) == expected
+    steered, unsteered = steered_and_unsteered(llama, vec, chat, multiplier=0.0, max_new_tokens=4,
+                                               tokenizer=llama_tok, prepend_bos=False)
+    assert steered == unsteered == expected
