@@ -37,7 +37,6 @@ from steerlens.samples import SampleLike
 from steerlens.tokens import PaddingSide, PromptBatch, PromptInput, Prompts, check_prepend_bos, check_prompt_inputs
 from steerlens.tokens import iter_batches
 from steerlens.training import train_steering_vector
-from steerlens.training.activations import encode_samples
 from steerlens.vector import SteeringVector
 
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
@@ -266,11 +265,10 @@ def sweep_layers(
     else:
         groups = resolve_layer_groups(layers, range(backend.n_layers), backend.n_layers)
         train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
-        pairs = training_samples_or_vector
-        if prepend_bos is not None:  # token ids go to the model as they are: the policy is applied here
-            pairs = encode_samples(backend, pairs, prepend_bos)
-        kwargs = {"show_progress": show_progress, **(train_kwargs or {})}
-        vector = train_steering_vector(backend, None, pairs, layers=train_layers, layer_type=layer_type, **kwargs)
+        kwargs = {"show_progress": show_progress, "prepend_bos": prepend_bos, **(train_kwargs or {})}
+        vector = train_steering_vector(
+            backend, None, training_samples_or_vector, layers=train_layers, layer_type=layer_type, **kwargs
+        )
     name, fn = resolve_metric(metric)
     prompt_list = check_prompt_inputs(eval_prompts)
     backend.check_tokenizer()

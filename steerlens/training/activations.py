@@ -165,26 +165,3 @@ def extract_activations(
 
     return {layer: batched(pos[layer]) for layer in layer_list}, {layer: batched(neg[layer]) for layer in layer_list}
 
-
-def encode_samples(
-    backend: Backend, training_samples: Iterable[SampleLike], prepend_bos: bool | None
-) -> list[SteeringVectorTrainingSample]:
-    """The pairs as token ids under ``prepend_bos``, read indices kept.
-
-    Token-id prompts go to the model as they are, so training on the result with the
-    default policy reads exactly what ``prepend_bos`` asked for; entry points that
-    hand pairs on to :func:`~steerlens.training.train.train_steering_vector` use it.
-
-    Example:
-        >>> encode_samples(backend_for(model), [("I love it", "I hate it")], prepend_bos=False)[0].positive_str
-        [40, 1842, 340]
-    """
-    check_prepend_bos(prepend_bos)
-    backend.check_tokenizer()
-    return [
-        SteeringVectorTrainingSample(
-            backend.encode(s.positive_str, prepend_bos), backend.encode(s.negative_str, prepend_bos),
-            s.read_positive_token_index, s.read_negative_token_index,
-        )
-        for s in normalize_samples(training_samples)
-    ]
