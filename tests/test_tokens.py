@@ -258,3 +258,26 @@ def test_compare_logits_and_generation_on_a_chat_prompt(llama_tok, llama):
     steered, unsteered = steered_and_unsteered(llama, vec, chat, multiplier=0.0, max_new_tokens=4,
                                                tokenizer=llama_tok, prepend_bos=False)
     assert steered == unsteered == expected
+
+
+def test_cli_prepend_bos_flags(toy, tmp_path, capsys):
+    from steerlens.cli import main
+    from steerlens.formats.pairs import save_pairs_jsonl
+    from steerlens.training import train_steering_vector
+
+    pairs = [("I loved the film. It was", "I hated the film. It was"), ("great food", "awful food")]
+    save_pairs_jsonl(pairs, tmp_path / "pairs.jsonl")
+    out = tmp_path / "vec.safetensors"
+    assert main(["train", "--pairs", str(tmp_path / "pairs.jsonl"), "--layers", "2", "--no-prepend-bos",
+                 "--out", str(out)]) == 0
+    expected = train_steering_vector(toy, None, pairs, layers=[2], prepend_bos=False)
+    with_bos = train_steering_vector(toy, None, pairs, layers=[2])
+    got = SteeringVector.load(out).layer_activations[2]
+    torch.testing.assert_close(got, expected.layer_activations[2], atol=1e-5, rtol=0)
+    assert not torch.allclose(got, with_bos.layer_activations[2], atol=1e-3)
+    capsys.readouterr()
+    prompt = "The film was"
+    assert main(["generate", "--vector", str(out), "--prompt", prompt, "--max-new-tokens", "4",
+                 "--no-prepend-bos"]) == 0
+    steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, 4.0, 4, prepend_bos=False)
+    assert f"unsteered:  {plain!r}" in capsys.readouterr().out

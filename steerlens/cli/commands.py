@@ -11,6 +11,15 @@ from steerlens.cli.demo import DEMO_MULTIPLIERS
 from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS
 
 
+def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
+    """``--prepend-bos`` / ``--no-prepend-bos`` (default: the model's own convention)."""
+    parser.add_argument(
+        "--prepend-bos", action=argparse.BooleanOptionalAction, default=None,
+        help="add a BOS to every prompt, or not (default: the model's convention; a prompt that "
+             "starts with the BOS, e.g. from a chat template, never gets a second one)",
+    )
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.adapter import load_model
     from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
@@ -29,7 +38,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     frame = sweep_layers(
         model, pairs, prompts, layers=args.layers, multipliers=args.multipliers, metric=metric,
         batch_size=args.batch_size, layer_type=args.layer_type, per_prompt=args.per_prompt,
-        train_kwargs={"batch_size": args.batch_size, "show_progress": True},
+        train_kwargs={"batch_size": args.batch_size, "show_progress": True}, prepend_bos=args.prepend_bos,
     )
     frame.to_csv(args.out, index=False)
     name = frame.attrs["metric"]
@@ -63,6 +72,7 @@ def register_sweep(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--per-prompt", action="store_true", help="one CSV row per prompt instead of means")
     p.add_argument("--out", required=True, type=Path, help="where to write the CSV")
+    add_prepend_bos(p)
     p.set_defaults(func=cmd_sweep)
 
 

@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = _load(args.model)
     vec = train_steering_vector(
         model, None, pairs, layers=args.layers, layer_type=args.layer_type,
-        batch_size=args.batch_size, show_progress=True,
+        batch_size=args.batch_size, show_progress=True, prepend_bos=args.prepend_bos,
     )
     vec.save(args.out)
     print(f"trained on {len(pairs)} pairs; layers {vec.layers}; wrote {args.out}")
@@ -52,7 +52,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     vec = SteeringVector.load(args.vector)
     model = _load(args.model)
     steered, unsteered = steered_and_unsteered(
-        model, vec, args.prompt, multiplier=args.multiplier, max_new_tokens=args.max_new_tokens
+        model, vec, args.prompt, multiplier=args.multiplier, max_new_tokens=args.max_new_tokens,
+        prepend_bos=args.prepend_bos,
     )
     print(f"prompt:     {args.prompt!r}")
     print(f"unsteered:  {unsteered!r}")
@@ -90,6 +91,8 @@ def _is_gguf(path: str) -> bool:
 
 
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
+    from steerlens.cli.commands import add_prepend_bos
+
     parser = _Parser(prog="steerlens", description="Train and apply steering vectors.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -100,6 +103,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.add_argument("--layer-type", default="resid_post", help="resid_post (default), resid_pre, resid_mid, attn_out, mlp_out")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True, type=Path, help="where to write the vector (.safetensors)")
+    add_prepend_bos(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate steered and unsteered text side by side")
@@ -108,6 +112,7 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.add_argument("--multiplier", type=float, default=4.0)
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=positive_int, default=20)
+    add_prepend_bos(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="show a vector file's layers, norms and metadata")
