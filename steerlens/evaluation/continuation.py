@@ -1,0 +1,147 @@
+"""Log-probability of a whole (multi-token) completion after each prompt, steered against unsteered.
+
+Next-token metrics score one token; a behaviour often shows in a phrase (``" I
+cannot help with that"``). :func:`continuation_logprob` scores the completion as a
+sequence: ``log P(c_1 .. c_n | prompt) = Σ_t log P(c_t | prompt, c_<t)``, with the
+completion encoded in the context of its prompt (the ids that really follow it, see
+:mod:`steerlens.tokens.targets`).
+
+Each completion token is scored as the next token of its prefix, and every prefix of
+every item goes through one batched sweep (:func:`~steerlens.evaluation.sweep.iter_steered_logits`),
+so layers, groups of layers (``"joint"``), operators, padding and both model kinds
+work as they do in sweeps. In a causal model the logits at a position depend only
+on the positions before it, so this equals scoring the full sequence in one pass
+with steering at every position.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence, Union
+
+import pandas as pd
+import torch
+
+from steerlens.backends import backend_for
+from steerlens.checks import check_multipliers
+from steerlens.errors import InvalidArgumentError
+from steerlens.evaluation.sweep import Layers, iter_steered_logits
+from steerlens.hooks import Operator
+from steerlens.tokens import PaddingSide, PromptInput, Prompts, as_token_ids, check_prepend_bos
+from steerlens.tokens import check_prompt_inputs, ids_in_context
+from steerlens.vector import SteeringVector
+
+Completions = Union[PromptInput, Sequence[PromptInput]]
+"""One completion for every prompt, or one per prompt; strings or token ids."""
+
+
+def continuation_logprob(
+    model: Any,
+    vector: SteeringVector,
+    prompts: Prompts,
+    completions: Completions,
+    multipliers: float | Iterable[float] = (1.0,),
+    layers: Layers = None,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    padding_side: PaddingSide | None = None,
+    operator: Operator | None = None,
+    show_progress: bool = False,
+    prepend_bos: bool | None = None,
+) -> pd.DataFrame:
+    """``log P(completion | prompt)`` of each prompt × layer (or group) × multiplier, steered and unsteered.
+
+    ``completions`` is one string for every prompt or one per prompt (strings or
+    token ids, ids used as they are). Prompts are strings (chat templates too) or ids,
+    encoded with ``prepend_bos`` (None: the model's default; see
+    :class:`~steerlens.tokens.TokenPolicy`). ``layers`` as in
+    :func:`~steerlens.evaluation.sweep.sweep_layers`: each layer alone, ``"joint"``,
+    or groups like ``[[2, 3], 4]``.
+
+    Columns: ``prompt_index, prompt, completion, n_tokens, layer, multiplier,
+    logprob_unsteered, logprob_steered, delta_logprob`` (natural log, summed over the
+    completion's tokens; divide by ``n_tokens`` for a per-token mean).
+
+    Example:
+        >>> df = continuation_logprob(model, vec, ["The film was"], " great fun", multipliers=[-2, 2])
+        >>> df[["multiplier", "logprob_unsteered", "logprob_steered", "delta_logprob"]]
+    """
+    backend = backend_for(model, tokenizer)
+    backend.check_tokenizer()
+    check_prepend_bos(prepend_bos)
+    prompt_list = check_prompt_inputs(prompts)
+    completion_list = _completions(completions, len(prompt_list))
+    mults = check_multipliers(multipliers)
+    tok = backend.tokenizer
+    targets = [
+        ids if (ids := as_token_ids(c)) is not None else ids_in_context(tok, p, c)  # type: ignore[arg-type]
+        for p, c in zip(prompt_list, completion_list)
+    ]
+    # Every prefix prompt + c_<t (shared prefixes once) and the token that follows it.
+    prefixes: dict[tuple[int, ...], int] = {}
+    scored: list[tuple[int, int, int]] = []  # (item, prefix index, next token)
+    for item, (prompt, target) in enumerate(zip(prompt_list, targets)):
+        ids = backend.encode(prompt, prepend_bos)
+        for t, token in enumerate(target):
+            prefix = tuple(ids + target[:t])
+            scored.append((item, prefixes.setdefault(prefix, len(prefixes)), token))
+    prefix_list = [list(prefix) for prefix in prefixes]
+    by_prefix: dict[int, list[tuple[int, int]]] = {}
+    for item, prefix, token in scored:
+        by_prefix.setdefault(prefix, []).append((item, token))
+
+    sums: dict[tuple[int, Any, float], list[float]] = {}
+    order: dict[Any, int] = {}
+    for cell in iter_steered_logits(
+        backend, vector, prefix_list, layers, mults, batch_size=batch_size, padding_side=padding_side,
+        operator=operator, show_progress=show_progress,
+    ):
+        order.setdefault(cell.layer, len(order))
+        steered = torch.log_softmax(cell.steered.float(), -1)
+        unsteered = torch.log_softmax(cell.unsteered.float(), -1)
+        for row, prefix in enumerate(cell.indices):
+            for item, token in by_prefix[prefix]:
+                acc = sums.setdefault((item, cell.layer, cell.multiplier), [0.0, 0.0])
+                acc[0] += float(unsteered[row, token])
+                acc[1] += float(steered[row, token])
+    rows = [
+        {
+            "prompt_index": item, "prompt": prompt_list[item], "completion": completion_list[item],
+            "n_tokens": len(targets[item]), "layer": layer, "multiplier": m, "logprob_unsteered": un,
+            "logprob_steered": st, "delta_logprob": st - un,
+        }
+        for (item, layer, m), (un, st) in sorted(
+            sums.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], mults.index(kv[0][2]))
+        )
+    ]
+    return pd.DataFrame(rows)
+
+
+def _completions(completions: Completions, n_prompts: int) -> list[PromptInput]:
+    """One completion per prompt: a single string (or id list) is repeated."""
+    if isinstance(completions, str) or _ids_or_none(completions) is not None:
+        listed = [completions] * n_prompts
+    else:
+        listed = list(completions)  # type: ignore[arg-type]
+    if len(listed) != n_prompts:
+        raise InvalidArgumentError(
+            f"got {len(listed)} completions for {n_prompts} prompts; pass one completion per prompt, or one string "
+            "for all of them."
+        )
+    for completion in listed:
+        if isinstance(completion, str):
+            if not completion:
+                raise InvalidArgumentError("a completion is empty; give each completion some text.")
+        elif not _ids_or_none(completion):
+            raise InvalidArgumentError(
+                f"a completion must be a non-empty string or list of token ids, got {completion!r:.80}."
+            )
+    return listed
+
+
+def _ids_or_none(value: object) -> list[int] | None:
+    """``value`` as token ids, or None when it is not a single pre-tokenized sequence."""
+    try:
+        return as_token_ids(value)  # type: ignore[arg-type]
+    except InvalidArgumentError:
+        return None
