@@ -128,3 +128,14 @@ def test_byte_level_hooked_transformer_letters():
         lp = hooked_logprobs(model, model.to_tokens(row.prompt)[0].tolist(), {1: 3.0 * vec.layer_activations[1]})[-1]
         expected = (lp[a] if row.matching == "A" else lp[b]).exp() / (lp[a].exp() + lp[b].exp())
         assert row.p_matching_steered == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_show_progress_on_comparisons(capsys):
+    model = make_model(n_layers=2)
+    vec = vector(layers=(1,))
+    compare_logits(model, vec, ["I love"], show_progress=True)
+    assert "Sweeping" in capsys.readouterr().err
+    ab_behavior_probability(model, vec, ITEMS[:1], show_progress=True)
+    assert "Sweeping" in capsys.readouterr().err
+    compare_logits(model, vec, ["I love"])
+    assert "Sweeping" not in capsys.readouterr().err
