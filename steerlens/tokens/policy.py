@@ -152,11 +152,6 @@ class TokenPolicy:
     def starts_with_bos(self, ids: Sequence[int]) -> bool:
         return bool(ids) and self.bos_id is not None and ids[0] == self.bos_id
 
-    def body(self, prompt: PromptInput) -> list[int]:
-        """The prompt's own ids: the text's tokens (no BOS added, no EOS), or the given ids."""
-        ids = as_token_ids(prompt)
-        return text_ids(self.tokenizer, prompt) if ids is None else ids  # type: ignore[arg-type]
-
     def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
         """Input ids of ``prompt`` under this policy (see the module docstring), never truncated.
 
