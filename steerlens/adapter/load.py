@@ -22,6 +22,7 @@ from steerlens.adapter.configs import build_tl_config
 from steerlens.adapter.registry import check_convertible, supported_architectures
 from steerlens.adapter.tokenizer import attach_tokenizer
 from steerlens.adapter.weights import convert_weights, load_weights
+from steerlens.backends.speed import fast_generation
 from steerlens.errors import ModelLoadError, TokenizerError, UnsupportedModelError
 
 ModelSource = Union[str, "os.PathLike[str]", PreTrainedModel]
@@ -57,6 +58,7 @@ def load_model(
     ``dtype`` defaults to float32 for names and folders, and to the model's own dtype
     (and device) for a ``PreTrainedModel``. ``tokenizer`` defaults to the one saved with
     the checkpoint; the model gets a copy, the object passed in is never modified.
+    Weights are stored for fast generation (:func:`steerlens.backends.speed.fast_generation`).
 
     Example:
         >>> model = load_model("path/to/checkpoint", dtype=torch.bfloat16)
@@ -129,7 +131,8 @@ def convert_hf_model(
         tokenizer = _saved_tokenizer(hf_model)
     if tokenizer is not None:
         attach_tokenizer(model, tokenizer)
-    return model.eval()
+    # After any weight processing: it reduces over weights, and re-strided ones may round differently.
+    return fast_generation(model.eval())
 
 
 def _looks_like_path(source: str) -> bool:
@@ -234,7 +237,7 @@ def _load_tl_official(
         raise _hub_error(name, error) from error
     if tokenizer is not None:
         attach_tokenizer(model, tokenizer)
-    return model
+    return fast_generation(model)
 
 
 def _default_device() -> str:

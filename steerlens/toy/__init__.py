@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from steerlens.backends.speed import fast_generation
 from steerlens.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ def load_toy_model(
     """Load the bundled toy ``HookedTransformer`` with its tokenizer, in eval mode.
 
     ``device`` defaults to CPU and ``dtype`` to float32 (the weights are stored in
-    float16). Needs no network: the tokenizer is read from the package folder.
+    float16). Needs no network: the tokenizer is read from the package folder. Weights
+    are stored for fast generation (:func:`steerlens.backends.speed.fast_generation`).
 
     Example:
         >>> model = load_toy_model()
@@ -60,7 +62,7 @@ def load_toy_model(
 def load_toy_model_from(
     folder: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> HookedTransformer:
-    """Load a toy model written by ``scripts/train_toy_model.py`` to ``folder``."""
+    """Load a toy model written by ``scripts/train_toy_model.py`` to ``folder`` (fast generation layout)."""
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import PreTrainedTokenizerFast
@@ -94,7 +96,7 @@ def load_toy_model_from(
             f"unexpected {result.unexpected_keys}); reinstall steerlens."
         )
     model.eval()
-    return model
+    return fast_generation(model)
 
 
 __all__ = ["BEST_LAYER", "BEST_MULTIPLIER", "MODEL_NAME", "load_toy_model", "load_toy_model_from"]
