@@ -180,3 +180,109 @@ def plot_top_k_shift(row: pd.Series | pd.DataFrame, *, title: str | None = None)
         fig.suptitle(repr(prompt if len(prompt) <= 70 else prompt[:67] + "..."), fontsize="small")
     ax.legend()
     return fig
+
+
+def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: bool | None = None) -> Any:
+    """Effect against damage for every cell of a calibration, one colour per layer.
+
+    The Pareto front (cells no other cell beats on both effect and KL) is joined by a
+    line, the KL budget is a dashed vertical line, the chosen cell a star, the
+    unsteered effect and any target dotted horizontal lines. ``log_kl`` puts KL on a
+    log scale (default: when it spans more than two decades).
+
+    Example:
+        >>> fig = plot_calibration(calibrate(model, vec, prompts, share, references).table)
+    """
+    missing = [c for c in ("layer", "multiplier", "effect", "kl", "pareto") if c not in table.columns]
+    if missing:
+        raise InvalidArgumentError(
+            f"the frame has no column(s) {missing}; pass a calibration table (calibrate(...).table)."
+        )
+    attrs = table.attrs
+    fig = _figure(figsize=(6.8, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    layers = sorted(table["layer"].unique())
+    for colour, layer in zip(_colours(len(layers)), layers):
+        rows = table[table["layer"] == layer].sort_values("multiplier")
+        ax.plot(rows["kl"], rows["effect"], marker="o", markersize=4, linewidth=0.8, color=colour,
+                label=f"layer {layer}")
+    front = table[table["pareto"]].sort_values("kl")
+    ax.plot(front["kl"], front["effect"], color="black", linewidth=1.6, alpha=0.6, drawstyle="steps-post",
+            label="Pareto front", zorder=1)
+    ax.scatter(front["kl"], front["effect"], s=60, facecolors="none", edgecolors="black", zorder=3)
+    if attrs.get("max_kl") is not None:
+        ax.axvline(attrs["max_kl"], color="#d9534f", linestyle="--", linewidth=1, label=f"budget {attrs['max_kl']:g}")
+    if attrs.get("baseline") is not None:
+        ax.axhline(attrs["baseline"], color="grey", linestyle=":", linewidth=1, label="unsteered")
+    if attrs.get("target") is not None:
+        ax.axhline(attrs["target"], color="#5cb85c", linestyle=":", linewidth=1.2, label=f"target {attrs['target']:g}")
+    best = attrs.get("best")
+    if best is not None:
+        row = table[(table["layer"] == best[0]) & (table["multiplier"] == best[1])].iloc[0]
+        ax.scatter([row["kl"]], [row["effect"]], marker="*", s=260, color="#f0ad4e", edgecolors="black", zorder=4,
+                   label=f"chosen: layer {best[0]}, ×{_fmt(round(best[1], 4))}")
+    positive = table["kl"][table["kl"] > 0]
+    if log_kl if log_kl is not None else (len(positive) and positive.max() / positive.min() > 100):
+        ax.set_xscale("log")
+    ax.set_xlabel("damage: mean KL(steered ‖ unsteered) on reference prompts (nats)")
+    ax.set_ylabel(f"effect: {attrs.get('metric', 'metric')}")
+    ax.set_title(title or "Effect against damage, by layer and multiplier")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="best")
+    return fig
+
+
+def plot_token_projections(
+    frame: pd.DataFrame, layer: int | None = None, *, value: str = "projection", bound: float | None = None,
+    show_bos: bool = False, title: str | None = None, width: float = 9.0,
+) -> Any:
+    """Tokens of each prompt written out, each on a background coloured by its projection.
+
+    The static twin of :func:`steerlens.evaluation.projections.projections_html`: red
+    towards the concept, blue away from it, white at zero; ``bound`` gets full colour
+    (default: the largest ``|value|`` shown). Each prompt starts a new line and wraps
+    at ``width`` inches. Takes a ``token_projections`` frame.
+
+    Example:
+        >>> fig = plot_token_projections(token_projections(model, vec, prompts, layers=[2]))
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.transforms import offset_copy
+
+    from steerlens.evaluation.projections import projection_colour, select_layer
+
+    rows, layer = select_layer(frame, layer, value)
+    if not show_bos and "is_bos" in rows:
+        rows = rows[~rows["is_bos"].astype(bool)]
+    if bound is None:
+        bound = float(rows[value].abs().max()) if len(rows) else 1.0
+    prompts = [tokens for _, tokens in rows.groupby("prompt_index", sort=True)]
+    fig = _figure(figsize=(width, 1.0), dpi=100)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    line_height, margin, usable = 17.0, 6.0, width * 72 - 12.0  # points
+    placed = []  # (text artist, x, line) laid out in points from the top left
+    line = 0
+    for tokens in prompts:
+        x = margin
+        for token, v in zip(tokens["token"], tokens[value]):
+            text = str(token).replace("\n", "↵") or " "
+            artist = ax.text(0, 0, text, family="monospace", fontsize=9, va="center", ha="left",
+                             bbox={"boxstyle": "square,pad=0.12", "linewidth": 0,
+                                   "facecolor": projection_colour(float(v), bound, css=False)})
+            advance = artist.get_window_extent(renderer).width * 72 / fig.dpi
+            if x + advance > usable and x > margin:
+                line, x = line + 1, margin
+            placed.append((artist, x, line))
+            x += advance + 1.0
+        line += 1
+    heading = title or f"{value} at layer {layer}: red towards the vector, blue away (full colour at ±{bound:.3g})"
+    height = (line + 1.2) * line_height
+    fig.set_size_inches(width, height / 72)
+    for artist, x, row in placed:
+        artist.set_transform(offset_copy(ax.transAxes, fig=fig, x=x, y=-(row + 1.6) * line_height, units="points"))
+        artist.set_position((0, 1))
+    ax.text(0, 1, heading, fontsize=10, va="center", ha="left",
+            transform=offset_copy(ax.transAxes, fig=fig, x=margin, y=-0.7 * line_height, units="points"))
+    return fig
