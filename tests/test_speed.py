@@ -17,6 +17,7 @@ from tiny_hf import make_tokenizer as make_word_tokenizer
 
 from steerlens.adapter import convert_hf_model, load_model
 from steerlens.backends.speed import OutputLayout, fast_generation, is_fast
+from steerlens.errors import UnsupportedModelError
 from steerlens.toy import load_toy_model
 
 TOY_PROMPTS = ["The food was", "Let me tell you about the hotel , it", "I think", "The film"]
@@ -163,6 +164,11 @@ def test_safe_to_call_twice():
     assert pointers == {name: param.data_ptr() for name, param in model.named_parameters()}
     for block in model.blocks:
         assert sum(isinstance(h, OutputLayout) for h in block.attn._forward_pre_hooks.values()) == 1
+
+
+def test_refuses_models_that_are_not_hooked_transformers():
+    with pytest.raises(UnsupportedModelError, match="Hugging Face model needs no such fix"):
+        fast_generation(make_hf_model("gpt2"))
 
 
 def test_load_state_dict_keeps_the_layout(toy_pair):
