@@ -1,7 +1,7 @@
-"""Write notebooks 01-03 from the cell sources below, execute them, and save them with outputs.
+"""Write notebooks 01-03 and 05 from the cell sources below, execute them, and save them with outputs.
 
 Usage:
-    python scripts/build_notebooks.py            # all three
+    python scripts/build_notebooks.py            # all of them
     python scripts/build_notebooks.py 02         # the ones whose name starts with 02
 
 Notebook 04 is edited by hand; re-execute it with ``--execute-only 04``.
@@ -219,10 +219,179 @@ ab = ab_behavior_probability(model, vec, stems, multipliers=[-2, -1, 1, 2], lett
 ab.groupby("multiplier")[["p_matching_unsteered", "p_matching_steered"]].mean().round(3)"""),
 ]
 
+WHICH_LAYER = [
+    ("md", """\
+# 05 · Where does the concept live, which layer, how strong, and when to steer?
+
+Four questions before steering for real:
+
+1. **Which layer?** `layer_report` projects held-out pairs on the vector at every layer and measures how well the
+   projection separates positives from negatives (ROC AUC, accuracy at the best threshold), beside the vector's
+   size relative to the residual stream there.
+2. **Where in a text?** `token_projections` gives every token's projection on the vector, to colour text by it.
+3. **How strong?** `calibrate` sweeps layer × multiplier, measuring the wanted effect on some prompts and the
+   damage (KL divergence of the next-token distribution) on prompts steering should leave alone, and picks the
+   best cell under a damage budget. Multipliers can be in *residual-norm units* (`relative=True`): 0.5 adds half
+   a typical residual norm at the steered layer, whatever the model or the vector's scale.
+4. **When?** `conditional_steering` steers a sequence only if its prompt projects past a threshold on a
+   *condition* vector (the CAST idea); the other sequences are left bit-for-bit untouched."""),
+    ("code", SETUP),
+    ("md", """\
+## 1 · Which layer: the layer report
+
+Train on every layer, then score each layer on the 32 held-out pairs of `sentiment_pairs("test")`."""),
+    ("code", """\
+from steerlens.evaluation.layer_report import layer_report
+
+vec = train_steering_vector(model, None, sentiment_pairs("train"), batch_size=32)  # layers=None: every layer
+report = layer_report(model, vec, sentiment_pairs("test"))
+print("best layer:", report.attrs["best_layer"])
+report.round(3)"""),
+    ("md", """\
+Every layer separates held-out sentiment perfectly (AUC 1), so the ranking falls to the gap between the two
+groups in pooled standard deviations (`separation`). `norm_ratio` is the vector's norm over the typical residual
+norm at that layer: multiplier 1 adds that fraction of a residual. The direction barely turns from layer 2 to
+layer 3 (`cos_next` ≈ 0.99)."""),
+    ("md", """\
+## 2 · Where in a text: token projections
+
+Each token's residual at layer 2, projected on the unit sentiment vector. Red leans positive, blue negative."""),
+    ("code", """\
+from IPython.display import HTML
+from steerlens.evaluation.projections import projections_html, token_projections
+
+texts = [
+    "We went to the new restaurant. The soup was wonderful and the waiter was kind.",
+    "We went to the new restaurant. The soup was awful and the waiter was rude.",
+    "It is late now. Here is my review of the island. I must say it was lovely, then dreadful.",
+]
+proj = token_projections(model, vec, texts, layers=[2])
+HTML(projections_html(proj))"""),
+    ("md", """\
+The sentiment word itself is only faintly on the axis; the model's sentiment shows in the tokens *after* it,
+which is where the vector was read in training (at "the", before a sentiment word). The same picture as a
+static figure, for documents that do not render HTML:"""),
+    ("code", """\
+from steerlens.evaluation.plots import plot_token_projections
+
+plot_token_projections(proj)"""),
+    ("code", """\
+proj[proj.prompt_index == 0][["position", "token", "projection", "cosine"]].T.round(2)"""),
+    ("md", """\
+## 3 · How strong: calibrate under a damage budget
+
+Effect: the positive share P(positive words) / (P(positive) + P(negative)) of the next token on 48 held-out
+sentiment prompts. Damage: KL(steered ‖ unsteered) on 48 topic prompts ("Here is my review of the"), whose
+continuation should be a topic noun. Budget: 0.25 nats. Target: a positive share of 0.9, with the multiplier
+bisected to reach it with as little strength as possible. Multipliers are in residual-norm units."""),
+    ("code", """\
+from steerlens.evaluation.calibration import calibrate
+from steerlens.evaluation.metrics import prob_share
+from steerlens.evaluation.strength import residual_norms
+
+words = concept_words("sentiment")
+share = prob_share(words["positive"], words["negative"])
+prompts, references = neutral_prompts("sentiment", "test"), neutral_prompts("topic", "test")
+print("typical residual norms:", {layer: round(n, 1) for layer, n in residual_norms(model, references).items()})
+
+cal = calibrate(model, vec, prompts, share, references, max_kl=0.25, relative=True, target=0.9, batch_size=128)
+print(f"unsteered share {cal.baseline:.3f}; chosen:", cal.best)"""),
+    ("code", """\
+cal.plot()"""),
+    ("code", """\
+cal.table[cal.table.pareto].round(4)"""),
+    ("md", """\
+Check the chosen cell the plain way, with `vec.apply` and the toy model's own metric:"""),
+    ("code", """\
+from steerlens.toy.metrics import next_token_probs, positive_mass
+
+best = cal.best
+clean = next_token_probs(model, references)
+with vec.select_layers(best.layer).apply(model, multiplier=best.absolute_multiplier):
+    measured_share = positive_mass(model, prompts).mean().item()
+    steered = next_token_probs(model, references)
+measured_kl = (steered * (steered.log() - clean.log())).sum(-1).mean().item()
+print(f"positive share {measured_share:.4f} (calibration said {best.effect:.4f})")
+print(f"KL on topic prompts {measured_kl:.4f} (calibration said {best.kl:.4f})")
+
+prompt = "Let me tell you about the film. I thought the movie was"
+with cal.apply(model):
+    print(model.generate(prompt, max_new_tokens=12, do_sample=False, verbose=False))"""),
+    ("md", """\
+## 4 · When: conditional steering
+
+### Condition on the topic, steer the sentiment
+
+Make reviews of **food** positive and leave every other review alone. The condition is the food − travel topic
+vector at layer 1, read at the prompt's last token; its threshold is fitted on training texts about food (steer)
+against texts about travel and film (leave alone)."""),
+    ("code", """\
+from steerlens.samples.datasets import topic_pairs
+from steerlens.evaluation.conditions import condition_accuracy, fit_condition
+from steerlens.hooks.conditional import conditional_steering
+
+
+def topic_texts(split):
+    food_travel, food_film = topic_pairs(split), topic_pairs(split, "food", "film")
+    return [f for f, _ in food_travel], [t for _, t in food_travel] + [t for _, t in food_film]
+
+
+topic_vec = train_steering_vector(model, None, topic_pairs("train"), layers=[1], batch_size=32)
+food_train, other_train = topic_texts("train")
+food = fit_condition(model, topic_vec, food_train, other_train, layer=1, aggregate="last")
+food_test, other_test = topic_texts("test")
+print(f"threshold {food.condition.threshold:.2f}; accuracy on held-out texts "
+      f"{condition_accuracy(model, food.condition, food_test, other_test):.3f}")"""),
+    ("code", """\
+import pandas as pd
+
+sentiment_2 = vec.select_layers(2)
+
+
+def compare(condition, prompts, multiplier):
+    plain = model.generate(prompts, max_new_tokens=10, do_sample=False, verbose=False)
+    with conditional_steering(model, sentiment_2, condition, multiplier=multiplier) as state:
+        steered = model.generate(prompts, max_new_tokens=10, do_sample=False, verbose=False)
+    return pd.DataFrame({
+        "prompt": [p[-45:] for p in prompts],
+        "score": state.scores.double().numpy().round(2),
+        "steered": state.steered.numpy(),
+        "unsteered continuation": [text[len(p):] for p, text in zip(prompts, plain)],
+        "conditional continuation": [text[len(p):] for p, text in zip(prompts, steered)],
+        "identical": [a == b for a, b in zip(plain, steered)],
+    })
+
+
+pd.set_option("display.max_colwidth", 60)
+compare(food.condition, [food_test[0], other_test[0], food_test[1], other_test[-1], other_test[3]], multiplier=2.0)"""),
+    ("md", """\
+Food rows are steered; the travel and film rows are not just similar but identical to unsteered generation (the
+gate multiplies their delta by zero, so their activations are never touched).
+
+### Condition on the sentiment, steer only where needed
+
+Push towards positive only the texts that start out **negative**. The condition is the sentiment vector itself at
+layer 1, averaged over the prompt; `fit_condition` notices that the texts to steer score *low* and makes the
+condition hold below the threshold."""),
+    ("code", """\
+train, test = sentiment_pairs("train"), sentiment_pairs("test")
+negative = fit_condition(model, vec, [n for _, n in train], [p for p, _ in train], layer=1)
+print(f"holds {'above' if negative.condition.above else 'below'} {negative.condition.threshold:.2f}; "
+      f"held-out accuracy {condition_accuracy(model, negative.condition, [n for _, n in test], [p for p, _ in test]):.3f}")
+compare(negative.condition, [test[0][0], test[0][1], test[4][1], test[5][0], test[6][1]], multiplier=2.0)"""),
+    ("md", """\
+Under the hood: the steering vector is applied with a stateful operator that multiplies its delta by a per-row
+0/1 gate, and a capture-only operator at the condition's layer sets the gate during the prompt's own forward
+pass. Each `generate` call decides afresh; the KV-cache steps keep the decision. Steered rows get exactly what
+`vec.apply` gives (when the condition is read at or before the steered layer)."""),
+]
+
+
 BUILD = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_layer_sweep.ipynb": SWEEP,
     "03_steered_vs_unsteered_logits.ipynb": LOGITS,
+    "05_which_layer_how_strong.ipynb": WHICH_LAYER,
 }
 
 
