@@ -33,6 +33,10 @@ class TokenizerError(SteerlensError, ValueError):
     """The tokenizer does not fit the model (vocabulary too large, missing, ...)."""
 
 
+class TargetTokenError(TokenizerError):
+    """A target string is not exactly one token (or not tokens at all) where it follows its prompt."""
+
+
 class PromptTooLongError(SteerlensError, ValueError):
     """A prompt is longer than the model's context window."""
 
@@ -76,6 +80,7 @@ __all__ = [
     "LayerError",
     "TokenIndexError",
     "TokenizerError",
+    "TargetTokenError",
     "PromptTooLongError",
     "NonFiniteError",
     "ModelMismatchError",

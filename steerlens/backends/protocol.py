@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from steerlens.hooks import SteeringPatchHandle, SteeringSpec
-from steerlens.tokens import PromptBatch
+from steerlens.tokens import PromptBatch, PromptInput
 
 Site = tuple[int, str]
 """``(layer, layer_type)``: one hook point, e.g. ``(3, "resid_post")``."""
@@ -61,8 +61,8 @@ class Backend(Protocol):
         """Raise ``TokenizerError`` unless prompts can be encoded for this model."""
         ...
 
-    def encode(self, prompt: str) -> list[int]:
-        """Token ids of ``prompt`` with this model kind's BOS convention."""
+    def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
+        """Token ids of ``prompt`` (text or ids) under the one tokenization policy (:class:`~steerlens.tokens.TokenPolicy`)."""
         ...
 
     @property
@@ -104,6 +104,8 @@ class Backend(Protocol):
         """Next-token logits from the head inputs a :class:`SweepPass` returns."""
         ...
 
-    def generate(self, prompt: str, max_new_tokens: int, seed: int | None) -> str:
+    def generate(
+        self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
+    ) -> str:
         """Greedy (``seed=None``) or seeded sampled continuation of ``prompt``, without the prompt."""
         ...

@@ -36,6 +36,7 @@ from steerlens.layers import resolve_layers
 from steerlens.samples import SampleLike
 from steerlens.tokens import PaddingSide, PromptBatch, PromptInput, Prompts, check_prepend_bos, check_prompt_inputs
 from steerlens.tokens import iter_batches
+from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
 
@@ -229,6 +230,7 @@ def sweep_layers(
     train_kwargs: dict[str, Any] | None = None,
     show_progress: bool = False,
     prepend_bos: bool | None = None,
+    distributed: bool = False,
 ) -> pd.DataFrame:
     """A metric of steered vs unsteered next-token logits for each layer (or group) × multiplier.
 
@@ -254,18 +256,25 @@ def sweep_layers(
     forward pass: prompts are run ``batch_size // len(multipliers)`` at a time (at
     least one), every multiplier of a prompt in the same pass.
 
+    With ``distributed=True`` each ``torch.distributed`` rank passes its own shard of
+    pairs and prompts; every rank gets the table of the whole set, ordered as one
+    process would order the shards concatenated in rank order.
+
     Example:
         >>> df = sweep_layers(model, pairs, ["I think the film", "Honestly, the food"], multipliers=[-4, 0, 4])
         >>> df.pivot(index="layer", columns="multiplier", values="kl")
     """
     backend = backend_for(model, tokenizer)
     check_prepend_bos(prepend_bos)
+    if distributed:
+        dist_ops.check_initialized()
     if isinstance(training_samples_or_vector, SteeringVector):
         vector = training_samples_or_vector
     else:
         groups = resolve_layer_groups(layers, range(backend.n_layers), backend.n_layers)
         train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
-        kwargs = {"show_progress": show_progress, "prepend_bos": prepend_bos, **(train_kwargs or {})}
+        kwargs = {"show_progress": show_progress, "prepend_bos": prepend_bos, "distributed": distributed,
+                  **(train_kwargs or {})}
         vector = train_steering_vector(
             backend, None, training_samples_or_vector, layers=train_layers, layer_type=layer_type, **kwargs
         )
@@ -285,6 +294,8 @@ def sweep_layers(
         for index, value in zip(cell.indices, values):
             rows.append({"_order": order[cell.layer], "layer": cell.layer, "multiplier": cell.multiplier,
                          "prompt_index": index, "prompt": prompt_list[index], name: value})
+    if distributed:
+        rows = _gathered_rows(rows, name, prompt_list, {v: k for k, v in order.items()})
     frame = pd.DataFrame(rows).sort_values(["_order", "multiplier", "prompt_index"], ignore_index=True)
     if not per_prompt:
         grouped = frame.groupby(["_order", "layer", "multiplier"], sort=True)[name]
@@ -293,6 +304,22 @@ def sweep_layers(
     frame = frame.drop(columns="_order")
     frame.attrs["metric"] = name
     return frame
+
+
+def _gathered_rows(
+    rows: list[dict[str, Any]], name: str, prompts: list[Any], labels: dict[int, Any]
+) -> list[dict[str, Any]]:
+    """Every rank's rows, with prompt indices global (this rank's shard follows the ranks before it)."""
+    offset = dist_ops.rank_offset(len(prompts))
+    numbers = torch.tensor(
+        [[r["_order"], r["multiplier"], r["prompt_index"] + offset, r[name]] for r in rows], dtype=torch.float64
+    )
+    all_prompts = dist_ops.all_gather_strings([p if isinstance(p, str) else repr(list(p)) for p in prompts])
+    return [
+        {"_order": int(o), "layer": labels[int(o)], "multiplier": m, "prompt_index": int(i),
+         "prompt": all_prompts[int(i)], name: v}
+        for o, m, i, v in dist_ops.all_gather_rows(numbers).tolist()
+    ]
 
 
 def _metric_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[float]:

@@ -17,12 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from steerlens.errors import InvalidArgumentError, TokenizerError
+from steerlens.errors import InvalidArgumentError, TargetTokenError
 from steerlens.tokens.policy import PromptInput, as_token_ids, describe, text_ids
-
-
-class TargetTokenError(TokenizerError):
-    """A target string is not exactly one token (or not tokens at all) where it follows its prompt."""
 
 
 def context_text(tokenizer: Any, prompt: PromptInput) -> str:
