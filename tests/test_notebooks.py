@@ -18,6 +18,7 @@ NAMES = [
     "02_layer_sweep.ipynb",
     "03_steered_vs_unsteered_logits.ipynb",
     "04_huggingface_checkpoint.ipynb",
+    "05_which_layer_how_strong.ipynb",
 ]
 CELL_TIMEOUT = 180  # seconds, per cell
 

@@ -6,6 +6,8 @@ from steerlens.hooks.operators import (
     ablation_operator,
     ablation_then_addition_operator,
     addition_operator,
+    angular_steering_operator,
+    norm_preserving_addition_operator,
 )
 from steerlens.hooks.positions import TokenIndices, check_token_indices, position_mask
 from steerlens.hooks.steering_hook import SteeringHandle, SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
@@ -21,7 +23,9 @@ __all__ = [
     "ablation_operator",
     "ablation_then_addition_operator",
     "addition_operator",
+    "angular_steering_operator",
     "check_token_indices",
     "make_spec",
+    "norm_preserving_addition_operator",
     "position_mask",
 ]
