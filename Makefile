@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_hf_memory.py
+	$(BIN)/python benchmarks/bench_generation.py
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/build_notebooks.py
