@@ -104,9 +104,6 @@ def time_round_robin(calls: dict[str, Callable[[], Any]], repeats: int) -> tuple
     """Fastest time of each call over ``repeats`` interleaved rounds ("before" only in the first)."""
     times: dict[str, list[float]] = {name: [] for name in calls}
     outputs: dict[str, Any] = {}
-    for name, call in calls.items():  # warm-up (allocator, lazy init), not timed
-        if name != "TL before fix":
-            call()
     for round_ in range(repeats):
         for name, call in calls.items():
             if name == "TL before fix" and round_ > 0:
@@ -158,6 +155,8 @@ def main() -> None:
           f"multiplier {MULTIPLIER}")
     for title, prompts in (("one prompt", single), ("left-padded batch of 8", sentences)):
         tokens, _ = prompts_and_mask(after, prompts)
+        for warm_up in contenders(hf, before, after, prompts, 2).values():  # allocator, lazy init: not timed
+            warm_up()
         best, outputs = time_round_robin(contenders(hf, before, after, prompts, args.new_tokens), args.repeats)
         print("\n".join(report(f"{title} (prompt tokens {tuple(tokens.shape)})", best, outputs)), flush=True)
     print(f"\ntotal runtime {time.perf_counter() - start:.0f} s")
