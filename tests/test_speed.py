@@ -171,6 +171,13 @@ def test_refuses_models_that_are_not_hooked_transformers():
         fast_generation(make_hf_model("gpt2"))
 
 
+def test_an_unembedding_tied_to_the_embedding_stays_tied():
+    model = tl_layout(load_toy_model())
+    model.unembed.W_U = torch.nn.Parameter(model.embed.W_E.T)  # shares W_E's storage
+    fast_generation(model)
+    assert model.unembed.W_U.data_ptr() == model.embed.W_E.data_ptr() and is_fast(model)
+
+
 def test_load_state_dict_keeps_the_layout(toy_pair):
     fast, reference = toy_pair
     model = copy.deepcopy(fast)

@@ -18,7 +18,8 @@ Visible side effects: ``param.is_contiguous()`` is False for the relaid paramete
 ``param.view(...)`` fails (use ``reshape``) and ``safetensors.torch.save_file`` refuses
 them (save ``{k: v.contiguous() for k, v in model.state_dict().items()}``). Moving or
 casting the model (``.to``, ``.half()``) keeps the layout; ``load_state_dict`` copies into
-the existing parameters and keeps it too.
+the existing parameters and keeps it too. An unembedding tied to the embedding as a
+transposed view (``W_U`` sharing ``W_E``'s storage) already has the fast layout and stays tied.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def fast_generation(model: Model) -> Model:
 
     Stores the unembedding, attention and gated-MLP weights of a ``HookedTransformer``
     in the memory layout its forward pass multiplies with, so no weight is copied per
-    generated token (GPT-2 small on CPU: greedy generation 2.3-5x faster, within about
-    1.1x of Hugging Face ``generate``). Values and shapes are unchanged and logits and
+    generated token (GPT-2 small on CPU, one thread: greedy generation 2.3-5x faster,
+    within about 1.1x of Hugging Face ``generate``). Values and shapes are unchanged and logits and
     generated tokens are bit-identical; only strides change (see the module docstring for
     what that means for ``view`` and ``safetensors``). Call it after folding or centring
     weights (``process_weights_``): those reduce over weights, and a re-strided weight
@@ -133,7 +134,7 @@ class OutputLayout:
     ``z * W_O`` over ``d_head``, and the order of that sum follows ``W_O``'s strides, so
     there ``W_O`` must be stored as TransformerLens made it to give the same bits. The
     flag can change at any time (``model.set_use_attn_result``), hence a check per call
-    (about a microsecond; a re-layout only when the flag changed).
+    (a few microseconds; a re-layout only when the flag changed).
     """
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
