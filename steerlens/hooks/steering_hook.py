@@ -48,7 +48,7 @@ def make_spec(
     )
 
 
-@dataclass
+@dataclass(repr=False)
 class SteeringHook:
     """Steers one activation (recognisable by its type, so leftover hooks can be found).
 
@@ -73,6 +73,10 @@ class SteeringHook:
 
     def __call__(self, act: Tensor, hook: Any = None) -> Tensor:
         return self.steer(act, self.offset[0])
+
+    def __repr__(self) -> str:
+        # TransformerLens formats a hook's repr when adding it: keep that cheap (no tensor printing).
+        return f"SteeringHook(d_model={self.vector.shape[-1]}, multiplier={self.spec.multiplier})"
 
 
 class SteeringPatchHandle:
