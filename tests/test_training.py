@@ -115,6 +115,34 @@ def test_no_work_past_the_deepest_layer(model):
     assert calls[2] == 0 and calls[3] == 0
 
 
+def widths_seen(model, **kwargs) -> list[tuple[int, int]]:
+    """(rows, columns) of every token batch a training run feeds the model."""
+    shapes: list[tuple[int, int]] = []
+    handle = model.embed.register_forward_hook(lambda _m, args, _out: shapes.append(tuple(args[0].shape)))
+    try:
+        train_steering_vector(model, None, PAIRS, layers=[1], **kwargs)
+    finally:
+        handle.remove()
+    return shapes
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_prompts_are_batched_by_length_and_cut_at_the_read_token(model, padding_side):
+    lengths = [len(model.to_tokens(p)[0]) for pair in PAIRS for p in pair]
+    # By hand: all 2 x 11 prompts sorted by length, longest first, 2 x batch_size rows a batch.
+    by_length = sorted(lengths, reverse=True)
+    expected = [(len(by_length[i : i + 8]), by_length[i]) for i in range(0, len(by_length), 8)]
+    assert widths_seen(model, batch_size=4, padding_side=padding_side) == expected
+    # Reading token 2 computes three columns, whatever the prompts' lengths.
+    assert widths_seen(model, batch_size=4, read_token_index=2, padding_side=padding_side) == [(8, 3), (8, 3), (6, 3)]
+    # A callable read index cuts each prompt after its own read token.
+    cut = [max(1, n // 2) for n in lengths]
+    mid = lambda prompt: max(1, len(model.to_tokens(prompt)[0]) // 2) - 1  # noqa: E731
+    by_cut = sorted(cut, reverse=True)
+    expected = [(len(by_cut[i : i + 8]), by_cut[i]) for i in range(0, len(by_cut), 8)]
+    assert widths_seen(model, batch_size=4, read_token_index=mid, padding_side=padding_side) == expected
+
+
 def extracted(model, **kwargs) -> tuple[dict, dict]:
     """extract_activations' per-batch lists concatenated into one [n_pairs, d_model] tensor per layer."""
     pos, neg = extract_activations(model, None, PAIRS, **kwargs)

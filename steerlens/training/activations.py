@@ -1,7 +1,8 @@
 """Stage 3, tokens to activations: read every pair's activations at its read token.
 
-Positives and negatives of each pair share one forward pass (interleaved rows), which
-stops right after the deepest requested layer and keeps only the requested sites.
+Prompts are cut after their read token and batched by length, whatever pair they belong
+to; each forward pass stops right after the deepest requested layer and keeps only the
+requested sites. Outputs come back in the caller's order of pairs.
 Prompts are encoded by the backend's one tokenization policy
 (:class:`~steerlens.tokens.TokenPolicy`): ``prepend_bos`` has TransformerLens' meaning,
 a prompt starting with the BOS (a chat template's ``<s>``) never gets a second one,
@@ -10,7 +11,6 @@ and token-id prompts are used as they are.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -63,16 +63,17 @@ def iter_activation_batches(
     tqdm_desc: str,
     *,
     prepend_bos: bool | None = None,
-) -> Iterator[tuple[list[int], LayerActs, LayerActs]]:
-    """Yield ``(pair indices, positive, negative)`` activations at the read token, ``batch_size`` pairs at a time.
+) -> Iterator[tuple[list[int], LayerActs]]:
+    """Yield ``(rows, activations)`` at the read token, ``2 * batch_size`` prompts at a time.
 
-    Pairs are grouped by token length (longest first), so little compute goes to
-    padding; the pair indices say where each row belongs in the caller's order. No
-    column after a batch's last read token is computed.
+    Row ``2i`` is pair ``i``'s positive prompt, row ``2i + 1`` its negative one; ``rows``
+    says which rows a batch holds, in the order of its activations. Each prompt is cut
+    right after its read token (attention is causal: later tokens cannot change what
+    is read), and prompts are batched by that length, longest first, whatever pair they
+    belong to, so almost no compute goes to padding or to positions nobody reads.
     """
     side = check_padding_side(padding_side or backend.default_padding_side)
     check_prepend_bos(prepend_bos)
-    # Row 2i is pair i's positive prompt, row 2i+1 its negative one.
     prompts = [text for s in samples for text in (s.positive_str, s.negative_str)]
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     encoded = [backend.encode(p, prepend_bos) for p in prompts]
@@ -80,46 +81,43 @@ def iter_activation_batches(
         resolve_read_index(read_token_index if o is None else o, p, len(ids))
         for p, o, ids in zip(prompts, overrides, encoded)
     ]
-    order = sorted(range(len(samples)), key=lambda i: -max(len(encoded[2 * i]), len(encoded[2 * i + 1])))
-    rows = [row for i in order for row in (2 * i, 2 * i + 1)]
+    # Every row now ends at its read token, so each batch reads its rows' last real token.
+    cut = [ids[: read + 1] for ids, read in zip(encoded, reads)]
     sites = [(layer, layer_type) for layer in layers]
-    batches = iter_batches([encoded[r] for r in rows], 2 * batch_size, backend.pad_id, side, backend.device)
-    total = -(-len(samples) // batch_size)
+    batches = iter_batches(cut, 2 * batch_size, backend.pad_id, side, backend.device, longest_first=True)
+    total = -(-len(cut) // (2 * batch_size))
     for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
-        cols = torch.tensor([batch.column(j, reads[rows[k]]) for j, k in enumerate(batch.indices)])
-        # Causal attention: columns after the last read one cannot change what is read.
-        width = int(cols.max()) + 1
-        if width < batch.tokens.shape[1]:
-            batch = replace(batch, tokens=batch.tokens[:, :width], attention_mask=batch.attention_mask[:, :width])
         acts = backend.read(batch, sites)
-        pos: LayerActs = {}
-        neg: LayerActs = {}
+        last = batch.last
+        out: LayerActs = {}
         for layer in layers:
             act = acts[(layer, layer_type)]
-            read = act[torch.arange(len(cols), device=act.device), cols.to(act.device)].to(backend.device)
-            pos[layer], neg[layer] = read[0::2], read[1::2]
+            out[layer] = act[torch.arange(len(last), device=act.device), last.to(act.device)].to(backend.device)
         del acts
-        yield [order[k // 2] for k in batch.indices[0::2]], pos, neg
+        yield batch.indices, out
 
 
-def in_caller_order(
-    batches: Iterable[tuple[list[int], LayerActs, LayerActs]],
-) -> tuple[list[int], LayerActs, LayerActs]:
-    """All batches joined, rows back in the caller's order of pairs."""
-    indices: list[int] = []
-    pos_parts: dict[int, list[Tensor]] = {}
-    neg_parts: dict[int, list[Tensor]] = {}
-    for batch_indices, pos, neg in batches:
-        indices += batch_indices
-        for layer in pos:
-            pos_parts.setdefault(layer, []).append(pos[layer])
-            neg_parts.setdefault(layer, []).append(neg[layer])
-    inverse = torch.argsort(torch.tensor(indices))
+def split_pairs(rows: list[int], acts: LayerActs) -> tuple[LayerActs, LayerActs]:
+    """A batch's positive rows and its negative rows (not paired with each other: for sums only)."""
+    pos_at = [k for k, row in enumerate(rows) if row % 2 == 0]
+    neg_at = [k for k, row in enumerate(rows) if row % 2 == 1]
     return (
-        sorted(indices),
-        {layer: torch.cat(parts)[inverse.to(parts[0].device)] for layer, parts in pos_parts.items()},
-        {layer: torch.cat(parts)[inverse.to(parts[0].device)] for layer, parts in neg_parts.items()},
+        {layer: act[pos_at] for layer, act in acts.items()},
+        {layer: act[neg_at] for layer, act in acts.items()},
     )
+
+
+def in_caller_order(batches: Iterable[tuple[list[int], LayerActs]]) -> tuple[LayerActs, LayerActs]:
+    """All batches joined: ``(positive, negative)``, one ``[n_pairs, d_model]`` tensor per layer, in the caller's order."""
+    rows: list[int] = []
+    parts: dict[int, list[Tensor]] = {}
+    for batch_rows, acts in batches:
+        rows += batch_rows
+        for layer, act in acts.items():
+            parts.setdefault(layer, []).append(act)
+    inverse = torch.argsort(torch.tensor(rows))
+    joined = {layer: torch.cat(p)[inverse.to(p[0].device)] for layer, p in parts.items()}
+    return {layer: a[0::2] for layer, a in joined.items()}, {layer: a[1::2] for layer, a in joined.items()}
 
 
 def extract_activations(
@@ -154,7 +152,7 @@ def extract_activations(
     backend, samples, layer_list, layer_type = prepare(
         model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
     )
-    _, pos, neg = in_caller_order(iter_activation_batches(
+    pos, neg = in_caller_order(iter_activation_batches(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
         show_progress, tqdm_desc, prepend_bos=prepend_bos,
     ))

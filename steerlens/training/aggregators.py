@@ -65,7 +65,10 @@ class _RunningMean:
         self.dtype = torch.float32
 
     def update(self, pos: Tensor, neg: Tensor) -> None:
-        diff = (pos.double() - neg.double()).sum(dim=0)
+        # sum(pos - neg) = sum(pos) - sum(neg): a batch's rows need not pair up, nor be as many
+        # positives as negatives (training batches prompts by length); the counts of pairs
+        # add up over all batches.
+        diff = pos.double().sum(dim=0) - neg.double().sum(dim=0)
         self.total = diff if self.total is None else self.total + diff
         self.count += pos.shape[0]
         self.dtype = _result_dtype(pos.dtype)

@@ -21,7 +21,7 @@ from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.layers import LayerType
 from steerlens.tokens import PaddingSide, ReadIndex
 from steerlens.training import distributed as dist_ops
-from steerlens.training.activations import in_caller_order, iter_activation_batches, prepare
+from steerlens.training.activations import in_caller_order, iter_activation_batches, prepare, split_pairs
 from steerlens.training.aggregators import (
     Aggregator,
     MeanAggregator,
@@ -136,10 +136,12 @@ def train_steering_vector(
         backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
         show_progress, tqdm_desc, prepend_bos=prepend_bos,
     )
-    if not isinstance(aggregator, MeanAggregator):
-        # Batches come grouped by length; any aggregator but the mean sees the caller's order.
-        batches = iter([in_caller_order(batches)])
-    for _, pos, neg in batches:
+    if isinstance(aggregator, MeanAggregator):
+        # Batches are grouped by prompt length, not by pair: the running sums need no pairing.
+        parts = (split_pairs(rows, acts) for rows, acts in batches)
+    else:
+        parts = iter([in_caller_order(batches)])
+    for pos, neg in parts:
         for layer, acc in accumulators.items():
             p, n = (pos[layer].cpu(), neg[layer].cpu()) if move_to_cpu else (pos[layer], neg[layer])
             acc.update(p, n)
