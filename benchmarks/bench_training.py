@@ -23,29 +23,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _batches import padded_batches, unpadded_batches  # noqa: E402
 from _models import random_model, random_sentences  # noqa: E402
 
 from steerlens import train_steering_vector  # noqa: E402
-from steerlens.tokens import pad_batch  # noqa: E402
 
 N_PAIRS, BATCH, REPEATS = 64, 8, 5
 TARGET = 1.15
-
-
-def unpadded_batches(seqs: list[list[int]], rows: int) -> list[torch.Tensor]:
-    """Equal-length sequences together, at most ``rows`` a batch."""
-    by_len: dict[int, list[list[int]]] = {}
-    for seq in seqs:
-        by_len.setdefault(len(seq), []).append(seq)
-    return [torch.tensor(group[i : i + rows]) for group in by_len.values() for i in range(0, len(group), rows)]
-
-
-def padded_batches(seqs: list[list[int]], rows: int, pad_id: int, side: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = []
-    for i in range(0, len(seqs), rows):
-        batch = pad_batch(seqs[i : i + rows], pad_id, side)
-        out.append((batch.tokens, batch.attention_mask))
-    return out
 
 
 @torch.no_grad()

@@ -82,6 +82,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _batches import padded_batches, unpadded_batches  # noqa: E402
 from _models import bench_tokenizer, random_sentences  # noqa: E402
 
 SV_VERSION = "0.12.2"
@@ -205,30 +206,6 @@ def _raise_stop(*_args) -> None:
     raise _Stop
 
 
-def length_groups(seqs: list[list[int]], rows: int) -> list[torch.Tensor]:
-    """Unpadded batches: sequences of equal length together, at most ``rows`` per batch."""
-    by_len: dict[int, list[list[int]]] = {}
-    for s in seqs:
-        by_len.setdefault(len(s), []).append(s)
-    return [
-        torch.tensor(group[i : i + rows])
-        for _, group in sorted(by_len.items())
-        for i in range(0, len(group), rows)
-    ]
-
-
-def padded_batches(seqs: list[list[int]], rows: int, pad_id: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Right-padded batches in prompt order, as steerlens builds them today."""
-    out = []
-    for i in range(0, len(seqs), rows):
-        chunk = seqs[i : i + rows]
-        width = max(map(len, chunk))
-        ids = torch.tensor([s + [pad_id] * (width - len(s)) for s in chunk])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
-        out.append((ids, mask))
-    return out
-
-
 @torch.no_grad()
 def hf_forward(model, batches: list, stop_at_layer: int) -> None:
     """HF forward over ``batches`` (tensors, or (ids, mask) pairs), ended after decoder layer stop_at_layer - 1."""
@@ -341,8 +318,8 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
     sorted_prompts = padded_tokens(sorted(hf_ids, key=len, reverse=True), rows)  # steerlens' batches
     pos_ids, neg_ids = hf_ids[0::2], hf_ids[1::2]
     sv_padded = padded_tokens(pos_ids, BATCH) + padded_tokens(neg_ids, BATCH)
-    grouped = length_groups(hf_ids, rows)
-    ht_grouped = length_groups(ht_ids, rows)
+    grouped = unpadded_batches(hf_ids, rows)
+    ht_grouped = unpadded_batches(ht_ids, rows)
     padded = padded_batches(hf_ids, rows, tokenizer.pad_token_id)
     same_weights = info["param_sum"] == param_sum
     same_tokens = sv_ids == hf_ids

@@ -82,7 +82,8 @@ def iter_activation_batches(
         for p, o, ids in zip(prompts, overrides, encoded)
     ]
     # Every row now ends at its read token, so each batch reads its rows' last real token.
-    cut = [ids[: read + 1] for ids, read in zip(encoded, reads)]
+    cut = [ids if read == len(ids) - 1 else ids[: read + 1] for ids, read in zip(encoded, reads)]
+    del encoded
     sites = [(layer, layer_type) for layer in layers]
     batches = iter_batches(cut, 2 * batch_size, backend.pad_id, side, backend.device, longest_first=True)
     total = -(-len(cut) // (2 * batch_size))
