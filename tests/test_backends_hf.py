@@ -94,6 +94,25 @@ def test_vector_is_the_mean_difference_of_the_models_own_hidden_states(name, tok
         assert error <= 1e-6 * scale, (layer, error, scale)
 
 
+def test_the_deepest_mlp_runs_only_at_the_read_token(tokenizer):
+    """Training reads one token per row, so the deepest layer's MLP runs at that token only."""
+    model = make_hf_model("llama")
+    seen: dict[int, list[tuple[int, ...]]] = {0: [], 1: []}
+    # What the MLP's own projection receives (hooks on the MLP itself may run before steerlens').
+    handles = [model.model.layers[i].mlp.down_proj.register_forward_pre_hook(
+        lambda m, a, i=i: seen[i].append(tuple(a[0].shape[:2]))) for i in (0, 1)]
+    try:
+        train_steering_vector(model, tokenizer, PAIRS, layers=[0, 1], batch_size=len(PAIRS))
+        assert seen[0][0][1] > 1 and seen[1] == [(2 * len(PAIRS), 1)]
+        # Other sites at the deepest layer need every position: the MLP runs on all of them.
+        seen[1].clear()
+        train_steering_vector(model, tokenizer, PAIRS, layers=[1], layer_type="mlp_out", batch_size=len(PAIRS))
+        assert seen[1] == [seen[0][0]]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def test_training_stops_after_the_deepest_layer(tokenizer):
     model = make_hf_model("llama")
     calls: list[str] = []

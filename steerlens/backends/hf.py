@@ -5,7 +5,8 @@ layer L); :mod:`.hf_layout` finds the modules from the model's structure, so any
 decoder-only architecture works and no second copy of the weights is made.
 
 * Reading registers capture hooks at the requested sites and a stop hook on the
-  deepest decoder layer, which ends the forward pass there (no unembedding).
+  deepest decoder layer, which ends the forward pass there (no unembedding). When
+  only each row's last token is read (training), that layer's MLP runs at that token only.
 * Steering hooks are registered with ``prepend=True``: they run before any hook
   transformers itself installs (``output_hidden_states`` capture), so
   ``hidden_states`` shows the steered values.
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from steerlens.backends.hf_layout import HFLayout, hf_layout
+from steerlens.backends.hf_layout import HFLayout, hf_layout, position_wise_mlp
 from steerlens.backends.hf_layout import Site as HFSite
 from steerlens.backends.layer_config import (
     ModelLayerConfig,
@@ -124,6 +125,39 @@ class _Capture:
 
 def _stop(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
     raise _StopForward
+
+
+class _MLPAtRows:
+    """Run one MLP at a single position per row: the only one its output is read at.
+
+    The pre-hook hands the MLP ``x[row, column]`` only; the hook puts the result back at
+    those positions of a zero ``[batch, pos, d_model]`` tensor, so the layer's residual
+    add and any position-wise norm after it see the shape they expect. Values at every
+    other position of that layer's output are then meaningless: used for the deepest
+    layer of a read that only keeps each row's last token. A call whose input is not
+    one ``[batch, pos, d]`` tensor runs unchanged.
+    """
+
+    def __init__(self, columns: Tensor):
+        self.columns = columns
+        self.shape: torch.Size | None = None
+
+    def before(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        x = args[0] if len(args) == 1 and not kwargs else None
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] != len(self.columns):
+            self.shape = None
+            return None
+        self.shape = x.shape
+        rows = torch.arange(x.shape[0], device=x.device)
+        return (x[rows, self.columns.to(x.device)].unsqueeze(1),), {}
+
+    def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        if self.shape is None:
+            return None
+        out = output[0] if isinstance(output, tuple) else output
+        full = out.new_zeros(*self.shape[:2], out.shape[-1])
+        full[torch.arange(self.shape[0], device=out.device), self.columns.to(out.device)] = out[:, 0]
+        return (full, *output[1:]) if isinstance(output, tuple) else full
 
 
 @dataclass
@@ -245,15 +279,18 @@ class HFBackend:
         return handles
 
     @torch.no_grad()
-    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Tensor]:
+    def read(self, batch: PromptBatch, sites: Sequence[Site], *, last_only: bool = False) -> dict[Site, Tensor]:
         store: dict[Site, Tensor] = {}
         handles = []
         try:
             for key in sites:
                 handles += self.capture(key, lambda t, key=key: store.__setitem__(key, t))
             if self.layout is not None:  # end the pass once the deepest layer has run
-                deepest = self.layout.site(max(layer for layer, _ in sites), "resid_post").path
-                handles.append(self.model.get_submodule(deepest).register_forward_hook(_stop, with_kwargs=True))
+                top = max(layer for layer, _ in sites)
+                deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)
+                handles.append(deepest.register_forward_hook(_stop, with_kwargs=True))
+                if last_only and self._reads_only_resid_post(sites, top):
+                    handles += self._mlp_at_last_tokens(deepest, batch)
             try:
                 self.model(**self._forward_inputs(batch))
             except _StopForward:
@@ -262,6 +299,23 @@ class HFBackend:
             for handle in handles:
                 handle.remove()
         return store
+
+    def _reads_only_resid_post(self, sites: Sequence[Site], top: int) -> bool:
+        return configured_matcher(self.layer_config, "resid_post") is None and all(
+            check_layer_type(layer_type) == "resid_post" for layer, layer_type in sites if layer == top
+        )
+
+    def _mlp_at_last_tokens(self, layer_module: nn.Module, batch: PromptBatch) -> list[Any]:
+        # Only the last real token of each row is read at the deepest layer, so its MLP
+        # (most of a layer's compute) need not run anywhere else.
+        mlp = position_wise_mlp(layer_module)
+        if mlp is None:
+            return []
+        hooks = _MLPAtRows(batch.last)
+        return [
+            mlp.register_forward_pre_hook(hooks.before, with_kwargs=True),
+            mlp.register_forward_hook(hooks.after, with_kwargs=True, prepend=True),
+        ]
 
     @contextmanager
     def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> Iterator[dict[int, list[Tensor]]]:

@@ -373,6 +373,19 @@ def _find_mlp(children: dict[str, nn.Module]) -> str | None:
          if any(k in type(m).__name__ for k in ("MLP", "Moe", "MoE", "FeedForward", "Experts"))), None)
 
 
+def position_wise_mlp(layer: nn.Module) -> nn.Module | None:
+    """The decoder layer's MLP sub-module, when it maps each position on its own from one input.
+
+    None for layers without an MLP child (OPT's flattened ``fc1``/``fc2``) and for MLPs
+    that take the residual and add it themselves (Bloom, MPT).
+    """
+    children = {name: child for name, child in layer.named_children() if child is not None}
+    name = _find_mlp(children)
+    if name is None or _adds_own_residual(children[name]):
+        return None
+    return children[name]
+
+
 def _norm(
     children: dict[str, nn.Module], names: tuple[str, ...], exclude: Collection[str] = ()
 ) -> str | None:
@@ -491,4 +504,4 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
     return LayerParts(layer_class, names, attn, mlp, ln1, ln2, resid_mid, flattened, tuple(why.items()))
 
 
-__all__ = ["LAYER_TYPES", "HFLayout", "LayerParts", "LayerType", "Site", "hf_layout"]
+__all__ = ["LAYER_TYPES", "HFLayout", "LayerParts", "LayerType", "Site", "hf_layout", "position_wise_mlp"]

@@ -112,7 +112,7 @@ class HookedBackend:
                 )
 
     @torch.no_grad()
-    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Tensor]:
+    def read(self, batch: PromptBatch, sites: Sequence[Site], *, last_only: bool = False) -> dict[Site, Tensor]:
         names = {site: hook_name(*site) for site in sites}
         _, cache = self.model.run_with_cache(
             batch.tokens,

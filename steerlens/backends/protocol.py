@@ -72,8 +72,14 @@ class Backend(Protocol):
         """Raise (before any forward pass) unless every site can be read."""
         ...
 
-    def read(self, batch: PromptBatch, sites: Sequence[Site]) -> dict[Site, Float[Tensor, "batch pos d_model"]]:
-        """Activations at ``sites`` for a padded batch, computing nothing after the deepest site's layer."""
+    def read(
+        self, batch: PromptBatch, sites: Sequence[Site], *, last_only: bool = False
+    ) -> dict[Site, Float[Tensor, "batch pos d_model"]]:
+        """Activations at ``sites`` for a padded batch, computing nothing after the deepest site's layer.
+
+        With ``last_only`` only each row's last real token is needed: a backend may skip
+        work elsewhere, and values at other positions are then undefined.
+        """
         ...
 
     def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> AbstractContextManager[dict[int, list[Tensor]]]:

@@ -88,7 +88,7 @@ def iter_activation_batches(
     batches = iter_batches(cut, 2 * batch_size, backend.pad_id, side, backend.device, longest_first=True)
     total = -(-len(cut) // (2 * batch_size))
     for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
-        acts = backend.read(batch, sites)
+        acts = backend.read(batch, sites, last_only=True)
         last = batch.last
         out: LayerActs = {}
         for layer in layers:
