@@ -16,7 +16,6 @@ token that really follows it (:mod:`steerlens.tokens.targets`), so a SentencePie
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union
 
@@ -30,6 +29,7 @@ from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
 from steerlens.evaluation.sweep import Layers, LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
+from steerlens.samples.chat import answer_letter, caa_record
 from steerlens.tokens import PaddingSide, Prompts, TargetTokenError, check_prompt_inputs, single_target_id
 from steerlens.vector import SteeringVector
 
@@ -199,16 +199,11 @@ class ABItem:
     @classmethod
     def from_caa(cls, record: Mapping[str, str], template: str = "{question}\nAnswer: (") -> "ABItem":
         """From a CAA dataset record: ``question`` (choices included), ``answer_matching_behavior`` like "(A)"."""
-        try:
-            question, answer = record["question"], record["answer_matching_behavior"]
-        except KeyError as missing:
-            raise InvalidArgumentError(
-                f"a CAA record needs 'question' and 'answer_matching_behavior'; {missing} is missing."
-            ) from None
-        letter = re.fullmatch(r"\s*\(?\s*([AB])\s*\)?\s*", str(answer))
+        question, answer = caa_record(record, InvalidArgumentError)
+        letter = answer_letter(answer)
         if letter is None:
             raise InvalidArgumentError(f"answer_matching_behavior must be '(A)' or '(B)', got {answer!r}.")
-        return cls(template.format(question=question), letter.group(1))  # type: ignore[arg-type]
+        return cls(template.format(question=question), letter)  # type: ignore[arg-type]
 
 
 ItemLike = Union[ABItem, Mapping[str, str], tuple[str, str]]

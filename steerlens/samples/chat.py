@@ -49,28 +49,39 @@ def chat_prompt(
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
+def caa_record(record: Mapping[str, Any], error: type[ValueError] = InvalidSampleError, where: str = "") -> tuple[Any, Any]:
+    """``(question, answer_matching_behavior)`` of a CAA dataset record; ``error`` names a missing key."""
+    try:
+        return record["question"], record["answer_matching_behavior"]
+    except KeyError as missing:
+        raise error(
+            f"{where}a CAA record needs 'question' and 'answer_matching_behavior'; {missing} is missing."
+        ) from None
+
+
+def answer_letter(answer: Any, letters: tuple[str, str] = ("A", "B")) -> str | None:
+    """The letter an answer like ``"(A)"``, ``" (B)"`` or ``"A"`` names; None when it is none of ``letters``."""
+    pattern = "|".join(re.escape(letter) for letter in letters)
+    match = re.fullmatch(rf"\s*\(?\s*({pattern})\s*\)?\s*", str(answer))
+    return None if match is None else match.group(1)
+
+
 def _question_and_letter(index: int, item: ChatItem, letters: tuple[str, str]) -> tuple[str, str]:
     if isinstance(item, Mapping):
-        try:
-            question, answer = item["question"], item["answer_matching_behavior"]
-        except KeyError as missing:
-            raise InvalidSampleError(
-                f"item {index}: a CAA record needs 'question' and 'answer_matching_behavior'; {missing} is missing."
-            ) from None
+        question, answer = caa_record(item, where=f"item {index}: ")
     elif isinstance(item, (tuple, list)) and len(item) == 2:
         question, answer = item
     else:
         raise InvalidSampleError(
             f"item {index} is {type(item).__name__}; pass CAA records (dicts) or (question, letter) pairs."
         )
-    pattern = "|".join(re.escape(letter) for letter in letters)
-    match = re.fullmatch(rf"\s*\(?\s*({pattern})\s*\)?\s*", str(answer))
-    if not isinstance(question, str) or not question.strip() or match is None:
+    letter = answer_letter(answer, letters)
+    if not isinstance(question, str) or not question.strip() or letter is None:
         raise InvalidSampleError(
             f"item {index}: needs a question and a matching answer among {letters} (like '(A)'), "
             f"got {question!r:.60} and {answer!r}."
         )
-    return question, match.group(1)
+    return question, letter
 
 
 def caa_items(
