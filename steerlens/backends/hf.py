@@ -36,6 +36,7 @@ from steerlens.backends.layer_config import (
     matcher_path,
 )
 from steerlens.backends.protocol import Site
+from steerlens.backends.tail import last_token_resid
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
 from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import check_layer_type
@@ -148,8 +149,7 @@ class _MLPAtRows:
             self.shape = None
             return None
         self.shape = x.shape
-        rows = torch.arange(x.shape[0], device=x.device)
-        return (x[rows, self.columns.to(x.device)].unsqueeze(1),), {}
+        return (last_token_resid(x, self.columns).unsqueeze(1),), {}
 
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if self.shape is None:
@@ -406,7 +406,7 @@ class HFBackend:
     def last_token_logits(self, batch: PromptBatch) -> Tensor:
         """Next-token logits at each row's last real token, with whatever hooks are installed."""
         logits = self.model(**self._forward_inputs(batch)).logits
-        return logits[torch.arange(logits.shape[0], device=logits.device), batch.last.to(logits.device)]
+        return last_token_resid(logits, batch.last)
 
     def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HFSweepPass":
         return HFSweepPass(self, batch, self.last_token_logits(batch))

@@ -49,7 +49,9 @@ def chat_prompt(
     return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
 
 
-def caa_record(record: Mapping[str, Any], error: type[ValueError] = InvalidSampleError, where: str = "") -> tuple[Any, Any]:
+def caa_record(
+    record: Mapping[str, Any], error: type[ValueError] = InvalidSampleError, where: str = ""
+) -> tuple[Any, Any]:
     """``(question, answer_matching_behavior)`` of a CAA dataset record; ``error`` names a missing key."""
     try:
         return record["question"], record["answer_matching_behavior"]

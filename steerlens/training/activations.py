@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, backend_for
+from steerlens.backends.tail import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.checks import check_batch_size, check_padding_side
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
@@ -90,10 +91,9 @@ def iter_activation_batches(
     for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
         acts = backend.read(batch, sites, last_only=True)
         last = batch.last
-        out: LayerActs = {}
-        for layer in layers:
-            act = acts[(layer, layer_type)]
-            out[layer] = act[torch.arange(len(last), device=act.device), last.to(act.device)].to(backend.device)
+        out: LayerActs = {
+            layer: last_token_resid(acts[site], last).to(backend.device) for layer, site in zip(layers, sites)
+        }
         del acts
         yield batch.indices, out
 
