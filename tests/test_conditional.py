@@ -78,6 +78,21 @@ def test_generation_steers_only_rows_above_the_threshold(toy, vectors, food):
     assert torch.equal(generate(toy, prompts)[1], plain_logits)
 
 
+def test_positions_count_from_each_rows_first_real_token(toy, vectors, food):
+    """With left padding, a row is steered at the positions its prompt has alone."""
+    sentiment = vectors[1].select_layers(2)
+    steer, other = topic_texts("test")
+    prompts = [steer[0], other[0], steer[1], other[5]]  # different lengths: left padding
+    lengths = [toy.to_tokens(p).shape[1] for p in prompts]
+    assert len(set(lengths)) > 1
+    with conditional_steering(toy, sentiment, food.condition, multiplier=3.0, min_token_index=min(lengths) + 2):
+        tokens, logits = generate(toy, prompts)
+        alone = [generate(toy, [p]) for p in prompts]
+    for row, (single_tokens, single_logits) in enumerate(alone):
+        assert torch.equal(tokens[row, -STEPS:], single_tokens[0, -STEPS:])
+        torch.testing.assert_close(logits[row], single_logits[0], atol=1e-4, rtol=0)
+
+
 def test_each_generate_call_decides_anew(toy, vectors, food):
     sentiment = vectors[1].select_layers(2)
     steer, other = topic_texts("test")

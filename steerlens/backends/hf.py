@@ -10,8 +10,9 @@ decoder-only architecture works and no second copy of the weights is made.
 * Steering hooks are registered with ``prepend=True``: they run before any hook
   transformers itself installs (``output_hidden_states`` capture), so
   ``hidden_states`` shows the steered values.
-* Positions are absolute, as on a HookedTransformer: a forward pre-hook on the root
-  model reads the KV-cache length before each call (also during ``generate``).
+* Positions count per row from the first real token, as on a HookedTransformer: a
+  forward pre-hook on the root model reads the KV-cache length, ``position_ids`` and
+  the attention mask before each call (also each step of ``generate``).
 * Each hook casts the vector to its own activation's device and dtype, so models
   spread over devices (``device_map``) steer as they are.
 """
@@ -38,7 +39,7 @@ from steerlens.backends.layer_config import (
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import last_token_resid
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
-from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import check_layer_type
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, pad_token_id
 
@@ -54,27 +55,38 @@ def site_tensor(site: HFSite, args: tuple, kwargs: dict, output: Any) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _cache_length(args: tuple, kwargs: dict) -> int:
-    """Tokens already in the KV cache of a ``*ForCausalLM.forward`` call (0 without a cache)."""
-    cache = kwargs.get("past_key_values")
-    if cache is None and len(args) > 1 and hasattr(args[1], "get_seq_length"):
-        cache = args[1]  # past_key_values passed positionally
-    if cache is not None and hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    positions = kwargs.get("cache_position")
-    if isinstance(positions, torch.Tensor) and positions.numel():
-        return int(positions.reshape(-1)[0])
-    return 0
+def call_positions(model: nn.Module, args: tuple, kwargs: dict) -> PassPositions:
+    """Where the columns of one ``*ForCausalLM.forward`` call sit, from what every transformers version passes.
+
+    The KV cache is found by what it is (an argument with ``get_seq_length``), whatever
+    keyword it comes under (``past_key_values=`` up to transformers 5.24, ``cache=``
+    since 5.25); ``position_ids`` and ``attention_mask`` are the forward's public inputs.
+    """
+    if len(args) > 1:  # inputs passed positionally: name them by the forward's own signature
+        try:
+            kwargs = {**inspect.signature(model.forward).bind_partial(*args, **kwargs).arguments, **kwargs}
+        except TypeError:
+            pass
+    past = 0
+    for value in (*args, *kwargs.values()):
+        if hasattr(value, "get_seq_length"):
+            past = int(value.get_seq_length())
+            break
+    else:
+        start = kwargs.get("cache_position")
+        if isinstance(start, Tensor) and start.numel():
+            past = int(start.reshape(-1)[0])
+    return PassPositions(past, kwargs.get("position_ids"), kwargs.get("attention_mask"))
 
 
 @dataclass
-class RootOffset:
-    """Forward pre-hook on the root model: stores the absolute position of the call's first column."""
+class PassWatcher:
+    """Forward pre-hook on the root model: tells ``callback`` where each pass's columns sit."""
 
-    store: list[int]
+    callback: Callable[[PassPositions], None]
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self.store[0] = _cache_length(args, kwargs)
+        self.callback(call_positions(module, args, kwargs))
 
 
 @dataclass
@@ -360,8 +372,8 @@ class HFBackend:
 
     def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         sites = self.check_vector(spec.vectors, spec.layer_type)
-        offset = [0]
-        handles = [self.model.register_forward_pre_hook(RootOffset(offset), with_kwargs=True, prepend=True)]
+        positions = PassPositions()
+        handles = [self.watch_passes(0, positions.update)]
         try:
             for layer, vec in spec.vectors.items():
                 site = sites[layer]
@@ -371,7 +383,7 @@ class HFBackend:
                     handles.append(
                         layer_module.register_forward_pre_hook(LayerShape(shape), with_kwargs=True, prepend=True)
                     )
-                steer = HFSteer(SteeringHook(vec, spec, offset), site, shape)
+                steer = HFSteer(SteeringHook(vec, spec, positions), site, shape)
                 handles.append(_register(self.model.get_submodule(site.path), site, steer))
         except BaseException:
             for handle in handles:
@@ -392,8 +404,15 @@ class HFBackend:
         finally:
             handle.remove()
 
+    def watch_passes(self, layer: int, callback: Callable[[PassPositions], None]) -> Any:
+        """Call ``callback`` before every forward pass of the model (also each ``generate`` step); returns the handle.
+
+        Any layer's pass starts at the root model, so ``layer`` does not matter here.
+        """
+        return self.model.register_forward_pre_hook(PassWatcher(callback), with_kwargs=True, prepend=True)
+
     def steering_hooks(self) -> list[str]:
-        ours = (HFSteer, RootOffset, LayerShape)
+        ours = (HFSteer, PassWatcher, LayerShape)
         return [
             name or "<root>"
             for name, module in self.model.named_modules()

@@ -1,9 +1,9 @@
 """The TransformerLens backend: a ``HookedTransformer`` read with ``run_with_cache`` and
 steered through ``model.hooks(...)``.
 
-A forward pre-hook on each steered block reads the KV-cache length, so the steering
-hook knows the absolute position of every column it sees, also while generating one
-token at a time. Sweeps resume from the cached clean residual at the steered layer
+A forward pre-hook on each steered block reads the KV-cache length and the attention
+mask, so the steering hook knows each row's position of every column it sees (left
+padding included), also while generating one token at a time. Sweeps resume from the cached clean residual at the steered layer
 (``start_at_layer``) and run the final block for the last token only (:mod:`.tail`).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
@@ -21,7 +21,7 @@ from torch import Tensor
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.errors import ModelMismatchError
-from steerlens.hooks import SteeringPatchHandle, SteeringHook, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 
@@ -29,30 +29,37 @@ from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokeni
 _RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
 
 
-@dataclass
-class OffsetTracker:
-    """Forward pre-hook on a block: records the absolute position of the first new token.
+def block_positions(kwargs: dict) -> PassPositions:
+    """Where the columns of one block call sit: its KV-cache entry and attention mask.
 
-    It lives as long as its steering hook: ``model.reset_hooks()`` (the usual
-    TransformerLens idiom) removes the steering hook but knows nothing of torch
-    pre-hooks, so a tracker whose steering hook is gone removes itself.
+    The cache entry holds the keys of every earlier position; the mask TransformerLens
+    hands each block covers cached and new tokens (it is how left padding is seen).
+    """
+    entry = kwargs.get("past_kv_cache_entry")
+    past = 0 if entry is None else int(entry.past_keys.shape[1])
+    return PassPositions(past, None, kwargs.get("attention_mask"))
+
+
+@dataclass
+class PassWatcher:
+    """Forward pre-hook on a block: tells ``callback`` where each pass's columns sit.
+
+    A HookedTransformer's ``generate`` calls ``forward`` directly (no module hooks run
+    on the model itself), so passes are watched at a block. With ``alive`` it lives as
+    long as a steering hook: ``model.reset_hooks()`` (the usual TransformerLens idiom)
+    removes steering hooks but knows nothing of torch pre-hooks, so a watcher whose
+    hook is gone removes itself.
     """
 
-    hook: SteeringHook
-    point: Any
+    callback: Callable[[PassPositions], None]
+    alive: Callable[[], bool] = lambda: True
     handle: Any = None
-
-    def alive(self) -> bool:
-        return any(lens.user_hook is self.hook for lens in self.point.fwd_hooks)
 
     def __call__(self, block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         if not self.alive():
             self.handle.remove()
             return
-        # The block's cache entry holds the keys of every earlier position: its length
-        # is the absolute position of the first token of this forward pass.
-        entry = kwargs.get("past_kv_cache_entry")
-        self.hook.offset[0] = 0 if entry is None else int(entry.past_keys.shape[1])
+        self.callback(block_positions(kwargs))
 
 
 @dataclass
@@ -164,14 +171,21 @@ class HookedBackend:
         self.check_vector(spec.vectors, spec.layer_type)
         return [(hook_name(layer, spec.layer_type), SteeringHook(vec, spec)) for layer, vec in spec.vectors.items()]
 
+    def watch_passes(
+        self, layer: int, callback: Callable[[PassPositions], None], alive: Callable[[], bool] | None = None
+    ) -> Any:
+        """Call ``callback`` before block ``layer`` runs in every forward pass (also each ``generate`` step)."""
+        watcher = PassWatcher(callback, alive or (lambda: True))
+        watcher.handle = self.model.blocks[layer].register_forward_pre_hook(watcher, with_kwargs=True, prepend=True)
+        return watcher.handle
+
     def _track(self, hooks: list[tuple[str, SteeringHook]]) -> list[Any]:
-        """Offset trackers on the blocks of installed steering hooks; returns their handles."""
+        """A pass watcher on the block of each installed steering hook; returns their handles."""
         handles = []
         for name, hook in hooks:
-            tracker = OffsetTracker(hook, self.model.hook_dict[name])
-            block = self.model.blocks[int(name.split(".")[1])]
-            tracker.handle = block.register_forward_pre_hook(tracker, with_kwargs=True)
-            handles.append(tracker.handle)
+            point = self.model.hook_dict[name]
+            alive = lambda point=point, hook=hook: any(lens.user_hook is hook for lens in point.fwd_hooks)  # noqa: E731
+            handles.append(self.watch_passes(int(name.split(".")[1]), hook.positions.update, alive))
         return handles
 
     @contextmanager
@@ -210,11 +224,11 @@ class HookedBackend:
             if any(isinstance(h.user_hook, SteeringHook) for h in point.fwd_hooks)
         ]
         for i, block in enumerate(self.model.blocks):
-            trackers = [h for h in block._forward_pre_hooks.values() if isinstance(h, OffsetTracker)]
-            for tracker in trackers:
-                if not tracker.alive():  # left behind by model.reset_hooks(): clean it up now
-                    tracker.handle.remove()
-            if any(tracker.alive() for tracker in trackers):
+            watchers = [h for h in block._forward_pre_hooks.values() if isinstance(h, PassWatcher)]
+            for watcher in watchers:
+                if not watcher.alive():  # left behind by model.reset_hooks(): clean it up now
+                    watcher.handle.remove()
+            if any(watcher.alive() for watcher in watchers):
                 names.append(f"blocks.{i}")
         return names
 
@@ -267,7 +281,8 @@ class HookedSweepPass:
         if not self.fast:
             return [self._full_forward(spec) for spec in specs]
         act = self.cache[hook_name(layer, self.layer_type)]
-        steered_acts = [SteeringHook(spec.vectors[layer], spec).steer(act, 0) for spec in specs]
+        positions = PassPositions(attention_mask=self.batch.attention_mask)
+        steered_acts = [SteeringHook(spec.vectors[layer], spec).steer(act, positions) for spec in specs]
         # A cell whose activation is exactly unchanged (m = 0 with addition) is the clean one.
         moved = [i for i, s in enumerate(steered_acts) if not torch.equal(s, act)]
         out: list[Tensor | None] = [None] * len(specs)

@@ -10,13 +10,13 @@ L is ``blocks.{L}.hook_resid_post``, the output of decoder layer L).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.hooks import SteeringPatchHandle, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringSpec
 from steerlens.tokens import PromptBatch, PromptInput
 
 Site = tuple[int, str]
@@ -96,6 +96,14 @@ class Backend(Protocol):
 
     def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         """Steer until ``handle.remove()``."""
+        ...
+
+    def watch_passes(self, layer: int, callback: Callable[[PassPositions], None]) -> Any:
+        """Call ``callback`` with each forward pass's positions before layer ``layer`` runs; returns a handle.
+
+        Runs on every pass, also each KV-cache step of ``generate``, whatever arguments the
+        model's library passes; ``handle.remove()`` stops it.
+        """
         ...
 
     def steering_hooks(self) -> list[str]:

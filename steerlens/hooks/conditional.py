@@ -32,11 +32,10 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from steerlens.backends import Backend, backend_for
-from steerlens.backends.hooked import HookedBackend
 from steerlens.checks import check_prompts, finite_number
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
 from steerlens.hooks.operators import Operator, addition_operator
-from steerlens.hooks.positions import TokenIndices
+from steerlens.hooks.positions import PassPositions, TokenIndices
 from steerlens.hooks.steering_hook import make_spec
 from steerlens.layers import check_layer_type, resolve_layers
 from steerlens.tokens import PaddingSide, iter_batches
@@ -155,6 +154,7 @@ class ConditionalState:
     gate: Tensor | None = None
     mask: Tensor | None = None
     pending: bool = False
+    incoming: PassPositions | None = None
 
     @property
     def steered(self) -> Bool[Tensor, "batch"] | None:
@@ -164,17 +164,22 @@ class ConditionalState:
     def scores(self) -> Float[Tensor, "batch"] | None:
         return self.decisions[-1].scores if self.decisions else None
 
-    def begin_pass(self, offset: int, mask: Tensor | None) -> None:
-        """A forward pass starts at absolute position ``offset``; ``mask`` marks its real tokens."""
-        if offset == 0:  # a new sequence: its prompt decides afresh
-            self.gate, self.mask, self.pending = None, mask, True
+    def begin_pass(self, positions: PassPositions) -> None:
+        """A forward pass is about to run at ``positions`` (classified at its first site, where its shape is known)."""
+        self.incoming = positions
+
+    def see(self, activation: Tensor) -> None:
+        """At the pass's first site: a pass that starts new sequences (a prompt) decides afresh."""
+        positions, self.incoming = self.incoming, None
+        if positions is None:
+            return
+        batch, width = activation.shape[:2]
+        if positions.starts_sequence(batch, width):  # not a KV-cache step: its prompt decides
+            self.gate, self.mask, self.pending = None, positions.real(batch, width), True
 
     def decide(self, activations: Tensor) -> None:
         """Score the prompt pass's activations at the condition's site and set the gate."""
-        mask = self.mask
-        if mask is not None and mask.shape != activations.shape[:2]:
-            mask = None  # a mask that does not fit this pass (e.g. no padding): every token is real
-        scores = self.condition.score(activations, mask).detach()
+        scores = self.condition.score(activations, self.mask).detach()
         self.gate = self.condition.holds(scores)
         self.pending = False
         self.decisions.append(Decision(scores.cpu(), self.gate.cpu()))
@@ -197,6 +202,7 @@ class GatedOperator:
 
     def __call__(self, activation: Tensor, vector: Tensor) -> Tensor:
         state = self.state
+        state.see(activation)
         if self.capture and state.pending:
             state.decide(activation)
         keep = torch.full_like(activation, -0.0)
@@ -302,62 +308,12 @@ def _condition_site(backend: Backend, condition: Condition) -> tuple[int, str]:
 
 @contextmanager
 def _pass_watcher(backend: Backend, first_layer: int, state: ConditionalState) -> Iterator[None]:
-    """A forward pre-hook telling ``state`` where each pass starts and which of its tokens are real.
-
-    A HookedTransformer's ``generate`` calls ``forward`` directly (no module hooks on
-    the model itself), so the watcher sits on the first block any of our sites is in
-    and reads its KV-cache entry; a Hugging Face model is watched at its root, whose
-    ``generate`` calls it with ``past_key_values`` / ``cache_position``.
-    """
-    if isinstance(backend, HookedBackend):
-        module = backend.model.blocks[first_layer]
-        hook = _watch_hooked_block(state)
-    else:
-        module = backend.model
-        hook = _watch_hf_root(state)
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
+    """Tell ``state`` where each forward pass starts, before the first of our sites runs."""
+    handle = backend.watch_passes(first_layer, state.begin_pass)
     try:
         yield
     finally:
         handle.remove()
-
-
-def _current_mask(mask: Any, width: int) -> Tensor | None:
-    """The columns of a (past + current) attention mask that belong to this pass, as bools."""
-    if not isinstance(mask, Tensor) or mask.dim() != 2 or mask.shape[1] < width:
-        return None
-    return mask[:, -width:].bool()
-
-
-def _watch_hooked_block(state: ConditionalState) -> Any:
-    def watch(block: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        resid = args[0] if args else kwargs["resid_pre"]
-        entry = kwargs.get("past_kv_cache_entry")
-        offset = 0 if entry is None else int(entry.past_keys.shape[1])
-        state.begin_pass(offset, _current_mask(kwargs.get("attention_mask"), resid.shape[1]))
-
-    return watch
-
-
-def _watch_hf_root(state: ConditionalState) -> Any:
-    def watch(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        embeds = kwargs.get("inputs_embeds")
-        width = (ids if ids is not None else embeds).shape[1]
-        state.begin_pass(_hf_offset(args, kwargs), _current_mask(kwargs.get("attention_mask"), width))
-
-    return watch
-
-
-def _hf_offset(args: tuple, kwargs: dict) -> int:
-    """Tokens already in a Hugging Face KV cache when the model is called (0 without one)."""
-    cache = kwargs.get("past_key_values")
-    if cache is not None and hasattr(cache, "get_seq_length"):
-        return int(cache.get_seq_length())
-    positions = kwargs.get("cache_position")
-    if isinstance(positions, Tensor) and positions.numel():
-        return int(positions.reshape(-1)[0])
-    return 0
 
 
 @torch.no_grad()

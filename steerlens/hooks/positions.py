@@ -1,17 +1,19 @@
-"""Which absolute token positions a steering hook touches.
+"""Which token positions a steering hook touches.
 
-Positions are absolute indices in the full sequence (prompt plus generated
-tokens). During generation with a KV cache each forward pass sees only the new
-tokens, so the hook is told the number of cached positions (``offset``) and
-maps its local columns to absolute positions ``offset .. offset + pos - 1``.
+Positions are absolute indices in each row's own sequence (prompt plus generated
+tokens), counted from the row's first real token: a left-padded row has the positions
+its prompt has alone. During generation with a KV cache each forward pass sees only
+the new tokens; :class:`PassPositions`, filled in by the backend before every pass,
+says where its columns sit.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Union
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from steerlens.errors import TokenIndexError
@@ -65,31 +67,91 @@ def check_token_indices(min_token_index: int, token_indices: TokenIndices) -> To
     )
 
 
+@dataclass
+class PassPositions:
+    """Where the columns of one forward pass sit in each row's own sequence.
+
+    A backend's pre-hook fills it in before every pass from what the model is called
+    with, never from keyword names of a library's internals: ``past`` (tokens already in
+    the KV cache), ``position_ids`` (as the model was given them) and ``attention_mask``
+    (1 = real token; ``[batch, past + width]`` during cached generation, or just this pass's columns).
+
+    Positions count from each row's first real token, so on a left-padded batch a row's
+    positions are the ones the same prompt has alone; padding columns get -1 (from the
+    mask) or whatever the caller's ``position_ids`` say, which never matters: no real
+    token attends to them.
+    """
+
+    past: int = 0
+    position_ids: Tensor | None = None
+    attention_mask: Tensor | None = None
+
+    def update(self, other: "PassPositions") -> None:
+        """Take ``other``'s values in place (hooks holding this object see the new pass)."""
+        self.past, self.position_ids, self.attention_mask = other.past, other.position_ids, other.attention_mask
+
+    def rows(self, batch: int, width: int) -> Int[Tensor, "batch width"]:
+        """The absolute position of every column of a ``[batch, width]`` pass, per row."""
+        ids = self.position_ids
+        if isinstance(ids, Tensor) and ids.dim() == 2 and ids.shape[-1] == width and ids.shape[0] in (1, batch):
+            return ids.long().expand(batch, width)
+        mask = self.attention_mask
+        if isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[0] == batch:
+            if mask.shape[-1] > width:  # the whole sequence's mask, cached tokens included
+                return (mask.long().cumsum(-1) - 1)[:, -width:]
+            if mask.shape[-1] == width:  # this pass's columns only, after `past` real tokens
+                return mask.long().cumsum(-1) - 1 + self.past
+        return torch.arange(self.past, self.past + width).expand(batch, width)
+
+    def real(self, batch: int, width: int) -> Bool[Tensor, "batch width"] | None:
+        """Which columns of the pass hold real tokens (None: no 2-D mask was given, all of them)."""
+        mask = self.attention_mask
+        if isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[0] == batch and mask.shape[-1] >= width:
+            return mask[:, -width:].bool()
+        return None
+
+    def starts_sequence(self, batch: int, width: int) -> bool:
+        """True on a pass that begins new sequences (a prompt), false on a KV-cache step."""
+        if self.past:
+            return False
+        return bool(self.rows(batch, width)[:, 0].min() <= 0)
+
+
 def position_mask(
-    offset: int, length: int, batch: int, min_token_index: int, token_indices: TokenIndices
+    positions: PassPositions, batch: int, width: int, min_token_index: int, token_indices: TokenIndices
 ) -> Bool[Tensor, "batch pos"] | None:
-    """Mask of the positions to steer in columns ``offset .. offset+length-1``, or None for all."""
+    """Mask of the ``[batch, width]`` columns of one pass to steer, or None for all of them."""
     if min_token_index == 0 and token_indices is None:
         return None
-    positions = torch.arange(offset, offset + length)
-    mask = positions >= min_token_index
+    rows = positions.rows(batch, width).cpu()
+    mask = rows >= min_token_index
     if token_indices is None:
-        return mask.expand(batch, length)
+        return mask
     if isinstance(token_indices, slice):
         start = token_indices.start or 0
         step = token_indices.step or 1
-        chosen = (positions >= start) & ((positions - start) % step == 0)
+        chosen = (rows >= start) & ((rows - start) % step == 0)
         if token_indices.stop is not None:
-            chosen &= positions < token_indices.stop
+            chosen &= rows < token_indices.stop
     elif isinstance(token_indices, Tensor):
-        width = token_indices.shape[-1]
-        inside = positions < width
-        picked = token_indices[..., positions.clamp(max=max(width - 1, 0))] & inside
-        if picked.dim() == 2 and picked.shape[0] != batch:
-            raise TokenIndexError(
-                f"token_indices mask has batch size {picked.shape[0]} but the input has {batch} rows."
-            )
-        chosen = picked.cpu()
+        chosen = _mask_at(token_indices.cpu(), rows)
     else:
-        chosen = torch.isin(positions, torch.tensor(token_indices, dtype=torch.long))
-    return (mask & chosen).expand(batch, length)
+        chosen = torch.isin(rows, torch.tensor(token_indices, dtype=torch.long))
+    return mask & chosen
+
+
+def _mask_at(picked: Bool[Tensor, "*batch n"], rows: Int[Tensor, "batch width"]) -> Bool[Tensor, "batch width"]:
+    """A position mask looked up at each row's positions (padding columns, position < 0: False)."""
+    batch, width = rows.shape
+    if picked.dim() == 2 and picked.shape[0] != batch:
+        raise TokenIndexError(f"token_indices mask has batch size {picked.shape[0]} but the input has {batch} rows.")
+    real = rows >= 0
+    furthest = int(rows[real].max()) if real.any() else -1
+    if furthest >= picked.shape[-1]:
+        raise TokenIndexError(
+            f"the token_indices mask covers {picked.shape[-1]} positions but the model runs position {furthest}; "
+            "make the mask as wide as the longest sequence (prompt plus generated tokens), or pass "
+            "positions as a list or slice, which need no width."
+        )
+    picked = picked.expand(batch, picked.shape[-1])
+    return picked.gather(1, rows.clamp(min=0)) & real

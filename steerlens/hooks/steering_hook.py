@@ -1,9 +1,10 @@
 """The hook function that steers one activation, the same on every kind of model.
 
 A backend (:mod:`steerlens.backends`) decides *where* a :class:`SteeringHook` runs
-(a TransformerLens hook point, a torch hook on a Hugging Face module) and tells it
-the absolute position of the first column it sees (``offset``: the KV-cache length
-during generation); the hook decides *what* changes.
+(a TransformerLens hook point, a torch hook on a Hugging Face module) and tells it,
+before every forward pass, where that pass's columns sit in each row's sequence
+(:class:`~steerlens.hooks.positions.PassPositions`: KV-cache length, position ids,
+attention mask); the hook decides *what* changes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 
 from steerlens.checks import finite_number
 from steerlens.hooks.operators import Operator, addition_operator
-from steerlens.hooks.positions import TokenIndices, check_token_indices, position_mask
+from steerlens.hooks.positions import PassPositions, TokenIndices, check_token_indices, position_mask
 
 
 @dataclass(frozen=True)
@@ -59,20 +60,20 @@ class SteeringHook:
 
     vector: Tensor
     spec: SteeringSpec
-    offset: list[int] = field(default_factory=lambda: [0])
+    positions: PassPositions = field(default_factory=PassPositions)
 
-    def steer(self, act: Float[Tensor, "batch pos d_model"], offset: int) -> Tensor:
-        """Return ``act`` steered at the selected absolute positions (``offset`` = first column's position)."""
+    def steer(self, act: Float[Tensor, "batch pos d_model"], positions: PassPositions) -> Tensor:
+        """Return ``act`` steered at the selected positions (``positions``: where this pass's columns sit)."""
         # Scale in float32, then cast: the same rounding on every device and dtype.
         scaled = (self.vector.to(device=act.device, dtype=torch.float32) * self.spec.multiplier).to(act.dtype)
         delta = self.spec.operator(act, scaled)
-        mask = position_mask(offset, act.shape[1], act.shape[0], self.spec.min_token_index, self.spec.token_indices)
+        mask = position_mask(positions, act.shape[0], act.shape[1], self.spec.min_token_index, self.spec.token_indices)
         if mask is None:
             return act + delta
         return torch.where(mask.to(act.device)[..., None], act + delta, act)
 
     def __call__(self, act: Tensor, hook: Any = None) -> Tensor:
-        return self.steer(act, self.offset[0])
+        return self.steer(act, self.positions)
 
     def __repr__(self) -> str:
         # TransformerLens formats a hook's repr when adding it: keep that cheap (no tensor printing).
