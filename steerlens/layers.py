@@ -1,8 +1,7 @@
 """Layer types, TransformerLens hook names, and validation of layer lists.
 
 steerlens' layer types are TransformerLens' hook points. The names the
-``steering-vectors`` library uses are accepted everywhere with its meaning and
-stored under the canonical name:
+``steering-vectors`` library uses are accepted everywhere:
 
 ===========================  =============  ====================================
 steering-vectors name         canonical      TransformerLens hook
@@ -17,6 +16,14 @@ steering-vectors name         canonical      TransformerLens hook
 On a HookedTransformer ``ln1``/``ln2`` are TransformerLens' ``hook_normalized``
 (the normalised input, before the norm's gain and bias); on a Hugging Face model
 they are the norm module's output (after them), which is what steering-vectors reads.
+
+On a Hugging Face model a steering-vectors name means what it means there: the output
+of the decoder layer's sub-module of that name, where the layer has one. Where that is
+not the canonical name's tensor (Gemma 2/3's ``post_attention_layernorm`` normalises the
+attention output; their ``self_attn``/``mlp`` come before the post-sublayer norms), a
+vector trained there is stored as ``module:<name>`` (e.g. ``module:post_attention_layernorm``),
+which always means that module's output and steers Hugging Face models only; elsewhere it
+is stored under the canonical name.
 """
 
 from __future__ import annotations
@@ -30,11 +37,21 @@ from steerlens.errors import LayerError
 
 CanonicalLayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"]
 SteeringVectorsLayerType = Literal["decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm"]
+ModuleLayerType = Literal[
+    "module:self_attn", "module:mlp", "module:input_layernorm", "module:post_attention_layernorm",
+]
+"""The output of the Hugging Face decoder layer's sub-module of that name (steering-vectors' meaning)."""
 LayerType = Literal[
     "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2",
     "decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm",
+    "module:self_attn", "module:mlp", "module:input_layernorm", "module:post_attention_layernorm",
 ]
-LAYER_TYPES: tuple[str, ...] = get_args(CanonicalLayerType)
+TL_LAYER_TYPES: tuple[str, ...] = get_args(CanonicalLayerType)
+"""The layer types that are TransformerLens hook points."""
+MODULE_PREFIX = "module:"
+MODULE_LAYER_TYPES: tuple[str, ...] = get_args(ModuleLayerType)
+LAYER_TYPES: tuple[str, ...] = TL_LAYER_TYPES + MODULE_LAYER_TYPES
+"""Every name a vector is stored under."""
 ALIASES: dict[str, str] = {
     "decoder_block": "resid_post",
     "self_attn": "attn_out",
@@ -58,14 +75,43 @@ def check_layer_type(layer_type: str) -> str:
     if isinstance(layer_type, str) and layer_type in ALIASES:
         return ALIASES[layer_type]
     raise LayerError(
-        f"unknown layer_type {layer_type!r}; use one of {', '.join(LAYER_TYPES)} "
-        f"(or steering-vectors' {', '.join(ALIASES)})."
+        f"unknown layer_type {layer_type!r}; use one of {', '.join(TL_LAYER_TYPES)} "
+        f"(or steering-vectors' {', '.join(ALIASES)}, or {', '.join(MODULE_LAYER_TYPES)})."
     )
+
+
+def check_layer_name(layer_type: str) -> str:
+    """``layer_type`` unchanged if it is a known name (canonical, steering-vectors', ``module:``), else a LayerError.
+
+    Backends resolve a steering-vectors name themselves: on a Hugging Face model it may
+    name another tensor than its canonical name.
+    """
+    check_layer_type(layer_type)
+    return layer_type
+
+
+def module_name(layer_type: str) -> str | None:
+    """The Hugging Face sub-module a layer type names (``"mlp"`` for ``mlp`` and ``module:mlp``), else None.
+
+    ``decoder_block`` and the canonical names name hook points, not modules.
+    """
+    if layer_type in MODULE_LAYER_TYPES:
+        return layer_type[len(MODULE_PREFIX):]
+    if layer_type in ALIASES and layer_type != "decoder_block":
+        return layer_type
+    return None
 
 
 def hook_name(layer: int, layer_type: str) -> str:
     """TransformerLens hook name, e.g. ``hook_name(3, "resid_post") == "blocks.3.hook_resid_post"``."""
     canonical = check_layer_type(layer_type)
+    if canonical in MODULE_LAYER_TYPES:
+        raise LayerError(
+            f"layer_type {canonical!r} is the output of a Hugging Face decoder layer's sub-module "
+            f"{module_name(canonical)!r} (steering-vectors' meaning on that model); a HookedTransformer has no such "
+            "module. Steer the Hugging Face model it was trained on, or train at a canonical layer type "
+            f"({', '.join(TL_LAYER_TYPES)})."
+        )
     if canonical in ("ln1", "ln2"):
         return f"blocks.{layer}.{canonical}.hook_normalized"
     return f"blocks.{layer}.hook_{canonical}"

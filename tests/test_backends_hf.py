@@ -11,11 +11,12 @@ import torch
 import transformers as tf
 from tiny_hf import CONFIGS, GATED, INPUT_IDS, NEW_ARCHITECTURES, make_hf_model, make_tokenizer
 
-from steerlens import SteeringVector, steering_hooks_on, train_steering_vector
+from steerlens import SteeringVector, record_activations, steering_hooks_on, train_steering_vector
 from steerlens.backends import backend_for
 from steerlens.backends.hf import HFBackend
 from steerlens.backends.hf_layout import hf_layout
-from steerlens.errors import LayerError, TokenizerError
+from steerlens.errors import LayerError, ModelMismatchError, TokenizerError
+from steerlens.layers import hook_name
 
 PAIRS = [
     ("the cat sat on the mat", "the dog ran on the mat"),
@@ -34,12 +35,24 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     return model.get_submodule(hf_layout(model).layers_path)
 
 
+def first(out):
+    """A module's output tensor (the first element when it returns a tuple or, like OpenAI GPT's blocks, a list)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def plus(out, delta: torch.Tensor):
+    """``out`` with ``delta`` added to its output tensor, in the container it came in."""
+    if isinstance(out, (tuple, list)):
+        return type(out)([out[0] + delta, *out[1:]])
+    return out + delta
+
+
 def layer_outputs(model: torch.nn.Module, ids: torch.Tensor) -> dict[int, torch.Tensor]:
     """Each decoder layer's output for ``ids``, read with plain torch hooks."""
     outputs: dict[int, torch.Tensor] = {}
 
     def keep(i: int):
-        return lambda m, a, out: outputs.__setitem__(i, (out[0] if isinstance(out, tuple) else out).clone())
+        return lambda m, a, out: outputs.__setitem__(i, first(out).clone())
 
     handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(decoder_layers(model))]
     try:
@@ -56,7 +69,7 @@ def manual_steering(model: torch.nn.Module, vectors: dict[int, torch.Tensor]) ->
 
     def add(vec: torch.Tensor):
         def hook(module, args, out):
-            return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+            return plus(out, vec)
 
         return hook
 
@@ -252,3 +265,140 @@ def test_one_dispatch_point_and_clear_errors(tokenizer):
         train_steering_vector(model, None, PAIRS)
     with pytest.raises(LayerError, match="attn_out"):
         train_steering_vector(make_hf_model("bloom"), tokenizer, PAIRS, layer_type="attn_out")
+
+
+# -- issue 18: layer types that mean what steering-vectors means, and the crashes --------------
+
+
+def module_mean_difference(model, tokenizer, path: str) -> torch.Tensor:
+    """Mean over PAIRS of the difference of ``path``'s output at the last token, one prompt at a time.
+
+    Read with a plain torch hook that clones (Falcon adds into its MLP's output in place later).
+    """
+    module = model.get_submodule(path)
+    seen: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, a, out: seen.append(first(out).clone()))
+    try:
+        with torch.no_grad():
+            for text in (text for pair in PAIRS for text in pair):
+                model(torch.tensor([tokenizer(text)["input_ids"]]))
+    finally:
+        handle.remove()
+    # A flattening MLP (Llama 4's MoE) returns [pos, d] rows for one prompt: the last row is the last token.
+    last = [s.reshape(-1, s.shape[-1])[-1] for s in seen]
+    return torch.stack([last[2 * i] - last[2 * i + 1] for i in range(len(PAIRS))]).mean(0)
+
+
+def logits_with_plain_hooks(model, deltas: dict[str, torch.Tensor]) -> torch.Tensor:
+    """INPUT_IDS' logits with plain forward hooks adding ``deltas[path]`` to each module's output."""
+    handles = [model.get_submodule(path).register_forward_hook(lambda m, a, out, d=d: plus(out, d))
+               for path, d in deltas.items()]
+    try:
+        with torch.no_grad():
+            return model(INPUT_IDS).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def check_trains_and_steers_module(model, tokenizer, layer_type: str, module: str, tmp_path=None):
+    """Trained at ``layer_type``: the mean difference of ``model.layers[L].<module>``'s output, and steering
+    adds to that output (also after a save/load round trip). Returns the vector."""
+    layers = hf_layout(model).layers_path
+    vec = train_steering_vector(model, tokenizer, PAIRS, layer_type=layer_type, batch_size=4)
+    for layer in (0, 1):
+        expected = module_mean_difference(model, tokenizer, f"{layers}.{layer}.{module}")
+        torch.testing.assert_close(vec.layer_activations[layer], expected, atol=1e-5, rtol=1e-5)
+    if tmp_path is not None:
+        vec.save(tmp_path / "v.safetensors")
+        vec = SteeringVector.load(tmp_path / "v.safetensors")
+    with torch.no_grad(), vec.apply(model, multiplier=2.0):
+        steered = model(INPUT_IDS).logits
+    expected = logits_with_plain_hooks(
+        model, {f"{layers}.{layer}.{module}": 2.0 * v for layer, v in vec.layer_activations.items()})
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        assert (steered - model(INPUT_IDS).logits).abs().max() > 1e-3
+    return vec
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3", "olmo2", "olmo3"])
+@pytest.mark.parametrize("layer_type", ["post_attention_layernorm", "self_attn", "mlp"])
+def test_steering_vectors_names_are_the_modules_of_that_name(name, layer_type, tokenizer, tmp_path):
+    """On sandwich-norm models steering-vectors' names read and steer the module of that name (as 0.12.2 does),
+    and keep that meaning in the vector (``module:<name>``) through a file."""
+    model = make_hf_model(name)
+    vec = check_trains_and_steers_module(model, tokenizer, layer_type, layer_type, tmp_path)
+    assert vec.layer_type == f"module:{layer_type}"
+    with record_activations(model, layer_type, layer_nums=[1]) as recorded, torch.no_grad():
+        model(INPUT_IDS)
+    seen = []
+    handle = model.model.layers[1].get_submodule(layer_type).register_forward_hook(
+        lambda m, a, out: seen.append(first(out).clone()))
+    with torch.no_grad():
+        model(INPUT_IDS)
+    handle.remove()
+    torch.testing.assert_close(recorded[1][0], seen[0], atol=0, rtol=0)
+    if layer_type == "post_attention_layernorm" and name.startswith("gemma"):
+        # The canonical ln2 keeps its documented meaning: the norm in front of the MLP.
+        ln2 = train_steering_vector(model, tokenizer, PAIRS, layers=[0], layer_type="ln2", batch_size=4)
+        expected = module_mean_difference(model, tokenizer, "model.layers.0.pre_feedforward_layernorm")
+        torch.testing.assert_close(ln2.layer_activations[0], expected, atol=1e-5, rtol=1e-5)
+        assert ln2.layer_type == "ln2"
+
+
+@pytest.mark.parametrize("name", ["falcon", "phi", "gptj", "cohere"])
+@pytest.mark.parametrize("layer_type", ["ln1", "input_layernorm"])
+def test_the_shared_norm_of_parallel_layers_trains_and_steers(name, layer_type, tokenizer):
+    """One norm feeds attention and MLP: ln1 / input_layernorm is its output, and steering adds to it."""
+    model = make_hf_model(name)
+    norm = hf_layout(model).ln1
+    vec = check_trains_and_steers_module(model, tokenizer, layer_type, norm)
+    assert vec.layer_type == "ln1"
+
+
+@pytest.mark.parametrize("layer_type", ["mlp_out", "mlp"])
+def test_falcon_mlp_reads_are_not_changed_by_the_later_in_place_add(layer_type, tokenizer):
+    """Falcon adds the attention output into its MLP's output in place; training must keep the MLP's own output."""
+    model = make_hf_model("falcon")
+    check_trains_and_steers_module(model, tokenizer, layer_type, "mlp")
+
+
+def test_llama4_moe_mlp_out_trains_and_steers(tokenizer):
+    """Llama 4's MoE returns [batch * pos, d] rows: mlp_out is still per token; the deepest-layer MLP shortcut works."""
+    model = make_hf_model("llama4_text")
+    assert hf_layout(model).site(0, "mlp_out").flattened
+    check_trains_and_steers_module(model, tokenizer, "mlp_out", "feed_forward")
+
+
+def test_openai_gpt_blocks_return_lists_and_are_post_norm(tokenizer):
+    """OpenAI GPT's blocks return lists (training, steering and recording work); its layers are post-norm, so
+    sublayer types are refused with the reason, and steering-vectors' mlp is the module named mlp."""
+    model = make_hf_model("openai-gpt")
+    with record_activations(model, "decoder_block") as recorded, torch.no_grad():
+        model(INPUT_IDS)
+    expected = layer_outputs(model, INPUT_IDS)
+    for layer in (0, 1):
+        torch.testing.assert_close(recorded[layer][0], expected[layer], atol=0, rtol=0)
+    for layer_type in ("attn_out", "mlp_out", "ln1", "ln2", "self_attn"):
+        with pytest.raises(LayerError, match=r"post-layer-norm.*ln_1\(x \+ a\)"):
+            train_steering_vector(model, tokenizer, PAIRS, layer_type=layer_type)
+    vec = check_trains_and_steers_module(model, tokenizer, "mlp", "mlp")
+    assert vec.layer_type == "module:mlp"
+
+
+def test_module_layer_types_only_where_the_names_differ_and_clear_refusals(tokenizer):
+    """Where a steering-vectors name is its canonical tensor the vector keeps the canonical name; a module:
+    vector is refused where there is no such module (HF) or no modules at all (HookedTransformer)."""
+    llama = make_hf_model("llama")
+    same = train_steering_vector(llama, tokenizer, PAIRS, layers=[0], layer_type="post_attention_layernorm")
+    assert same.layer_type == "ln2"
+    vec = SteeringVector({0: torch.randn(32)}, "module:post_attention_layernorm")
+    with pytest.raises(LayerError, match="no sub-module named 'post_attention_layernorm'"):
+        with vec.apply(make_hf_model("falcon")):
+            pass
+    with pytest.raises(LayerError, match="HookedTransformer has no such module"):
+        hook_name(0, "module:mlp")
+    with pytest.raises(ModelMismatchError, match="read only"):
+        with SteeringVector({0: torch.randn(32)}, "resid_mid").apply(make_hf_model("llama")):
+            pass

@@ -57,7 +57,7 @@ def _first_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
 
 
 def _first_output(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output  # OpenAI GPT's blocks return lists
 
 
 def _sublayer(layer: nn.Module, names: tuple[str, ...]) -> str:
@@ -77,7 +77,7 @@ class Run:
         for layer in range(self.layout.n_layers):
             block = self.model.get_submodule(f"{self.layout.layers_path}.{layer}")
             probes = {"attn_in": _sublayer(block, ("self_attn", "self_attention", "attn", "attention")),
-                      "mlp_in": _sublayer(block, ("mlp", "fc1"))}
+                      "mlp_in": _sublayer(block, ("mlp", "feed_forward", "fc1"))}
             for key, child in probes.items():
                 handles.append(self._record(f"{self.layout.layers_path}.{layer}.{child}", "input", (layer, key)))
             for layer_type in LAYER_TYPES:
@@ -137,7 +137,7 @@ def test_sublayer_outputs_sum_to_the_residual_stream(name: str) -> None:
     r = run(name)
     for layer in range(r.layout.n_layers):
         present = [t for t in SUBLAYERS if (layer, t) in r.records]
-        if name in ("bloom", "granite"):
+        if name in ("bloom", "granite", "openai-gpt"):
             assert present == []
             continue
         assert present == list(SUBLAYERS)
@@ -179,6 +179,12 @@ def test_norm_sites_are_the_sublayers_inputs(name: str) -> None:
     for layer in range(layout.n_layers):
         pre = r.get(layer, "resid_pre")
         attn_in, mlp_in = r.get(layer, "attn_in"), r.get(layer, "mlp_in")
+        if name == "openai-gpt":  # post-norm: ln_1(x + a), ln_2(n + m); no pre-sublayer norms
+            for layer_type in ("ln1", "ln2", "resid_mid"):
+                with pytest.raises(LayerError, match=r"post-layer-norm layers \(Block computes ln_1\(x \+ a\)\)"):
+                    layout.site(layer, layer_type)
+            close(attn_in, pre)
+            continue
         if layout.ln1 is None:
             with pytest.raises(LayerError, match="ln1"):
                 layout.site(layer, "ln1")
@@ -190,9 +196,9 @@ def test_norm_sites_are_the_sublayers_inputs(name: str) -> None:
             mlp_reads = pre if layout.parallel else r.get(layer, "resid_mid")
             close(r.get(layer, "ln2"), r.module(layer, layout.ln2)(mlp_reads))
             close(mlp_in, r.get(layer, "ln2"))
-        elif layout.parallel:  # one norm feeds both sublayers
+        elif layout.parallel:  # one norm feeds both sublayers; steering it steers both (as steering-vectors does)
             close(mlp_in, r.get(layer, "ln1"))
-            assert not layout.site(layer, "ln1").steerable
+            assert layout.site(layer, "ln1").steerable
         else:  # OLMo 2/3: the MLP reads resid_mid itself
             close(mlp_in, r.get(layer, "resid_mid"))
 
@@ -227,6 +233,9 @@ EXPECTED = {  # name: (layers_path, attn, mlp, ln1, ln2, resid_mid, parallel)
     "falcon_new": ("transformer.h", "self_attention", "mlp", "ln_attn", "ln_mlp", None, True),
     "apertus": ("model.layers", "self_attn", "mlp", "attention_layernorm", "feedforward_layernorm",
                 "feedforward_layernorm", False),
+    "openai-gpt": ("transformer.h", None, None, None, None, None, False),  # post-norm
+    "llama4_text": ("model.layers", "self_attn", "feed_forward", "input_layernorm", "post_attention_layernorm",
+                    "post_attention_layernorm", False),
 }
 
 
@@ -336,18 +345,32 @@ def test_hand_built_layout_works_without_per_layer_parts() -> None:
                                          "model.layers.1")
 
 
-@pytest.mark.parametrize("name", ["llama", "bloom", "opt", "phi"])
+# steering-vectors' names that mean another module than their canonical layer type there.
+DIFFERING_NAMES = {"llama": [], "bloom": ["mlp"], "opt": [], "phi": [], "falcon": [],
+                   "gemma2": ["self_attn", "mlp", "post_attention_layernorm"], "llama4_text": [], "openai-gpt": ["mlp"]}
+
+
+@pytest.mark.parametrize("name", list(DIFFERING_NAMES))
 def test_describe(name: str) -> None:
     text = run(name).layout.describe()
     lines = text.splitlines()
-    assert len(lines) == 1 + len(LAYER_TYPES)
+    assert len(lines) == 1 + len(LAYER_TYPES) + len(DIFFERING_NAMES[name])
     assert type(run(name).model).__name__ in lines[0]
     for line, layer_type in zip(lines[1:], LAYER_TYPES):
         assert re.match(rf"  {layer_type}\s+(input of|output of|not available)", line)
+    layers = run(name).layout.layers_path
+    for line, module in zip(lines[1 + len(LAYER_TYPES):], DIFFERING_NAMES[name]):
+        assert line.startswith(f"  steering-vectors' {module}: output of {layers}.{{L}}.{module}, not ")
+        assert line.endswith(f"stored as module:{module}")
+        assert hasattr(run(name).module(0, module), "forward")  # the layer really has that child
     if name == "bloom":
         assert "attn_out    not available" in text
-    if name == "opt":
+    if name in ("opt", "llama4_text"):
         assert "[batch*pos rows]" in text
+    if name == "falcon":  # the shared norm is steerable, and says what reads it
+        assert "ln1         output of transformer.h.{L}.input_layernorm (read by attention and MLP)" in text
+    if name == "openai-gpt":
+        assert "attn_out    not available: post-layer-norm layers (Block computes ln_1(x + a))" in text
 
 
 class _MixerBlock(nn.Module):

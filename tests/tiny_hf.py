@@ -73,6 +73,11 @@ CONFIGS: dict[str, Callable[[], Any]] = {
     "gpt_bigcode": lambda: tf.GPTBigCodeConfig(n_layer=N_LAYERS, n_embd=32, n_head=4, vocab_size=VOCAB,
                                                n_positions=64, **SPECIAL),
     "apertus": lambda: tf.ApertusConfig(num_key_value_heads=2, **GATED),
+    # Issue 18: blocks returning lists, post-norm (OpenAI GPT); an MoE returning [batch * pos, d] rows (Llama 4).
+    "openai-gpt": lambda: tf.OpenAIGPTConfig(n_layer=N_LAYERS, n_embd=32, n_head=4, vocab_size=VOCAB,
+                                             n_positions=64, **SPECIAL),
+    "llama4_text": lambda: tf.Llama4TextConfig(num_key_value_heads=2, head_dim=8, intermediate_size_mlp=64,
+                                               num_local_experts=4, num_experts_per_tok=1, **GATED),
 }
 """name -> a function building the tiny config (a name may stand for a variant, e.g. ``neox_sequential``)."""
 

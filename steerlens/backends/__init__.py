@@ -8,10 +8,11 @@ steerlens asks what kind of model it has.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from steerlens.backends.protocol import Backend, Site, SweepPass
 from steerlens.errors import InvalidArgumentError, UnsupportedModelError
+from steerlens.layers import check_layer_type
 
 
 def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> Backend:
@@ -53,6 +54,24 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
     return backend
 
 
+def stored_layer_type(backend: Backend, layer_type: str, layers: Sequence[int]) -> str:
+    """The name a vector trained at ``layer_type`` on ``layers`` is stored, and read, under.
+
+    The canonical name (``decoder_block`` -> ``resid_post``), except on a Hugging Face model
+    where a steering-vectors name is a module carrying another tensor than its canonical
+    name (Gemma 2's ``post_attention_layernorm``): then ``module:<name>``.
+
+    Example:
+        >>> stored_layer_type(backend_for(gemma2), "post_attention_layernorm", [0])
+        'module:post_attention_layernorm'
+    """
+    from steerlens.backends.hf import HFBackend
+
+    if isinstance(backend, HFBackend):
+        return backend.stored_layer_type(layer_type, layers)
+    return check_layer_type(layer_type)
+
+
 def _is_hooked_transformer(model: Any) -> bool:
     from transformer_lens import HookedTransformer
 
@@ -89,4 +108,4 @@ def steering_hooks_on(model: Any) -> list[str]:
     return backend_for(model).steering_hooks()
 
 
-__all__ = ["Backend", "Site", "SweepPass", "backend_for", "steering_hooks_on"]
+__all__ = ["Backend", "Site", "SweepPass", "backend_for", "steering_hooks_on", "stored_layer_type"]

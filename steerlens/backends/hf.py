@@ -52,7 +52,16 @@ def site_tensor(site: HFSite, args: tuple, kwargs: dict, output: Any) -> Tensor:
     """The tensor ``site`` names in one module call: first input (or ``hidden_states=``), or first output."""
     if site.io == "input":
         return args[0] if args else kwargs["hidden_states"]
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def with_first(output: Any, tensor: Tensor) -> Any:
+    """``output`` with its first tensor replaced by ``tensor``, in its container (OpenAI GPT's blocks return lists)."""
+    if isinstance(output, list):
+        return [tensor, *output[1:]]
+    if isinstance(output, tuple):
+        return (tensor, *output[1:])
+    return tensor
 
 
 def call_positions(model: nn.Module, args: tuple, kwargs: dict) -> PassPositions:
@@ -118,9 +127,7 @@ class HFSteer:
             if args:
                 return (tensor, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": tensor}
-        if isinstance(output, tuple):
-            return (tensor, *output[1:])
-        return tensor
+        return with_first(output, tensor)
 
 
 @dataclass
@@ -148,7 +155,8 @@ class _MLPAtRows:
     add and any position-wise norm after it see the shape they expect. Values at every
     other position of that layer's output are then meaningless: used for the deepest
     layer of a read that only keeps each row's last token. A call whose input is not
-    one ``[batch, pos, d]`` tensor runs unchanged.
+    one ``[batch, pos, d]`` tensor runs unchanged. An MLP that returns flattened
+    ``[rows, d]`` (Llama 4's MoE) gets ``[batch * pos, d]`` back.
     """
 
     def __init__(self, columns: Tensor):
@@ -166,10 +174,12 @@ class _MLPAtRows:
     def after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
         if self.shape is None:
             return None
-        out = output[0] if isinstance(output, tuple) else output
-        full = out.new_zeros(*self.shape[:2], out.shape[-1])
-        full[torch.arange(self.shape[0], device=out.device), self.columns.to(out.device)] = out[:, 0]
-        return (full, *output[1:]) if isinstance(output, tuple) else full
+        out = output[0] if isinstance(output, (tuple, list)) else output
+        width = out.shape[-1]
+        full = out.new_zeros(*self.shape[:2], width)
+        rows = out.reshape(self.shape[0], width)  # [batch, 1, d], or [batch, d] from a flattening MLP
+        full[torch.arange(self.shape[0], device=out.device), self.columns.to(out.device)] = rows
+        return with_first(output, full if out.dim() == 3 else full.view(-1, width))
 
 
 @dataclass
@@ -256,6 +266,8 @@ class HFBackend:
     # -- reading ---------------------------------------------------------------------
 
     def _site(self, layer: int, layer_type: str) -> HFSite:
+        """Where ``layer_type`` of ``layer`` is: a layer_config match, else :meth:`HFLayout.named_site`
+        (steering-vectors' names are the output of the layer's module of that name where it has one)."""
         matcher = configured_matcher(self.layer_config, layer_type)
         if matcher is not None:  # steering-vectors semantics: the matched module's output
             path = matcher_path(self.model, matcher, layer)
@@ -266,7 +278,27 @@ class HFBackend:
                 f"layer_config has no entry for layer_type {layer_type!r} and steerlens cannot find this "
                 f"{type(self.model).__name__}'s decoder layers by itself; add {layer_type!r} to layer_config."
             )
-        return layout.site(layer, check_layer_type(layer_type))
+        return layout.named_site(layer, layer_type)
+
+    def stored_layer_type(self, layer_type: str, layers: Sequence[int]) -> str:
+        """The name a vector trained at ``layer_type`` on ``layers`` is stored under (see :meth:`HFLayout.stored_name`).
+
+        With a layer_config entry for it, the canonical name, as before.
+        """
+        layout = self.layout
+        if layout is None or configured_matcher(self.layer_config, layer_type) is not None:
+            return check_layer_type(layer_type)
+        return layout.stored_name(layer_type, layers)
+
+    def _may_change_later(self, layer: int, site: HFSite) -> bool:
+        """Whether the model may still change ``site``'s tensor in place after its hook has run.
+
+        A decoder layer's input and output never are (transformers keeps them by reference
+        in ``hidden_states``); a sublayer's output may be (Falcon adds the attention output
+        into its MLP's output in place), so a read keeps a copy of those only.
+        """
+        layout = self.layout
+        return layout is None or site.path != f"{layout.layers_path}.{layer}"
 
     def check_sites(self, sites: Sequence[Site]) -> None:
         for layer, layer_type in sites:
@@ -296,7 +328,9 @@ class HFBackend:
         handles = []
         try:
             for key in sites:
-                handles += self.capture(key, lambda t, key=key: store.__setitem__(key, t))
+                copy = self._may_change_later(key[0], self._site(*key))
+                handles += self.capture(key, lambda t, key=key, copy=copy: store.__setitem__(
+                    key, t.clone() if copy else t))
             if self.layout is not None:  # end the pass once the deepest layer has run
                 top = max(layer for layer, _ in sites)
                 deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)
@@ -364,9 +398,10 @@ class HFBackend:
         for layer, site in sites.items():
             if not site.steerable:
                 raise ModelMismatchError(
-                    f"{layer_type} of layer {layer} is not a module input or output on this Hugging Face "
-                    "model, so it cannot be steered there; steer the HookedTransformer from "
-                    "steerlens.load_model(hf_model) instead, or train at resid_pre/resid_post."
+                    f"{layer_type} of layer {layer} is read only on this Hugging Face model: it is the {site.io} "
+                    f"of {site.path}, but the layer keeps its own reference to the residual, so editing it would "
+                    "change only what that module reads. It cannot be steered there; steer the HookedTransformer "
+                    "from steerlens.load_model(hf_model) instead, or train at resid_pre/resid_post."
                 )
         return sites
 

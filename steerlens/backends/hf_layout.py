@@ -18,7 +18,14 @@ tree alone (no forward pass, no per-family table), which module carries each of
    * sandwich / post-sublayer norm (a ``post_feedforward_layernorm`` child: Gemma 2/3,
      OLMo 2/3, GLM-4): the post-sublayer norms' outputs are attn_out/mlp_out;
    * parallel residual (GPT-J, Phi, Falcon, Cohere, GPT-NeoX/StableLM with
-     ``use_parallel_residual``): no resid_mid; attention and MLP may share one norm.
+     ``use_parallel_residual``): no resid_mid; attention and MLP may share one norm,
+     whose output is ln1 (steering it changes what both read, as in steering-vectors);
+   * post-norm (OPT-350m, OpenAI GPT): the residual stream is normalised after each add,
+     so only resid_pre/resid_post exist.
+
+steering-vectors' names (``post_attention_layernorm``, ``self_attn``, ...) and
+``module:<name>`` resolve to the output of the layer's sub-module of that name
+(:meth:`HFLayout.named_site`).
 
 Recording hooks should ``clone()`` what they keep: Falcon adds the attention output
 into the MLP output in place after the MLP's hooks have run.
@@ -39,6 +46,7 @@ import torch
 from torch import nn
 
 from steerlens.errors import LayerError, UnsupportedModelError
+from steerlens.layers import MODULE_LAYER_TYPES, MODULE_PREFIX, check_layer_type, module_name
 
 LayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"]
 LAYER_TYPES: tuple[str, ...] = get_args(LayerType)
@@ -63,6 +71,9 @@ _POST_MLP_NAMES = ("post_feedforward_layernorm", "post_mlp_layernorm", "post_fee
 # Config flags that switch a family to a parallel residual.
 _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_residual", "parallel_attn", "new_decoder_architecture")
 _FLATTEN_RE = re.compile(r"\.(?:reshape|view)\(\s*-1\s*,")
+# The layer puts the MLP's output back into the residual's shape: the MLP may return
+# [batch * pos, d_model] rows (Llama 4's MoE).
+_UNFLATTEN_RE = re.compile(r"\.(?:reshape|view)\(\s*residual\.shape\s*\)")
 _MULTIPLIER_ATTRS = ("residual_multiplier",)
 
 
@@ -78,7 +89,8 @@ class Site:
     """``get_submodule`` path from the root model."""
     io: Literal["input", "output"]
     steerable: bool
-    """Editing that tensor in a torch hook is the same as editing the TL hook point."""
+    """Editing that tensor in a torch hook steers the layer type (not resid_mid: the layer
+    keeps its own reference to the residual, so only what the norm reads would change)."""
     flattened: bool = False
     """The tensor is ``[batch * pos, d_model]`` (OPT's MLP half); ``layer_path``'s input
     has the real shape."""
@@ -159,14 +171,76 @@ class HFLayout:
             # HF layers keep their own reference to the residual, so editing this
             # module's input changes what the module reads, not the residual stream.
             "resid_mid": (parts.resid_mid, "input", False),
-            # A parallel layer that feeds one norm's output to attention and MLP: editing
-            # it changes both, while TL's ln1 feeds attention only.
-            "ln1": (parts.ln1, "output", not (self.parallel and parts.ln2 is None)),
+            # A parallel layer may feed one norm's output to attention and MLP: steering
+            # it changes what both read (steering-vectors' input_layernorm does the same).
+            "ln1": (parts.ln1, "output", True),
             "ln2": (parts.ln2, "output", True),
         }[layer_type]
         if relative is None:
             raise LayerError(self._missing_message(layer, layer_type, parts))
         return Site(f"{layer_path}.{relative}", io, steerable, layer_type in parts.flattened, layer_path)
+
+    def named_site(self, layer: int, layer_type: str) -> Site:
+        """The site of any layer-type name: canonical, steering-vectors' or ``module:<name>``.
+
+        A steering-vectors name (``post_attention_layernorm``, ``self_attn``, ``mlp``,
+        ``input_layernorm``) is the output of the layer's sub-module of that name, as in
+        steering-vectors, where the layer has one, else its canonical layer type;
+        ``module:<name>`` is that sub-module's output or a :class:`LayerError`.
+        """
+        module = module_name(layer_type)
+        canonical = check_layer_type(layer_type)
+        if module is None:
+            return self.site(layer, canonical)
+        self.site(layer, "resid_pre")  # checks the layer index
+        found = self._module_site(layer, module)
+        if found is not None:
+            return found
+        if canonical.startswith(MODULE_PREFIX):
+            parts = self._parts(layer)
+            raise LayerError(
+                f"{self.model_class or 'this model'} has no {canonical} at layer {layer}: its decoder layer "
+                f"({parts.layer_class or 'layer'} at {self.layers_path}.{layer}) has no sub-module named "
+                f"{module!r}, only {', '.join(parts.children) or '(unknown)'}. This vector was trained on another "
+                "architecture; train it on this model."
+            )
+        return self.site(layer, canonical)
+
+    def stored_name(self, layer_type: str, layers: Collection[int]) -> str:
+        """The name a vector trained at ``layer_type`` on ``layers`` is stored under.
+
+        The canonical name, unless ``layer_type`` is a steering-vectors name whose module
+        carries another tensor than its canonical name on this model (Gemma 2's
+        ``post_attention_layernorm`` is not its ln2): then ``module:<name>``, which keeps
+        that meaning when the vector is saved, loaded and applied.
+        """
+        canonical = check_layer_type(layer_type)
+        module = module_name(layer_type)
+        if module is None or canonical.startswith(MODULE_PREFIX):
+            return canonical
+        for layer in layers:
+            named = self._module_site(layer, module)
+            if named is not None and not self._same_site(layer, canonical, named):
+                return MODULE_PREFIX + module
+        return canonical
+
+    def _same_site(self, layer: int, layer_type: str, named: Site) -> bool:
+        try:
+            site = self.site(layer, layer_type)
+        except LayerError:
+            return False
+        return (site.path, site.io) == (named.path, named.io)
+
+    def _module_site(self, layer: int, module: str) -> Site | None:
+        """The output of decoder layer ``layer``'s child named ``module``, or None if it has none."""
+        parts = self._parts(layer)
+        children = parts.children or tuple(
+            name for name in (parts.attn, parts.mlp, parts.ln1, parts.ln2, parts.resid_mid) if name)
+        if module not in children:
+            return None
+        flattened = any(_relative(parts, t) == module for t in parts.flattened if t != "resid_mid")
+        layer_path = f"{self.layers_path}.{layer}"
+        return Site(f"{layer_path}.{module}", "output", True, flattened, layer_path)
 
     def _missing_message(self, layer: int, layer_type: str, parts: LayerParts) -> str:
         reason = dict(parts.why_missing).get(layer_type) or _default_reason(layer_type, self.parallel)
@@ -179,7 +253,11 @@ class HFLayout:
         )
 
     def describe(self) -> str:
-        """Human-readable table: one line per layer type saying which HF tensor carries it."""
+        """Human-readable table: one line per layer type saying which HF tensor carries it.
+
+        Then one line per steering-vectors name that means another tensor here than its
+        canonical layer type (Gemma 2's ``post_attention_layernorm`` is not its ln2).
+        """
         kind = "parallel residual" if self.parallel else "sequential"
         lines = [f"{self.model_class or 'model'}: {self.n_layers} decoder layers at "
                  f"{self.layers_path} ({self.layer_class or '?'}), {kind}"]
@@ -194,9 +272,16 @@ class HFLayout:
                 continue
             path = f"{self.layers_path}.{{L}}" + site.path[len(site.layer_path):]
             note = "" if site.steerable else " (read only)"
+            if layer_type == "ln1" and self.parallel and self._parts(typical).ln2 is None:
+                note += " (read by attention and MLP)"
             if site.flattened:
                 note += " [batch*pos rows]"
             lines.append(f"  {layer_type:<10}  {site.io} of {path}{note}")
+        for module_type in MODULE_LAYER_TYPES:
+            name = module_type[len(MODULE_PREFIX):]
+            if self.stored_name(name, [typical]) == module_type:
+                lines.append(f"  steering-vectors' {name}: output of {self.layers_path}.{{L}}.{name}, not "
+                             f"{check_layer_type(name)}; its vectors are stored as {module_type}")
         odd = [layer for layer in range(len(self.per_layer)) if not self._is_typical(layer)]
         if odd:
             lines.append(f"  layers {odd} differ: " + "; ".join(
@@ -402,12 +487,26 @@ def _adds_own_residual(module: nn.Module) -> bool:
     return any(name.startswith("residual") for name in params[1:])
 
 
-def _flattens(layer: nn.Module) -> bool:
+def _forward_source(layer: nn.Module) -> str:
+    """The source of the layer's ``forward`` ("" when it cannot be read)."""
     try:
-        source = inspect.getsource(type(layer).forward)
+        return inspect.getsource(type(layer).forward)
     except (OSError, TypeError):
-        return False
-    return _FLATTEN_RE.search(source) is not None
+        return ""
+
+
+def _flattens(layer: nn.Module) -> bool:
+    return _FLATTEN_RE.search(_forward_source(layer)) is not None
+
+
+def _normalised_sum(layer: nn.Module, norms: Collection[str]) -> str | None:
+    """A norm child the layer applies to a sum, e.g. OpenAI GPT's ``ln_1(x + a)`` (post-norm), or None."""
+    source = _forward_source(layer)
+    for name in norms:
+        for argument in re.findall(rf"self\.{re.escape(name)}\(([^()]*)\)", source):
+            if "+" in argument:
+                return f"{name}({argument.strip()})"
+    return None
 
 
 def _is_parallel(layer: nn.Module, config: Any) -> bool:
@@ -443,12 +542,15 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
                 flattened = frozenset({"resid_mid", "ln2", "mlp_out"})
         else:
             why["mlp_out"] = "the layer has no MLP sub-module"
+    elif _UNFLATTEN_RE.search(_forward_source(layer)):
+        flattened = frozenset({"mlp_out"})
 
-    if getattr(config, "do_layer_norm_before", True) is False:
-        # Classic post-LN (e.g. OPT-350m): the residual stream is normalised after each
-        # add, so the layer has no pre-sublayer norms and no TL-style residual stream.
-        reason = ("post-layer-norm layers (do_layer_norm_before=False) normalise the residual "
-                  "after each sublayer")
+    post_norm = _normalised_sum(layer, [n for n, m in children.items() if _is_norm(m)])
+    if getattr(config, "do_layer_norm_before", True) is False or post_norm is not None:
+        # Classic post-LN (e.g. OPT-350m, OpenAI GPT): the residual stream is normalised after
+        # each add, so the layer has no pre-sublayer norms and no TL-style residual stream.
+        why_post = "do_layer_norm_before=False" if post_norm is None else f"{layer_class} computes {post_norm}"
+        reason = f"post-layer-norm layers ({why_post}) normalise the residual after each sublayer"
         why.update({t: reason for t in ("attn_out", "mlp_out", "resid_mid", "ln1", "ln2")})
         return LayerParts(layer_class, names, None, None, None, None, None, frozenset(), tuple(why.items()))
 

@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Union
 from torch import nn
 
 from steerlens.errors import LayerError
-from steerlens.layers import STEERING_VECTORS_NAMES, LayerType, check_layer_type
+from steerlens.layers import STEERING_VECTORS_NAMES, LayerType, check_layer_type, module_name
 
 LayerMatcher = Union[str, Callable[[nn.Module, int], str]]
 """A module-path template containing ``{num}``, or ``(model, layer_num) -> module path``."""
@@ -109,17 +109,23 @@ def guess_and_enhance_layer_config(
 
 def _sv_name(layer_type: str) -> str:
     """steering-vectors' name of a layer type (itself where there is none, e.g. ``resid_pre``)."""
-    canonical = check_layer_type(layer_type)
+    canonical = _config_key(layer_type)
     return STEERING_VECTORS_NAMES.get(canonical, canonical)
+
+
+def _config_key(layer_type: str) -> str:
+    """The canonical name a layer_config entry is found under (``module:mlp`` is found under ``mlp``)."""
+    module = module_name(layer_type)
+    return check_layer_type(module if module is not None else layer_type)
 
 
 def configured_matcher(layer_config: ModelLayerConfig | None, layer_type: str) -> LayerMatcher | None:
     """The matcher ``layer_config`` gives for ``layer_type`` under either of its names, or None."""
     if not layer_config:
         return None
-    canonical = check_layer_type(layer_type)
+    canonical = _config_key(layer_type)
     for key, matcher in layer_config.items():
-        if check_layer_type(key) == canonical:
+        if _config_key(key) == canonical:
             return matcher
     return None
 

@@ -18,7 +18,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from steerlens.backends import Backend, backend_for
+from steerlens.backends import Backend, backend_for, stored_layer_type
 from steerlens.backends.tail import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.checks import check_batch_size, check_padding_side
@@ -40,14 +40,16 @@ def prepare(
 ) -> tuple[Backend, list[SteeringVectorTrainingSample], list[int], str]:
     """Resolve the model once and validate every argument, before any forward pass.
 
-    Returns the backend, the samples, the layers (non-negative) and the canonical layer type.
+    Returns the backend, the samples, the layers (non-negative) and the layer type the
+    vector is stored under (:func:`~steerlens.backends.stored_layer_type`).
     """
     backend = backend_for(model, tokenizer, layer_config)
-    layer_type = check_layer_type(layer_type)
+    check_layer_type(layer_type)
     check_batch_size(batch_size)
     backend.check_tokenizer()
     samples = normalize_samples(training_samples)
     layer_list = resolve_layers(layers, backend.n_layers)
+    layer_type = stored_layer_type(backend, layer_type, layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     return backend, samples, layer_list, layer_type
 

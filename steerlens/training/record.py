@@ -9,7 +9,7 @@ from torch import Tensor
 
 from steerlens.backends import backend_for
 from steerlens.backends.layer_config import ModelLayerConfig
-from steerlens.layers import LayerType, check_layer_type, resolve_layers
+from steerlens.layers import LayerType, check_layer_name, resolve_layers
 
 
 @contextmanager
@@ -35,5 +35,6 @@ def record_activations(
     """
     backend = backend_for(model, layer_config=layer_config)
     layers = resolve_layers(layer_nums, backend.n_layers)
-    with backend.record(check_layer_type(layer_type), layers, clone_activations) as records:
+    # The name as given: on a Hugging Face model a steering-vectors name is its module's output.
+    with backend.record(check_layer_name(layer_type), layers, clone_activations) as records:
         yield records
