@@ -205,3 +205,22 @@ def test_hugging_face_generate_steers_only_rows_above_the_threshold():
         assert torch.equal(got[should], everywhere[should])
     assert not torch.equal(steered[1][should], plain[1][should])
     assert steering_hooks_on(model) == [] and not model._forward_pre_hooks
+
+
+def test_a_condition_named_by_steering_vectors_reads_the_module_of_that_name():
+    """On Gemma 2 ``post_attention_layernorm`` is that module (not ``ln2``), as when a vector is trained there."""
+    model, tokenizer = make_hf_model("gemma2"), make_tokenizer()
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(1))
+    texts = ["the cat sat on the mat", "a big dog", "red and blue or red"]
+    got = condition_scores(model, Condition(direction, 1, "post_attention_layernorm", skip_first=False), texts,
+                           tokenizer=tokenizer)
+    module = model.model.layers[1].post_attention_layernorm
+    expected = []
+    for text in texts:
+        seen = []
+        handle = module.register_forward_hook(lambda m, a, out: seen.append(out))
+        with torch.no_grad():
+            model(torch.tensor([tokenizer(text)["input_ids"]]))
+        handle.remove()
+        expected.append((seen[0][0] @ (direction / direction.norm())).mean())
+    torch.testing.assert_close(got, torch.stack(expected), atol=1e-5, rtol=1e-5)

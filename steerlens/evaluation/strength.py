@@ -15,11 +15,11 @@ from typing import Any, Iterable
 
 import torch
 
-from steerlens.backends import backend_for
+from steerlens.backends import backend_for, stored_layer_type
 from steerlens.checks import check_prompts
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.reading import content_rows, iter_prompt_activations, unit, vector_layers
-from steerlens.layers import check_layer_type, resolve_layers
+from steerlens.layers import check_layer_name, resolve_layers
 from steerlens.tokens import PaddingSide
 from steerlens.vector import SteeringVector
 
@@ -46,8 +46,8 @@ def residual_norms(
     """
     backend = backend_for(model, tokenizer)
     prompt_list = check_prompts(prompts)
-    layer_type = check_layer_type(layer_type)
     layer_list = resolve_layers(layers, backend.n_layers)
+    layer_type = stored_layer_type(backend, check_layer_name(layer_type), layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     totals = {layer: torch.zeros((), dtype=torch.float64) for layer in layer_list}
     count = 0

@@ -31,13 +31,13 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from steerlens.backends import Backend, backend_for
+from steerlens.backends import Backend, backend_for, stored_layer_type
 from steerlens.checks import check_prompts, finite_number
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
 from steerlens.hooks.operators import Operator, addition_operator
 from steerlens.hooks.positions import PassPositions, TokenIndices
 from steerlens.hooks.steering_hook import make_spec
-from steerlens.layers import check_layer_type, resolve_layers
+from steerlens.layers import check_layer_name, resolve_layers
 from steerlens.tokens import PaddingSide, iter_batches
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class Condition:
             raise InvalidArgumentError("a condition's direction must be finite and non-zero.")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise LayerError(f"a condition's layer must be an int, got {self.layer!r}.")
-        object.__setattr__(self, "layer_type", check_layer_type(self.layer_type))
+        object.__setattr__(self, "layer_type", check_layer_name(self.layer_type))  # resolved on the model
         object.__setattr__(self, "threshold", finite_number(self.threshold, "threshold"))
         if self.aggregate not in ("mean", "last"):
             raise InvalidArgumentError(f"aggregate must be 'mean' or 'last', got {self.aggregate!r}.")
@@ -292,18 +292,19 @@ def _condition_site(backend: Backend, condition: Condition) -> tuple[int, str]:
             "Condition.from_vector(...) or fit_condition(...)."
         )
     (layer,) = resolve_layers([condition.layer], backend.n_layers)
+    layer_type = stored_layer_type(backend, condition.layer_type, [layer])  # steering-vectors' names, as trained
     if condition.direction.shape[0] != backend.d_model:
         raise ModelMismatchError(
             f"the condition's direction has d_model {condition.direction.shape[0]} but the model has "
             f"{backend.d_model}; build it from a vector trained on this model."
         )
     try:
-        backend.check_vector({layer: condition.direction}, condition.layer_type)
+        backend.check_vector({layer: condition.direction}, layer_type)
     except ModelMismatchError as error:
         raise ModelMismatchError(
-            f"the condition cannot be read at {condition.layer_type} of layer {layer} during generation: {error}"
+            f"the condition cannot be read at {layer_type} of layer {layer} during generation: {error}"
         ) from None
-    return layer, condition.layer_type
+    return layer, layer_type
 
 
 @contextmanager
