@@ -126,6 +126,29 @@ def test_the_deepest_mlp_runs_only_at_the_read_token(tokenizer):
             handle.remove()
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("name", ["gpt2", "llama", "gemma2", "cohere", "opt", "granite"])
+def test_last_token_logits_run_the_head_on_the_last_tokens_only(name, padding_side, tokenizer):
+    """Equal to the full forward's logits at each row's last real token (soft-caps and scales included)."""
+    from steerlens.tokens import iter_batches
+
+    model = make_hf_model(name)
+    backend = HFBackend(model, tokenizer)
+    prompts = ["the cat sat on the mat", "a dog", "red and blue or red and big"]
+    (batch,) = iter_batches([backend.encode(p) for p in prompts], 8, backend.pad_id, padding_side, backend.device)
+    widths = []
+    handle = model.get_output_embeddings().register_forward_hook(lambda m, a, out: widths.append(out.shape[1]))
+    try:
+        got = backend.last_token_logits(batch)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        for row, index in enumerate(batch.indices):
+            alone = model(torch.tensor([backend.encode(prompts[index])])).logits[0, -1]
+            torch.testing.assert_close(got[row], alone, atol=1e-4, rtol=1e-4)
+    assert widths == [1]
+
+
 def test_training_stops_after_the_deepest_layer(tokenizer):
     model = make_hf_model("llama")
     calls: list[str] = []

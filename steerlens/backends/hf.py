@@ -458,9 +458,30 @@ class HFBackend:
 
     @torch.no_grad()
     def last_token_logits(self, batch: PromptBatch) -> Tensor:
-        """Next-token logits at each row's last real token, with whatever hooks are installed."""
-        logits = self.model(**self._forward_inputs(batch)).logits
-        return last_token_resid(logits, batch.last)
+        """Next-token logits at each row's last real token, with whatever hooks are installed.
+
+        The LM head runs on those tokens only (a pre-hook hands it ``[batch, 1, d]``): on a
+        large vocabulary it costs as much as several layers per position. Whatever the
+        model does after the head (Gemma's soft-cap, Cohere's scale) still applies.
+        """
+        head = self.model.get_output_embeddings()
+        handle = None
+        if isinstance(head, nn.Module):
+            def at_last_tokens(module: nn.Module, args: tuple) -> Any:
+                x = args[0] if args else None
+                if isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] == len(batch.last):
+                    return (last_token_resid(x, batch.last).unsqueeze(1), *args[1:])
+                return None
+
+            handle = head.register_forward_pre_hook(at_last_tokens, prepend=True)
+        try:
+            logits = self.model(**self._forward_inputs(batch)).logits
+        finally:
+            if handle is not None:
+                handle.remove()
+        if logits.shape[1] == 1:
+            return logits[:, 0]
+        return last_token_resid(logits, batch.last)  # a head that is not the output-embedding module
 
     def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HFSweepPass":
         return HFSweepPass(self, batch, self.last_token_logits(batch))
