@@ -8,7 +8,7 @@ from typing import Iterable
 
 import torch
 
-from steerlens.errors import InvalidArgumentError, NonFiniteError
+from steerlens.errors import InvalidArgumentError, NonFiniteError, NumberTypeError
 
 PADDING_SIDES = ("left", "right")
 
@@ -28,12 +28,28 @@ def check_padding_side(side: str) -> str:
 
 
 def finite_number(value: object, name: str = "multiplier") -> float:
-    """A finite float from a Python, numpy or one-element tensor number."""
+    """A finite float from a Python, numpy or one-element tensor number.
+
+    A value that is no number at all (a string, a list, a bool) is a :class:`NumberTypeError`
+    naming its type; only a real NaN or infinity is a :class:`NonFiniteError`.
+    """
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise NumberTypeError(
+            f"{name} must be a number (int, float or a one-element tensor), got {_type_name(value)} {value!r}; "
+            f"pass e.g. {name}=2.0" + (f" (float({value!r}) converts the string)." if isinstance(value, str) else ".")
+        )
+    if not math.isfinite(float(value)):
         raise NonFiniteError(f"{name} must be a finite number, got {value!r}.")
     return float(value)
+
+
+def _type_name(value: object) -> str:
+    """``"a str"``, ``"a list"``, ``"a torch.float32 Tensor of shape (2,)"``: what a caller passed, for messages."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} Tensor of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
 
 
 def check_prompts(prompts: str | Iterable[str]) -> list[str]:
@@ -49,6 +65,11 @@ def check_prompts(prompts: str | Iterable[str]) -> list[str]:
 
 def check_multipliers(multipliers: float | Iterable[float]) -> list[float]:
     """Finite, distinct multipliers as floats."""
+    if isinstance(multipliers, (str, bytes)):
+        raise NumberTypeError(
+            f"multipliers must be a number or a list of numbers, got {_type_name(multipliers)} {multipliers!r}; "
+            "pass e.g. multipliers=[-4, 4]."
+        )
     listed = [multipliers] if isinstance(multipliers, (numbers.Real, torch.Tensor)) else list(multipliers)
     if not listed:
         raise InvalidArgumentError("multipliers is empty; pass at least one number.")

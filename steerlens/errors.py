@@ -73,6 +73,10 @@ class InvalidArgumentError(SteerlensError, ValueError):
     """Any other argument with a value steerlens cannot use."""
 
 
+class NumberTypeError(SteerlensError, TypeError):
+    """A numeric argument (multiplier, threshold, ...) is not a number at all, e.g. the string ``"2"``."""
+
+
 __all__ = [
     "SteerlensError",
     "InvalidSampleError",
@@ -90,11 +94,16 @@ __all__ = [
     "ModelLoadError",
     "AggregatorError",
     "InvalidArgumentError",
+    "NumberTypeError",
 ]
 
 
 class ModelNameWarning(UserWarning):
-    """A vector is applied to a model other than the one named in its metadata."""
+    """A vector is applied to a model other than the one it was trained on (by fingerprint, else by name)."""
+
+
+class LayerRouteWarning(UserWarning):
+    """An ``ln1``/``ln2`` vector trained on one kind of model (HookedTransformer / native HF) is applied to the other."""
 
 
 class PromptsFileError(SteerlensError, ValueError):

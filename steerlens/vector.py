@@ -16,7 +16,9 @@ from torch import Tensor
 
 from steerlens.backends import backend_for
 from steerlens.backends.layer_config import ModelLayerConfig
-from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError, ModelNameWarning, NonFiniteError
+from steerlens.errors import (
+    InvalidArgumentError, LayerError, LayerRouteWarning, ModelMismatchError, ModelNameWarning, NonFiniteError,
+)
 from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
 from steerlens.hooks import Operator, SteeringPatchHandle, SteeringSpec, TokenIndices, make_spec
 from steerlens.layers import LayerType, as_layer_index, check_layer_type, resolve_layers
@@ -130,17 +132,49 @@ class SteeringVector:
         token_indices: TokenIndices,
     ) -> SteeringSpec:
         """Validated steering arguments, with negative layer keys resolved against the model."""
-        trained_on, model_name = self.metadata.get("model_name"), backend.model_name
-        if trained_on and model_name and trained_on != model_name:
-            warnings.warn(
-                f"this vector was trained on {trained_on!r} and is applied to {model_name!r}; the shapes fit, "
-                "but a direction read from one model rarely means the same in another.",
-                ModelNameWarning, stacklevel=4,
-            )
+        self._warn_if_other_model(backend)
+        self._warn_if_other_route(backend)
         keys = list(self.layer_activations)
         resolved = resolve_layers(keys, backend.n_layers) if any(k < 0 for k in keys) else keys
         vectors = dict(zip(resolved, self.layer_activations.values()))
         return make_spec(vectors, self.layer_type, multiplier, operator, min_token_index or 0, token_indices)
+
+    def _warn_if_other_model(self, backend: Any) -> None:
+        """Warn when the model differs from the one the vector was trained on.
+
+        Decided by the stored :func:`model_fingerprint` (the same checkpoint loaded natively
+        or converted to a HookedTransformer matches, whatever the names); vectors without one
+        (older files, hand-made vectors) fall back to comparing model names.
+        """
+        trained_on, model_name = self.metadata.get("model_name"), backend.model_name
+        differs = fingerprint_difference(self.metadata.get(FINGERPRINT_KEY), backend)
+        if differs is None:  # no usable fingerprint on one side: the names are all there is
+            differs = f"names differ ({trained_on!r} vs {model_name!r})" if (
+                trained_on and model_name and trained_on != model_name) else ""
+        if differs:
+            warnings.warn(
+                f"this vector was trained on {trained_on or 'another model'!r} and is applied to "
+                f"{model_name or 'a model'!r}, a different model ({differs}); the shapes fit, but a direction read "
+                "from one model rarely means the same in another. Train the vector on this model.",
+                ModelNameWarning, stacklevel=5,
+            )
+
+    def _warn_if_other_route(self, backend: Any) -> None:
+        """Warn when an ``ln1``/``ln2`` vector crosses between a HookedTransformer and a native HF model.
+
+        TransformerLens' ``ln1.hook_normalized`` is read before the norm's gain (and bias), the
+        HF module output after it, so the same direction means different things on the two.
+        """
+        trained, here = self.metadata.get(BACKEND_KEY), backend_kind(backend)
+        if self.layer_type not in ("ln1", "ln2") or trained not in _ROUTES or here not in _ROUTES or trained == here:
+            return
+        warnings.warn(
+            f"this {self.layer_type} vector was trained on {_ROUTES[trained]} and is applied to {_ROUTES[here]}: "
+            f"there {self.layer_type} is read {_LN_READ[here]}, where it was trained {_LN_READ[trained]}, so the "
+            "direction is scaled differently per dimension. Train it on this kind of model, or use a residual "
+            "layer type (resid_pre / resid_mid / resid_post), which both kinds read alike.",
+            LayerRouteWarning, stacklevel=5,
+        )
 
     # -- algebra ------------------------------------------------------------------
 
@@ -248,6 +282,119 @@ class SteeringVector:
         """Read a file written by :meth:`save`, validating it; never executes code."""
         vectors, layer_type, metadata = load_vector_file(path, max_bytes=max_bytes)
         return cls(vectors, layer_type, metadata)
+
+
+# -- which model a vector belongs to ----------------------------------------------------
+
+FINGERPRINT_KEY = "model_fingerprint"
+BACKEND_KEY = "backend"
+_ROUTES = {"hooked": "a TransformerLens HookedTransformer", "hf": "a native Hugging Face model"}
+_LN_READ = {"hooked": "before the norm's gain (ln.hook_normalized)", "hf": "after the gain (the norm module's output)"}
+_SAMPLE_ROWS = 4  # embedding rows sampled ...
+_SAMPLE_COLS = 8  # ... and columns of each: 32 numbers stored with a vector
+_SAMPLE_TOLERANCE = 0.05  # relative L2 distance; bf16 copies differ by ~0.005, other models by ~1.4
+
+
+def backend_kind(backend: Any) -> str | None:
+    """``"hooked"`` (HookedTransformer) or ``"hf"`` (native HF model or TransformerBridge); None otherwise."""
+    from steerlens.backends.hf import HFBackend
+    from steerlens.backends.hooked import HookedBackend
+
+    return "hooked" if isinstance(backend, HookedBackend) else "hf" if isinstance(backend, HFBackend) else None
+
+
+def _embedding(backend: Any) -> Tensor | None:
+    """The token embedding matrix ``[d_vocab, d_model]``, or None when it holds no readable numbers."""
+    model = backend.model
+    weight = getattr(model, "W_E", None) if backend_kind(backend) == "hooked" else None
+    if weight is None and hasattr(model, "get_input_embeddings"):
+        weight = getattr(model.get_input_embeddings(), "weight", None)
+    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point() or weight.is_meta:
+        return None
+    return weight
+
+
+def _embedding_sample(weight: Tensor, rows: list[int]) -> list[float]:
+    """``_SAMPLE_COLS`` spread entries of each row, centred and scaled to unit norm.
+
+    Centring and scaling make the sample the same for a native checkpoint and its
+    TransformerLens conversion with ``process_weights=True`` (centred writing weights) or
+    an embedding scale folded in (Gemma); dtype copies differ only by rounding.
+    """
+    with torch.no_grad():
+        picked = weight.detach()[rows].to("cpu", torch.float64)
+        picked = picked - picked.mean(dim=-1, keepdim=True)
+        picked = picked / picked.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        cols = torch.linspace(0, weight.shape[1] - 1, _SAMPLE_COLS).round().long()
+        return [float(f"{x:.6g}") for x in picked[:, cols].reshape(-1).tolist()]
+
+
+def model_fingerprint(model: Any) -> dict[str, Any] | None:
+    """What identifies a model's weights, cheaply: config essentials and a 32-number embedding sample.
+
+    The same checkpoint loaded natively (Hugging Face) or converted to a HookedTransformer
+    (with or without weight processing), in any dtype or on any device, gets a matching
+    fingerprint; see :func:`fingerprint_difference`. None when the embedding holds no
+    numbers (e.g. offloaded to the ``meta`` device).
+
+    Example:
+        >>> model_fingerprint(model)["n_layers"]
+        4
+    """
+    backend = backend_for(model)
+    weight = _embedding(backend)
+    if weight is None:
+        return None
+    d_vocab = int(weight.shape[0])
+    rows = sorted({d_vocab * (i + 1) // (_SAMPLE_ROWS + 1) for i in range(_SAMPLE_ROWS)})
+    return {
+        "d_model": int(backend.d_model), "n_layers": int(backend.n_layers), "d_vocab": d_vocab,
+        "rows": rows, "embedding": _embedding_sample(weight, rows),
+    }
+
+
+def fingerprint_difference(stored: Any, model: Any) -> str | None:
+    """How ``model`` differs from a stored fingerprint: ``""`` when it matches, None when either side has none."""
+    backend = backend_for(model)
+    if not _valid_fingerprint(stored):
+        return None
+    if stored["n_layers"] != backend.n_layers:  # (another d_model is an error when the vector is checked)
+        return f"{stored['n_layers']} layers vs {backend.n_layers}"
+    weight = _embedding(backend)
+    if weight is None:
+        return None
+    if max(stored["rows"]) >= weight.shape[0]:
+        return f"vocabulary of {weight.shape[0]} tokens is smaller than the trained model's"
+    a = torch.tensor(stored["embedding"], dtype=torch.float64)
+    b = torch.tensor(_embedding_sample(weight, stored["rows"]), dtype=torch.float64)
+    distance = float((a - b).norm() / a.norm().clamp_min(1e-30))
+    return "" if distance <= _SAMPLE_TOLERANCE else f"their token embeddings differ (relative distance {distance:.2f})"
+
+
+def _valid_fingerprint(stored: Any) -> bool:
+    """Whether ``stored`` is a fingerprint as :func:`model_fingerprint` writes it (anything else is ignored)."""
+    if not isinstance(stored, dict):
+        return False
+    ints = [stored.get("d_model"), stored.get("n_layers"), *(stored.get("rows") or [None])]
+    sample = stored.get("embedding")
+    return (
+        all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ints)
+        and isinstance(sample, list) and len(sample) == len(stored["rows"]) * _SAMPLE_COLS
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in sample)
+    )
+
+
+def model_metadata(model: Any) -> dict[str, Any]:
+    """The metadata a vector trained on ``model`` carries: name (for display), shape, backend kind, fingerprint.
+
+    Example:
+        >>> SteeringVector({1: direction}, "resid_post", model_metadata(model))
+    """
+    backend = backend_for(model)
+    return {
+        "model_name": backend.model_name, "d_model": backend.d_model, "n_layers": backend.n_layers,
+        BACKEND_KEY: backend_kind(backend), FINGERPRINT_KEY: model_fingerprint(backend),
+    }
 
 
 def _shared_metadata(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -289,3 +289,13 @@ def test_name_mapping_api() -> None:
     assert "transformer.h.{L}.attn" in describe_architecture(CONFIGS["gpt2"]())
     assert arch_spec(llama).causal_lm == "LlamaForCausalLM"
     assert set(supported_architectures()) == {spec.causal_lm for spec in ARCHITECTURES.values()}
+
+
+def test_missing_relative_folder_never_reaches_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``runs/tiny`` under an existing ``runs`` folder, or a name no hub id can have, is a missing folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for source in ("runs/tiny", "my checkpoint", "runs/tiny/"):
+        with pytest.raises(ModelLoadError, match="no such folder") as error:
+            load_model(source)
+        assert str(tmp_path) in str(error.value)

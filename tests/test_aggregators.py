@@ -342,3 +342,26 @@ def test_against_installed_steering_vectors():
         warnings.simplefilter("ignore")
         for ours, theirs in pairs:
             assert cosine(ours(pos, neg), theirs(pos, neg)) >= 0.999
+
+
+@pytest.mark.parametrize("make", [pca_aggregator, logistic_aggregator])
+def test_float_noise_differences_raise_instead_of_a_noise_direction(make):
+    """Identical prompts read in different batches differ by float noise: no direction, an error."""
+    gen = torch.Generator().manual_seed(0)
+    acts = 30.0 * torch.randn(6, 8, generator=gen)
+    noisy = acts + 3e-6 * torch.randn(6, 8, generator=gen)
+    with pytest.raises(AggregatorError, match="zero or negligible: the largest is 1.05e-05"):
+        make()(acts, noisy)
+    # A small but real contrast (1e-3 of the norm) still has its direction.
+    real = acts + 1e-3 * acts.norm(dim=-1, keepdim=True) * torch.tensor([1.0] + [0.0] * 7)
+    assert make()(real, acts)[0] > 0.99
+
+
+def test_mean_of_float_noise_differences_warns():
+    gen = torch.Generator().manual_seed(0)
+    acts = 30.0 * torch.randn(6, 8, generator=gen)
+    with pytest.warns(RuntimeWarning, match="mean vector is zero \\(or negligible"):
+        mean_aggregator()(acts, acts + 3e-6 * torch.randn(6, 8, generator=gen))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mean_aggregator()(acts + 1e-3, acts)

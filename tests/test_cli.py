@@ -160,3 +160,57 @@ def test_console_entry_point_has_no_traceback(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
+
+
+def one_line_error(code: int, capsys) -> str:
+    """The single stderr line of a failed command (exit 2, no traceback)."""
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("steerlens: error: ")
+    return err
+
+
+def test_generate_past_the_context_is_one_line(toy, tmp_path, capsys):
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(toy.cfg.d_model)}).save(vec)
+    code = main(["generate", "--vector", str(vec), "--prompt", "I think", "--max-new-tokens", "100000"])
+    err = one_line_error(code, capsys)
+    room = toy.cfg.n_ctx - toy.to_tokens("I think").shape[1]
+    assert "--max-new-tokens 100000 does not fit" in err and f"use --max-new-tokens {room} or less" in err
+
+
+def test_missing_relative_model_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    """A folder under an existing one never goes to the hub; neither does a name when the hub is unreachable."""
+    from steerlens.adapter import load as load_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(load_module, "_in_hub_cache", lambda name: False)
+    monkeypatch.setattr(load_module, "_hub_reachable", lambda timeout=3.0: False, raising=False)
+    (tmp_path / "runs").mkdir()
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(8)}).save(vec)
+    code = main(["generate", "--model", "runs/tiny", "--vector", str(vec), "--prompt", "hi"])
+    err = one_line_error(code, capsys)
+    assert "no such folder" in err and str(tmp_path / "runs" / "tiny") in err
+    code = main(["generate", "--model", "my_tiny_model", "--vector", str(vec), "--prompt", "hi"])
+    err = one_line_error(code, capsys)
+    assert "no local folder" in err and "HF_HUB_OFFLINE=1" in err and err.rstrip().endswith(".")
+
+
+def test_hub_errors_are_not_cut_mid_sentence(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from steerlens.adapter import load as load_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(load_module, "_hub_reachable", lambda timeout=3.0: True, raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(8)}).save(vec)
+    err = one_line_error(main(["generate", "--model", "org/not-here", "--vector", str(vec), "--prompt", "hi"]), capsys)
+    assert "load the files. Check your connection." in err and "HF_HUB_OFFLINE=1" in err

@@ -113,3 +113,29 @@ def test_hf_device_map_steers_like_a_manual_hook(offloaded):
     torch.testing.assert_close(steered, manual, atol=1e-5, rtol=0)
     with torch.no_grad():  # and nothing is left behind
         torch.testing.assert_close(spread(INPUT_IDS).logits, plain(INPUT_IDS).logits, atol=1e-5, rtol=0)
+
+
+def test_offloaded_hf_model_converts_with_all_its_weights(offloaded):
+    """load_model of an accelerate-offloaded model reads the weights from the offload hooks (none on meta)."""
+    plain, spread = offloaded
+    tl = steerlens.load_model(spread, tokenizer=make_tokenizer())
+    assert not any(p.is_meta for p in tl.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(tl(INPUT_IDS), plain(INPUT_IDS).logits, atol=1e-4, rtol=0)
+    # The offloaded model is left as it was: layer 1 back on meta, and it still runs.
+    assert spread.model.layers[1].self_attn.q_proj.weight.device.type == "meta"
+    with torch.no_grad():
+        torch.testing.assert_close(spread(INPUT_IDS).logits, plain(INPUT_IDS).logits, atol=1e-5, rtol=0)
+
+
+def test_weights_without_numbers_get_a_clear_error():
+    from accelerate import init_empty_weights
+    from tiny_hf import CONFIGS
+    from transformers import AutoModelForCausalLM
+
+    from steerlens.errors import ModelLoadError
+
+    with init_empty_weights():
+        empty = AutoModelForCausalLM.from_config(CONFIGS["llama"]())
+    with pytest.raises(ModelLoadError, match="without device_map"):
+        steerlens.load_model(empty, tokenizer=make_tokenizer())

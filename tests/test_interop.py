@@ -9,7 +9,8 @@ import pytest
 import torch
 from helpers import random_vector
 
-from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
+from steerlens import SteeringVector
+from steerlens.errors import InvalidArgumentError, LayerError, NonFiniteError, VectorFileError
 from steerlens.formats.interop import export_gguf, from_steering_vectors, import_gguf, to_steering_vectors
 
 gguf = pytest.importorskip("gguf")
@@ -95,3 +96,29 @@ def test_gguf_import_rejects_other_files(tmp_path):
     writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
     with pytest.raises(NonFiniteError):
         import_gguf(bad)
+
+
+def test_gguf_export_resolves_negative_layer_keys(tmp_path):
+    """``direction.-1`` is unreadable by llama.cpp and by import_gguf: negative keys count from the end."""
+    vec = SteeringVector({-1: torch.arange(16.0), 1: torch.ones(16)}, "resid_post", dict(META))
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path, n_layers=4)
+    names = sorted(t.name for t in gguf.GGUFReader(str(path)).tensors)
+    assert names == ["direction.1", "direction.3"]
+    back = import_gguf(path)
+    assert torch.equal(back.layer_activations[3], vec.layer_activations[-1])
+    assert torch.equal(back.layer_activations[1], vec.layer_activations[1])
+    # A trained vector knows its model's layer count.
+    export_gguf(SteeringVector({-2: torch.ones(16)}, "resid_post", {"n_layers": 6}), path)
+    assert import_gguf(path).layers == [4]
+
+
+def test_gguf_export_refuses_negative_keys_it_cannot_number(tmp_path):
+    vec = SteeringVector({-1: torch.ones(16)}, "resid_post", dict(META))
+    with pytest.raises(InvalidArgumentError, match="n_layers="):
+        export_gguf(vec, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+    with pytest.raises(LayerError, match="out of range"):
+        export_gguf(SteeringVector({-5: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)
+    with pytest.raises(InvalidArgumentError, match="layer 0"):
+        export_gguf(SteeringVector({-4: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)

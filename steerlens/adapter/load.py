@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import torch
 from transformer_lens import HookedTransformer
@@ -82,13 +84,14 @@ def load_model(
         return _load_pretrained(str(path), tokenizer, device, dtype, process_weights)
     if _looks_like_path(source):
         hint = "it is a file; pass the folder that contains config.json" if path.exists() else (
-            "no such folder"
+            f"no such folder ({path.absolute()} does not exist)"
         )
         raise ModelLoadError(
             f"cannot load model from {source!r}: {hint}. Pass an existing checkpoint folder "
             "(with config.json and weights), a Hugging Face hub id, or 'toy'."
         )
     official = _official_tl_name(source)
+    _check_hub_reachable(source, official)
     if official is not None:
         return _load_tl_official(official, tokenizer, device, dtype, process_weights)
     return _load_pretrained(source, tokenizer, device, dtype, process_weights)
@@ -116,17 +119,18 @@ def convert_hf_model(
             f"steerlens needs the {spec.causal_lm} model (with its LM head), "
             f"got {type(hf_model).__name__}; load it with AutoModelForCausalLM."
         )
-    first = next(hf_model.parameters())
-    dtype = dtype or first.dtype
-    device = device if device is not None else first.device
-    # Folding/centring in half precision loses accuracy, so process in float32 first.
-    build_dtype = torch.float32 if process_weights and dtype in _REDUCED_PRECISION else dtype
-    with quiet_transformer_lens():
-        cfg = build_tl_config(hf_model.config, device, build_dtype)
-        model = HookedTransformer(cfg, tokenizer=None, move_to_device=True)
-        load_weights(model, convert_weights(hf_model, spec, cfg), process_weights)
-        if build_dtype != dtype:
-            model.to(dtype, print_details=False)
+    with _onloaded(hf_model):
+        first = next(hf_model.parameters())
+        dtype = dtype or first.dtype
+        device = device if device is not None else first.device  # offloaded weights are on the CPU here
+        # Folding/centring in half precision loses accuracy, so process in float32 first.
+        build_dtype = torch.float32 if process_weights and dtype in _REDUCED_PRECISION else dtype
+        with quiet_transformer_lens():
+            cfg = build_tl_config(hf_model.config, device, build_dtype)
+            model = HookedTransformer(cfg, tokenizer=None, move_to_device=True)
+            load_weights(model, convert_weights(hf_model, spec, cfg), process_weights)
+            if build_dtype != dtype:
+                model.to(dtype, print_details=False)
     if tokenizer is None:
         tokenizer = _saved_tokenizer(hf_model)
     if tokenizer is not None:
@@ -135,14 +139,92 @@ def convert_hf_model(
     return fast_generation(model.eval())
 
 
+@contextmanager
+def _onloaded(hf_model: PreTrainedModel) -> Iterator[None]:
+    """Inside: every weight of ``hf_model`` holds numbers, also those accelerate offloaded to disk or CPU.
+
+    A ``device_map`` that offloads keeps such weights on the ``meta`` device and loads
+    them (from the offload hooks' weights map) only around each module's forward pass;
+    conversion reads all of them, so they are loaded to the CPU here and put back after.
+    """
+    if not any(param.is_meta for param in hf_model.parameters()):
+        yield
+        return
+    try:
+        from accelerate.utils import align_module_device, has_offloaded_params
+    except ImportError:
+        has_offloaded_params = None  # type: ignore[assignment]
+    offloaded = [m for m in hf_model.modules() if has_offloaded_params and has_offloaded_params(m)]
+    with ExitStack() as stack:
+        for module in offloaded:
+            stack.enter_context(align_module_device(module, torch.device("cpu")))
+        missing = [name for name, param in hf_model.named_parameters() if param.is_meta]
+        if missing:
+            raise ModelLoadError(
+                f"{type(hf_model).__name__} has weights on the meta device that no offload hook can load "
+                f"(e.g. {missing[0]}): the model was created without its weights. Load it with its weights, "
+                "e.g. AutoModelForCausalLM.from_pretrained(path) without device_map, or pass the checkpoint "
+                "folder to load_model."
+            )
+        yield
+
+
 def _looks_like_path(source: str) -> bool:
-    """Whether ``source`` is meant as a filesystem path rather than a hub id / model name."""
+    """Whether ``source`` is meant as a filesystem path rather than a hub id / model name.
+
+    Also true for what cannot be a hub id (``"runs/tiny/"``, ``"my model"``) and for
+    ``"runs/tiny"`` when a local folder ``runs`` exists: a missing checkpoint under it.
+    """
     return (
         os.path.isabs(source)
         or source.startswith((".", "~"))
         or "\\" in source
         or source.count("/") > 1
         or Path(source).exists()
+        or not _is_hub_id(source)
+        or ("/" in source and Path(source.split("/")[0]).is_dir())
+    )
+
+
+def _is_hub_id(source: str) -> bool:
+    """Whether ``source`` is spelled like a Hugging Face repo id (``"name"`` or ``"org/name"``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host takes a connection (True behind a proxy, which may forward what we cannot reach).
+
+    One TCP connect instead of the hub client's ~25 s of retries when there is no network.
+    """
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_hub_reachable(source: str, official: str | None) -> None:
+    """Fail at once, in one line, for a name that is neither a local folder nor cached, without network."""
+    if hub_offline() or _in_hub_cache(official or source) or _hub_reachable():
+        return  # offline mode has its own message; cached models load without the network
+    raise ModelLoadError(
+        f"cannot load {source!r}: there is no local folder {str(Path(source).absolute())!r}, it is not in the "
+        "Hugging Face cache, and the hub cannot be reached. Pass an existing checkpoint folder, check the name "
+        "and the network, or set HF_HUB_OFFLINE=1 to use only local folders and the cache."
     )
 
 
@@ -171,9 +253,11 @@ def _offline_miss(source: str) -> ModelLoadError:
 def _hub_error(source: str, error: Exception) -> ModelLoadError:
     if hub_offline():
         return _offline_miss(source)
+    reason = " ".join(str(error).split())  # the hub's messages span lines; ours is one
     return ModelLoadError(
-        f"could not load {source!r} from the Hugging Face hub ({error}). Check the name "
-        "and your network access, or pass the path of a local checkpoint folder."
+        f"could not load {source!r}: it is not a local folder and the Hugging Face hub failed ({reason}). "
+        "Check the name and your network access, pass the path of a local checkpoint folder, or set "
+        "HF_HUB_OFFLINE=1 to use only local folders and the cache."
     )
 
 

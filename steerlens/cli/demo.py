@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from steerlens.errors import PromptTooLongError
 from steerlens.evaluation.comparison import compare_logits
 from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.evaluation.generation import steered_and_unsteered
@@ -47,6 +48,30 @@ class DemoResult:
     best_multiplier: float
     files: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def check_generation_room(
+    model: Any, prompts: Sequence[str], max_new_tokens: int, prepend_bos: bool | None = None,
+) -> None:
+    """Raise ``PromptTooLongError`` unless every prompt plus ``max_new_tokens`` fits the model's context.
+
+    Checked before any work, since generating past a HookedTransformer's ``n_ctx`` ends in an
+    ``IndexError`` deep in its position embedding.
+    """
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    if not isinstance(n_ctx, int):
+        return
+    from steerlens.backends import backend_for
+
+    backend = backend_for(model)
+    used = max(len(backend.encode(prompt, prepend_bos)) for prompt in prompts)
+    if used + max_new_tokens > n_ctx:
+        fix = f"use --max-new-tokens {n_ctx - used} or less" if used < n_ctx else "use a shorter prompt"
+        raise PromptTooLongError(
+            f"--max-new-tokens {max_new_tokens} does not fit: the {'prompt' if len(prompts) == 1 else 'longest prompt'} "
+            f"takes {used} of the model's {n_ctx}-token "
+            f"context, leaving {n_ctx - used}; {fix}."
+        )
 
 
 def best_cell(sweep: pd.DataFrame, value: str) -> tuple[int, float]:
@@ -88,6 +113,7 @@ def run_demo(
     model = load_model(model_source) if not hasattr(model_source, "cfg") else model_source
     name = getattr(model.cfg, "model_name", str(model_source))
     echo(f"model: {name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model})")
+    check_generation_room(model, GENERATION_PROMPTS, max_new_tokens)
 
     pairs = sentiment_pairs("train")
     prompts = neutral_prompts("sentiment", "test")

@@ -46,11 +46,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    from steerlens.cli.demo import check_generation_room
     from steerlens.evaluation.generation import steered_and_unsteered
     from steerlens.vector import SteeringVector
 
     vec = SteeringVector.load(args.vector)
     model = _load(args.model)
+    check_generation_room(model, [args.prompt], args.max_new_tokens, args.prepend_bos)
     steered, unsteered = steered_and_unsteered(
         model, vec, args.prompt, multiplier=args.multiplier, max_new_tokens=args.max_new_tokens,
         prepend_bos=args.prepend_bos,

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
-from steerlens.layers import ALIASES
+from steerlens.layers import ALIASES, resolve_layers
 from steerlens.vector import SteeringVector
 
 # steering-vectors layer type -> steerlens layer type
@@ -77,14 +77,20 @@ def _gguf() -> Any:
     return gguf
 
 
-def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: str | None = None) -> None:
+def export_gguf(
+    vec: SteeringVector, path: str | os.PathLike[str], model_hint: str | None = None, *, n_layers: int | None = None,
+) -> None:
     """Write ``vec`` as a llama.cpp control vector (``llama-cli --control-vector path``).
 
     ``model_hint`` (default: the vector's ``model_name`` metadata) names the model
-    family. Only ``resid_post`` vectors of layers >= 1 can be expressed.
+    family. Only ``resid_post`` vectors of layers >= 1 can be expressed: ``direction.N``
+    is added to the output of layer ``N``, as our layer ``N``. Negative layer keys (from
+    the end) are resolved with ``n_layers``, the model's layer count (default: the
+    ``n_layers`` the vector was trained with, from its metadata).
 
     Example:
         >>> export_gguf(vec.select_layers([10, 12]), "happy.gguf", model_hint="llama")
+        >>> export_gguf(SteeringVector({-2: direction}, "resid_post"), "x.gguf", n_layers=24)  # direction.22
     """
     gguf = _gguf()
     import numpy as np
@@ -94,21 +100,47 @@ def export_gguf(vec: SteeringVector, path: str | os.PathLike[str], model_hint: s
             f"llama.cpp control vectors act on layer outputs (resid_post), not {vec.layer_type!r}; "
             "train the vector at layer_type='resid_post'."
         )
-    if 0 in vec.layer_activations:
+    layers = _gguf_layers(vec, n_layers)
+    if 0 in layers:
         raise InvalidArgumentError(
             "llama.cpp never steers the output of layer 0; drop it with vec.select_layers([...])."
         )
     hint = model_hint or str(vec.metadata.get("model_name", "unknown"))
     writer = gguf.GGUFWriter(os.fspath(path), GGUF_ARCH)
     writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
-    writer.add_int32(f"{GGUF_ARCH}.layer_count", len(vec.layers))
-    for layer in vec.layers:
-        data = vec.layer_activations[layer].detach().to("cpu", torch.float32).numpy()
+    writer.add_int32(f"{GGUF_ARCH}.layer_count", len(layers))
+    for layer, key in sorted(layers.items()):
+        data = vec.layer_activations[key].detach().to("cpu", torch.float32).numpy()
         writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _gguf_layers(vec: SteeringVector, n_layers: int | None) -> dict[int, int]:
+    """File layer (>= 0) -> the vector's key; negative keys resolved, since llama.cpp cannot read ``direction.-1``."""
+    keys = list(vec.layer_activations)
+    if all(key >= 0 for key in keys):
+        if n_layers is not None:
+            resolve_layers(keys, _layer_count(n_layers))  # out of range for the named model: an error here
+        return {key: key for key in keys}
+    count = n_layers if n_layers is not None else vec.metadata.get("n_layers")
+    if count is None:
+        raise InvalidArgumentError(
+            f"the vector has negative layer keys {sorted(k for k in keys if k < 0)} (counted from the end of the "
+            "model), which a llama.cpp control vector cannot hold; pass n_layers= (the model's layer count, e.g. "
+            "export_gguf(vec, path, n_layers=model.cfg.n_layers)) to number them from the start."
+        )
+    resolved = resolve_layers(keys, _layer_count(count))
+    return dict(zip(resolved, keys))
+
+
+def _layer_count(value: Any) -> int:
+    """``value`` as a positive layer count (from the caller or from a vector's metadata)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"n_layers must be a positive int (the model's layer count), got {value!r}.")
+    return value
 
 
 def _field_value(reader: Any, key: str) -> Any:

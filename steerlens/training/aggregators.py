@@ -25,6 +25,13 @@ from steerlens.training import distributed
 
 Aggregator = Callable[[Tensor, Tensor], Tensor]
 
+NEGLIGIBLE = 1e-5
+"""Differences up to this fraction of the activations' mean norm are float noise, not a direction.
+
+Identical prompts read in different batches differ by ~1e-7 of the norm in float32; a real
+contrast differs by far more than 1e-5 of it.
+"""
+
 
 class Accumulator(Protocol):
     """Receives batches of paired activations, then yields the layer's vector."""
@@ -62,6 +69,7 @@ class _RunningMean:
     def __init__(self) -> None:
         self.total: Tensor | None = None
         self.count = 0
+        self.norm_sum = 0.0  # of every activation row, to tell a negligible mean from a real one
         self.dtype = torch.float32
 
     def update(self, pos: Tensor, neg: Tensor) -> None:
@@ -71,6 +79,7 @@ class _RunningMean:
         diff = pos.double().sum(dim=0) - neg.double().sum(dim=0)
         self.total = diff if self.total is None else self.total + diff
         self.count += pos.shape[0]
+        self.norm_sum += float(_row_norms(pos).sum() + _row_norms(neg).sum())
         self.dtype = _result_dtype(pos.dtype)
 
     def merge_ranks(self) -> None:
@@ -79,17 +88,22 @@ class _RunningMean:
         # Sums (float64) and counts add up exactly: the mean of the whole set.
         self.total = distributed.all_sum(self.total)
         self.count = int(distributed.all_sum(torch.tensor(self.count)).item())
+        self.norm_sum = float(distributed.all_sum(torch.tensor(self.norm_sum, dtype=torch.float64)).item())
 
     def result(self) -> Tensor:
         if self.total is None:
             raise AggregatorError("no activations were aggregated; pass at least one sample.")
-        if not self.total.any():
+        mean = self.total / self.count
+        scale = self.norm_sum / (2 * self.count)
+        if float(mean.abs().max()) <= NEGLIGIBLE * scale:
+            # A warning, not an error: the zero vector is the mean difference, and steering with it is a no-op.
             warnings.warn(
                 "every positive prompt has the same activations as its negative one, so the mean vector is "
-                "zero; check that the pairs differ (and read_token_index points at a token that differs).",
+                f"zero (or negligible: at most {NEGLIGIBLE:g} x the activations' mean norm {scale:.3g}, float "
+                "noise); check that the pairs differ (and read_token_index points at a token that differs).",
                 RuntimeWarning, stacklevel=3,
             )
-        return (self.total / self.count).to(self.dtype)
+        return mean.to(self.dtype)
 
 
 class _Collector:
@@ -175,12 +189,26 @@ def _paired_deltas(name: str, pos: Tensor, neg: Tensor) -> Tensor:
             "(check its dtype, try float32, and the prompts)."
         )
     deltas = pos.double() - neg.double()
-    if not bool(deltas.any()):
+    largest, scale = float(deltas.abs().max()), _mean_norm(pos, neg)
+    if largest <= NEGLIGIBLE * scale:
         raise AggregatorError(
-            f"{name}: every positive activation equals its negative (all differences are zero), so "
-            "there is no direction to find; check that the pairs really differ at the read token."
+            f"{name}: every positive activation equals its negative (all differences are zero or negligible: "
+            f"the largest is {largest:.3g}, at most {NEGLIGIBLE:g} x the activations' mean norm {scale:.3g}, i.e. "
+            "float noise), so there is no direction to find; check that the pairs really differ at the read token."
         )
     return deltas
+
+
+def _mean_norm(pos: Tensor, neg: Tensor) -> float:
+    """Mean L2 norm of all positive and negative activation rows (float64)."""
+    return float(_row_norms(torch.cat([pos, neg])).mean())
+
+
+def _row_norms(rows: Tensor) -> Tensor:
+    """L2 norm of each row in float64, scaled first so that huge values (1e300) do not overflow."""
+    rows = rows.double()
+    peak = rows.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return peak.squeeze(-1) * (rows / peak).norm(dim=-1)
 
 
 class PCAAggregator:

@@ -29,7 +29,7 @@ from steerlens.training.aggregators import (
     call_aggregator,
     mean_aggregator,
 )
-from steerlens.vector import SteeringVector
+from steerlens.vector import SteeringVector, model_metadata
 
 
 def aggregate_activations(
@@ -161,13 +161,8 @@ def train_steering_vector(
     if any(o != [None, None] for o in overrides):
         # Per pair: [positive, negative] read index, null where the default above applied.
         training["per_sample_read_token_index"] = overrides
-    metadata = {
-        "model_name": backend.model_name,
-        "d_model": backend.d_model,
-        "n_layers": backend.n_layers,
-        "steerlens_version": __version__,
-        "training": training,
-    }
+    # Name (for display), shape, backend kind and weight fingerprint of the model trained on.
+    metadata = {**model_metadata(backend), "steerlens_version": __version__, "training": training}
     return SteeringVector(vectors, layer_type=layer_type, metadata=metadata)
 
 
