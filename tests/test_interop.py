@@ -122,3 +122,26 @@ def test_gguf_export_refuses_negative_keys_it_cannot_number(tmp_path):
         export_gguf(SteeringVector({-5: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)
     with pytest.raises(InvalidArgumentError, match="layer 0"):
         export_gguf(SteeringVector({-4: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)
+
+
+def test_module_layer_types_cross_to_steering_vectors_with_their_meaning():
+    """Gemma 2's ``post_attention_layernorm`` is that module on both sides, not steerlens' ``ln2``."""
+    from tiny_hf import make_hf_model
+
+    model = make_hf_model("gemma2")
+    theirs = {"layer_activations": {0: torch.randn(32), 1: torch.randn(32)}, "layer_type": "post_attention_layernorm"}
+    vec = from_steering_vectors(theirs, model=model)
+    assert vec.layer_type == "module:post_attention_layernorm"
+    assert from_steering_vectors(theirs).layer_type == "ln2"  # without the model: the canonical name
+    back = to_steering_vectors(vec)
+    assert back["layer_type"] == "post_attention_layernorm"
+    # Steering with the imported vector adds it to that module's output, as steering-vectors does.
+    ids = torch.tensor([[1, 5, 9, 12]])
+    handle = model.model.layers[1].post_attention_layernorm.register_forward_hook(lambda m, a, out: out + theirs[
+        "layer_activations"][1])
+    with torch.no_grad():
+        expected = model(ids).logits
+    handle.remove()
+    with torch.no_grad(), vec.select_layers(1).apply(model):
+        got = model(ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)

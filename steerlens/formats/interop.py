@@ -17,8 +17,9 @@ from typing import Any, Mapping
 
 import torch
 
+from steerlens.backends import backend_for, stored_layer_type
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
-from steerlens.layers import ALIASES, resolve_layers
+from steerlens.layers import ALIASES, MODULE_LAYER_TYPES, MODULE_PREFIX, resolve_layers
 from steerlens.vector import SteeringVector
 
 # steering-vectors layer type -> steerlens layer type
@@ -34,6 +35,8 @@ def to_steering_vectors(vec: SteeringVector) -> dict[str, Any]:
         >>> theirs = steering_vectors.SteeringVector(**to_steering_vectors(vec))
     """
     names = {ours: theirs for theirs, ours in SV_LAYER_TYPES.items()}
+    names.update({f"{MODULE_PREFIX}{theirs}": theirs for theirs in SV_LAYER_TYPES if f"{MODULE_PREFIX}{theirs}" in
+                  MODULE_LAYER_TYPES})  # already the module of that name: steering-vectors' own meaning
     if vec.layer_type not in names:
         raise InvalidArgumentError(
             f"steering-vectors has no layer type for {vec.layer_type!r}; it knows {sorted(names)} "
@@ -45,8 +48,15 @@ def to_steering_vectors(vec: SteeringVector) -> dict[str, Any]:
     }
 
 
-def from_steering_vectors(source: Any, metadata: Mapping[str, Any] | None = None) -> SteeringVector:
+def from_steering_vectors(
+    source: Any, metadata: Mapping[str, Any] | None = None, *, model: Any = None
+) -> SteeringVector:
     """A steerlens vector from a ``steering_vectors.SteeringVector`` (or a dict with the same fields).
+
+    Its layer type is stored under the canonical name. Pass the Hugging Face ``model`` it
+    was trained on to keep steering-vectors' meaning where a name is a module with
+    another tensor than the canonical one (Gemma 2's ``post_attention_layernorm`` becomes
+    ``module:post_attention_layernorm``, not ``ln2``).
 
     Example:
         >>> vec = from_steering_vectors(theirs)  # theirs.layer_type == "decoder_block"
@@ -66,7 +76,11 @@ def from_steering_vectors(source: Any, metadata: Mapping[str, Any] | None = None
             f"steerlens can import {sorted(SV_LAYER_TYPES)}."
         )
     activations = {int(layer): torch.as_tensor(t).detach().clone() for layer, t in fields["layer_activations"].items()}
-    return SteeringVector(activations, SV_LAYER_TYPES[layer_type], dict(metadata or {}))
+    stored = SV_LAYER_TYPES[layer_type]
+    if model is not None:
+        backend = backend_for(model, None)
+        stored = stored_layer_type(backend, layer_type, resolve_layers(list(activations), backend.n_layers))
+    return SteeringVector(activations, stored, dict(metadata or {}))
 
 
 def _gguf() -> Any:
