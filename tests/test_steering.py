@@ -233,3 +233,17 @@ def test_nested_application_equals_sum(model):
     with (a + b).apply(model, multiplier=1.5):
         summed = model(tokens)
     torch.testing.assert_close(nested, summed, atol=1e-5, rtol=0)
+
+
+def test_generation_past_the_context_is_a_clear_error(toy):
+    """Not TransformerLens' IndexError deep in the position embedding: one error naming the fix."""
+    from steerlens.errors import PromptTooLongError
+    from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+
+    n_ctx = toy.cfg.n_ctx
+    with pytest.raises(PromptTooLongError, match=r"max_new_tokens=\d+ or less"):
+        generate_text(toy, "The food was", max_new_tokens=n_ctx)
+    vec = random_vector(toy, (1,))
+    with pytest.raises(PromptTooLongError):
+        steered_and_unsteered(toy, vec, "The food was", multiplier=1.0, max_new_tokens=10 * n_ctx)
+    assert len(generate_text(toy, "The food was", max_new_tokens=3)) > 0

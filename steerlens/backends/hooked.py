@@ -20,7 +20,7 @@ from torch import Tensor
 
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
-from steerlens.errors import ModelMismatchError
+from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringHook, SteeringSpec
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
@@ -256,6 +256,12 @@ class HookedBackend:
         self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
     ) -> str:
         tokens = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
+        room = self.model.cfg.n_ctx - tokens.shape[1]
+        if max_new_tokens > room:  # past n_ctx TransformerLens fails deep in its position embedding
+            raise PromptTooLongError(
+                f"max_new_tokens={max_new_tokens} does not fit: the prompt takes {tokens.shape[1]} of the model's "
+                f"{self.model.cfg.n_ctx}-token context; use max_new_tokens={max(room, 0)} or less, or a shorter prompt."
+            )
         if seed is not None:
             torch.manual_seed(seed)
         out = self.model.generate(
