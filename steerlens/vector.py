@@ -392,7 +392,8 @@ def model_metadata(model: Any) -> dict[str, Any]:
     """
     backend = backend_for(model)
     return {
-        "model_name": backend.model_name, "d_model": backend.d_model, "n_layers": backend.n_layers,
+        "model_name": backend.model_name, "architecture": backend.architecture, "d_model": backend.d_model,
+        "n_layers": backend.n_layers,
         BACKEND_KEY: backend_kind(backend), FINGERPRINT_KEY: model_fingerprint(backend),
     }
 

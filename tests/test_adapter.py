@@ -159,12 +159,21 @@ def test_reduced_precision_load(
     assert (ours - exact).abs().max() <= 2 * hf_error + 1e-3
 
 
-def test_default_prepend_bos_follows_transformer_lens(loaded: dict) -> None:
-    assert loaded["llama"].cfg.default_prepend_bos is True
-    assert loaded["neox"].cfg.default_prepend_bos is False
-    assert loaded["qwen2"].cfg.default_prepend_bos is False
-    assert loaded["llama"].to_tokens("the cat")[0].tolist() == [1, 4, 6]
-    assert loaded["neox"].to_tokens("the cat")[0].tolist() == [4, 6]
+def test_default_prepend_bos_follows_the_tokenizer(checkpoints: dict) -> None:
+    """TransformerLens' to_tokens gives what the tokenizer itself gives, as on the Hugging Face route."""
+    from tokenizers.processors import TemplateProcessing
+
+    folder, _ = checkpoints["llama"]
+    plain = make_tokenizer()  # adds nothing: like SmolLM2's, whose BOS is its chat-turn marker
+    with_bos = make_tokenizer()
+    with_bos._tokenizer.post_processor = TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 1)])
+    for tokenizer, expected in ((plain, False), (with_bos, True)):
+        model = load_model(folder, tokenizer=tokenizer)
+        assert model.cfg.default_prepend_bos is expected
+        assert model.to_tokens("the cat")[0].tolist() == tokenizer("the cat")["input_ids"]
+        chat = "<bos> the cat"  # a chat prompt that starts with the BOS (turn-marker) text
+        assert model.to_tokens(chat)[0].tolist() == tokenizer(chat)["input_ids"]
+    assert load_model(folder, tokenizer=plain).to_tokens("<bos> the cat")[0].tolist().count(1) == 1
 
 
 def test_tokenizer_is_copied_not_mutated(checkpoints: dict) -> None:
@@ -175,7 +184,7 @@ def test_tokenizer_is_copied_not_mutated(checkpoints: dict) -> None:
     assert tokenizer.pad_token is None
     assert model.tokenizer is not tokenizer
     batch = model.to_tokens(["the cat sat", "dog"])
-    assert batch.tolist() == [[1, 4, 6, 8], [1, 7, 2, 2]]  # padded with EOS
+    assert batch.tolist() == [[4, 6, 8], [7, 2, 2]]  # no BOS, as the tokenizer adds none; padded with EOS
 
 
 def test_tokenizer_too_large_for_vocab(checkpoints: dict) -> None:

@@ -8,7 +8,7 @@ points to the HF modules that carry the same tensors.
 from steerlens.adapter.cache import adapt_hf_model
 from steerlens.adapter.configs import build_tl_config, tl_config_dict
 from steerlens.adapter.hooks import record_hf_activations
-from steerlens.adapter.load import convert_hf_model, load_model
+from steerlens.adapter.load import convert_hf_model, load_hf_model, load_model
 from steerlens.adapter.names import (
     HFSite,
     describe_architecture,
@@ -31,6 +31,7 @@ __all__ = [
     "hf_module",
     "hf_module_path",
     "hf_site",
+    "load_hf_model",
     "load_model",
     "record_hf_activations",
     "supported_architectures",

@@ -21,6 +21,7 @@ from transformers import (
 
 from steerlens.adapter._quiet import quiet_transformer_lens
 from steerlens.adapter.configs import build_tl_config
+from steerlens.adapter.gguf import gguf_checkpoint, gguf_origin, gguf_tokenizer, is_gguf
 from steerlens.adapter.registry import check_convertible, supported_architectures
 from steerlens.adapter.tokenizer import attach_tokenizer
 from steerlens.adapter.weights import convert_weights, load_weights
@@ -68,33 +69,43 @@ def load_model(
     """
     if isinstance(source, PreTrainedModel):
         return convert_hf_model(source, tokenizer, device, dtype, process_weights)
-    if isinstance(source, os.PathLike):
-        source = os.fspath(source)
-    if not isinstance(source, str):
-        raise UnsupportedModelError(
-            "source must be 'toy', a model name, a checkpoint folder or a "
-            f"transformers PreTrainedModel, got {type(source).__name__}."
-        )
     if source == "toy":
         from steerlens.toy import load_toy_model
 
         return load_toy_model(device=device, dtype=dtype)
+    resolved = _local_source(source)
+    if Path(resolved).is_dir():
+        return _load_pretrained(resolved, tokenizer, device, dtype, process_weights)
+    official = _official_tl_name(resolved)
+    _check_hub_reachable(resolved, official)
+    if official is not None:
+        return _load_tl_official(official, tokenizer, device, dtype, process_weights)
+    return _load_pretrained(resolved, tokenizer, device, dtype, process_weights)
+
+
+def _local_source(source: Any) -> str:
+    """A checkpoint folder's path, or a hub id; GGUF files become their de-quantized (cached) folder."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise UnsupportedModelError(
+            "source must be 'toy', a model name, a checkpoint folder, a .gguf file or a "
+            f"transformers PreTrainedModel, got {type(source).__name__}."
+        )
+    if is_gguf(source):
+        return str(gguf_checkpoint(source))
     path = Path(source).expanduser()
     if path.is_dir():
-        return _load_pretrained(str(path), tokenizer, device, dtype, process_weights)
+        return str(path)
     if _looks_like_path(source):
         hint = "it is a file; pass the folder that contains config.json" if path.exists() else (
             f"no such folder ({path.absolute()} does not exist)"
         )
         raise ModelLoadError(
             f"cannot load model from {source!r}: {hint}. Pass an existing checkpoint folder "
-            "(with config.json and weights), a Hugging Face hub id, or 'toy'."
+            "(with config.json and weights), a .gguf file, a Hugging Face hub id, or 'toy'."
         )
-    official = _official_tl_name(source)
-    _check_hub_reachable(source, official)
-    if official is not None:
-        return _load_tl_official(official, tokenizer, device, dtype, process_weights)
-    return _load_pretrained(source, tokenizer, device, dtype, process_weights)
+    return source
 
 
 def convert_hf_model(
@@ -135,6 +146,10 @@ def convert_hf_model(
         tokenizer = _saved_tokenizer(hf_model)
     if tokenizer is not None:
         attach_tokenizer(model, tokenizer)
+        # Follow the tokenizer's own BOS behaviour, as the Hugging Face model does: a chat model whose
+        # BOS is its turn marker (SmolLM2's <|im_start|>) must not get one in front of plain text, nor a
+        # second one in front of a chat prompt, from TransformerLens' to_tokens and generate.
+        model.cfg.default_prepend_bos = model.cfg.tokenizer_prepends_bos
     # After any weight processing: it reduces over weights, and re-strided ones may round differently.
     return fast_generation(model.eval())
 
@@ -269,6 +284,18 @@ def _load_pretrained(
     process_weights: bool,
 ) -> HookedTransformer:
     """Load a local folder or hub id with ``transformers`` and convert it."""
+    hf_model, tokenizer = _load_hf(source, tokenizer, dtype, convertible=True)
+    device = device if device is not None else _default_device()
+    return convert_hf_model(hf_model, tokenizer, device, dtype or torch.float32, process_weights)
+
+
+def _load_hf(
+    source: str, tokenizer: PreTrainedTokenizerBase | None, dtype: torch.dtype | None, convertible: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A local folder or hub id as ``(AutoModelForCausalLM, its tokenizer)``, float32 unless ``dtype``.
+
+    ``convertible``: refuse, before the weights are read, an architecture steerlens cannot convert.
+    """
     hub_kwargs: dict[str, Any] = {"local_files_only": hub_offline()}
     try:
         hf_config = AutoConfig.from_pretrained(source, **hub_kwargs)
@@ -279,8 +306,8 @@ def _load_pretrained(
         ) from error
     except OSError as error:
         raise _hub_error(source, error) from error
-    check_convertible(hf_config)  # refuse before spending time on the weights
-    dtype = dtype or torch.float32
+    if convertible:
+        check_convertible(hf_config)  # refuse before spending time on the weights
     if tokenizer is None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
@@ -291,12 +318,44 @@ def _load_pretrained(
             ) from error
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
-            source, config=hf_config, dtype=dtype, **hub_kwargs
+            source, config=hf_config, dtype=dtype or torch.float32, **hub_kwargs
         )
     except OSError as error:
         raise _hub_error(source, error) from error
-    device = device if device is not None else _default_device()
-    return convert_hf_model(hf_model, tokenizer, device, dtype, process_weights)
+    return hf_model.eval(), tokenizer
+
+
+def load_hf_model(
+    source: ModelSource,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a plain Hugging Face causal LM and its tokenizer, for steering natively (no conversion).
+
+    ``source`` is what :func:`load_model` takes: a checkpoint folder, a hub id, a ``.gguf``
+    file or a packaged model's short name such as ``"smollm2-135m-instruct"`` (GGUF files
+    are de-quantized once and cached, see :mod:`steerlens.adapter.gguf`), or a loaded
+    ``PreTrainedModel`` (returned as it is, with its tokenizer found).
+
+    Example:
+        >>> model, tokenizer = load_hf_model("smollm2-135m-instruct")
+        >>> vec = train_steering_vector(model, tokenizer, pairs, layers=[15])
+    """
+    if isinstance(source, PreTrainedModel):
+        found = tokenizer if tokenizer is not None else _saved_tokenizer(source)
+        if found is None:
+            raise TokenizerError(
+                f"no tokenizer is saved with this {type(source).__name__}; pass tokenizer=AutoTokenizer.from_pretrained(...)."
+            )
+        return source, found
+    folder = _local_source(source)
+    if not Path(folder).is_dir():
+        _check_hub_reachable(folder, None)
+    hf_model, tokenizer = _load_hf(folder, tokenizer, dtype, convertible=False)
+    if device is not None:
+        hf_model = hf_model.to(device)
+    return hf_model, tokenizer
 
 
 def _load_tl_official(
@@ -331,7 +390,10 @@ def _default_device() -> str:
 
 
 def _saved_tokenizer(hf_model: PreTrainedModel) -> PreTrainedTokenizerBase | None:
-    """The tokenizer stored with ``hf_model``'s checkpoint, if available without downloading."""
+    """The tokenizer stored with ``hf_model``'s checkpoint (or its GGUF file), if available without downloading."""
+    origin = gguf_origin(hf_model)
+    if origin is not None:
+        return gguf_tokenizer(origin)
     name = getattr(hf_model, "name_or_path", "") or ""
     if not name:
         return None

@@ -230,6 +230,10 @@ class HFBackend:
         return name or getattr(config, "model_type", None)
 
     @property
+    def architecture(self) -> str | None:
+        return getattr(self.model.config, "model_type", None) or None
+
+    @property
     def device(self) -> torch.device:
         return self.model.get_input_embeddings().weight.device
 

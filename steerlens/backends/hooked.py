@@ -9,6 +9,8 @@ padding included), also while generating one token at a time. Sweeps resume from
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,6 +91,14 @@ class HookedBackend:
     @property
     def model_name(self) -> str | None:
         return getattr(self.model.cfg, "model_name", None)
+
+    @property
+    def architecture(self) -> str | None:
+        # A converted checkpoint remembers its HF class ("LlamaForCausalLM" -> "llama", "GPT2LMHeadModel" -> "gpt2").
+        original = getattr(self.model.cfg, "original_architecture", None)
+        if not original:
+            return None
+        return re.sub(r"(ForCausalLM|LMHeadModel)$", "", original).lower() or None
 
     @property
     def device(self) -> torch.device:
@@ -268,7 +278,8 @@ class HookedBackend:
             tokens, max_new_tokens=max_new_tokens, do_sample=seed is not None, verbose=False,
             stop_at_eos=True, use_past_kv_cache=True,
         )
-        return self.model.to_string(out[0, tokens.shape[1] :])
+        # As the Hugging Face route decodes: without special tokens (a chat model's <|im_end|>).
+        return self.tokenizer.decode(out[0, tokens.shape[1] :], skip_special_tokens=True)
 
 
 @dataclass

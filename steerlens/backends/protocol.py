@@ -52,6 +52,11 @@ class Backend(Protocol):
     def model_name(self) -> str | None: ...
 
     @property
+    def architecture(self) -> str | None:
+        """The architecture as Hugging Face and llama.cpp name it (``"llama"``), None if unknown."""
+        ...
+
+    @property
     def device(self) -> torch.device: ...
 
     default_padding_side: str

