@@ -161,3 +161,35 @@ def join_safetensors(header: dict[str, Any], body: bytes, align: bool = False) -
 def steerlens_header(data: bytes) -> dict[str, Any]:
     """The steerlens JSON header kept in a vector file's safetensors metadata."""
     return json.loads(split_safetensors(data)[0]["__metadata__"]["steerlens"])
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}"
+)
+"""A ChatML-like template for ``make_tokenizer``'s tokenizer: its BOS text opens every turn."""
+
+
+def make_chat_model(n_layers: int = 3, seed: int = 3) -> Any:
+    """``make_model`` whose (private copy of the) tokenizer has :data:`CHAT_TEMPLATE`."""
+    import copy
+
+    model = make_model(n_layers=n_layers, seed=seed)
+    model.tokenizer = copy.deepcopy(model.tokenizer)
+    model.tokenizer.chat_template = CHAT_TEMPLATE
+    return model
+
+
+def steered_logits_by_hand(
+    model: Any, vec: SteeringVector, layer: int, multiplier: float, ids: list[int], start: int = 0
+) -> torch.Tensor:
+    """``[pos, d_vocab]`` logits with ``multiplier * vec[layer]`` added at positions ``>= start`` of
+    ``blocks.{layer}.hook_resid_post``, by a hand-written TransformerLens hook (the reference)."""
+
+    def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
+        act = act.clone()
+        act[:, start:] += multiplier * vec.layer_activations[layer].to(act.dtype)
+        return act
+
+    with torch.no_grad():
+        return model.run_with_hooks(torch.tensor([ids]), fwd_hooks=[(f"blocks.{layer}.hook_resid_post", hook)])[0]

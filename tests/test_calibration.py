@@ -190,3 +190,47 @@ def test_hugging_face_model_calibration_remeasures():
         assert float(effect.mean()) == pytest.approx(row.effect, abs=1e-4)
         assert float(kl.mean()) == pytest.approx(row.kl, abs=1e-4)
         np.testing.assert_allclose(row.relative_strength, row.multiplier, rtol=1e-5)
+
+
+def test_ab_items_from_the_answer_and_fluency_against_hand_written_hooks():
+    """CAA's setting: per-item matching letters, steering from the assistant's turn, fluency as the damage."""
+    from helpers import make_chat_model, random_vector, steered_logits_by_hand
+
+    from steerlens.backends import backend_for
+    from steerlens.tokens import single_target_id
+    from steerlens.tokens.starts import assistant_header, steer_starts
+
+    model = make_chat_model()
+    tok = model.tokenizer
+    questions = ["I love this film , it was", "The food was terrible", "What a lovely day for a walk"]
+    chats = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+             for q in questions]
+    items = [(chat + "the park (", "A" if i % 2 else "B") for i, chat in enumerate(chats)]
+    texts = ["I love this film , it was wonderful and great", "We ate pasta and pizza in a small town"]
+    vec = random_vector(model, (1, 2), seed=9, scale=3.0)
+    cal = calibrate(model, vec, items, "p_matching", chats, max_kl=10.0, multipliers=[-2.0, 2.0],
+                    steer_from="answer", fluency_texts=texts, damage="fluency")
+    backend = backend_for(model)
+    encoded = [backend.encode(prompt) for prompt, _ in items]
+    starts = steer_starts(tok, encoded, "answer")
+    assert starts == [max(i + len(h) for i in range(len(ids)) if ids[i:i + len(h)] == h)
+                      for ids, h in ((ids, assistant_header(tok)) for ids in encoded)]
+    for row in cal.table.itertuples():
+        effect = []
+        for (prompt, letter), ids, start in zip(items, encoded, starts):
+            logits = steered_logits_by_hand(model, vec, row.layer, row.multiplier, ids, start)[-1]
+            pair = torch.softmax(logits[[single_target_id(tok, prompt, "A"), single_target_id(tok, prompt, "B")]], -1)
+            effect.append(pair[0 if letter == "A" else 1].item())
+        assert row.effect == pytest.approx(np.mean(effect), abs=1e-5)
+        increase = []
+        for text in texts:
+            ids = backend.encode(text)
+            nll = [-(torch.log_softmax(steered_logits_by_hand(model, vec, row.layer, m, ids)[:-1], -1)
+                     .gather(-1, torch.tensor(ids[1:])[:, None])).mean().item() for m in (0.0, row.multiplier)]
+            increase.append(nll[1] - nll[0])
+        assert row.nll_increase == pytest.approx(np.mean(increase), abs=1e-4)
+        assert row.perplexity_ratio == pytest.approx(np.exp(row.nll_increase))
+    assert cal.table.attrs["damage"] == "nll_increase"
+    assert cal.best is not None and (cal.table.nll_increase <= 10.0).all()
+    with pytest.raises(InvalidArgumentError, match="fluency_texts"):
+        calibrate(model, vec, items, "p_matching", chats, damage="fluency")

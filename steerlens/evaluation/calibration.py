@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
@@ -28,11 +28,15 @@ from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import MetricFn, kl_divergence, resolve_metric
 from steerlens.evaluation.reading import vector_layers
 from steerlens.evaluation.strength import relative_vector, residual_norms
+from steerlens.evaluation.comparison import ab_items, letter_pair, letter_probability
+from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
+from steerlens.tokens.starts import SteerFrom
 from steerlens.vector import SteeringVector
 
 Direction = Literal["increase", "decrease"]
+Damage = Literal["kl", "fluency"]
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Absolute multipliers tried by default (negated when the metric should decrease)."""
 DEFAULT_RELATIVE_MULTIPLIERS: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -125,6 +129,9 @@ def calibrate(
     operator: Operator | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
+    steer_from: SteerFrom = None,
+    fluency_texts: str | Iterable[str] | None = None,
+    damage: Damage = "kl",
 ) -> Calibration:
     """Sweep ``layers`` × ``multipliers`` and choose the cell with the most effect under a KL budget.
 
@@ -147,14 +154,37 @@ def calibrate(
     ``reference_prompts``). The table gives every cell's ``absolute_multiplier`` for
     the original vector either way.
 
+    CAA's setting: ``prompts`` may be A/B items (:class:`~steerlens.evaluation.comparison.ABItem`,
+    CAA records or ``(prompt, letter)`` pairs, each with its own matching letter) with
+    ``metric="p_matching"``, the normalised probability of the matching letter (read in
+    the context of each prompt, as :func:`~steerlens.evaluation.comparison.ab_behavior_probability`
+    does); ``steer_from="answer"`` steers every prompt, references included, from the
+    assistant's turn on (see :mod:`steerlens.tokens.starts`).
+
+    Fluency: with ``fluency_texts`` each cell also gets ``nll_increase``, how much the
+    mean negative log-likelihood per token of those texts grows under steering (nats;
+    ``perplexity_ratio = exp(nll_increase)``), each text scored from its first token.
+    ``damage="fluency"`` budgets that instead of the KL (``max_kl`` is then in nats per token).
+
     Example:
         >>> share = prob_share(words["positive"], words["negative"])
         >>> cal = calibrate(model, vec, neutral_prompts("sentiment"), share, neutral_prompts("topic"), max_kl=0.5)
         >>> cal.best, cal.plot()
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompts(prompts)
+    backend.check_tokenizer()
+    items = None
+    if metric == "p_matching":  # A/B items, each with its own matching letter
+        items = ab_items(prompts)
+        prompt_list = [item.prompt for item in items]
+    else:
+        prompt_list = check_prompts(prompts)
     reference_list = check_prompts(reference_prompts)
+    texts = None if fluency_texts is None else check_prompts(fluency_texts)
+    if damage not in ("kl", "fluency"):
+        raise InvalidArgumentError(f"damage must be 'kl' or 'fluency', got {damage!r}.")
+    if damage == "fluency" and texts is None:
+        raise InvalidArgumentError("damage='fluency' needs fluency_texts=[...]: the reference texts to score.")
     budget = finite_number(max_kl, "max_kl")
     if budget < 0:
         raise InvalidArgumentError(f"max_kl must be >= 0 nats, got {budget}.")
@@ -163,7 +193,13 @@ def calibrate(
     if isinstance(bisect_steps, bool) or not isinstance(bisect_steps, int) or bisect_steps < 0:
         raise InvalidArgumentError(f"bisect_steps must be a non-negative int, got {bisect_steps!r}.")
     goal = None if target is None else finite_number(target, "target")
-    name, fn = resolve_metric(metric, backend.tokenizer)
+    if items is not None:
+        name, fn = "p_matching", None
+        letter_ids = [letter_pair(backend.tokenizer, item.prompt, ("A", "B")) for item in items]
+        choices = [0 if item.matching == "A" else 1 for item in items]
+    else:
+        name, fn = resolve_metric(metric, backend.tokenizer)
+        letter_ids, choices = [], []
     directions = vector_layers(backend, vector, layers)
     layer_list = list(directions)
     if multipliers is None:
@@ -175,24 +211,26 @@ def calibrate(
                            layer_type=vector.layer_type, batch_size=batch_size)
     swept = relative_vector(backend, original, norms=norms) if relative else original
     run = _Runner(backend, swept, original, norms, prompt_list, reference_list, fn, name, operator, batch_size,
-                  show_progress)
+                  show_progress, steer_from, texts, "nll_increase" if damage == "fluency" else "kl",
+                  letter_ids, choices)
     table = run.cells(layer_list, mults)
     table["source"] = "grid"
     baseline = run.baseline
     sign = 1.0 if direction == "increase" else -1.0
-    best = _choose(table, budget, sign, goal)
+    best = _choose(table, budget, sign, goal, run.damage)
     reached: bool | None = None
     if goal is not None and best is not None:
         reached = sign * (best["effect"] - goal) >= 0
         if reached and bisect_steps:
             extra = _bisect(run, table, best, goal, sign, budget, bisect_steps)
             table = pd.concat([table, extra], ignore_index=True)
-            best = _choose(table, budget, sign, goal)
-    table["within_budget"] = table["kl"] <= budget
-    table["pareto"] = _pareto(table["effect"].to_numpy() * sign, table["kl"].to_numpy())
+            best = _choose(table, budget, sign, goal, run.damage)
+    table["within_budget"] = table[run.damage] <= budget
+    table["pareto"] = _pareto(table["effect"].to_numpy() * sign, table[run.damage].to_numpy())
     table = table.sort_values(["layer", "multiplier"], ignore_index=True)
     table.attrs.update({
         "metric": name, "max_kl": budget, "direction": direction, "baseline": baseline, "target": goal,
+        "damage": run.damage,
         "relative": relative, "best": None if best is None else (int(best["layer"]), float(best["multiplier"])),
     })
     return Calibration(
@@ -216,29 +254,58 @@ class _Runner:
     operator: Operator | None
     batch_size: int
     show_progress: bool
+    steer_from: SteerFrom = None
+    texts: list[str] | None = None
+    damage: str = "kl"
+    """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
+    letter_ids: list[list[int]] = field(default_factory=list)
+    choices: list[int] = field(default_factory=list)
     baseline: float = math.nan
 
-    def _sweep(self, prompts: list[str], fn: MetricFn, layers: list[int], mults: list[float]) -> dict:
+    def _values(self, fn: MetricFn | None, cell: Any, unsteered: bool = False) -> torch.Tensor:
+        if fn is not None:
+            return _per_prompt(fn, self.name, cell, unsteered)
+        logits = cell.unsteered if unsteered else cell.steered  # A/B items: P(matching letter), normalised
+        return torch.tensor([
+            letter_probability(logits[row], self.letter_ids[index], self.choices[index])[0]
+            for row, index in enumerate(cell.indices)
+        ], dtype=torch.float64)
+
+    def _sweep(self, prompts: list[str], fn: MetricFn | None, layers: list[int], mults: list[float]) -> dict:
         """``{(layer, multiplier): per-prompt values}`` and, once, the unsteered values of ``fn``."""
         values: dict[tuple[int, float], list[torch.Tensor]] = {}
         clean: list[torch.Tensor] = []
         seen: set[tuple[int, ...]] = set()
         for cell in iter_steered_logits(
             self.backend, self.swept, prompts, layers, mults, batch_size=self.batch_size,
-            operator=self.operator, show_progress=self.show_progress,
+            operator=self.operator, show_progress=self.show_progress, steer_from=self.steer_from,
         ):
-            values.setdefault((cell.layer, cell.multiplier), []).append(_per_prompt(fn, self.name, cell))
+            values.setdefault((cell.layer, cell.multiplier), []).append(self._values(fn, cell))
             key = tuple(cell.indices)
             if key not in seen:
                 seen.add(key)
-                clean.append(_per_prompt(fn, self.name, cell, unsteered=True))
+                clean.append(self._values(fn, cell, unsteered=True))
         out = {key: torch.cat(parts) for key, parts in values.items()}
         out["clean"] = torch.cat(clean)
         return out
 
+    def _fluency(self, layers: list[int], mults: list[float]) -> dict[tuple[int, float], float]:
+        """Mean increase of the texts' negative log-likelihood per token under steering, per cell."""
+        encoded = [self.backend.encode(text) for text in self.texts or []]
+        if any(len(ids) < 2 for ids in encoded):
+            raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
+        frame = continuation_logprob(
+            self.backend, self.swept, [ids[:1] for ids in encoded], [ids[1:] for ids in encoded], mults, layers,
+            batch_size=self.batch_size, operator=self.operator,
+        )
+        frame["increase"] = (frame["logprob_unsteered"] - frame["logprob_steered"]) / frame["n_tokens"]
+        return {(int(layer), float(m)): float(v) for (layer, m), v in
+                frame.groupby(["layer", "multiplier"])["increase"].mean().items()}
+
     def cells(self, layers: list[int], mults: list[float]) -> pd.DataFrame:
         effects = self._sweep(self.prompts, self.fn, layers, mults)
         damages = self._sweep(self.references, kl_divergence, layers, mults)
+        fluency = self._fluency(layers, mults) if self.texts is not None else None
         self.baseline = float(effects.pop("clean").mean())
         damages.pop("clean")
         rows = []
@@ -254,6 +321,9 @@ class _Runner:
                     "effect": float(effect.mean()), "effect_std": float(effect.std()) if effect.numel() > 1 else 0.0,
                     "kl": float(kl.mean()), "kl_max": float(kl.max()),
                 })
+                if fluency is not None:
+                    increase = fluency[(layer, float(m))]
+                    rows[-1].update({"nll_increase": increase, "perplexity_ratio": math.exp(increase)})
         return pd.DataFrame(rows)
 
 
@@ -268,17 +338,19 @@ def _per_prompt(fn: MetricFn, name: str, cell: Any, unsteered: bool = False) -> 
     return values
 
 
-def _choose(table: pd.DataFrame, budget: float, sign: float, goal: float | None) -> pd.Series | None:
+def _choose(
+    table: pd.DataFrame, budget: float, sign: float, goal: float | None, damage: str = "kl"
+) -> pd.Series | None:
     """The best admissible row (see :func:`calibrate`), or None when no row is within the budget."""
-    ok = table[table["kl"] <= budget]
+    ok = table[table[damage] <= budget]
     if ok.empty:
         return None
     score = ok["effect"] * sign
     if goal is not None:
         reaching = ok[score >= goal * sign]
         if not reaching.empty:  # the cheapest cell that does the job
-            return reaching.sort_values(["kl", "relative_strength"], kind="stable").iloc[0]
-    ranked = ok.assign(_score=score).sort_values(["_score", "kl"], ascending=[False, True], kind="stable")
+            return reaching.sort_values([damage, "relative_strength"], kind="stable").iloc[0]
+    ranked = ok.assign(_score=score).sort_values(["_score", damage], ascending=[False, True], kind="stable")
     return ranked.iloc[0].drop("_score")
 
 
@@ -297,7 +369,7 @@ def _bisect(
             break
         row = run.cells([layer], [middle]).iloc[0]
         rows.append(row)
-        if sign * (row["effect"] - goal) >= 0 and row["kl"] <= budget:
+        if sign * (row["effect"] - goal) >= 0 and row[run.damage] <= budget:
             high = middle
         else:
             low = middle

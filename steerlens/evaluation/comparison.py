@@ -30,6 +30,7 @@ from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logpr
 from steerlens.evaluation.sweep import Layers, LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.samples.chat import answer_letter, caa_record
+from steerlens.tokens.starts import SteerFrom
 from steerlens.tokens import PaddingSide, Prompts, TargetTokenError, check_prompt_inputs, single_target_id
 from steerlens.vector import SteeringVector
 
@@ -101,6 +102,7 @@ def compare_logits(
     operator: Operator | None = None,
     show_progress: bool = False,
     prepend_bos: bool | None = None,
+    steer_from: SteerFrom = None,
 ) -> pd.DataFrame:
     """Steered vs unsteered next-token distribution: one row per prompt × layer × multiplier.
 
@@ -119,7 +121,9 @@ def compare_logits(
     ``layers=None`` takes each layer of ``vector`` separately; ``"joint"`` or groups
     (``[[2, 3], 4]``) steer layers together, labelled ``"2+3"``. Prompts are strings
     (chat templates too) or token ids, encoded with ``prepend_bos`` (None: the
-    model's default; see :class:`~steerlens.tokens.TokenPolicy`).
+    model's default; see :class:`~steerlens.tokens.TokenPolicy`). ``steer_from``: where
+    steering starts in each prompt (``"answer"``: from the assistant's turn, as in CAA;
+    see :mod:`steerlens.tokens.starts`).
 
     Example:
         >>> df = compare_logits(model, vec, ["I think the film was"], multipliers=[-4, 4],
@@ -136,7 +140,7 @@ def compare_logits(
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
         backend, vector, prompt_list, layers, mults, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
+        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
     ):
         rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets[index], top_k)
     return _ordered(rows)
@@ -209,7 +213,8 @@ class ABItem:
 ItemLike = Union[ABItem, Mapping[str, str], tuple[str, str]]
 
 
-def _items(items: Iterable[ItemLike]) -> list[ABItem]:
+def ab_items(items: Iterable[ItemLike]) -> list[ABItem]:
+    """Items as :class:`ABItem` (from ABItems, CAA records or ``(prompt, letter)`` pairs)."""
     out = []
     for item in items:
         if isinstance(item, ABItem):
@@ -241,6 +246,7 @@ def ab_behavior_probability(
     operator: Operator | None = None,
     show_progress: bool = False,
     prepend_bos: bool | None = None,
+    steer_from: SteerFrom = None,
 ) -> pd.DataFrame:
     """Normalised probability of the behaviour-matching answer letter, steered and unsteered.
 
@@ -253,6 +259,8 @@ def ab_behavior_probability(
     token there. Items are :class:`ABItem`, CAA records (dicts) or ``(prompt,
     letter)`` pairs; prompts may be chat-template strings, encoded with ``prepend_bos``
     (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).
+    ``steer_from="answer"`` steers from the assistant's turn on, as CAA does (default:
+    every position; see :mod:`steerlens.tokens.starts`).
 
     Columns: ``item_index, prompt, matching, layer, multiplier, p_matching_unsteered,
     p_matching_steered, ab_mass_unsteered, ab_mass_steered``.
@@ -261,22 +269,22 @@ def ab_behavior_probability(
         >>> df = ab_behavior_probability(model, vec, items, multipliers=[-2, 0, 2])
         >>> df.groupby(["layer", "multiplier"]).p_matching_steered.mean()
     """
-    item_list = _items(items)
+    item_list = ab_items(items)
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
     tok = backend.tokenizer
     prompts = [item.prompt for item in item_list]
-    letter_ids = [_letter_ids(tok, prompt, letters) for prompt in prompts]
+    letter_ids = [letter_pair(tok, prompt, letters) for prompt in prompts]
     mults = check_multipliers(multipliers)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
         backend, vector, prompts, layers, mults, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
+        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
     ):
         item = item_list[index]
         choice = 0 if item.matching == "A" else 1
-        p_un, mass_un = _letter_probability(cell.unsteered[row], letter_ids[index], choice)
-        p_st, mass_st = _letter_probability(cell.steered[row], letter_ids[index], choice)
+        p_un, mass_un = letter_probability(cell.unsteered[row], letter_ids[index], choice)
+        p_st, mass_st = letter_probability(cell.steered[row], letter_ids[index], choice)
         rows[key] = {
             "item_index": index, "prompt": item.prompt, "matching": item.matching, "layer": cell.layer,
             "multiplier": cell.multiplier, "p_matching_unsteered": p_un, "p_matching_steered": p_st,
@@ -285,7 +293,7 @@ def ab_behavior_probability(
     return _ordered(rows)
 
 
-def _letter_ids(tokenizer: Any, prompt: str, letters: tuple[str | int, str | int]) -> list[int]:
+def letter_pair(tokenizer: Any, prompt: str, letters: tuple[str | int, str | int]) -> list[int]:
     """The ids of the two letters right after ``prompt``; distinct, one token each."""
     if len(letters) != 2:
         raise InvalidArgumentError(f"letters must be two letters (strings or ids), got {letters!r}.")
@@ -297,7 +305,7 @@ def _letter_ids(tokenizer: Any, prompt: str, letters: tuple[str | int, str | int
     return ids
 
 
-def _letter_probability(logits: Tensor, letter_ids: list[int], choice: int) -> tuple[float, float]:
+def letter_probability(logits: Tensor, letter_ids: list[int], choice: int) -> tuple[float, float]:
     """(P(choice) / (P(A) + P(B)), P(A) + P(B)) from one row of next-token logits."""
     pair = logits[letter_ids].float()
     normalised = torch.softmax(pair, -1)[choice]

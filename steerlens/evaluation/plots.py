@@ -193,7 +193,8 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
     Example:
         >>> fig = plot_calibration(calibrate(model, vec, prompts, share, references).table)
     """
-    missing = [c for c in ("layer", "multiplier", "effect", "kl", "pareto") if c not in table.columns]
+    x = table.attrs.get("damage", "kl")  # the budgeted damage: KL, or the fluency loss
+    missing = [c for c in ("layer", "multiplier", "effect", x, "pareto") if c not in table.columns]
     if missing:
         raise InvalidArgumentError(
             f"the frame has no column(s) {missing}; pass a calibration table (calibrate(...).table)."
@@ -204,12 +205,12 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
     layers = sorted(table["layer"].unique())
     for colour, layer in zip(_colours(len(layers)), layers):
         rows = table[table["layer"] == layer].sort_values("multiplier")
-        ax.plot(rows["kl"], rows["effect"], marker="o", markersize=4, linewidth=0.8, color=colour,
+        ax.plot(rows[x], rows["effect"], marker="o", markersize=4, linewidth=0.8, color=colour,
                 label=f"layer {layer}")
-    front = table[table["pareto"]].sort_values("kl")
-    ax.plot(front["kl"], front["effect"], color="black", linewidth=1.6, alpha=0.6, drawstyle="steps-post",
+    front = table[table["pareto"]].sort_values(x)
+    ax.plot(front[x], front["effect"], color="black", linewidth=1.6, alpha=0.6, drawstyle="steps-post",
             label="Pareto front", zorder=1)
-    ax.scatter(front["kl"], front["effect"], s=60, facecolors="none", edgecolors="black", zorder=3)
+    ax.scatter(front[x], front["effect"], s=60, facecolors="none", edgecolors="black", zorder=3)
     if attrs.get("max_kl") is not None:
         ax.axvline(attrs["max_kl"], color="#d9534f", linestyle="--", linewidth=1, label=f"budget {attrs['max_kl']:g}")
     if attrs.get("baseline") is not None:
@@ -219,12 +220,13 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
     best = attrs.get("best")
     if best is not None:
         row = table[(table["layer"] == best[0]) & (table["multiplier"] == best[1])].iloc[0]
-        ax.scatter([row["kl"]], [row["effect"]], marker="*", s=260, color="#f0ad4e", edgecolors="black", zorder=4,
+        ax.scatter([row[x]], [row["effect"]], marker="*", s=260, color="#f0ad4e", edgecolors="black", zorder=4,
                    label=f"chosen: layer {best[0]}, ×{_fmt(round(best[1], 4))}")
-    positive = table["kl"][table["kl"] > 0]
+    positive = table[x][table[x] > 0]
     if log_kl if log_kl is not None else (len(positive) and positive.max() / positive.min() > 100):
         ax.set_xscale("log")
-    ax.set_xlabel("damage: mean KL(steered ‖ unsteered) on reference prompts (nats)")
+    ax.set_xlabel("damage: mean KL(steered ‖ unsteered) on reference prompts (nats)" if x == "kl" else
+                  "damage: increase of the fluency texts' NLL per token (nats)")
     ax.set_ylabel(f"effect: {attrs.get('metric', 'metric')}")
     ax.set_title(title or "Effect against damage, by layer and multiplier")
     ax.grid(alpha=0.3)

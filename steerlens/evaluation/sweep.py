@@ -18,6 +18,7 @@ layers and groups, e.g. ``[[2, 3], 4]``. A group's ``layer`` label is ``"2+3"``.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence, Union
 
@@ -36,6 +37,7 @@ from steerlens.layers import resolve_layers
 from steerlens.samples import SampleLike
 from steerlens.tokens import PaddingSide, PromptBatch, PromptInput, Prompts, check_prepend_bos, check_prompt_inputs
 from steerlens.tokens import iter_batches
+from steerlens.tokens.starts import SteerFrom, steer_starts
 from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
@@ -115,10 +117,21 @@ def prompt_batches(
     prepend_bos: bool | None = None,
 ) -> Iterator[PromptBatch]:
     """Prompts encoded by the one tokenization policy and padded, grouped by length (longest first)."""
-    side = check_padding_side(padding_side or backend.default_padding_side)
+    return batches_of(backend, encode_prompts(backend, prompts, prepend_bos), batch_size, padding_side)
+
+
+def encode_prompts(backend: Backend, prompts: Sequence[PromptInput], prepend_bos: bool | None) -> list[list[int]]:
+    """Each prompt's input ids under the one tokenization policy."""
     check_prepend_bos(prepend_bos)
     backend.check_tokenizer()
-    encoded = [backend.encode(p, prepend_bos) for p in prompts]
+    return [backend.encode(p, prepend_bos) for p in prompts]
+
+
+def batches_of(
+    backend: Backend, encoded: list[list[int]], batch_size: int, padding_side: PaddingSide | None
+) -> Iterator[PromptBatch]:
+    """Encoded prompts padded and grouped by length (longest first)."""
+    side = check_padding_side(padding_side or backend.default_padding_side)
     return iter_batches(encoded, batch_size, backend.pad_id, side, backend.device, longest_first=True)
 
 
@@ -135,6 +148,7 @@ def iter_steered_logits(
     operator: Operator | None = None,
     show_progress: bool = False,
     prepend_bos: bool | None = None,
+    steer_from: SteerFrom = None,
 ) -> Iterator[LogitsCell]:
     """Last-token logits, steered and unsteered, for each batch × layer (or group) × multiplier.
 
@@ -147,6 +161,9 @@ def iter_steered_logits(
     ``batch_size // len(multipliers)`` prompts (at least one), each run once per
     multiplier. Prompts are strings (chat templates too) or token ids, encoded with
     ``prepend_bos`` (None: the model's default; see :class:`~steerlens.tokens.TokenPolicy`).
+    ``steer_from`` says where steering starts in each prompt: None (everywhere), a
+    position, one per prompt, ``"answer"`` (after the chat template's assistant header,
+    as in CAA) or ``"last"`` (see :mod:`steerlens.tokens.starts`).
 
     Example:
         >>> for cell in iter_steered_logits(model, vec, ["I think"], multipliers=[-2, 2]):
@@ -161,15 +178,19 @@ def iter_steered_logits(
     steered_layers = list(dict.fromkeys(layer for group in groups for layer in group))
     vectors = vector.select_layers(steered_layers).layer_activations
     backend.check_vector(vectors, layer_type)
-    specs = [
-        [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, 0, None) for m in mults]
-        for group in groups
-    ]
     singles = list(dict.fromkeys(group[0] for group in groups if len(group) == 1))
     per_batch = max(1, check_batch_size(batch_size) // len(mults))
-    batches = prompt_batches(backend, prompt_list, per_batch, padding_side, prepend_bos=prepend_bos)
+    encoded = encode_prompts(backend, prompt_list, prepend_bos)
+    starts = steer_starts(backend.tokenizer, encoded, steer_from)
     total = math.ceil(len(prompt_list) / per_batch)
+    batches = batches_of(backend, encoded, per_batch, padding_side)
     for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
+        first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
+        specs = [
+            [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None)
+             for m in mults]
+            for group in groups
+        ]
         sweep = backend.sweep_pass(batch, singles, layer_type)
         pending: list[tuple[int, list[Tensor | None]]] = []
         for g, group in enumerate(groups):
@@ -231,6 +252,7 @@ def sweep_layers(
     show_progress: bool = False,
     prepend_bos: bool | None = None,
     distributed: bool = False,
+    steer_from: SteerFrom = None,
 ) -> pd.DataFrame:
     """A metric of steered vs unsteered next-token logits for each layer (or group) × multiplier.
 
@@ -247,6 +269,10 @@ def sweep_layers(
     Prompts and pairs are strings (chat-template strings too) or token ids, all
     encoded by one policy with ``prepend_bos`` (None: the model's default, see
     :class:`~steerlens.tokens.TokenPolicy`); ``show_progress`` shows training and sweep bars.
+    ``steer_from="answer"`` steers each prompt from the assistant's turn on, as CAA does
+    (or a position, one per prompt, ``"last"``; see :mod:`steerlens.tokens.starts`).
+    Interrupted (Ctrl-C in a notebook), it returns the cells finished so far, with a
+    warning and ``df.attrs["interrupted"] = True``.
 
     Returns one row per layer × multiplier with columns ``layer, multiplier,
     <metric>`` (mean over prompts), ``<metric>_std`` and ``n_prompts``; with
@@ -286,14 +312,23 @@ def sweep_layers(
     labels = group_labels(groups)  # one-layer cells sort by layer, groups in the caller's order
     order = {label: label if isinstance(label, int) else i for i, label in enumerate(labels)}
     rows = []
-    for cell in iter_steered_logits(
-        backend, vector, prompt_list, layers, multipliers, batch_size=batch_size,
-        padding_side=padding_side, operator=operator, show_progress=show_progress, prepend_bos=prepend_bos,
-    ):
-        values = _metric_values(fn, bound, name, cell)
-        for index, value in zip(cell.indices, values):
-            rows.append({"_order": order[cell.layer], "layer": cell.layer, "multiplier": cell.multiplier,
-                         "prompt_index": index, "prompt": prompt_list[index], name: value})
+    interrupted = False
+    cells = iter_steered_logits(
+        backend, vector, prompt_list, layers, multipliers, batch_size=batch_size, padding_side=padding_side,
+        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
+    )
+    try:
+        for cell in cells:
+            values = _metric_values(fn, bound, name, cell)
+            for index, value in zip(cell.indices, values):
+                rows.append({"_order": order[cell.layer], "layer": cell.layer, "multiplier": cell.multiplier,
+                             "prompt_index": index, "prompt": prompt_list[index], name: value})
+    except KeyboardInterrupt:
+        if distributed or not rows:
+            raise
+        interrupted = True
+        warnings.warn(f"sweep interrupted: returning the {len(rows)} prompt × cell values finished so far "
+                      "(later cells and prompts are missing).", RuntimeWarning, stacklevel=2)
     if distributed:
         rows = _gathered_rows(rows, name, prompt_list, {v: k for k, v in order.items()})
     frame = pd.DataFrame(rows).sort_values(["_order", "multiplier", "prompt_index"], ignore_index=True)
@@ -303,6 +338,7 @@ def sweep_layers(
         frame = pd.DataFrame(stats).reset_index()
     frame = frame.drop(columns="_order")
     frame.attrs["metric"] = name
+    frame.attrs["interrupted"] = interrupted
     return frame
 
 

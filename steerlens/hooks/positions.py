@@ -22,9 +22,16 @@ TokenIndices = Union[list[int], slice, Tensor, None]
 """Positions to steer: a list of absolute positions, a slice, or a mask tensor (bool or 0/1)."""
 
 
-def check_token_indices(min_token_index: int, token_indices: TokenIndices) -> TokenIndices:
-    """Validate position arguments up front, so a bad value fails before any forward pass."""
-    if isinstance(min_token_index, bool) or not isinstance(min_token_index, int) or min_token_index < 0:
+def check_token_indices(min_token_index: int | Tensor, token_indices: TokenIndices) -> TokenIndices:
+    """Validate position arguments up front, so a bad value fails before any forward pass.
+
+    ``min_token_index`` is an int, or (inside steerlens' measuring functions) a 1-D
+    integer tensor with one start per row of the batch.
+    """
+    if isinstance(min_token_index, Tensor):
+        if min_token_index.dim() != 1 or min_token_index.dtype.is_floating_point or (min_token_index < 0).any():
+            raise TokenIndexError("a per-row min_token_index must be a 1-D tensor of non-negative ints.")
+    elif isinstance(min_token_index, bool) or not isinstance(min_token_index, int) or min_token_index < 0:
         raise TokenIndexError(
             f"min_token_index must be a non-negative int (an absolute position), got {min_token_index!r}."
         )
@@ -118,13 +125,19 @@ class PassPositions:
 
 
 def position_mask(
-    positions: PassPositions, batch: int, width: int, min_token_index: int, token_indices: TokenIndices
+    positions: PassPositions, batch: int, width: int, min_token_index: int | Tensor, token_indices: TokenIndices
 ) -> Bool[Tensor, "batch pos"] | None:
     """Mask of the ``[batch, width]`` columns of one pass to steer, or None for all of them."""
-    if min_token_index == 0 and token_indices is None:
+    per_row = isinstance(min_token_index, Tensor)
+    if not per_row and min_token_index == 0 and token_indices is None:
         return None
     rows = positions.rows(batch, width).cpu()
-    mask = rows >= min_token_index
+    if per_row:
+        if min_token_index.shape[0] != batch:
+            raise TokenIndexError(f"{min_token_index.shape[0]} per-row starts for a batch of {batch} rows.")
+        mask = rows >= min_token_index.cpu()[:, None]
+    else:
+        mask = rows >= min_token_index
     if token_indices is None:
         return mask
     if isinstance(token_indices, slice):

@@ -29,7 +29,8 @@ class SteeringSpec:
     layer_type: str
     multiplier: float
     operator: Operator
-    min_token_index: int
+    min_token_index: int | Tensor
+    """An absolute position, or one per row of the batch (the measuring functions' ``steer_from``)."""
     token_indices: TokenIndices
 
 
@@ -38,7 +39,7 @@ def make_spec(
     layer_type: str,
     multiplier: float,
     operator: Operator | None,
-    min_token_index: int,
+    min_token_index: int | Tensor,
     token_indices: TokenIndices,
 ) -> SteeringSpec:
     """Validate the arguments of ``apply``/``patch`` before any hook is installed."""
