@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import make_model, make_tokenizer, random_vector
@@ -197,3 +198,24 @@ def test_huggingface_model_with_its_tokenizer():
     for row in frame.itertuples():
         expected = kl_divergence(last_logits(row.prompt, row.layer, row.multiplier), last_logits(row.prompt))
         assert row.kl == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_an_interrupted_sweep_keeps_the_finished_cells(model):
+    """Ctrl-C in a notebook: the cells measured so far come back, with a warning, not a lost hour."""
+    vec = random_vector(model, (0, 1, 2))
+    calls = []
+
+    def metric(steered, unsteered):
+        calls.append(1)
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return (steered - unsteered).abs().amax(-1)
+
+    full = sweep_layers(model, vec, PROMPTS[:2], multipliers=[-1.0, 1.0], metric=lambda s, u: (s - u).abs().amax(-1))
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        partial = sweep_layers(model, vec, PROMPTS[:2], multipliers=[-1.0, 1.0], metric=metric)
+    assert partial.attrs["interrupted"] and not full.attrs["interrupted"]
+    assert 0 < len(partial) < len(full)
+    merged = partial.merge(full, on=["layer", "multiplier"], suffixes=("", "_full"))
+    value = partial.attrs["metric"]
+    np.testing.assert_allclose(merged[value], merged[f"{value}_full"])
