@@ -28,7 +28,7 @@ from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import MetricFn, kl_divergence, resolve_metric
 from steerlens.evaluation.reading import vector_layers
 from steerlens.evaluation.strength import relative_vector, residual_norms
-from steerlens.evaluation.comparison import ab_items, letter_pair, letter_probability
+from steerlens.evaluation.comparison import as_ab_items, letter_pair, letter_probability
 from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
@@ -175,7 +175,7 @@ def calibrate(
     backend.check_tokenizer()
     items = None
     if metric == "p_matching":  # A/B items, each with its own matching letter
-        items = ab_items(prompts)
+        items = as_ab_items(prompts)
         prompt_list = [item.prompt for item in items]
     else:
         prompt_list = check_prompts(prompts)

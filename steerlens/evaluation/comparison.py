@@ -213,7 +213,7 @@ class ABItem:
 ItemLike = Union[ABItem, Mapping[str, str], tuple[str, str]]
 
 
-def ab_items(items: Iterable[ItemLike]) -> list[ABItem]:
+def as_ab_items(items: Iterable[ItemLike]) -> list[ABItem]:
     """Items as :class:`ABItem` (from ABItems, CAA records or ``(prompt, letter)`` pairs)."""
     out = []
     for item in items:
@@ -269,7 +269,7 @@ def ab_behavior_probability(
         >>> df = ab_behavior_probability(model, vec, items, multipliers=[-2, 0, 2])
         >>> df.groupby(["layer", "multiplier"]).p_matching_steered.mean()
     """
-    item_list = ab_items(items)
+    item_list = as_ab_items(items)
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
     tok = backend.tokenizer
