@@ -370,6 +370,14 @@ def test_steering_vectors_names_are_the_modules_of_that_name(name, layer_type, t
         assert ln2.layer_type == "ln2"
 
 
+def test_bloom_self_attn_is_its_self_attention_module(tokenizer, tmp_path):
+    """No child is called self_attn: steering-vectors' guesser picks ``self_attention`` (its output includes
+    the residual), and so does steerlens, storing it as ``module:self_attn``."""
+    model = make_hf_model("bloom")
+    vec = check_trains_and_steers_module(model, tokenizer, "self_attn", "self_attention", tmp_path)
+    assert vec.layer_type == "module:self_attn"
+
+
 @pytest.mark.parametrize("name", ["falcon", "phi", "gptj", "cohere"])
 @pytest.mark.parametrize("layer_type", ["ln1", "input_layernorm"])
 def test_the_shared_norm_of_parallel_layers_trains_and_steers(name, layer_type, tokenizer):
@@ -396,18 +404,20 @@ def test_llama4_moe_mlp_out_trains_and_steers(tokenizer):
 
 def test_openai_gpt_blocks_return_lists_and_are_post_norm(tokenizer):
     """OpenAI GPT's blocks return lists (training, steering and recording work); its layers are post-norm, so
-    sublayer types are refused with the reason, and steering-vectors' mlp is the module named mlp."""
+    sublayer types are refused with the reason, and steering-vectors' mlp / self_attn are its mlp / attn modules."""
     model = make_hf_model("openai-gpt")
     with record_activations(model, "decoder_block") as recorded, torch.no_grad():
         model(INPUT_IDS)
     expected = layer_outputs(model, INPUT_IDS)
     for layer in (0, 1):
         torch.testing.assert_close(recorded[layer][0], expected[layer], atol=0, rtol=0)
-    for layer_type in ("attn_out", "mlp_out", "ln1", "ln2", "self_attn"):
+    for layer_type in ("attn_out", "mlp_out", "ln1", "ln2"):
         with pytest.raises(LayerError, match=r"post-layer-norm.*ln_1\(x \+ a\)"):
             train_steering_vector(model, tokenizer, PAIRS, layer_type=layer_type)
     vec = check_trains_and_steers_module(model, tokenizer, "mlp", "mlp")
     assert vec.layer_type == "module:mlp"
+    # No child is called self_attn: steering-vectors' guesser reads attn, and so does steerlens.
+    assert check_trains_and_steers_module(model, tokenizer, "self_attn", "attn").layer_type == "module:self_attn"
 
 
 def test_module_layer_types_only_where_the_names_differ_and_clear_refusals(tokenizer):

@@ -45,6 +45,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from steerlens.backends.layer_config import fitting_child
 from steerlens.errors import LayerError, UnsupportedModelError
 from steerlens.layers import MODULE_LAYER_TYPES, MODULE_PREFIX, check_layer_type, module_name
 
@@ -237,7 +238,10 @@ class HFLayout:
         children = parts.children or tuple(
             name for name in (parts.attn, parts.mlp, parts.ln1, parts.ln2, parts.resid_mid) if name)
         if module not in children:
-            return None
+            # No child of that very name: the one steering-vectors' guesser would pick (Bloom's self_attention).
+            module = fitting_child(children, module)
+            if module is None:
+                return None
         flattened = any(_relative(parts, t) == module for t in parts.flattened if t != "resid_mid")
         layer_path = f"{self.layers_path}.{layer}"
         return Site(f"{layer_path}.{module}", "output", True, flattened, layer_path)
@@ -280,7 +284,9 @@ class HFLayout:
         for module_type in MODULE_LAYER_TYPES:
             name = module_type[len(MODULE_PREFIX):]
             if self.stored_name(name, [typical]) == module_type:
-                lines.append(f"  steering-vectors' {name}: output of {self.layers_path}.{{L}}.{name}, not "
+                site = self._module_site(typical, name)
+                child = site.path[len(f"{self.layers_path}.{typical}."):] if site is not None else name
+                lines.append(f"  steering-vectors' {name}: output of {self.layers_path}.{{L}}.{child}, not "
                              f"{check_layer_type(name)}; its vectors are stored as {module_type}")
         odd = [layer for layer in range(len(self.per_layer)) if not self._is_typical(layer)]
         if odd:

@@ -30,7 +30,7 @@ ModelLayerConfig = dict[LayerType, LayerMatcher]
 """Layer type -> :data:`LayerMatcher`."""
 
 _NUMBERED = re.compile(r"^([^\d]+)\.(\d+)(.*)$")
-_FITS: dict[str, Callable[[str], bool]] = {
+_FITS: dict[str, Callable[[str], bool]] = {  # steering-vectors' rule: which module names a layer type may mean
     "decoder_block": lambda t: True,
     "self_attn": lambda t: "attn" in t or "attention" in t,
     "mlp": lambda t: "mlp" in t,
@@ -150,3 +150,13 @@ __all__ = [
     "guess_and_enhance_layer_config",
     "matching_layer_names",
 ]
+
+
+def fitting_child(children: Iterable[str], layer_type: str) -> str | None:
+    """The one child module name that steering-vectors' rule matches to ``layer_type`` (Bloom's
+    ``self_attention`` for ``self_attn``), or None when none or several do."""
+    fits = _FITS.get(layer_type)
+    found = [name for name in children if fits is not None and fits(name)]
+    if len(found) > 1 and layer_type in ("self_attn", "mlp"):  # post_attention_layernorm is not attention
+        found = [name for name in found if "norm" not in name and not name.startswith("ln")]
+    return found[0] if len(found) == 1 else None
