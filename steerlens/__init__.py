@@ -16,13 +16,13 @@ from steerlens import _moved
 from steerlens._version import __version__
 from steerlens.adapter import load_hf_model, load_model
 from steerlens.backends import steering_hooks_on
-from steerlens.backends.speed import fast_generation
 from steerlens.backends.layer_config import (
     LayerMatcher,
     ModelLayerConfig,
     get_num_matching_layers,
     guess_and_enhance_layer_config,
 )
+from steerlens.backends.speed import fast_generation
 from steerlens.evaluation import (
     ABItem,
     ab_behavior_probability,

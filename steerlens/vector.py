@@ -17,7 +17,12 @@ from torch import Tensor
 from steerlens.backends import backend_for
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.errors import (
-    InvalidArgumentError, LayerError, LayerRouteWarning, ModelMismatchError, ModelNameWarning, NonFiniteError,
+    InvalidArgumentError,
+    LayerError,
+    LayerRouteWarning,
+    ModelMismatchError,
+    ModelNameWarning,
+    NonFiniteError,
 )
 from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
 from steerlens.hooks import Operator, SteeringPatchHandle, SteeringSpec, TokenIndices, make_spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers as tf
-from tiny_hf import CONFIGS, GATED, INPUT_IDS, NEW_ARCHITECTURES, make_hf_model, make_tokenizer
+from tiny_hf import CONFIGS, INPUT_IDS, NEW_ARCHITECTURES, make_hf_model, make_tokenizer
 
 from steerlens import SteeringVector, record_activations, steering_hooks_on, train_steering_vector
 from steerlens.backends import backend_for

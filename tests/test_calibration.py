@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 
 from tiny_hf import make_hf_model, make_tokenizer  # noqa: E402
 
-from steerlens import SteeringVector, train_steering_vector  # noqa: E402
+from steerlens import train_steering_vector  # noqa: E402
 from steerlens.errors import InvalidArgumentError  # noqa: E402
 from steerlens.evaluation.calibration import calibrate  # noqa: E402
 from steerlens.evaluation.metrics import logit_diff, prob_share  # noqa: E402
@@ -181,7 +181,7 @@ def test_hugging_face_model_calibration_remeasures():
                 out.append(model(ids).logits[0, -1])
         return torch.stack(out)
 
-    clean_p, clean_r = last_logits(prompts), last_logits(references)
+    clean_r = last_logits(references)
     for _, row in cal.table.iterrows():
         with vec.select_layers(int(row.layer)).apply(model, multiplier=float(row.absolute_multiplier)):
             steered_p, steered_r = last_logits(prompts), last_logits(references)

@@ -13,11 +13,11 @@ from helpers import subprocess_env
 
 from steerlens import SteeringVector, train_steering_vector
 from steerlens.cli import main
-from steerlens.formats.pairs import save_pairs_jsonl
-from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.evaluation.metrics import prob_share
 from steerlens.evaluation.sweep import sweep_layers
+from steerlens.formats.pairs import save_pairs_jsonl
+from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ import torch
 from helpers import random_vector
 
 from steerlens import steering_hooks_on
-from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.errors import InvalidArgumentError
+from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.tokens import TargetTokenError
 
 PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]

@@ -204,7 +204,7 @@ def test_token_indices_tensor_is_a_mask(model):
 
 
 def test_token_indices_mask_under_a_kv_cache_is_read_at_absolute_positions():
-    model, tokenizer = make_hf_model("llama"), make_tokenizer()
+    model = make_hf_model("llama")
     vec = SteeringVector({0: torch.randn(32, generator=torch.Generator().manual_seed(3))})
     prompt = INPUT_IDS[:1, :5]
     kwargs = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)

@@ -18,7 +18,7 @@ import torch
 import transformers as tf
 from tiny_hf import CONFIGS, GATED, INPUT_IDS, N_LAYERS, SPECIAL, save_checkpoint
 
-from steerlens.adapter import arch_spec, convert_hf_model, load_model, record_hf_activations, supported_architectures
+from steerlens.adapter import convert_hf_model, load_model, record_hf_activations, supported_architectures
 from steerlens.backends.hf_layout import hf_layout
 from steerlens.errors import LayerError, UnsupportedModelError
 from steerlens.layers import hook_name

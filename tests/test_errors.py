@@ -10,13 +10,12 @@ validate schema, shapes, finiteness and size, and never unpickle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable
-
 import json
 import os
 import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from helpers import make_model, make_tokenizer, steerlens_header
 from safetensors.torch import save_file
 
 from steerlens import SteeringVector, train_steering_vector
-from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.errors import (
     AggregatorError,
     InvalidSampleError,
@@ -41,6 +39,7 @@ from steerlens.errors import (
     TokenizerError,
     VectorFileError,
 )
+from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.formats.vector_file import encode_vector_file
 
 PAIRS = [("a b c", "b c d"), ("c d", "d e a")]

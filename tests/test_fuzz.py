@@ -26,8 +26,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from steerlens import SteeringVector
-from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.errors import PairsFileError, VectorFileError
+from steerlens.formats.pairs import load_pairs_jsonl
 
 COUNTS: Counter[str] = Counter()
 

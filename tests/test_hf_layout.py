@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 import transformers as tf
-from torch import nn
 from tiny_hf import CONFIGS, INPUT_IDS, SIZES, make_hf_model
+from torch import nn
 
 from steerlens.backends.hf_layout import LAYER_TYPES, HFLayout, Site, hf_layout
 from steerlens.errors import LayerError, UnsupportedModelError

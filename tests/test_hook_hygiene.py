@@ -10,8 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 from helpers import make_model, random_vector
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steerlens import SteeringVector, steering_hooks_on

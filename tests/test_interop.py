@@ -83,7 +83,10 @@ def test_gguf_import_rejects_other_files(tmp_path):
     other = tmp_path / "model.gguf"
     writer = gguf.GGUFWriter(str(other), "llama")
     writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     with pytest.raises(VectorFileError, match="not a control vector"):
         import_gguf(other)
     junk = tmp_path / "junk.gguf"
@@ -93,7 +96,10 @@ def test_gguf_import_rejects_other_files(tmp_path):
     bad = tmp_path / "nan.gguf"
     writer = gguf.GGUFWriter(str(bad), "controlvector")
     writer.add_tensor("direction.1", np.array([1.0, np.nan], dtype=np.float32))
-    writer.write_header_to_file(); writer.write_kv_data_to_file(); writer.write_tensors_to_file(); writer.close()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
     with pytest.raises(NonFiniteError):
         import_gguf(bad)
 

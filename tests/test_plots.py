@@ -12,8 +12,8 @@ matplotlib.use("Agg")
 
 from helpers import random_vector  # noqa: E402
 
-from steerlens.evaluation.comparison import compare_logits  # noqa: E402
 from steerlens.errors import InvalidArgumentError  # noqa: E402
+from steerlens.evaluation.comparison import compare_logits  # noqa: E402
 from steerlens.evaluation.metrics import logit_diff  # noqa: E402
 from steerlens.evaluation.plots import plot_metric_vs_multiplier, plot_sweep_heatmap, plot_top_k_shift  # noqa: E402
 from steerlens.evaluation.sweep import sweep_layers  # noqa: E402

@@ -16,8 +16,8 @@ import torch
 import steerlens
 from steerlens import SteeringVector, train_steering_vector
 from steerlens.adapter.gguf import gguf_origin, gguf_path
-from steerlens.formats.interop import export_gguf, import_gguf
 from steerlens.evaluation.generation import generate_text
+from steerlens.formats.interop import export_gguf, import_gguf
 from steerlens.samples.chat import chat_prompt
 
 pytestmark = pytest.mark.skipif(

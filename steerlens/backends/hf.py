@@ -39,7 +39,7 @@ from steerlens.backends.layer_config import (
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import last_token_resid
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
-from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringHook, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
 from steerlens.layers import check_layer_type
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, pad_token_id
 

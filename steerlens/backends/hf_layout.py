@@ -587,11 +587,11 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
         if ln2 is None and ln1 is not None:
             why["ln2"] = _default_reason("ln2", True)
 
-    for layer_type, module_name in (("attn_out", attn_module), ("mlp_out", mlp_module)):
-        if module_name is not None and _adds_own_residual(children[module_name]):
+    for layer_type, child_name in (("attn_out", attn_module), ("mlp_out", mlp_module)):
+        if child_name is not None and _adds_own_residual(children[child_name]):
             # Bloom's and MPT's sublayers take the residual and return residual + output,
             # so no module output is what the sublayer adds.
-            why[layer_type] = (f"{type(children[module_name]).__name__} adds the residual inside itself, "
+            why[layer_type] = (f"{type(children[child_name]).__name__} adds the residual inside itself, "
                                "so its output is not what the sublayer adds")
             attn, mlp = (None, mlp) if layer_type == "attn_out" else (attn, None)
     multiplier = next((getattr(config, a) for a in _MULTIPLIER_ATTRS

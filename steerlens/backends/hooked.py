@@ -10,7 +10,6 @@ padding included), also while generating one token at a time. Sweeps resume from
 from __future__ import annotations
 
 import re
-
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from torch import Tensor
 from steerlens.backends.protocol import Site
 from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.errors import ModelMismatchError, PromptTooLongError
-from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringHook, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 

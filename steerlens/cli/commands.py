@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerlens.cli.types import float_list, int_list, positive_int, word_list
 from steerlens.cli.demo import DEMO_MULTIPLIERS
+from steerlens.cli.types import float_list, int_list, positive_int, word_list
 from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS
 
 
@@ -22,10 +22,10 @@ def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.adapter import load_model
-    from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
     from steerlens.errors import InvalidArgumentError
     from steerlens.evaluation.metrics import prob_share
     from steerlens.evaluation.sweep import sweep_layers
+    from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
 
     if (args.positive_words is None) != (args.negative_words is None):
         raise InvalidArgumentError("give both --positive-words and --negative-words, or neither.")

@@ -23,10 +23,10 @@ import pandas as pd
 
 from steerlens.errors import PromptTooLongError
 from steerlens.evaluation.comparison import compare_logits
-from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.evaluation.metrics import prob_share
 from steerlens.evaluation.sweep import sweep_layers
+from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
 

@@ -25,11 +25,11 @@ import torch
 from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, check_prompts, finite_number
 from steerlens.errors import InvalidArgumentError
+from steerlens.evaluation.comparison import as_ab_items, letter_pair, letter_probability
+from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.metrics import MetricFn, kl_divergence, resolve_metric
 from steerlens.evaluation.reading import vector_layers
 from steerlens.evaluation.strength import relative_vector, residual_norms
-from steerlens.evaluation.comparison import as_ab_items, letter_pair, letter_probability
-from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.tokens.starts import SteerFrom

@@ -30,8 +30,8 @@ from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logpr
 from steerlens.evaluation.sweep import Layers, LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.samples.chat import answer_letter, caa_record
-from steerlens.tokens.starts import SteerFrom
 from steerlens.tokens import PaddingSide, Prompts, TargetTokenError, check_prompt_inputs, single_target_id
+from steerlens.tokens.starts import SteerFrom
 from steerlens.vector import SteeringVector
 
 Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]

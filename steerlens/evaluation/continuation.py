@@ -26,8 +26,15 @@ from steerlens.checks import check_multipliers
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.sweep import Layers, iter_steered_logits
 from steerlens.hooks import Operator
-from steerlens.tokens import PaddingSide, PromptInput, Prompts, as_token_ids, check_prepend_bos
-from steerlens.tokens import check_prompt_inputs, ids_in_context
+from steerlens.tokens import (
+    PaddingSide,
+    PromptInput,
+    Prompts,
+    as_token_ids,
+    check_prepend_bos,
+    check_prompt_inputs,
+    ids_in_context,
+)
 from steerlens.vector import SteeringVector
 
 Completions = Union[PromptInput, Sequence[PromptInput]]

@@ -35,8 +35,15 @@ from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, metric_rows,
 from steerlens.hooks import Operator, SteeringSpec, make_spec
 from steerlens.layers import resolve_layers
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, PromptBatch, PromptInput, Prompts, check_prepend_bos, check_prompt_inputs
-from steerlens.tokens import iter_batches
+from steerlens.tokens import (
+    PaddingSide,
+    PromptBatch,
+    PromptInput,
+    Prompts,
+    check_prepend_bos,
+    check_prompt_inputs,
+    iter_batches,
+)
 from steerlens.tokens.starts import SteerFrom, steer_starts
 from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector

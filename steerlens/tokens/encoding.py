@@ -16,7 +16,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from steerlens.errors import TokenIndexError, TokenizerError
-from steerlens.tokens.policy import PromptInput, TokenPolicy, check_encoded, describe
+from steerlens.tokens.policy import PromptInput, TokenPolicy, describe
 
 PaddingSide = Literal["left", "right"]
 ReadIndex = Union[int, Callable[[Any], int]]

@@ -27,8 +27,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from steerlens.samples.datasets import Concept, concept_words
 from steerlens.errors import InvalidArgumentError
+from steerlens.samples.datasets import Concept, concept_words
 
 
 def first_token_ids(model: HookedTransformer, words: Sequence[str]) -> list[int]:

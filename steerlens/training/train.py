@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 
 from steerlens._version import __version__
-from steerlens.errors import InvalidArgumentError, NonFiniteError
-from steerlens.samples import SampleLike
 from steerlens.backends.layer_config import ModelLayerConfig
+from steerlens.errors import InvalidArgumentError, NonFiniteError
 from steerlens.layers import LayerType
+from steerlens.samples import SampleLike
 from steerlens.tokens import PaddingSide, ReadIndex
 from steerlens.training import distributed as dist_ops
 from steerlens.training.activations import in_caller_order, iter_activation_batches, prepare, split_pairs
