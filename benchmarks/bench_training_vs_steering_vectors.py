@@ -85,7 +85,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _batches import padded_batches, unpadded_batches  # noqa: E402
 from _models import bench_tokenizer, random_sentences  # noqa: E402
 
-SV_VERSION = "0.12.2"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from _steering_vectors_venv import DEFAULT_VENV, ensure_venv  # noqa: E402
+
 N_PAIRS, BATCH = 64, 8
 PADDING_SIDE = "right"
 MIN_COSINE = 0.9999
@@ -142,24 +144,6 @@ for line in sys.stdin:
 
 
 # -- the other virtualenv ----------------------------------------------------------
-
-
-def ensure_venv(venv: Path) -> Path:
-    """The venv's python, building the venv first if it lacks steering-vectors==SV_VERSION."""
-    python = venv / "bin" / "python"
-    check = f"import steering_vectors as sv, transformers; assert sv.__version__ == {SV_VERSION!r}"
-    if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
-        print(f"steering-vectors venv: {venv} (reused)")
-        return python
-    torch_version = torch.__version__.split("+")[0]
-    print(f"building {venv}: torch=={torch_version} (CPU), then steering-vectors=={SV_VERSION} ...", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"torch=={torch_version}"], check=True)  # CPU build first, so pip keeps it
-    subprocess.run([*pip, f"steering-vectors=={SV_VERSION}", "transformers<5"], check=True)
-    print(f"steering-vectors venv built in {time.perf_counter() - start:.0f} s")
-    return python
 
 
 class Worker:
@@ -257,7 +241,7 @@ def verdict(ok: bool) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / f"steerlens-sv-{SV_VERSION}")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--threads", type=int, default=2, help="torch threads in both processes (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender after the warm-up")
     parser.add_argument("--extra", action="store_true", help="also time 'plain HT' and 'padded HF' (slower)")

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steerlens.training.aggregators import logistic_aggregator, mean_aggregator, pca_aggregator
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _steering_vectors_venv import DEFAULT_VENV, SV_VERSION, ensure_venv  # noqa: E402
 
-SV_VERSION = "0.12.2"
+from steerlens.training.aggregators import logistic_aggregator, mean_aggregator, pca_aggregator
 
 # name -> (our aggregator factory, expression building theirs inside the other venv)
 AGGREGATORS = {
@@ -76,26 +77,13 @@ def make_activations(seed: int, n: int, d: int, dtype: str) -> tuple[np.ndarray,
     return pos.astype(dtype), neg.astype(dtype)
 
 
-def ensure_venv(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    check = f"import steering_vectors as sv; assert sv.__version__ == {SV_VERSION!r}"
-    if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
-        return python
-    print(f"creating {venv} with torch {torch.__version__} and steering-vectors=={SV_VERSION} ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"torch=={torch.__version__.split('+')[0]}"], check=True)
-    subprocess.run([*pip, f"steering-vectors=={SV_VERSION}", "transformers<5"], check=True)
-    return python
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / f"steerlens-sv-{SV_VERSION}")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--min-cosine", type=float, default=0.999)
     args = parser.parse_args()
 

@@ -54,27 +54,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _layer_types_worker as worker  # noqa: E402
+from _steering_vectors_venv import DEFAULT_VENV, ensure_venv  # noqa: E402
 
-SV_VERSION = "0.12.2"
 WORKER = Path(worker.__file__).resolve()
-
-
-def ensure_venv(venv: Path) -> Path:
-    """The venv's python, building the venv first if it lacks steering-vectors==SV_VERSION."""
-    python = venv / "bin" / "python"
-    check = f"import steering_vectors as sv, transformers; assert sv.__version__ == {SV_VERSION!r}"
-    if python.exists() and subprocess.run([python, "-c", check], capture_output=True).returncode == 0:
-        print(f"steering-vectors venv: {venv} (reused)")
-        return python
-    torch_version = torch.__version__.split("+")[0]
-    print(f"building {venv}: torch=={torch_version} (CPU), then steering-vectors=={SV_VERSION} ...", flush=True)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, f"torch=={torch_version}"], check=True)  # CPU build first, so pip keeps it
-    subprocess.run([*pip, f"steering-vectors=={SV_VERSION}", "transformers<5"], check=True)
-    print(f"steering-vectors venv built in {time.perf_counter() - start:.0f} s")
-    return python
 
 
 def _pick(value: str, known: tuple[str, ...] | list[str], what: str) -> list[str]:
@@ -93,7 +75,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="", help=f"comma-separated subset of: {', '.join(worker.SPECS)}")
     parser.add_argument("--layer-type", default="", help=f"comma-separated subset of: {', '.join(worker.LAYER_TYPES)}")
-    parser.add_argument("--venv", type=Path, default=Path(tempfile.gettempdir()) / f"steerlens-sv-{SV_VERSION}")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per side (default 1)")
     parser.add_argument("--plain-tol", type=float, default=1e-5)
     parser.add_argument("--vec-tol", type=float, default=1e-5)
