@@ -161,3 +161,25 @@ def test_control_vector_round_trips_through_llama_cpp_format(hf, tmp_path):
     assert sorted(back.layer_activations) == [10, 29]
     torch.testing.assert_close(back.layer_activations[29], vec.layer_activations[-1], atol=0, rtol=0)
     torch.testing.assert_close(back.layer_activations[10], vec.layer_activations[10], atol=0, rtol=0)
+
+
+def test_sentiment_steering_moves_the_positive_share_on_neutral_chat_prompts(hf):
+    """A vector from the bundled chat sentiment pairs, at layer 15, on held-out neutral chat prompts."""
+    from steerlens.evaluation.metrics import prob_share
+    from steerlens.evaluation.sweep import sweep_layers
+    from steerlens.samples.bundled import chat_contrast_pairs, neutral_chat_prompts
+
+    model, tokenizer = hf
+    vec = train_steering_vector(model, tokenizer, chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:48],
+                                layers=[15], batch_size=16)
+    chats = neutral_chat_prompts(tokenizer)
+    prompts = [chat + "Honestly, it was" for chat in chats[:12]]  # the next word is a judgement
+    share = prob_share([" good", " great", " wonderful", " lovely", " amazing", " fantastic", " nice"],
+                       [" bad", " terrible", " awful", " horrible", " boring", " sad", " disappointing"])
+    table = sweep_layers(model, vec, prompts, multipliers=[-1.0, 0.0, 1.0], metric=share, tokenizer=tokenizer)
+    by_m = dict(zip(table.multiplier, table[share.name]))
+    kl = sweep_layers(model, vec, chats[24:36], multipliers=[-1.0, 1.0], metric="kl", tokenizer=tokenizer)
+    print(f"\n  positive share at -1 / 0 / +1: {by_m[-1.0]:.3f} / {by_m[0.0]:.3f} / {by_m[1.0]:.3f}; "
+          f"KL on unrelated chat prompts: {dict(zip(kl.multiplier, kl.kl.round(3)))}")
+    assert by_m[0.0] - by_m[-1.0] >= 0.5
+    assert by_m[1.0] > by_m[0.0]
