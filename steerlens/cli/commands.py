@@ -48,6 +48,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from steerlens.adapter.gguf import is_gguf
+
+    if is_gguf(args.model):  # a real chat model: the chat demo, steered natively
+        from steerlens.cli.chat_demo import run_chat_demo
+
+        run_chat_demo(args.model, args.out, max_new_tokens=args.max_new_tokens)
+        return
     from steerlens.cli.demo import run_demo
 
     run_demo(args.model, args.out, layers=args.layers, multipliers=args.multipliers,
@@ -77,8 +84,11 @@ def register_sweep(sub: Any) -> None:
 
 
 def register_demo(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the main job: train, sweep and compare a sentiment vector on the toy model")
-    p.add_argument("--model", default="toy", help="'toy' (default), a hub id or a local folder")
+    p = sub.add_parser("demo", help="the main job: train, sweep and compare steering vectors on a model")
+    p.add_argument("--model", default="toy",
+                   help="'toy' (default), a hub id or a local folder (the toy demo), or a chat model's .gguf "
+                        "file or short name such as smollm2-135m-instruct (the chat demo: sentiment and an "
+                        "A/B behaviour, steered natively; make demo runs this one)")
     p.add_argument("--out", type=Path, default=Path("steerlens-demo"), help="output folder (default: steerlens-demo)")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--multipliers", type=float_list, default=list(DEMO_MULTIPLIERS),
