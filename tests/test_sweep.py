@@ -219,3 +219,21 @@ def test_an_interrupted_sweep_keeps_the_finished_cells(model):
     merged = partial.merge(full, on=["layer", "multiplier"], suffixes=("", "_full"))
     value = partial.attrs["metric"]
     np.testing.assert_allclose(merged[value], merged[f"{value}_full"])
+
+
+def test_zero_multiplier_cells_reuse_the_clean_pass_on_hugging_face_models():
+    """Adding 0 x the vector changes nothing, so no forward pass is spent on it (the clean pass is shared)."""
+    from tiny_hf import make_hf_model
+    from tiny_hf import make_tokenizer as make_word_tokenizer
+
+    model, tok = make_hf_model("llama"), make_word_tokenizer()
+    vec = SteeringVector({0: torch.randn(32), 1: torch.randn(32)}, "resid_post")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        frame = sweep_layers(model, vec, ["the cat sat", "a dog ran fast"], multipliers=[-1.0, 0.0, 1.0],
+                             tokenizer=tok)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 + 2 * 2  # one clean pass, then two steered cells per layer
+    assert (frame[frame.multiplier == 0.0].kl == 0).all() and (frame[frame.multiplier != 0.0].kl > 0).all()

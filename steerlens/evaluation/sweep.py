@@ -202,7 +202,12 @@ def iter_steered_logits(
         pending: list[tuple[int, list[Tensor | None]]] = []
         for g, group in enumerate(groups):
             if len(group) == 1:
-                steered = sweep.steered(group[0], specs[g])
+                # Adding 0 x the vector changes nothing: that cell is the clean pass, on every backend.
+                live = [i for i, m in enumerate(mults) if operator is not None or m != 0]
+                computed = sweep.steered(group[0], [specs[g][i] for i in live]) if live else []
+                steered: list[Tensor | None] = [None] * len(mults)
+                for i, result in zip(live, computed):
+                    steered[i] = result
             else:
                 steered = [_group_head_input(backend, batch, spec, operator) for spec in specs[g]]
             pending.append((g, steered))
