@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from steerlens.cli.demo import write_heatmap
 from steerlens.evaluation.comparison import ab_behavior_probability
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.evaluation.layer_report import layer_report
@@ -142,13 +143,5 @@ def _write(out: Path, sentiment: SteeringVector, behaviour: SteeringVector, swee
         export_gguf(sentiment, files["control_vector"])  # llama-cli --control-vector ...
     except ImportError:
         files.pop("control_vector", None)
-    try:
-        import matplotlib  # noqa: F401  (the plot extra)
-    except ImportError:
-        return files
-    from steerlens.evaluation.plots import plot_sweep_heatmap
-
-    fig = plot_sweep_heatmap(sweep, value, title="positive share by steered layer and multiplier")
-    files["heatmap"] = out / "sweep_heatmap.png"
-    fig.savefig(files["heatmap"], dpi=120)
-    return files
+    heatmap = write_heatmap(out, sweep, value)
+    return files if heatmap is None else {**files, "heatmap": heatmap}

@@ -174,13 +174,19 @@ def _write(out: Path, vector: SteeringVector, sweep: pd.DataFrame, value: str) -
     files = {"vector": out / "sentiment_vector.safetensors", "sweep": out / "sweep.csv"}
     vector.save(files["vector"])
     sweep.to_csv(files["sweep"], index=False)
+    heatmap = write_heatmap(out, sweep, value)
+    return files if heatmap is None else {**files, "heatmap": heatmap}
+
+
+def write_heatmap(out: Path, sweep: pd.DataFrame, value: str) -> Path | None:
+    """``out/sweep_heatmap.png`` of the positive share by layer and multiplier (None without matplotlib)."""
     try:
         import matplotlib  # noqa: F401  (the plot extra)
     except ImportError:
-        return files
+        return None
     from steerlens.evaluation.plots import plot_sweep_heatmap
 
     fig = plot_sweep_heatmap(sweep, value, title="positive share by steered layer and multiplier")
-    files["heatmap"] = out / "sweep_heatmap.png"
-    fig.savefig(files["heatmap"], dpi=120)
-    return files
+    path = out / "sweep_heatmap.png"
+    fig.savefig(path, dpi=120)
+    return path
