@@ -186,7 +186,7 @@ def write_heatmap(out: Path, sweep: pd.DataFrame, value: str) -> Path | None:
         return None
     from steerlens.evaluation.plots import plot_sweep_heatmap
 
-    fig = plot_sweep_heatmap(sweep, value, title="positive share by steered layer and multiplier")
+    fig = plot_sweep_heatmap(sweep, value, title="positive share by layer and multiplier")
     path = out / "sweep_heatmap.png"
     fig.savefig(path, dpi=120)
     return path
