@@ -302,21 +302,7 @@ _SAMPLE_TOLERANCE = 0.05  # relative L2 distance; bf16 copies differ by ~0.005, 
 
 def backend_kind(backend: Any) -> str | None:
     """``"hooked"`` (HookedTransformer) or ``"hf"`` (native HF model or TransformerBridge); None otherwise."""
-    from steerlens.backends.hf import HFBackend
-    from steerlens.backends.hooked import HookedBackend
-
-    return "hooked" if isinstance(backend, HookedBackend) else "hf" if isinstance(backend, HFBackend) else None
-
-
-def _embedding(backend: Any) -> Tensor | None:
-    """The token embedding matrix ``[d_vocab, d_model]``, or None when it holds no readable numbers."""
-    model = backend.model
-    weight = getattr(model, "W_E", None) if backend_kind(backend) == "hooked" else None
-    if weight is None and hasattr(model, "get_input_embeddings"):
-        weight = getattr(model.get_input_embeddings(), "weight", None)
-    if not isinstance(weight, Tensor) or weight.dim() != 2 or not weight.is_floating_point() or weight.is_meta:
-        return None
-    return weight
+    return getattr(backend, "kind", None)
 
 
 def _embedding_sample(weight: Tensor, rows: list[int]) -> list[float]:
@@ -347,7 +333,7 @@ def model_fingerprint(model: Any) -> dict[str, Any] | None:
         4
     """
     backend = backend_for(model)
-    weight = _embedding(backend)
+    weight = backend.token_embedding
     if weight is None:
         return None
     d_vocab = int(weight.shape[0])
@@ -365,7 +351,7 @@ def fingerprint_difference(stored: Any, model: Any) -> str | None:
         return None
     if stored["n_layers"] != backend.n_layers:  # (another d_model is an error when the vector is checked)
         return f"{stored['n_layers']} layers vs {backend.n_layers}"
-    weight = _embedding(backend)
+    weight = backend.token_embedding
     if weight is None:
         return None
     if max(stored["rows"]) >= weight.shape[0]:

@@ -36,7 +36,7 @@ from steerlens.backends.layer_config import (
     get_num_matching_layers,
     matcher_path,
 )
-from steerlens.backends.protocol import Site
+from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.backends.tail import last_token_resid
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
@@ -192,6 +192,7 @@ class HFBackend:
     # Right padding: HF models number positions 0..n-1 whatever the mask, so left
     # padding would shift every real token's position (we pass position_ids when asked for it).
     default_padding_side: str = field(default="right", init=False)
+    kind = "hf"
 
     def with_tokenizer(self, tokenizer: Any) -> "HFBackend":
         return HFBackend(self.model, tokenizer, self.layer_config)
@@ -232,6 +233,10 @@ class HFBackend:
     @property
     def architecture(self) -> str | None:
         return getattr(self.model.config, "model_type", None) or None
+
+    @property
+    def token_embedding(self) -> Tensor | None:
+        return numeric_matrix(getattr(self.model.get_input_embeddings(), "weight", None))
 
     @property
     def device(self) -> torch.device:

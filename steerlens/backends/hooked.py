@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from steerlens.backends.protocol import Site
+from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
@@ -70,6 +70,7 @@ class HookedBackend:
     model: Any
     tokenizer: Any
     default_padding_side: str = field(init=False)
+    kind = "hooked"
 
     def __post_init__(self) -> None:
         self.default_padding_side = getattr(self.tokenizer, "padding_side", None) or "right"
@@ -98,6 +99,10 @@ class HookedBackend:
         if not original:
             return None
         return re.sub(r"(ForCausalLM|LMHeadModel)$", "", original).lower() or None
+
+    @property
+    def token_embedding(self) -> Tensor | None:
+        return numeric_matrix(self.model.W_E)
 
     @property
     def device(self) -> torch.device:

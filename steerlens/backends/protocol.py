@@ -23,6 +23,12 @@ Site = tuple[int, str]
 """``(layer, layer_type)``: one hook point, e.g. ``(3, "resid_post")``."""
 
 
+def numeric_matrix(weight: Any) -> Tensor | None:
+    """``weight`` if it is a 2-D float tensor holding numbers (not on the ``meta`` device), else None."""
+    ok = isinstance(weight, Tensor) and weight.dim() == 2 and weight.is_floating_point() and not weight.is_meta
+    return weight if ok else None
+
+
 class SweepPass(Protocol):
     """One batch of prompts in a layer × multiplier sweep: the clean pass is shared by every cell."""
 
@@ -50,6 +56,15 @@ class Backend(Protocol):
 
     @property
     def model_name(self) -> str | None: ...
+
+    kind: str
+    """``"hooked"`` (TransformerLens) or ``"hf"`` (native Hugging Face): stored with vectors, whose
+    ``ln1``/``ln2`` are read before the norm's gain on one and after it on the other."""
+
+    @property
+    def token_embedding(self) -> Tensor | None:
+        """The token embedding matrix ``[d_vocab, d_model]``, or None when it holds no numbers (``meta``)."""
+        ...
 
     @property
     def architecture(self) -> str | None:
