@@ -90,6 +90,11 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _cache_prefix(path: Path) -> str:
+    """The start of a GGUF file's cache folder names: its stem and content hash (the dtype follows)."""
+    return f"{path.stem}-{file_digest(path)[:16]}-"
+
+
 def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
     """A checkpoint folder (config, float safetensors, tokenizer) holding the de-quantized GGUF file.
 
@@ -104,7 +109,7 @@ def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
 
     path = gguf_path(source)
     dtype = dtype or torch.float32
-    key = f"{path.stem}-{file_digest(path)[:16]}-{str(dtype).removeprefix('torch.')}"
+    key = _cache_prefix(path) + str(dtype).removeprefix("torch.")
     folder = cache_root() / "gguf" / key
     if (folder / "config.json").is_file():
         return folder
@@ -156,7 +161,7 @@ def gguf_tokenizer(path: Path) -> Any:
     """The tokenizer inside a GGUF file: from its cached checkpoint if there is one (fast), else from the file."""
     from transformers import AutoTokenizer
 
-    for folder in sorted((cache_root() / "gguf").glob(f"{path.stem}-{file_digest(path)[:16]}-*")):
+    for folder in sorted((cache_root() / "gguf").glob(_cache_prefix(path) + "*")):
         if (folder / "config.json").is_file():
             return AutoTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
