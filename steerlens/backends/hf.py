@@ -493,7 +493,39 @@ class HFBackend:
         return last_token_resid(logits, batch.last)  # a head that is not the output-embedding module
 
     def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HFSweepPass":
-        return HFSweepPass(self, batch, self.last_token_logits(batch))
+        replay = self._replay_layers(layers, layer_type)
+        outputs: dict[int, Any] = {}
+        handles = []
+        if replay:
+            decoder = self.model.get_submodule(self.layout.layers_path)
+            for layer in sorted(set(replay.values())):
+                handles.append(decoder[layer].register_forward_hook(
+                    lambda module, args, output, layer=layer: outputs.__setitem__(layer, output)))
+        try:
+            clean = self.last_token_logits(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return HFSweepPass(self, batch, clean, replay, outputs)
+
+    def _replay_layers(self, layers: Sequence[int], layer_type: str) -> dict[int, int]:
+        """For each sweep layer, the last decoder layer whose clean output a steered cell can reuse.
+
+        Steering ``resid_post`` of layer L changes nothing before layer L's output, so
+        layers 0..L replay their clean output; any other site sits inside (or at the input
+        of) layer L, which must run, so 0..L-1 replay. Empty where the layout is unknown
+        or a layer_config decides the sites: every cell then runs the whole model.
+        """
+        layout = self.layout
+        if layout is None or configured_matcher(self.layer_config, layer_type) is not None:
+            return {}
+        replay = {}
+        for layer in layers:
+            at_output = self._site(layer, layer_type) == layout.site(layer, "resid_post")
+            last = layer if at_output else layer - 1
+            if last >= 0:
+                replay[layer] = last
+        return replay
 
     def head(self, x: Tensor) -> Tensor:
         return x  # a sweep pass already returns logits (HF heads may soft-cap or scale them)
@@ -513,18 +545,58 @@ class HFBackend:
 
 @dataclass
 class HFSweepPass:
-    """The clean logits of one sweep batch; each steered cell is a full steered forward pass."""
+    """The clean logits of one sweep batch, and the decoder-layer outputs steered cells resume from.
+
+    A cell steering layer L runs the model with layers 0..L (or 0..L-1) replaying their
+    clean outputs instead of computing (their forward is swapped for one that returns the
+    kept output; hooks on them still run), so only the layers after the steered site do
+    work, and the LM head runs at each row's last token. The model's own forward does the
+    rest (embeddings, masks, rotary tables, final norm, soft-cap), so nothing depends on
+    how a given architecture wires its layers together.
+    """
 
     backend: HFBackend
     batch: PromptBatch
     clean: Tensor
+    replay: dict[int, int]
+    """Sweep layer -> the deepest decoder layer whose clean output a cell reuses."""
+    outputs: dict[int, Any]
+    """Decoder layer -> its clean output (whatever object the layer returned)."""
 
     def steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
         out: list[Tensor | None] = []
         for spec in specs:
-            with self.backend.apply(spec):
+            with self.backend.apply(spec), self._resume(min(spec.vectors), max(spec.vectors)):
                 out.append(self.backend.last_token_logits(self.batch))
         return out
+
+    @contextmanager
+    def _resume(self, layer: int, deepest: int) -> Iterator[None]:
+        last = self.replay.get(layer)
+        if last is None or last not in self.outputs:
+            yield
+            return
+        backend = self.backend
+        decoder = backend.model.get_submodule(backend.layout.layers_path)
+        kept = self.outputs[last]
+        swapped = [decoder[i] for i in range(last + 1)]
+        # Layers before the kept one return it too: the next layer only sees the kept one's.
+        saved = [module.__dict__.get("forward") for module in swapped]
+        handles = []
+        if deepest < len(decoder) - 1:  # nothing steers the final layer: its MLP runs at the read tokens only
+            handles = backend._mlp_at_last_tokens(decoder[len(decoder) - 1], self.batch)
+        try:
+            for module in swapped:
+                module.forward = lambda *args, **kwargs: kept
+            yield
+        finally:
+            for module, forward in zip(swapped, saved):
+                if forward is None:
+                    del module.forward
+                else:
+                    module.forward = forward
+            for handle in handles:
+                handle.remove()
 
 
 def _register(module: nn.Module, site: HFSite, hook: Any) -> Any:
