@@ -105,7 +105,12 @@ from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 folder, threads, side = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 transformers.logging.set_verbosity_error()
-model = AutoModelForCausalLM.from_pretrained(folder).eval()
+config = transformers.AutoConfig.from_pretrained(folder)
+# transformers 5 saves rope_theta inside rope_parameters, which 4.x does not read (it would use 10000).
+rope = getattr(config, "rope_parameters", None)
+if isinstance(rope, dict) and "rope_theta" in rope:
+    config.rope_theta = rope["rope_theta"]
+model = AutoModelForCausalLM.from_pretrained(folder, config=config).eval()
 # Saved by transformers 5 ("TokenizersBackend"), which 4.x's AutoTokenizer does not know. 4.x's
 # PreTrainedTokenizerFast would also return token_type_ids, which GPT-2 embeds (adding wte[0] to
 # every position); GPT-2's own tokenizer, and transformers 5's, return only these two:
@@ -245,6 +250,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads in both processes (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender after the warm-up")
     parser.add_argument("--extra", action="store_true", help="also time 'plain HT' and 'padded HF' (slower)")
+    parser.add_argument("--model", choices=["gpt2-random", "smollm2-135m-instruct"], default="gpt2-random",
+                        help="smollm2-135m-instruct: the real model (its cached float checkpoint), 150 pairs of the "
+                        "bundled sycophancy A/B items in its chat template, all 30 layers (issue 19's target)")
     args = parser.parse_args()
     t_script = time.perf_counter()
 
@@ -260,6 +268,8 @@ def main() -> int:
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    if args.model == "smollm2-135m-instruct":
+        return real_model(args, t_script, t_start, python)
     with tempfile.TemporaryDirectory(prefix="steerlens-bench-gpt2-") as folder:
         torch.manual_seed(0)
         GPT2LMHeadModel(GPT2Config()).save_pretrained(folder)
@@ -279,14 +289,44 @@ def main() -> int:
             worker.close()
 
 
-def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
+def real_model(args, t_script: float, t_start: float, python: Path) -> int:
+    """The same contenders on SmolLM2-135M-Instruct's weights: 150 chat-template pairs, all 30 layers."""
+    global N_PAIRS, LAYER_SETS, MODEL_LINE
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import steerlens
+    from steerlens.adapter.gguf import gguf_checkpoint
+    from steerlens.samples.bundled import ab_items
+
+    folder = str(gguf_checkpoint("smollm2-135m-instruct"))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.padding_side = PADDING_SIDE
+    items = ab_items("sycophancy", "all")
+    pairs = [(p.positive_str, p.negative_str) for p in steerlens.caa_pairs(tokenizer, items)][:150]
+    N_PAIRS, LAYER_SETS = len(pairs), (("all layers", list(range(30))),)
+    MODEL_LINE = "SmolLM2-135M-Instruct (30 layers, d_model 576, vocab 49152; de-quantized Q4_1 GGUF)"
+    worker = Worker(python, folder, args.threads)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+        ht = steerlens.load_model(folder)
+        print(f"setup (checkpoint, tokenizer, both processes' models): {time.perf_counter() - t_start:.0f} s")
+        return run(args, t_script, worker, hf, tokenizer, ht, pairs)
+    finally:
+        worker.close()
+
+
+MODEL_LINE = "GPT-2 small shape (12 layers, d_model 768, vocab 50257), random GPT2Config() weights"
+
+
+def run(args, t_script: float, worker: Worker, hf, tokenizer, ht, pairs: list | None = None) -> int:
     import transformers
 
     import steerlens
 
     info = worker.info
-    sentences = random_sentences(2 * N_PAIRS, seed=1, min_words=15, max_words=40)
-    pairs = list(zip(sentences[:N_PAIRS], sentences[N_PAIRS:]))
+    if pairs is None:
+        sentences = random_sentences(2 * N_PAIRS, seed=1, min_words=15, max_words=40)
+        pairs = list(zip(sentences[:N_PAIRS], sentences[N_PAIRS:]))
     prompts = [t for p in pairs for t in p]  # steerlens' row order: pos 0, neg 0, pos 1, ...
     hf_ids = [list(tokenizer(p)["input_ids"]) for p in prompts]
     ht_ids = [ht.to_tokens(p, truncate=False)[0].tolist() for p in prompts]
@@ -309,8 +349,8 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
     same_weights = info["param_sum"] == param_sum
     same_tokens = sv_ids == hf_ids
     print(
-        f"model: GPT-2 small shape (12 layers, d_model 768, vocab 50257), random GPT2Config() weights; "
-        f"{N_PAIRS} pairs of 15-40 words, batch {BATCH}, mean aggregator, float32, CPU"
+        f"model: {MODEL_LINE}; "
+        f"{N_PAIRS} pairs, batch {BATCH}, mean aggregator, float32, CPU"
     )
     print(
         f"ours:  torch {torch.__version__}, transformers {transformers.__version__}, steerlens "
@@ -374,7 +414,7 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
     # Warm-up: one batch (the first 8 pairs) through every contender, all layers.
     start = time.perf_counter()
     for name in names:
-        contenders[name]("warm-up", list(range(12)), n_pairs=BATCH)
+        contenders[name]("warm-up", LAYER_SETS[0][1], n_pairs=BATCH)
     print(f"warm-up (one batch per contender): {time.perf_counter() - start:.0f} s")
 
     # Timed rounds: every (layer set, contender) once per round, the order rotating each round.
@@ -436,12 +476,13 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht) -> int:
 
     print("\ntargets (medians of this run; steerlens = steerlens.train_steering_vector on the HF model natively)")
     s_all = med["all layers"]["steering-vectors"] / med["all layers"]["steerlens HF"]
-    s_first = med["layers 0-2"]["steering-vectors"] / med["layers 0-2"]["steerlens HF"]
     print(f"  1. all layers: sv / steerlens = {s_all:.2f}x (target >= {TARGET_ALL:g}x): {verdict(s_all >= TARGET_ALL)}")
-    print(
-        f"  2. layers 0-2: sv / steerlens = {s_first:.2f}x (target >= {TARGET_FIRST:g}x): "
-        f"{verdict(s_first >= TARGET_FIRST)}"
-    )
+    if "layers 0-2" in med:
+        s_first = med["layers 0-2"]["steering-vectors"] / med["layers 0-2"]["steerlens HF"]
+        print(
+            f"  2. layers 0-2: sv / steerlens = {s_first:.2f}x (target >= {TARGET_FIRST:g}x): "
+            f"{verdict(s_first >= TARGET_FIRST)}"
+        )
     for label, m in med.items():
         o = m["steerlens HF"] / m["plain HF"]
         print(
