@@ -52,15 +52,23 @@ def _type_name(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def check_prompts(prompts: str | Iterable[str]) -> list[str]:
-    """A list of non-empty prompt strings (one string counts as one prompt)."""
-    listed = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not listed:
-        raise InvalidArgumentError("no prompts given; pass at least one prompt string.")
-    for p in listed:
-        if not isinstance(p, str) or not p:
-            raise InvalidArgumentError(f"prompts must be non-empty strings, got {p!r}.")
-    return listed
+def token_id_list(value: object) -> list[int] | None:
+    """``value`` as a list of ids when it is one pre-tokenized prompt (a list/tuple of ints, a 1-D integer
+    tensor), else None.
+
+    The one test of "is this token ids": prompts, pairs and completions all go through it.
+
+    Example:
+        >>> token_id_list(torch.tensor([1, 5])), token_id_list((3,)), token_id_list("Hi")
+        ([1, 5], [3], None)
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1 or value.dtype.is_floating_point or value.dtype == torch.bool:
+            return None
+        return [int(i) for i in value.tolist()]
+    if isinstance(value, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+        return [int(i) for i in value]
+    return None
 
 
 def check_multipliers(multipliers: float | Iterable[float]) -> list[float]:

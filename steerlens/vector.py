@@ -9,7 +9,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Union
 
 import torch
 from torch import Tensor
@@ -139,10 +139,38 @@ class SteeringVector:
         """Validated steering arguments, with negative layer keys resolved against the model."""
         self._warn_if_other_model(backend)
         self._warn_if_other_route(backend)
-        keys = list(self.layer_activations)
-        resolved = resolve_layers(keys, backend.n_layers) if any(k < 0 for k in keys) else keys
-        vectors = dict(zip(resolved, self.layer_activations.values()))
+        vectors = self.resolved(backend.n_layers).layer_activations
         return make_spec(vectors, self.layer_type, multiplier, operator, min_token_index or 0, token_indices)
+
+    def resolved(self, n_layers: int) -> "SteeringVector":
+        """This vector with its layer keys as a model of ``n_layers`` layers numbers them (none negative).
+
+        Negative keys count from the end (``-1`` is layer ``n_layers - 1``), as everywhere in
+        steerlens; the one place where they are turned into layers. A negative key past the
+        model, or one naming a layer the vector also has (``-1`` and ``3`` on 4 layers), is a
+        :class:`LayerError`; positive keys are kept (a backend refuses those past the model).
+
+        Example:
+            >>> SteeringVector({-1: v}).resolved(n_layers=4).layers
+            [3]
+        """
+        keys = list(self.layer_activations)
+        if all(k >= 0 for k in keys):
+            return self
+        negative = [k for k in keys if k < 0]
+        try:
+            positive = dict(zip(negative, resolve_layers(negative, n_layers)))
+        except LayerError as error:
+            raise LayerError(f"this vector's layer keys {keys} do not fit the model: {error}") from None
+        clash = [k for k in negative if positive[k] in self.layer_activations]
+        if clash:
+            raise LayerError(
+                f"this vector's keys {clash} count from the end and name layers {[positive[k] for k in clash]} of "
+                f"this {n_layers}-layer model, which it also has: those layers are requested twice. Keep one key "
+                "per layer."
+            )
+        vectors = {positive.get(k, k): v for k, v in self.layer_activations.items()}
+        return replace(self, layer_activations=vectors)
 
     def _warn_if_other_model(self, backend: Any) -> None:
         """Warn when the model differs from the one the vector was trained on.
@@ -287,6 +315,98 @@ class SteeringVector:
         """Read a file written by :meth:`save`, validating it; never executes code."""
         vectors, layer_type, metadata = load_vector_file(path, max_bytes=max_bytes)
         return cls(vectors, layer_type, metadata)
+
+
+# -- which of a vector's layers a function steers or reads ---------------------------------
+
+LayerGroup = tuple[int, ...]
+Layers = Union[int, str, Iterable[Union[int, Iterable[int]]], None]
+"""Cells of a sweep: a layer, layers each alone, ``"joint"``, or layers and groups (``[[2, 3], 4]``)."""
+
+
+def resolve_layer_groups(layers: Layers, vector_layers: Iterable[int], n_layers: int) -> list[LayerGroup]:
+    """The groups of layers steered together, one per cell, in the caller's order (layers non-negative).
+
+    ``None``: each of ``vector_layers`` (the vector's layers, non-negative: see
+    :meth:`SteeringVector.resolved`) alone; ``"joint"``: all of them as one group;
+    otherwise layers (each alone) and groups of layers, negative ones counting from the
+    end of a model of ``n_layers`` layers.
+
+    Example:
+        >>> resolve_layer_groups([[2, 3], -1], [2, 3], n_layers=4)
+        [(2, 3), (3,)]
+        >>> resolve_layer_groups("joint", [1, 3], n_layers=4)
+        [(1, 3)]
+    """
+    available = list(vector_layers)
+    if layers is None:
+        return [(layer,) for layer in available]
+    if isinstance(layers, str):
+        if layers != "joint":
+            raise LayerError(
+                f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}."
+            )
+        return [tuple(available)]
+    items = [layers] if not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0 else list(layers)
+    if items and all(not _is_group(item) for item in items):
+        return [(layer,) for layer in resolve_layers(items, n_layers)]
+    groups = [tuple(resolve_layers(item if _is_group(item) else [item], n_layers)) for item in items]
+    if not groups:
+        raise LayerError("layers is empty; pass at least one layer or group, or None for every layer.")
+    for group in groups:
+        if groups.count(group) > 1 or any(set(group) == set(other) and group != other for other in groups):
+            raise LayerError(f"layer group {list(group)} is listed twice; list each group once.")
+    return groups
+
+
+def _is_group(item: object) -> bool:
+    return hasattr(item, "__iter__") and not isinstance(item, (str, bytes)) and getattr(item, "ndim", 1) != 0
+
+
+def vector_groups(vector: SteeringVector, layers: Layers, n_layers: int) -> tuple[list[LayerGroup], dict[int, Tensor]]:
+    """The cells ``layers`` asks for and ``{layer: direction}`` of every layer they steer, keys non-negative.
+
+    The one resolution of "which of this vector's layers" for every function that takes a
+    vector: its negative keys and negative ``layers`` both count from the end of the model,
+    so ``SteeringVector({-1: v})`` with ``layers=[3]`` (or ``[-1]``) on 4 layers is layer 3.
+    A layer the vector has no direction at is a :class:`LayerError` naming it.
+
+    Example:
+        >>> vector_groups(SteeringVector({-1: v, 1: w}), [[1, -1]], n_layers=4)[0]
+        [(1, 3)]
+    """
+    resolved = vector.resolved(n_layers).layer_activations
+    groups = resolve_layer_groups(layers, sorted(resolved), n_layers)
+    wanted = list(dict.fromkeys(layer for group in groups for layer in group))
+    missing = [layer for layer in wanted if layer not in resolved]
+    if missing:
+        raise LayerError(
+            f"layers {missing} are not in this vector: it has no direction at layers {missing}, only at "
+            f"{sorted(resolved)}. Train it at those layers (layers=None trains every layer) or ask for layers it has."
+        )
+    return groups, {layer: resolved[layer] for layer in wanted}
+
+
+def vector_directions(
+    vector: SteeringVector, layers: int | Iterable[int] | None, n_layers: int
+) -> dict[int, Tensor]:
+    """``{layer: direction}`` of ``vector`` at ``layers`` (None: all of its layers, in order), keys non-negative.
+
+    For functions that look at one layer at a time (projections, norms, calibration):
+    ``"joint"`` and groups are refused. See :func:`vector_groups`.
+
+    Example:
+        >>> list(vector_directions(SteeringVector({-1: v}), [3], n_layers=4))
+        [3]
+    """
+    if isinstance(layers, str) or (
+        layers is not None and hasattr(layers, "__iter__") and any(_is_group(item) for item in layers)
+    ):
+        raise LayerError(f"layers must be a layer, a list of layers or None here, got {layers!r}; groups and "
+                         "'joint' are for sweeps and comparisons.")
+    groups, directions = vector_groups(vector, layers, n_layers)
+    resolve_layers(list(directions), n_layers)  # a layer past the model is a LayerError here
+    return {group[0]: directions[group[0]] for group in groups}
 
 
 # -- which model a vector belongs to ----------------------------------------------------

@@ -23,15 +23,16 @@ import pandas as pd
 import torch
 
 from steerlens.backends import backend_for
-from steerlens.checks import check_multipliers, check_prompts, finite_number
+from steerlens.checks import check_multipliers, finite_number
 from steerlens.errors import InvalidArgumentError
-from steerlens.evaluation.comparison import as_ab_items, letter_pair, letter_probability
+from steerlens.evaluation.comparison import ItemLike, as_ab_items, letter_pair, letter_probability
 from steerlens.evaluation.continuation import continuation_logprob
-from steerlens.evaluation.metrics import MetricFn, kl_divergence, resolve_metric
+from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, kl_divergence, metric_values, resolve_metric
 from steerlens.evaluation.reading import vector_layers
 from steerlens.evaluation.strength import relative_vector, residual_norms
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
+from steerlens.tokens import PaddingSide, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
 from steerlens.tokens.starts import SteerFrom
 from steerlens.vector import SteeringVector
 
@@ -113,9 +114,9 @@ class Calibration:
 def calibrate(
     model: Any,
     vector: SteeringVector,
-    prompts: str | Iterable[str],
+    prompts: Prompts | Iterable[ItemLike],
     metric: str | MetricFn,
-    reference_prompts: str | Iterable[str],
+    reference_prompts: Prompts,
     max_kl: float = 0.1,
     layers: int | Iterable[int] | None = None,
     multipliers: Iterable[float] | None = None,
@@ -123,15 +124,17 @@ def calibrate(
     direction: Direction = "increase",
     target: float | None = None,
     relative: bool = False,
-    norm_prompts: str | Iterable[str] | None = None,
+    norm_prompts: Prompts | None = None,
     bisect_steps: int = 8,
     tokenizer: Any = None,
     operator: Operator | None = None,
     batch_size: int = 32,
     show_progress: bool = False,
     steer_from: SteerFrom = None,
-    fluency_texts: str | Iterable[str] | None = None,
+    fluency_texts: Prompts | None = None,
     damage: Damage = "kl",
+    padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> Calibration:
     """Sweep ``layers`` × ``multipliers`` and choose the cell with the most effect under a KL budget.
 
@@ -166,6 +169,14 @@ def calibrate(
     ``perplexity_ratio = exp(nll_increase)``), each text scored from its first token.
     ``damage="fluency"`` budgets that instead of the KL (``max_kl`` is then in nats per token).
 
+    Every prompt (``prompts``, references, norm prompts, fluency texts) is a string or
+    token ids, encoded with ``prepend_bos`` (None: the model's default; see
+    :class:`~steerlens.tokens.TokenPolicy`) and padded on ``padding_side``. A token
+    metric's strings are bound in the context of each prompt, as in
+    :func:`~steerlens.evaluation.sweep.sweep_layers` (on a SentencePiece tokenizer
+    ``prob_mass("A")`` after ``"Answer: ("`` is ``A``, not ``▁A``). Negative layer keys
+    and ``layers`` count from the end of the model.
+
     Example:
         >>> share = prob_share(words["positive"], words["negative"])
         >>> cal = calibrate(model, vec, neutral_prompts("sentiment"), share, neutral_prompts("topic"), max_kl=0.5)
@@ -173,14 +184,15 @@ def calibrate(
     """
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
+    check_prepend_bos(prepend_bos)
     items = None
     if metric == "p_matching":  # A/B items, each with its own matching letter
-        items = as_ab_items(prompts)
-        prompt_list = [item.prompt for item in items]
+        items = as_ab_items(prompts)  # type: ignore[arg-type]
+        prompt_list = check_prompt_inputs([item.prompt for item in items])
     else:
-        prompt_list = check_prompts(prompts)
-    reference_list = check_prompts(reference_prompts)
-    texts = None if fluency_texts is None else check_prompts(fluency_texts)
+        prompt_list = check_prompt_inputs(prompts)  # type: ignore[arg-type]
+    reference_list = check_prompt_inputs(reference_prompts)
+    texts = None if fluency_texts is None else check_prompt_inputs(fluency_texts)
     if damage not in ("kl", "fluency"):
         raise InvalidArgumentError(f"damage must be 'kl' or 'fluency', got {damage!r}.")
     if damage == "fluency" and texts is None:
@@ -193,12 +205,14 @@ def calibrate(
     if isinstance(bisect_steps, bool) or not isinstance(bisect_steps, int) or bisect_steps < 0:
         raise InvalidArgumentError(f"bisect_steps must be a non-negative int, got {bisect_steps!r}.")
     goal = None if target is None else finite_number(target, "target")
+    bound = None
     if items is not None:
         name, fn = "p_matching", None
         letter_ids = [letter_pair(backend.tokenizer, item.prompt, ("A", "B")) for item in items]
         choices = [0 if item.matching == "A" else 1 for item in items]
     else:
-        name, fn = resolve_metric(metric, backend.tokenizer)
+        name, fn = resolve_metric(metric)  # type: ignore[arg-type]
+        bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)  # token strings in each prompt's context
         letter_ids, choices = [], []
     directions = vector_layers(backend, vector, layers)
     layer_list = list(directions)
@@ -207,12 +221,13 @@ def calibrate(
         multipliers = [m if direction == "increase" else -m for m in defaults]
     mults = check_multipliers(multipliers)
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
+    tokens = {"padding_side": padding_side, "prepend_bos": prepend_bos}
     norms = residual_norms(backend, norm_prompts if norm_prompts is not None else reference_list, layer_list,
-                           layer_type=vector.layer_type, batch_size=batch_size)
+                           layer_type=vector.layer_type, batch_size=batch_size, **tokens)
     swept = relative_vector(backend, original, norms=norms) if relative else original
     run = _Runner(backend, swept, original, norms, prompt_list, reference_list, fn, name, operator, batch_size,
                   show_progress, steer_from, texts, "nll_increase" if damage == "fluency" else "kl",
-                  letter_ids, choices)
+                  letter_ids, choices, bound, tokens)
     table = run.cells(layer_list, mults)
     table["source"] = "grid"
     baseline = run.baseline
@@ -247,63 +262,70 @@ class _Runner:
     swept: SteeringVector
     original: SteeringVector
     norms: dict[int, float]
-    prompts: list[str]
-    references: list[str]
+    prompts: list[Any]
+    references: list[Any]
     fn: MetricFn
     name: str
     operator: Operator | None
     batch_size: int
     show_progress: bool
     steer_from: SteerFrom = None
-    texts: list[str] | None = None
+    texts: list[Any] | None = None
     damage: str = "kl"
     """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
     letter_ids: list[list[int]] = field(default_factory=list)
     choices: list[int] = field(default_factory=list)
+    bound: list[MetricFn] | None = None
+    """``fn`` bound after each of ``prompts`` (token strings in context), or None if it names no strings."""
+    tokens: dict[str, Any] = field(default_factory=dict)
+    """``padding_side`` and ``prepend_bos``, for every pass."""
     baseline: float = math.nan
 
-    def _values(self, fn: MetricFn | None, cell: Any, unsteered: bool = False) -> torch.Tensor:
+    def _values(self, fn: MetricFn | None, cell: Any, unsteered: bool = False, bound: Any = None) -> torch.Tensor:
         if fn is not None:
-            return _per_prompt(fn, self.name, cell, unsteered)
+            steered = cell.unsteered if unsteered else cell.steered
+            return metric_values(self.name, fn, bound, steered, cell.unsteered, cell.indices)
         logits = cell.unsteered if unsteered else cell.steered  # A/B items: P(matching letter), normalised
         return torch.tensor([
             letter_probability(logits[row], self.letter_ids[index], self.choices[index])[0]
             for row, index in enumerate(cell.indices)
         ], dtype=torch.float64)
 
-    def _sweep(self, prompts: list[str], fn: MetricFn | None, layers: list[int], mults: list[float]) -> dict:
+    def _sweep(
+        self, prompts: list[Any], fn: MetricFn | None, layers: list[int], mults: list[float], bound: Any = None
+    ) -> dict:
         """``{(layer, multiplier): per-prompt values}`` and, once, the unsteered values of ``fn``."""
         values: dict[tuple[int, float], list[torch.Tensor]] = {}
         clean: list[torch.Tensor] = []
         seen: set[tuple[int, ...]] = set()
         for cell in iter_steered_logits(
             self.backend, self.swept, prompts, layers, mults, batch_size=self.batch_size,
-            operator=self.operator, show_progress=self.show_progress, steer_from=self.steer_from,
+            operator=self.operator, show_progress=self.show_progress, steer_from=self.steer_from, **self.tokens,
         ):
-            values.setdefault((cell.layer, cell.multiplier), []).append(self._values(fn, cell))
+            values.setdefault((cell.layer, cell.multiplier), []).append(self._values(fn, cell, bound=bound))
             key = tuple(cell.indices)
             if key not in seen:
                 seen.add(key)
-                clean.append(self._values(fn, cell, unsteered=True))
+                clean.append(self._values(fn, cell, unsteered=True, bound=bound))
         out = {key: torch.cat(parts) for key, parts in values.items()}
         out["clean"] = torch.cat(clean)
         return out
 
     def _fluency(self, layers: list[int], mults: list[float]) -> dict[tuple[int, float], float]:
         """Mean increase of the texts' negative log-likelihood per token under steering, per cell."""
-        encoded = [self.backend.encode(text) for text in self.texts or []]
+        encoded = prepare_prompts(self.backend, self.texts or [], **self.tokens).encoded
         if any(len(ids) < 2 for ids in encoded):
             raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
         frame = continuation_logprob(
             self.backend, self.swept, [ids[:1] for ids in encoded], [ids[1:] for ids in encoded], mults, layers,
-            batch_size=self.batch_size, operator=self.operator,
+            batch_size=self.batch_size, operator=self.operator, padding_side=self.tokens.get("padding_side"),
         )
         frame["increase"] = (frame["logprob_unsteered"] - frame["logprob_steered"]) / frame["n_tokens"]
         return {(int(layer), float(m)): float(v) for (layer, m), v in
                 frame.groupby(["layer", "multiplier"])["increase"].mean().items()}
 
     def cells(self, layers: list[int], mults: list[float]) -> pd.DataFrame:
-        effects = self._sweep(self.prompts, self.fn, layers, mults)
+        effects = self._sweep(self.prompts, self.fn, layers, mults, self.bound)
         damages = self._sweep(self.references, kl_divergence, layers, mults)
         fluency = self._fluency(layers, mults) if self.texts is not None else None
         self.baseline = float(effects.pop("clean").mean())
@@ -325,17 +347,6 @@ class _Runner:
                     increase = fluency[(layer, float(m))]
                     rows[-1].update({"nll_increase": increase, "perplexity_ratio": math.exp(increase)})
         return pd.DataFrame(rows)
-
-
-def _per_prompt(fn: MetricFn, name: str, cell: Any, unsteered: bool = False) -> torch.Tensor:
-    steered = cell.unsteered if unsteered else cell.steered
-    values = torch.as_tensor(fn(steered, cell.unsteered)).detach().reshape(-1).double().cpu()
-    if values.shape[0] != cell.steered.shape[0]:
-        raise InvalidArgumentError(
-            f"metric {name!r} returned {values.shape[0]} values for {cell.steered.shape[0]} prompts; "
-            "a metric must return one value per prompt."
-        )
-    return values
 
 
 def _choose(

@@ -24,15 +24,23 @@ import torch
 from torch import Tensor
 
 from steerlens.backends import backend_for
-from steerlens.checks import check_multipliers
+from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
-from steerlens.evaluation.sweep import Layers, LogitsCell, iter_steered_logits
+from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.samples.chat import answer_letter, caa_record
-from steerlens.tokens import PaddingSide, Prompts, TargetTokenError, check_prompt_inputs, single_target_id
+from steerlens.tokens import (
+    PaddingSide,
+    PromptInput,
+    Prompts,
+    TargetTokenError,
+    check_prompt_inputs,
+    describe,
+    single_target_id,
+)
 from steerlens.tokens.starts import SteerFrom
-from steerlens.vector import SteeringVector
+from steerlens.vector import Layers, SteeringVector
 
 Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]
 
@@ -186,12 +194,18 @@ class ABItem:
         'Do you like cats?\\n\\nChoices:\\n(A) Yes, a lot\\n(B) Not at all\\nAnswer: ('
     """
 
-    prompt: str
+    prompt: str | list[int]
+    """Text (a chat-template string too) or token ids, which the model gets as they are."""
     matching: Letter
 
     def __post_init__(self) -> None:
-        if not isinstance(self.prompt, str) or not self.prompt:
-            raise InvalidArgumentError(f"an ABItem needs a non-empty prompt, got {self.prompt!r}.")
+        ids = None if isinstance(self.prompt, str) else token_id_list(self.prompt)
+        if ids is not None:
+            object.__setattr__(self, "prompt", ids)
+        if not (isinstance(self.prompt, str) or ids is not None) or not self.prompt:
+            raise InvalidArgumentError(
+                f"an ABItem needs a non-empty prompt (a string or token ids), got {self.prompt!r:.80}."
+            )
         if self.matching not in ("A", "B"):
             raise InvalidArgumentError(f"matching must be 'A' or 'B', got {self.matching!r}.")
 
@@ -257,8 +271,8 @@ def ab_behavior_probability(
     prompt (on a SentencePiece tokenizer ``A`` after ``"("``, not ``▁A``), and a
     :class:`~steerlens.tokens.TargetTokenError` names any letter that is not one
     token there. Items are :class:`ABItem`, CAA records (dicts) or ``(prompt,
-    letter)`` pairs; prompts may be chat-template strings, encoded with ``prepend_bos``
-    (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).
+    letter)`` pairs; prompts may be chat-template strings or token ids, encoded with
+    ``prepend_bos`` (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).
     ``steer_from="answer"`` steers from the assistant's turn on, as CAA does (default:
     every position; see :mod:`steerlens.tokens.starts`).
 
@@ -293,14 +307,14 @@ def ab_behavior_probability(
     return _ordered(rows)
 
 
-def letter_pair(tokenizer: Any, prompt: str, letters: tuple[str | int, str | int]) -> list[int]:
+def letter_pair(tokenizer: Any, prompt: PromptInput, letters: tuple[str | int, str | int]) -> list[int]:
     """The ids of the two letters right after ``prompt``; distinct, one token each."""
     if len(letters) != 2:
         raise InvalidArgumentError(f"letters must be two letters (strings or ids), got {letters!r}.")
     ids = [single_target_id(tokenizer, prompt, letter) for letter in letters]
     if ids[0] == ids[1]:
         raise TargetTokenError(
-            f"letters {letters!r} are the same token after prompt {prompt[-40:]!r}; pass two different letters."
+            f"letters {letters!r} are the same token after prompt {describe(prompt)}; pass two different letters."
         )
     return ids
 

@@ -11,16 +11,17 @@ it should not.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from steerlens.checks import check_prompts
+from steerlens.backends import backend_for
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.separation import best_threshold, roc_auc
 from steerlens.hooks.conditional import Aggregate, Condition, condition_scores
-from steerlens.tokens import PaddingSide
+from steerlens.layers import resolve_layers
+from steerlens.tokens import PaddingSide, Prompts
 from steerlens.vector import SteeringVector
 
 
@@ -40,38 +41,44 @@ class FittedCondition:
 def fit_condition(
     model: Any,
     condition: Condition | SteeringVector,
-    steer_prompts: str | Iterable[str],
-    other_prompts: str | Iterable[str],
+    steer_prompts: Prompts,
+    other_prompts: Prompts,
     *,
     layer: int | None = None,
     aggregate: Aggregate = "mean",
     tokenizer: Any = None,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> FittedCondition:
     """The threshold that best tells ``steer_prompts`` (steer these) from ``other_prompts`` (leave these).
 
     ``condition`` is a :class:`~steerlens.hooks.conditional.Condition` (its threshold
     and ``above`` are replaced) or a steering vector (its direction at ``layer``,
     scored with ``aggregate``). If the prompts to steer score *lower* than the others,
-    the fitted condition holds below the threshold (``above=False``).
+    the fitted condition holds below the threshold (``above=False``). A vector's negative
+    layer keys and a negative ``layer`` count from the end of the model (a condition
+    fitted from a vector names its layer non-negative). Prompts are strings or token ids, encoded
+    with ``prepend_bos`` (None: the model's default), as :func:`condition_scores` does.
 
     Example:
         >>> fitted = fit_condition(model, topic_vec, food_prompts, travel_prompts, layer=2)
         >>> fitted.accuracy, fitted.condition.threshold
     """
+    backend = backend_for(model, tokenizer)
+    n_layers = backend.n_layers
     if isinstance(condition, SteeringVector):
-        condition = Condition.from_vector(condition, layer, aggregate=aggregate)
+        at = None if layer is None else resolve_layers([layer], n_layers)[0]
+        condition = Condition.from_vector(condition.resolved(n_layers), at, aggregate=aggregate)
     elif not isinstance(condition, Condition):
         raise InvalidArgumentError(
             f"condition must be a Condition or a SteeringVector, got {type(condition).__name__}."
         )
-    elif layer is not None and layer != condition.layer:
+    elif layer is not None and resolve_layers([layer], n_layers) != resolve_layers([condition.layer], n_layers):
         raise InvalidArgumentError(f"layer={layer} but the condition reads layer {condition.layer}; pass one of them.")
-    steer = condition_scores(model, condition, check_prompts(steer_prompts), tokenizer=tokenizer,
-                             batch_size=batch_size, padding_side=padding_side)
-    other = condition_scores(model, condition, check_prompts(other_prompts), tokenizer=tokenizer,
-                             batch_size=batch_size, padding_side=padding_side)
+    kwargs = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
+    steer = condition_scores(backend, condition, steer_prompts, **kwargs)
+    other = condition_scores(backend, condition, other_prompts, **kwargs)
     auc = roc_auc(steer.tolist(), other.tolist())
     above = auc >= 0.5
     sign = 1.0 if above else -1.0
@@ -82,9 +89,12 @@ def fit_condition(
 
 
 def condition_accuracy(
-    model: Any, condition: Condition, steer_prompts: Iterable[str], other_prompts: Iterable[str], **kwargs: Any
+    model: Any, condition: Condition, steer_prompts: Prompts, other_prompts: Prompts, **kwargs: Any
 ) -> float:
     """Share of prompts the condition classifies right: steer_prompts must hold, other_prompts must not.
+
+    ``kwargs`` (``tokenizer``, ``batch_size``, ``padding_side``, ``prepend_bos``) go to
+    :func:`~steerlens.hooks.conditional.condition_scores`.
 
     Example:
         >>> condition_accuracy(model, fitted.condition, held_out_food, held_out_travel)

@@ -22,20 +22,12 @@ import pandas as pd
 import torch
 
 from steerlens.backends import backend_for
-from steerlens.checks import check_multipliers
+from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError
-from steerlens.evaluation.sweep import Layers, iter_steered_logits
+from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
-from steerlens.tokens import (
-    PaddingSide,
-    PromptInput,
-    Prompts,
-    as_token_ids,
-    check_prepend_bos,
-    check_prompt_inputs,
-    ids_in_context,
-)
-from steerlens.vector import SteeringVector
+from steerlens.tokens import PaddingSide, PromptInput, Prompts, as_token_ids, ids_in_context, prepare_prompts
+from steerlens.vector import Layers, SteeringVector
 
 Completions = Union[PromptInput, Sequence[PromptInput]]
 """One completion for every prompt, or one per prompt; strings or token ids."""
@@ -74,9 +66,8 @@ def continuation_logprob(
         >>> df[["multiplier", "logprob_unsteered", "logprob_steered", "delta_logprob"]]
     """
     backend = backend_for(model, tokenizer)
-    backend.check_tokenizer()
-    check_prepend_bos(prepend_bos)
-    prompt_list = check_prompt_inputs(prompts)
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    prompt_list = prepared.prompts
     completion_list = _completions(completions, len(prompt_list))
     mults = check_multipliers(multipliers)
     tok = backend.tokenizer
@@ -87,8 +78,7 @@ def continuation_logprob(
     # Every prefix prompt + c_<t (shared prefixes once) and the token that follows it.
     prefixes: dict[tuple[int, ...], int] = {}
     scored: list[tuple[int, int, int]] = []  # (item, prefix index, next token)
-    for item, (prompt, target) in enumerate(zip(prompt_list, targets)):
-        ids = backend.encode(prompt, prepend_bos)
+    for item, (ids, target) in enumerate(zip(prepared.encoded, targets)):
         for t, token in enumerate(target):
             prefix = tuple(ids + target[:t])
             scored.append((item, prefixes.setdefault(prefix, len(prefixes)), token))
@@ -126,7 +116,7 @@ def continuation_logprob(
 
 def _completions(completions: Completions, n_prompts: int) -> list[PromptInput]:
     """One completion per prompt: a single string (or id list) is repeated."""
-    if isinstance(completions, str) or _ids_or_none(completions) is not None:
+    if isinstance(completions, str) or token_id_list(completions) is not None:
         listed = [completions] * n_prompts
     else:
         listed = list(completions)  # type: ignore[arg-type]
@@ -139,16 +129,8 @@ def _completions(completions: Completions, n_prompts: int) -> list[PromptInput]:
         if isinstance(completion, str):
             if not completion:
                 raise InvalidArgumentError("a completion is empty; give each completion some text.")
-        elif not _ids_or_none(completion):
+        elif not token_id_list(completion):
             raise InvalidArgumentError(
                 f"a completion must be a non-empty string or list of token ids, got {completion!r:.80}."
             )
     return listed
-
-
-def _ids_or_none(value: object) -> list[int] | None:
-    """``value`` as token ids, or None when it is not a single pre-tokenized sequence."""
-    try:
-        return as_token_ids(value)  # type: ignore[arg-type]
-    except InvalidArgumentError:
-        return None

@@ -24,7 +24,7 @@ from steerlens.backends import backend_for
 from steerlens.evaluation.reading import content_rows, iter_prompt_activations, unit, vector_layers
 from steerlens.evaluation.separation import best_threshold, roc_auc
 from steerlens.samples import SampleLike, normalize_samples
-from steerlens.tokens import PaddingSide, ReadIndex, resolve_read_index
+from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_read_index
 from steerlens.vector import SteeringVector
 
 COLUMNS = [
@@ -43,12 +43,15 @@ def layer_report(
     read_token_index: ReadIndex = -1,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """One row per layer of ``vector``: how well it separates held-out pairs, and its size there.
 
     ``held_out_samples`` are (positive, negative) pairs the vector was *not* trained
     on, read at ``read_token_index`` (or each sample's own read indices), as in
-    training. Columns:
+    training; prompts are strings or token ids, encoded with ``prepend_bos`` (None: the
+    model's default), as :func:`~steerlens.training.train.train_steering_vector` encodes
+    them. Columns:
 
     * ``auc``: ROC AUC of the projections, positives against negatives (1 = every
       positive above every negative, 0.5 = chance);
@@ -73,13 +76,14 @@ def layer_report(
     samples = normalize_samples(held_out_samples)
     directions = vector_layers(backend, vector, layers)
     units = {layer: unit(direction, layer).to(backend.device) for layer, direction in directions.items()}
-    backend.check_tokenizer()
-    prompts = [text for s in samples for text in (s.positive_str, s.negative_str)]
+    prepared = prepare_prompts(backend, [text for s in samples for text in (s.positive_str, s.negative_str)],
+                               prepend_bos=prepend_bos, padding_side=padding_side)
+    prompts = prepared.prompts
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     projections = {layer: np.zeros(len(prompts)) for layer in units}
     norm_sums = {layer: 0.0 for layer in units}
     n_tokens = 0
-    for item in iter_prompt_activations(backend, prompts, list(units), vector.layer_type, batch_size, padding_side):
+    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, batch_size):
         index = item.index
         read = resolve_read_index(
             read_token_index if overrides[index] is None else overrides[index], prompts[index], len(item.token_ids)

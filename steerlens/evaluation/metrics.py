@@ -187,11 +187,11 @@ def prob_share(positive: TokenGroup, negative: TokenGroup, relative: bool = Fals
     return TokenMetric("delta_prob_share" if relative else "prob_share", (positive, negative), _share_score, relative)
 
 
-def resolve_metric(metric: str | MetricFn, tokenizer: Any = None) -> tuple[str, MetricFn]:
+def resolve_metric(metric: str | MetricFn) -> tuple[str, MetricFn]:
     """``(column name, callable)`` for a preset name, a :class:`TokenMetric` or any callable.
 
-    Without ``tokenizer`` a token metric naming strings is returned unbound, for
-    :func:`bind_per_prompt`; with it, its strings are encoded on their own.
+    A token metric naming strings is returned unbound: its consumers bind it in the
+    context of each prompt with :func:`bind_per_prompt` (never out of context).
     """
     if isinstance(metric, str):
         if metric not in PRESETS:
@@ -201,7 +201,7 @@ def resolve_metric(metric: str | MetricFn, tokenizer: Any = None) -> tuple[str, 
             )
         return metric, PRESETS[metric]
     if isinstance(metric, TokenMetric):
-        return metric.name, metric if tokenizer is None else metric.bind(tokenizer)
+        return metric.name, metric
     if not callable(metric):
         raise InvalidArgumentError(f"metric must be a name or a callable, got {type(metric).__name__}.")
     name = getattr(metric, "name", None) or getattr(metric, "__name__", None)
@@ -240,3 +240,21 @@ def metric_rows(fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits,
         values = torch.as_tensor(bound[prompt_indices[rows[0]]](steered[pick], unsteered[pick]))
         out[pick] = values.reshape(-1).to(out)
     return out
+
+
+def metric_values(
+    name: str, fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits, unsteered: Logits,
+    prompt_indices: Sequence[int],
+) -> Float[Tensor, "batch"]:
+    """:func:`metric_rows` detached on the CPU in float64, checked to be one value per row.
+
+    Every consumer of a metric (sweeps, calibration) reads it through here, so token
+    strings are always bound in the context of each prompt (:func:`bind_per_prompt`).
+    """
+    values = torch.as_tensor(metric_rows(fn, bound, steered, unsteered, prompt_indices)).detach().reshape(-1)
+    if values.shape[0] != steered.shape[0]:
+        raise InvalidArgumentError(
+            f"metric {name!r} returned {values.shape[0]} values for {steered.shape[0]} prompts; "
+            "a metric must return one value per prompt."
+        )
+    return values.double().cpu()

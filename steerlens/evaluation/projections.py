@@ -19,10 +19,9 @@ import numpy as np
 import pandas as pd
 
 from steerlens.backends import backend_for
-from steerlens.checks import check_prompts
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.reading import as_cpu, iter_prompt_activations, unit, vector_layers
-from steerlens.tokens import PaddingSide
+from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
 from steerlens.vector import SteeringVector
 
 COLUMNS = ["prompt_index", "prompt", "position", "token_id", "token", "is_bos", "layer", "projection", "cosine"]
@@ -31,12 +30,13 @@ COLUMNS = ["prompt_index", "prompt", "position", "token_id", "token", "is_bos", 
 def token_projections(
     model: Any,
     vector: SteeringVector,
-    prompts: str | Iterable[str],
+    prompts: Prompts,
     layers: int | Iterable[int] | None = None,
     *,
     tokenizer: Any = None,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """One row per (prompt, token position, layer): the activation's projection on the unit vector.
 
@@ -44,22 +44,24 @@ def token_projections(
     the model adds one), ``token_id, token`` (its text), ``is_bos``, ``layer``, ``projection``
     (``activation · vector / |vector|``, in activation units) and ``cosine`` (the
     same divided by the activation's norm: direction only). ``layers`` defaults to
-    every layer of the vector; the activation is read at ``vector.layer_type``.
-    Works on HookedTransformers and Hugging Face models (pass ``tokenizer``).
+    every layer of the vector (negative layers count from the end); the activation is
+    read at ``vector.layer_type``. Prompts are strings (chat templates too) or token ids,
+    encoded with ``prepend_bos`` (None: the model's default; see
+    :class:`~steerlens.tokens.TokenPolicy`). Works on HookedTransformers and Hugging Face
+    models (pass ``tokenizer``).
 
     Example:
         >>> df = token_projections(model, vec, ["The food was wonderful", "The food was awful"], layers=[2])
         >>> df.pivot(index="position", columns="prompt_index", values="projection")
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompts(prompts)
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    prompt_list = prepared.prompts
     directions = vector_layers(backend, vector, layers)
     units = {layer: unit(direction, layer).to(backend.device) for layer, direction in directions.items()}
-    backend.check_tokenizer()
     rows: list[dict[str, Any]] = []
     decode = _decoder(backend.tokenizer)
-    for item in iter_prompt_activations(backend, prompt_list, list(units), vector.layer_type, batch_size,
-                                        padding_side):
+    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, batch_size):
         texts = [decode(i) for i in item.token_ids]
         for layer, direction in units.items():
             acts = item.acts[layer]

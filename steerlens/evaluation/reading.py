@@ -17,41 +17,31 @@ from jaxtyping import Float
 from torch import Tensor
 
 from steerlens.backends import Backend
-from steerlens.errors import LayerError, ModelMismatchError
-from steerlens.evaluation.sweep import prompt_batches
-from steerlens.layers import resolve_layers
-from steerlens.tokens import PaddingSide
-from steerlens.vector import SteeringVector
+from steerlens.errors import ModelMismatchError
+from steerlens.tokens import PreparedPrompts
+from steerlens.vector import SteeringVector, vector_directions
 
 
 def vector_layers(backend: Backend, vector: SteeringVector, layers: int | Iterable[int] | None) -> dict[int, Tensor]:
-    """``{layer: direction}`` of ``vector`` at ``layers`` (None: all of its layers), keys non-negative.
+    """``{layer: direction}`` of ``vector`` at ``layers`` (None: all of its layers), checked against the model.
 
-    Negative keys of the vector and of ``layers`` count from the end of the model, so
-    ``layers=[-1]`` picks a vector trained with ``layers=[3]`` on a 4-layer model.
+    Which layers is :func:`steerlens.vector.vector_directions` (negative keys and layers
+    count from the end); this adds the model's checks: the vector's size and that its
+    sites can be read.
 
     Example:
         >>> vector_layers(backend_for(model), vec, [-1])
         {3: tensor([...])}
     """
-    n_layers = backend.n_layers
-    keys = list(vector.layer_activations)
-    resolved = dict(zip(resolve_layers(keys, n_layers), vector.layer_activations.values()))
-    wanted = sorted(resolved) if layers is None else resolve_layers(layers, n_layers)
-    missing = [layer for layer in wanted if layer not in resolved]
-    if missing:
-        raise LayerError(
-            f"the vector has no direction at layers {missing}; it has {sorted(resolved)}. Train it at those "
-            "layers (layers=None trains every layer) or ask for layers it has."
-        )
-    for layer in wanted:
-        if resolved[layer].shape[-1] != backend.d_model:
+    directions = vector_directions(vector, layers, backend.n_layers)
+    for direction in directions.values():
+        if direction.shape[-1] != backend.d_model:
             raise ModelMismatchError(
-                f"the vector has d_model {resolved[layer].shape[-1]} but the model has {backend.d_model}; "
+                f"the vector has d_model {direction.shape[-1]} but the model has {backend.d_model}; "
                 "it was trained on another model. Train it on this model."
             )
-    backend.check_sites([(layer, vector.layer_type) for layer in wanted])
-    return {layer: resolved[layer] for layer in wanted}
+    backend.check_sites([(layer, vector.layer_type) for layer in directions])
+    return directions
 
 
 def unit(direction: Tensor, layer: int) -> Float[Tensor, "d_model"]:
@@ -77,26 +67,26 @@ class PromptActivations:
 
 def iter_prompt_activations(
     backend: Backend,
-    prompts: Sequence[str],
+    prepared: PreparedPrompts,
     layers: Sequence[int],
     layer_type: str,
     batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
 ) -> Iterator[PromptActivations]:
     """Each prompt's activations at ``(layer, layer_type)`` for every layer, padding dropped.
 
-    Prompts are encoded with the backend's convention and batched longest first, so
-    they come in batch order; ``PromptActivations.index`` says which prompt each is.
-    Nothing after the deepest layer is computed.
+    ``prepared`` comes from :func:`~steerlens.tokens.prepare_prompts`; prompts are batched
+    longest first, so they come in batch order; ``PromptActivations.index`` says which
+    prompt each is. Nothing after the deepest layer is computed.
 
     Example:
-        >>> for item in iter_prompt_activations(backend, ["The film was"], [2], "resid_post"):
+        >>> prepared = prepare_prompts(backend, ["The film was"])
+        >>> for item in iter_prompt_activations(backend, prepared, [2], "resid_post"):
         ...     item.acts[2].shape
         torch.Size([5, 128])
     """
     bos_id = getattr(backend.tokenizer, "bos_token_id", None)
     sites = [(layer, layer_type) for layer in layers]
-    for batch in prompt_batches(backend, list(prompts), batch_size, padding_side):
+    for batch in prepared.batches(batch_size):
         acts = backend.read(batch, sites)
         for row, index in enumerate(batch.indices):
             length = batch.padded.lengths[row]

@@ -16,42 +16,43 @@ from typing import Any, Iterable
 import torch
 
 from steerlens.backends import backend_for, stored_layer_type
-from steerlens.checks import check_prompts
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.reading import content_rows, iter_prompt_activations, unit, vector_layers
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.tokens import PaddingSide
+from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
 from steerlens.vector import SteeringVector
 
 
 def residual_norms(
     model: Any,
-    prompts: str | Iterable[str],
+    prompts: Prompts,
     layers: int | Iterable[int] | None = None,
     *,
     layer_type: str = "resid_post",
     tokenizer: Any = None,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> dict[int, float]:
     """Mean L2 norm of the activation at ``(layer, layer_type)`` over every content token of ``prompts``.
 
     A leading BOS token is left out: it carries nothing of the prompt and, in many
     models, has a norm many times that of any other token. ``layers=None``: every
-    layer. Returns ``{layer: mean norm}`` (non-negative layer indices).
+    layer. Returns ``{layer: mean norm}`` (non-negative layer indices). Prompts are
+    strings or token ids, encoded with ``prepend_bos`` (None: the model's default).
 
     Example:
         >>> residual_norms(model, neutral_prompts("sentiment"), layers=[1, 2])
         {1: 35.9, 2: 57.9}
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompts(prompts)
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
     layer_list = resolve_layers(layers, backend.n_layers)
     layer_type = stored_layer_type(backend, check_layer_name(layer_type), layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     totals = {layer: torch.zeros((), dtype=torch.float64) for layer in layer_list}
     count = 0
-    for item in iter_prompt_activations(backend, prompt_list, layer_list, layer_type, batch_size, padding_side):
+    for item in iter_prompt_activations(backend, prepared, layer_list, layer_type, batch_size):
         rows = content_rows(item)
         for layer in layer_list:
             totals[layer] += item.acts[layer][rows].norm(dim=-1).double().sum().cpu()
@@ -62,11 +63,13 @@ def residual_norms(
 def relative_vector(
     model: Any,
     vector: SteeringVector,
-    prompts: str | Iterable[str] | None = None,
+    prompts: Prompts | None = None,
     *,
     norms: dict[int, float] | None = None,
     tokenizer: Any = None,
     batch_size: int = 32,
+    padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> SteeringVector:
     """``vector`` with each layer rescaled to the typical activation norm at that layer.
 
@@ -76,7 +79,8 @@ def relative_vector(
     ``metadata["residual_norms"]`` (keys are layer strings, as JSON stores them) and
     the original norms in ``metadata["original_norms"]``, so a relative multiplier
     ``m`` equals the absolute multiplier ``m * residual_norm / original_norm`` on
-    the original vector.
+    the original vector. Prompts, ``padding_side`` and ``prepend_bos`` as in
+    :func:`residual_norms`; negative layer keys count from the end (the result's keys do not).
 
     Example:
         >>> rel = relative_vector(model, vec, neutral_prompts("sentiment"))
@@ -91,7 +95,7 @@ def relative_vector(
                 "relative_vector needs prompts to measure residual norms on (or norms={layer: norm})."
             )
         norms = residual_norms(backend, prompts, list(directions), layer_type=vector.layer_type,
-                               batch_size=batch_size)
+                               batch_size=batch_size, padding_side=padding_side, prepend_bos=prepend_bos)
     missing = [layer for layer in directions if layer not in norms]
     if missing:
         raise InvalidArgumentError(f"norms has no entry for layers {missing}; give one per layer of the vector.")

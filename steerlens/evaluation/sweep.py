@@ -29,34 +29,21 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, SweepPass, backend_for
-from steerlens.checks import check_batch_size, check_multipliers, check_padding_side
-from steerlens.errors import InvalidArgumentError, LayerError
-from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, metric_rows, resolve_metric
+from steerlens.checks import check_batch_size, check_multipliers
+from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, metric_values, resolve_metric
 from steerlens.hooks import Operator, SteeringSpec, make_spec
-from steerlens.layers import resolve_layers
 from steerlens.samples import SampleLike
-from steerlens.tokens import (
-    PaddingSide,
-    PromptBatch,
-    PromptInput,
-    Prompts,
-    check_prepend_bos,
-    check_prompt_inputs,
-    iter_batches,
-)
+from steerlens.tokens import PaddingSide, PromptBatch, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
 from steerlens.tokens.starts import SteerFrom, steer_starts
 from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector
-from steerlens.vector import SteeringVector
+from steerlens.vector import LayerGroup, Layers, SteeringVector, resolve_layer_groups, vector_groups
 
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (-4.0, -2.0, 0.0, 2.0, 4.0)
 # Rows per head call: one call reads all of W_U, so cells are gathered (bounded memory).
 _HEAD_ROWS = 256
 
-LayerGroup = tuple[int, ...]
 LayerLabel = Union[int, str]
-Layers = Union[int, str, Iterable[Union[int, Iterable[int]]], None]
-"""Cells of a sweep: a layer, layers each alone, ``"joint"``, or layers and groups (``[[2, 3], 4]``)."""
 
 
 @dataclass(frozen=True)
@@ -75,71 +62,11 @@ class LogitsCell:
     layers: LayerGroup = ()
 
 
-def resolve_layer_groups(layers: Layers, vector_layers: Sequence[int], n_layers: int) -> list[LayerGroup]:
-    """The groups of layers steered together, one per cell, in the caller's order.
-
-    Example:
-        >>> resolve_layer_groups([[2, 3], -1], [2, 3], n_layers=4)
-        [(2, 3), (3,)]
-        >>> resolve_layer_groups("joint", [1, 2], n_layers=4)
-        [(1, 2)]
-    """
-    if layers is None:
-        return [(layer,) for layer in vector_layers]
-    if isinstance(layers, str):
-        if layers != "joint":
-            raise LayerError(
-                f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}."
-            )
-        return [tuple(vector_layers)]
-    items = [layers] if not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0 else list(layers)
-    if items and all(not _is_group(item) for item in items):
-        return [(layer,) for layer in resolve_layers(items, n_layers)]
-    groups = [tuple(resolve_layers(item if _is_group(item) else [item], n_layers)) for item in items]
-    if not groups:
-        raise LayerError("layers is empty; pass at least one layer or group, or None for every layer.")
-    for group in groups:
-        if groups.count(group) > 1 or any(set(group) == set(other) and group != other for other in groups):
-            raise LayerError(f"layer group {list(group)} is listed twice; list each group once.")
-    return groups
-
-
-def _is_group(item: object) -> bool:
-    return hasattr(item, "__iter__") and not isinstance(item, (str, bytes)) and getattr(item, "ndim", 1) != 0
-
-
 def group_labels(groups: Sequence[LayerGroup]) -> list[LayerLabel]:
     """Column labels: the layer itself when every group is one layer, else ``"2+3"``-style strings."""
     if all(len(group) == 1 for group in groups):
         return [group[0] for group in groups]
     return ["+".join(str(layer) for layer in group) for group in groups]
-
-
-def prompt_batches(
-    backend: Backend,
-    prompts: Sequence[PromptInput],
-    batch_size: int,
-    padding_side: PaddingSide | None,
-    *,
-    prepend_bos: bool | None = None,
-) -> Iterator[PromptBatch]:
-    """Prompts encoded by the one tokenization policy and padded, grouped by length (longest first)."""
-    return batches_of(backend, encode_prompts(backend, prompts, prepend_bos), batch_size, padding_side)
-
-
-def encode_prompts(backend: Backend, prompts: Sequence[PromptInput], prepend_bos: bool | None) -> list[list[int]]:
-    """Each prompt's input ids under the one tokenization policy."""
-    check_prepend_bos(prepend_bos)
-    backend.check_tokenizer()
-    return [backend.encode(p, prepend_bos) for p in prompts]
-
-
-def batches_of(
-    backend: Backend, encoded: list[list[int]], batch_size: int, padding_side: PaddingSide | None
-) -> Iterator[PromptBatch]:
-    """Encoded prompts padded and grouped by length (longest first)."""
-    side = check_padding_side(padding_side or backend.default_padding_side)
-    return iter_batches(encoded, batch_size, backend.pad_id, side, backend.device, longest_first=True)
 
 
 def iter_steered_logits(
@@ -177,20 +104,17 @@ def iter_steered_logits(
         ...     print(cell.layer, cell.multiplier, cell.steered.shape)
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompt_inputs(prompts)
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
     mults = check_multipliers(multipliers)
-    groups = resolve_layer_groups(layers, vector.layers, backend.n_layers)
+    groups, vectors = vector_groups(vector, layers, backend.n_layers)
     labels = group_labels(groups)
     layer_type = vector.layer_type
-    steered_layers = list(dict.fromkeys(layer for group in groups for layer in group))
-    vectors = vector.select_layers(steered_layers).layer_activations
     backend.check_vector(vectors, layer_type)
     singles = list(dict.fromkeys(group[0] for group in groups if len(group) == 1))
     per_batch = max(1, check_batch_size(batch_size) // len(mults))
-    encoded = encode_prompts(backend, prompt_list, prepend_bos)
-    starts = steer_starts(backend.tokenizer, encoded, steer_from)
-    total = math.ceil(len(prompt_list) / per_batch)
-    batches = batches_of(backend, encoded, per_batch, padding_side)
+    starts = steer_starts(backend.tokenizer, prepared.encoded, steer_from)
+    total = math.ceil(len(prepared) / per_batch)
+    batches = prepared.batches(per_batch)
     for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
         first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
         specs = [
@@ -304,6 +228,7 @@ def sweep_layers(
     """
     backend = backend_for(model, tokenizer)
     check_prepend_bos(prepend_bos)
+    prompt_list = check_prompt_inputs(eval_prompts)
     if distributed:
         dist_ops.check_initialized()
     if isinstance(training_samples_or_vector, SteeringVector):
@@ -317,10 +242,9 @@ def sweep_layers(
             backend, None, training_samples_or_vector, layers=train_layers, layer_type=layer_type, **kwargs
         )
     name, fn = resolve_metric(metric)
-    prompt_list = check_prompt_inputs(eval_prompts)
     backend.check_tokenizer()
     bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)
-    groups = resolve_layer_groups(layers, vector.layers, backend.n_layers)
+    groups, _ = vector_groups(vector, layers, backend.n_layers)
     labels = group_labels(groups)  # one-layer cells sort by layer, groups in the caller's order
     order = {label: label if isinstance(label, int) else i for i, label in enumerate(labels)}
     rows = []
@@ -371,11 +295,4 @@ def _gathered_rows(
 
 
 def _metric_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[float]:
-    values = metric_rows(fn, bound, cell.steered, cell.unsteered, cell.indices)
-    values = values.detach().reshape(-1)
-    if values.shape[0] != cell.steered.shape[0]:
-        raise InvalidArgumentError(
-            f"metric {name!r} returned {values.shape[0]} values for {cell.steered.shape[0]} prompts; "
-            "a metric must return one value per prompt."
-        )
-    return values.float().cpu().tolist()
+    return metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices).float().tolist()

@@ -25,20 +25,20 @@ from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from steerlens.backends import Backend, backend_for, stored_layer_type
-from steerlens.checks import check_prompts, finite_number
+from steerlens.checks import finite_number
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
 from steerlens.hooks.operators import Operator, addition_operator
 from steerlens.hooks.positions import PassPositions, TokenIndices
 from steerlens.hooks.steering_hook import make_spec
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.tokens import PaddingSide, iter_batches
+from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
 
 if TYPE_CHECKING:
     from steerlens.vector import SteeringVector
@@ -253,7 +253,7 @@ def conditional_steering(
         tensor([ True, False])
     """
     backend = backend_for(model, tokenizer)
-    vectors = _resolved(backend, vector.layer_activations)
+    vectors = vector.resolved(backend.n_layers).layer_activations
     layer_type = vector.layer_type
     backend.check_vector(vectors, layer_type)
     site = _condition_site(backend, condition)
@@ -277,11 +277,6 @@ def conditional_steering(
                              token_indices)
             stack.enter_context(backend.apply(spec))
         yield state
-
-
-def _resolved(backend: Backend, vectors: dict[int, Tensor]) -> dict[int, Tensor]:
-    keys = list(vectors)
-    return dict(zip(resolve_layers(keys, backend.n_layers), vectors.values()))
 
 
 def _condition_site(backend: Backend, condition: Condition) -> tuple[int, str]:
@@ -321,30 +316,30 @@ def _pass_watcher(backend: Backend, first_layer: int, state: ConditionalState) -
 def condition_scores(
     model: Any,
     condition: Condition,
-    prompts: str | Iterable[str],
+    prompts: Prompts,
     *,
     tokenizer: Any = None,
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_prompts"]:
     """The condition's score of each prompt, as :func:`conditional_steering` computes it on the prompt pass.
 
     Reads the unsteered model (nothing after the condition's layer is computed). Use
     it to look at scores or to fit a threshold
-    (:func:`steerlens.evaluation.conditions.fit_condition` does).
+    (:func:`steerlens.evaluation.conditions.fit_condition` does). Prompts are strings
+    or token ids, encoded with ``prepend_bos`` (None: the model's default, which is what
+    ``generate`` gives the model by default; see :class:`~steerlens.tokens.TokenPolicy`).
 
     Example:
         >>> condition_scores(model, food, ["The dinner was", "The flight was"])
         tensor([ 3.1, -2.4])
     """
     backend = backend_for(model, tokenizer)
-    prompt_list = check_prompts(prompts)
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
     layer, layer_type = _condition_site(backend, condition)
-    backend.check_tokenizer()
-    encoded = [backend.encode(p) for p in prompt_list]
-    side = padding_side or backend.default_padding_side
-    scores = torch.empty(len(prompt_list))
-    for batch in iter_batches(encoded, batch_size, backend.pad_id, side, backend.device):
+    scores = torch.empty(len(prepared))
+    for batch in prepared.batches(batch_size):
         acts = backend.read(batch, [(layer, layer_type)])[(layer, layer_type)]
         batch_scores = condition.score(acts, batch.attention_mask.bool())
         scores[batch.indices] = batch_scores.float().cpu()

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import torch
 
+from steerlens.checks import token_id_list
 from steerlens.errors import InvalidSampleError, InvalidSampleTypeError
 
 ReadIndex = Union[int, Callable[[Any], int]]
@@ -74,7 +75,7 @@ def _normalize_one(i: int, sample: object) -> SteeringVectorTrainingSample:
                     f"training sample {i}: the {side} prompt is empty; remove the sample or give it text."
                 )
             continue
-        ids = _token_ids(text)
+        ids = token_id_list(text)
         if ids is None:
             raise InvalidSampleTypeError(
                 f"training sample {i}: the {side} prompt is {type(text).__name__}, not a string (or a list / "
@@ -95,14 +96,3 @@ def _normalize_one(i: int, sample: object) -> SteeringVectorTrainingSample:
                 f"training sample {i}: {side} must be an int or None, got {type(idx).__name__}."
             )
     return result
-
-
-def _token_ids(prompt: object) -> list[int] | None:
-    """A pre-tokenized prompt as a list of ids, or None if ``prompt`` is not one."""
-    if isinstance(prompt, torch.Tensor):
-        if prompt.dim() != 1 or prompt.dtype.is_floating_point or prompt.dtype == torch.bool:
-            return None
-        return [int(i) for i in prompt.tolist()]
-    if isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
-        return [int(i) for i in prompt]
-    return None

@@ -1,7 +1,7 @@
 """Stage 2, prompts to tokens: the one tokenization policy (BOS, chat templates, ids), targets
 in context, padding and the one batcher."""
 
-from steerlens.tokens.batching import PromptBatch, iter_batches
+from steerlens.tokens.batching import PreparedPrompts, PromptBatch, PromptEncoder, iter_batches, prepare_prompts
 from steerlens.tokens.encoding import (
     PaddingSide,
     ReadIndex,
@@ -28,7 +28,9 @@ from steerlens.tokens.targets import TargetTokenError, context_text, ids_in_cont
 
 __all__ = [
     "PaddingSide",
+    "PreparedPrompts",
     "PromptBatch",
+    "PromptEncoder",
     "PromptInput",
     "Prompts",
     "ReadIndex",
@@ -48,6 +50,7 @@ __all__ = [
     "iter_batches",
     "pad_batch",
     "pad_token_id",
+    "prepare_prompts",
     "resolve_read_index",
     "single_target_id",
     "text_ids",

@@ -1,15 +1,21 @@
-"""The one prompt batcher: token lists in, padded batches (with their real lengths) out.
+"""The one prompt preparation and batcher: prompts in, padded batches (with their real lengths) out.
 
-Training, sweeps and logit comparison all batch through :func:`iter_batches`, so
-padding, the attention mask and "where is the last real token" are decided in
-one place. Rows keep their index in the caller's list (``PromptBatch.indices``),
-so callers can restore their order whatever the grouping.
+Every entry point that takes prompts (training, sweeps, comparisons, A/B items,
+continuations, calibration, layer report, projections, residual norms, conditions)
+goes through :func:`prepare_prompts`: the prompts are checked (strings or token ids,
+:func:`~steerlens.tokens.inputs.check_prompt_inputs`), encoded by the model's one
+tokenization policy with ``prepend_bos`` (:class:`~steerlens.tokens.policy.TokenPolicy`,
+chat-template BOS rule included) and padded on one side; :meth:`PreparedPrompts.batches`
+groups them by length through :func:`iter_batches`. So padding, the attention mask and
+"where is the last real token" are decided in one place. Rows keep their index in the
+caller's list (``PromptBatch.indices``), so callers can restore their order whatever
+the grouping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Iterator, Protocol, Sequence
 
 import torch
 from jaxtyping import Int
@@ -17,6 +23,8 @@ from torch import Tensor
 
 from steerlens.checks import check_batch_size, check_padding_side
 from steerlens.tokens.encoding import PaddingSide, TokenBatch, pad_batch
+from steerlens.tokens.inputs import Prompts, check_prompt_inputs
+from steerlens.tokens.policy import PromptInput, check_prepend_bos
 
 
 @dataclass(frozen=True)
@@ -65,3 +73,69 @@ def iter_batches(
         indices = order[start : start + batch_size]
         padded = pad_batch([encoded[i] for i in indices], pad_id, padding_side)
         yield PromptBatch(indices, padded.tokens.to(device), padded.attention_mask.to(device), padded)
+
+
+class PromptEncoder(Protocol):
+    """What :func:`prepare_prompts` needs of a model (every :class:`~steerlens.backends.Backend` has it)."""
+
+    default_padding_side: str
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def pad_id(self) -> int: ...
+
+    def check_tokenizer(self) -> None: ...
+
+    def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class PreparedPrompts:
+    """Checked prompts, their input ids, and how to pad them: ready to batch."""
+
+    prompts: list[PromptInput]
+    """The prompts as given (strings, or ids as lists), in the caller's order."""
+    encoded: list[list[int]]
+    """Each prompt's input ids under the model's tokenization policy."""
+    pad_id: int
+    padding_side: PaddingSide
+    device: torch.device | str
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def with_ids(self, encoded: list[list[int]]) -> "PreparedPrompts":
+        """The same prompts with other input ids (e.g. cut after each read token, or extended)."""
+        return replace(self, encoded=encoded)
+
+    def batches(self, batch_size: int, *, longest_first: bool = True) -> Iterator[PromptBatch]:
+        """Padded batches of ``batch_size`` prompts, grouped by length (longest first) unless told otherwise."""
+        return iter_batches(self.encoded, batch_size, self.pad_id, self.padding_side, self.device, longest_first)
+
+
+def prepare_prompts(
+    backend: PromptEncoder,
+    prompts: Prompts,
+    *,
+    prepend_bos: bool | None = None,
+    padding_side: PaddingSide | None = None,
+) -> PreparedPrompts:
+    """Check ``prompts`` (strings or token ids), encode them with ``prepend_bos``, choose the padding side.
+
+    ``prepend_bos`` has TransformerLens' meaning (None: the model's default; see
+    :class:`~steerlens.tokens.policy.TokenPolicy`); ``padding_side`` None is the
+    model's default. Every error comes before any forward pass.
+
+    Example:
+        >>> prepared = prepare_prompts(backend_for(model), ["I think", [50256, 40]], prepend_bos=False)
+        >>> [b.indices for b in prepared.batches(8)]
+        [[0, 1]]
+    """
+    prompt_list = check_prompt_inputs(prompts)
+    check_prepend_bos(prepend_bos)
+    side = check_padding_side(padding_side or backend.default_padding_side)
+    backend.check_tokenizer()
+    encoded = [backend.encode(prompt, prepend_bos) for prompt in prompt_list]
+    return PreparedPrompts(prompt_list, encoded, backend.pad_id, side, backend.device)  # type: ignore[arg-type]

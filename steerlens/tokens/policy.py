@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
-import torch
 from torch import Tensor
 
+from steerlens.checks import token_id_list
 from steerlens.errors import InvalidArgumentError, PromptTooLongError, TokenIndexError, TokenizerError
 
 PromptInput = Union[str, Sequence[int], Tensor]
@@ -42,15 +42,14 @@ def as_token_ids(prompt: PromptInput) -> list[int] | None:
     """
     if isinstance(prompt, str):
         return None
+    ids = token_id_list(prompt)
+    if ids is not None:
+        return ids
     if isinstance(prompt, Tensor):
-        if prompt.dim() != 1 or prompt.dtype.is_floating_point or prompt.dtype == torch.bool:
-            raise InvalidArgumentError(
-                f"a pre-tokenized prompt must be a 1-D integer tensor, got shape {tuple(prompt.shape)} "
-                f"dtype {prompt.dtype}; pass one prompt per tensor (a list of tensors for several)."
-            )
-        return [int(i) for i in prompt.tolist()]
-    if isinstance(prompt, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
-        return [int(i) for i in prompt]
+        raise InvalidArgumentError(
+            f"a pre-tokenized prompt must be a 1-D integer tensor, got shape {tuple(prompt.shape)} "
+            f"dtype {prompt.dtype}; pass one prompt per tensor (a list of tensors for several)."
+        )
     raise InvalidArgumentError(
         f"a prompt must be a string or a list / 1-D tensor of token ids, got {type(prompt).__name__} "
         f"{prompt!r:.80}."

@@ -21,10 +21,10 @@ from tqdm.auto import tqdm
 from steerlens.backends import Backend, backend_for, stored_layer_type
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.backends.tail import last_token_resid
-from steerlens.checks import check_batch_size, check_padding_side
+from steerlens.checks import check_batch_size
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
-from steerlens.tokens import PaddingSide, ReadIndex, check_prepend_bos, iter_batches, resolve_read_index
+from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_read_index
 
 LayerActs = dict[int, Float[Tensor, "batch d_model"]]
 
@@ -75,20 +75,21 @@ def iter_activation_batches(
     is read), and prompts are batched by that length, longest first, whatever pair they
     belong to, so almost no compute goes to padding or to positions nobody reads.
     """
-    side = check_padding_side(padding_side or backend.default_padding_side)
-    check_prepend_bos(prepend_bos)
-    prompts = [text for s in samples for text in (s.positive_str, s.negative_str)]
+    prepared = prepare_prompts(
+        backend, [text for s in samples for text in (s.positive_str, s.negative_str)],
+        prepend_bos=prepend_bos, padding_side=padding_side,
+    )
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
-    encoded = [backend.encode(p, prepend_bos) for p in prompts]
     reads = [
         resolve_read_index(read_token_index if o is None else o, p, len(ids))
-        for p, o, ids in zip(prompts, overrides, encoded)
+        for p, o, ids in zip(prepared.prompts, overrides, prepared.encoded)
     ]
     # Every row now ends at its read token, so each batch reads its rows' last real token.
-    cut = [ids if read == len(ids) - 1 else ids[: read + 1] for ids, read in zip(encoded, reads)]
-    del encoded
+    cut = prepared.with_ids([ids if read == len(ids) - 1 else ids[: read + 1]
+                             for ids, read in zip(prepared.encoded, reads)])
+    del prepared
     sites = [(layer, layer_type) for layer in layers]
-    batches = iter_batches(cut, 2 * batch_size, backend.pad_id, side, backend.device, longest_first=True)
+    batches = cut.batches(2 * batch_size)
     total = -(-len(cut) // (2 * batch_size))
     for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
         acts = backend.read(batch, sites, last_only=True)
