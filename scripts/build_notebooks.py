@@ -1,4 +1,4 @@
-"""Write notebooks 01-03, 05 and 06 from the cell sources below, execute them, and save them with outputs.
+"""Write notebooks 01-03 and 05-07 from the cell sources below, execute them, and save them with outputs.
 
 Usage:
     python scripts/build_notebooks.py            # all of them
@@ -503,12 +503,125 @@ print(sorted(import_gguf(path).layer_activations))"""),
 ]
 
 
+FEATURES = [
+    ("md", """\
+# 07 · Vectors and features: steering vectors and SAE latents, both ways
+
+A sparse autoencoder (SAE) rewrites an activation as a few active *latents*, each with a decoder direction.
+That gives two bridges to steering vectors:
+
+* **latents → vector**: a latent's decoder direction *is* a steering vector at the SAE's site;
+  `latent_vector` scales it so `multiplier=1` means "this latent at its typical active value";
+  `clamp_latents` instead sets the latent's activation to a value (keeping the SAE's reconstruction error);
+* **vector → latents**: `decompose_vector` lists the latents a trained vector points along (decoder cosine)
+  and the latents it moves on real prompts, and how much of the vector they explain.
+
+This needs sae-lens (`pip install 'steerlens[sae]'`). We train a small SAE on the toy model here with
+sae-lens' own trainer (about a minute on a laptop CPU); with a real model you would load a published one."""),
+    ("code", SETUP + """
+from steerlens.toy.metrics import positive_mass
+from steerlens.sae import clamp_latents, decompose_vector, latent_vector, plot_decomposition, site_activations
+prompts = neutral_prompts("sentiment")"""),
+    ("md", """\
+## An SAE at the sentiment vector's layer
+
+We read the toy's residual stream after layer 2 (`blocks.2.hook_resid_post`) on reviews from its own
+corpus, then let sae-lens' `SAETrainer` fit a TopK SAE (256 latents, 8 active per token) to those
+activations. The trainer folds its input scaling into the weights, so latent directions are in the
+residual stream's own units."""),
+    ("code", """\
+import itertools
+import tempfile
+
+from sae_lens import SAE, SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+from steerlens.toy.corpus import iter_documents
+
+HOOK = "blocks.2.hook_resid_post"
+tok = model.tokenizer
+docs = [[tok.bos_token_id] + tok.encode(text, add_special_tokens=False)[:63]
+        for text in itertools.islice(iter_documents(11), 600)]
+acts = site_activations(model, HOOK, docs, batch_size=64)  # one row per real token, BOS left out
+print(acts.shape[0], "activations of size", acts.shape[1])
+
+torch.manual_seed(0)
+training_sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=128, d_sae=256, k=8,
+                                                     normalize_activations="expected_average_only_in"))
+training_sae.cfg.metadata.hook_name = HOOK  # where the SAE reads the model
+
+
+def batches(size=512):
+    while True:
+        order = torch.randperm(acts.shape[0])
+        for start in range(0, acts.shape[0] - size + 1, size):
+            yield acts[order[start:start + size]]
+
+
+trainer = SAETrainer(
+    cfg=SAETrainerConfig(total_training_samples=300 * 512, train_batch_size_samples=512, lr=1e-3, lr_end=1e-3,
+                         logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20),
+    sae=training_sae, data_provider=batches(),
+)
+trainer.fit()
+folder = tempfile.mkdtemp(prefix="sae_toy_L2_")
+training_sae.save_inference_model(folder)  # a folder any steerlens.sae function accepts, as an SAE would
+sae = SAE.load_from_disk(folder)
+print(sae.cfg.architecture(), "SAE,", sae.cfg.d_sae, "latents at", sae.cfg.metadata.hook_name)"""),
+    ("md", """\
+## Vector → latents
+
+Train the sentiment vector at the SAE's site and decompose it. `cosine` is the angle between the vector and
+each latent's direction, `activation_change` the mean change of the latent's activation on the neutral
+prompts when the vector is applied, `cumulative_share` the share of the vector's squared norm explained by
+the latents up to that row together."""),
+    ("code", """\
+vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], layer_type="resid_post")
+frame = decompose_vector(vec, sae, model=model, prompts=prompts, multiplier=1.0, top_k=6)
+frame.round(3)"""),
+    ("code", """\
+plot_decomposition(frame)"""),
+    ("md", """\
+## Latents → vector
+
+The top latent by cosine, alone, as a steering vector. Its scale is the latent's typical active value on the
+prompts, so the multiplier counts "typical activations"."""),
+    ("code", """\
+top = frame[frame.cosine > 0].iloc[0]
+latent = int(top.latent)
+latent_vec = latent_vector(sae, latent, model=model, prompts=prompts)
+print(f"latent {latent}: cosine {top.cosine:.2f}, typical activation {latent_vec.metadata['sae']['activations'][0]:.2f}")
+print(f"positive share unsteered: {positive_mass(model, prompts).mean():.3f}")
+for multiplier in (1, 2, 4, 8):
+    with latent_vec.apply(model, multiplier=multiplier):
+        print(f"  latent vector x{multiplier}: {positive_mass(model, prompts).mean():.3f}")"""),
+    ("md", """\
+## Clamping a latent
+
+`clamp_latents` encodes the activation at the SAE's site, sets the latent to a value, and adds the
+difference of the two decodings back: the part of the activation the SAE does not explain stays. Clamping
+to 0 switches the latent off."""),
+    ("code", """\
+typical = latent_vec.metadata["sae"]["activations"][0]
+for value in (0.0, 2 * typical, 4 * typical, 8 * typical):
+    with clamp_latents(model, sae, {latent: value}):
+        print(f"latent {latent} clamped to {value:5.2f}: positive share {positive_mass(model, prompts).mean():.3f}")
+with clamp_latents(model, sae, {latent: 2 * typical}):
+    print(model.generate("Let me tell you about the", max_new_tokens=16, do_sample=False, verbose=False))"""),
+    ("md", """\
+The SAE vector is an ordinary `SteeringVector`: it saves (`latent_vec.save(...)`, with the SAE's hook,
+latents and scale in its metadata), sweeps, calibrates and exports to GGUF like any other, and steers a
+native Hugging Face model at the same site."""),
+]
+
+
 BUILD = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_layer_sweep.ipynb": SWEEP,
     "03_steered_vs_unsteered_logits.ipynb": LOGITS,
     "05_which_layer_how_strong.ipynb": WHICH_LAYER,
     "06_caa_on_a_real_model.ipynb": CAA,
+    "07_vectors_and_features.ipynb": FEATURES,
 }
 
 

@@ -77,6 +77,10 @@ class NumberTypeError(SteerlensError, TypeError):
     """A numeric argument (multiplier, threshold, ...) is not a number at all, e.g. the string ``"2"``."""
 
 
+class MissingDependencyError(SteerlensError, ImportError):
+    """An optional dependency (an extra such as ``steerlens[sae]``) is not installed; the message names the pip line."""
+
+
 __all__ = [
     "SteerlensError",
     "InvalidSampleError",
@@ -95,6 +99,7 @@ __all__ = [
     "AggregatorError",
     "InvalidArgumentError",
     "NumberTypeError",
+    "MissingDependencyError",
 ]
 
 

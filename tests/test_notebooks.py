@@ -20,6 +20,7 @@ NAMES = [
     "04_huggingface_checkpoint.ipynb",
     "05_which_layer_how_strong.ipynb",
     "06_caa_on_a_real_model.ipynb",
+    "07_vectors_and_features.ipynb",
 ]
 CELL_TIMEOUT = 180  # seconds, per cell
 

@@ -1,0 +1,186 @@
+"""Steering vectors made of SAE latents: decoder directions at the SAE's site, scaled to how the latent fires.
+
+A latent's *typical activation* is its mean activation over the tokens where it is
+active (> 0) on some prompts. :func:`latent_vector` stores ``typical activation ×
+direction`` per latent (summed over the latents), so ``multiplier=1`` adds each latent
+at its typical active value and ``multiplier=4`` at four times that. The result is an
+ordinary :class:`~steerlens.SteeringVector` (apply, sweeps, calibration, save, GGUF).
+
+Example:
+    >>> from steerlens.sae import latent_vector
+    >>> vec = latent_vector(sae, 17, model=model, prompts=neutral_prompts("sentiment"))
+    >>> with vec.apply(model, multiplier=2.0):
+    ...     model.generate("The film was", max_new_tokens=8)
+"""
+
+from __future__ import annotations
+
+import numbers
+from contextlib import nullcontext
+from typing import Any, Iterable, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from steerlens.backends import backend_for
+from steerlens.errors import InvalidArgumentError, ModelMismatchError
+from steerlens.sae.sites import SaeSite, check_latents, encode, latent_directions, load_sae, sae_site, site_of_hook
+from steerlens.tokens.batching import prepare_prompts
+from steerlens.tokens.inputs import Prompts
+from steerlens.vector import SteeringVector, model_metadata
+
+SAE_KEY = "sae"
+"""Metadata key under which a latent vector records its SAE, latents and their typical activations."""
+
+
+def as_site(site: Any) -> SaeSite:
+    """``site`` as an :class:`SaeSite`: itself, the site of a hook name, or the site of an SAE (or its folder)."""
+    if isinstance(site, SaeSite):
+        return site
+    if isinstance(site, str) and site.startswith("blocks."):
+        return site_of_hook(site)
+    return sae_site(load_sae(site))
+
+
+@torch.no_grad()
+def site_activations(
+    model: Any,
+    site: Any,
+    prompts: Prompts,
+    *,
+    tokenizer: Any = None,
+    steering: Any = None,
+    batch_size: int = 16,
+    prepend_bos: bool | None = None,
+) -> Float[Tensor, "n_tokens d_in"]:
+    """The model's activations at a site, one row per real token of ``prompts`` (float32, CPU).
+
+    ``site``: an SAE (its site), an :class:`~steerlens.sae.sites.SaeSite`, or a hook name
+    such as ``"blocks.2.hook_resid_post"``.
+    Padding and a leading BOS token are left out (BOS activations are outliers most SAEs
+    do not model). ``steering`` is a context manager (e.g. ``vec.apply(model)``) entered
+    around the forward passes; the rows are then the steered activations. Works on a
+    HookedTransformer and a native Hugging Face model (pass its ``tokenizer``).
+
+    Example:
+        >>> site_activations(model, "blocks.2.hook_resid_post", ["The film was", "I think"]).shape
+        torch.Size([7, 128])
+    """
+    site = as_site(site)
+    backend = backend_for(model, tokenizer)
+    if site.layer >= backend.n_layers:
+        raise ModelMismatchError(f"the SAE reads layer {site.layer}, the model has {backend.n_layers} layers.")
+    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos)
+    bos = getattr(backend.tokenizer, "bos_token_id", None)
+    rows = []
+    with steering if steering is not None else nullcontext():
+        for batch in prepared.batches(batch_size):
+            acts = backend.read(batch, [(site.layer, site.layer_type)])[(site.layer, site.layer_type)]
+            for row, index in enumerate(batch.indices):
+                ids = prepared.encoded[index]
+                first = 1 if bos is not None and len(ids) > 1 and ids[0] == bos else 0
+                cols = [batch.column(row, i) for i in range(first, len(ids))]
+                rows.append(acts[row, cols].float().cpu())
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def latent_activations(
+    model: Any, sae: Any, prompts: Prompts, *, tokenizer: Any = None, steering: Any = None, batch_size: int = 16,
+    prepend_bos: bool | None = None,
+) -> Float[Tensor, "n_tokens d_sae"]:
+    """The SAE's latent activations on every real token of ``prompts`` (see :func:`site_activations`).
+
+    Example:
+        >>> latent_activations(model, sae, ["The film was"]).shape
+        torch.Size([3, 512])
+    """
+    sae = load_sae(sae)
+    acts = site_activations(model, sae, prompts, tokenizer=tokenizer, steering=steering, batch_size=batch_size,
+                            prepend_bos=prepend_bos)
+    return torch.cat([encode(sae, chunk).float().cpu() for chunk in acts.split(4096)])
+
+
+@torch.no_grad()
+def typical_activations(
+    model: Any, sae: Any, latents: int | Iterable[int], prompts: Prompts, *, tokenizer: Any = None,
+    batch_size: int = 16, prepend_bos: bool | None = None,
+) -> Float[Tensor, "n_latents"]:
+    """Each latent's mean activation over the tokens of ``prompts`` where it is active (> 0).
+
+    A latent that never fires on the prompts has no typical value: an
+    :class:`~steerlens.errors.InvalidArgumentError` names it (use prompts where it fires,
+    or give the activation yourself).
+
+    Example:
+        >>> typical_activations(model, sae, [17, 40], neutral_prompts("sentiment"))
+        tensor([3.1, 0.8])
+    """
+    sae = load_sae(sae)
+    ids = check_latents(sae, latents)
+    acts = latent_activations(model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size,
+                              prepend_bos=prepend_bos)[:, ids]
+    active = acts > 0
+    silent = [latent for latent, fires in zip(ids, active.any(0).tolist()) if not fires]
+    if silent:
+        raise InvalidArgumentError(
+            f"latents {silent} never fire on these {acts.shape[0]} tokens, so they have no typical activation; "
+            "measure on prompts where they fire, or pass activations=... yourself."
+        )
+    return (acts * active).sum(0) / active.sum(0)
+
+
+def latent_vector(
+    sae: Any,
+    latents: int | Iterable[int],
+    *,
+    model: Any = None,
+    prompts: Prompts | None = None,
+    activations: float | Sequence[float] | None = None,
+    tokenizer: Any = None,
+) -> SteeringVector:
+    """A steering vector adding ``latents`` at their typical activation, at ``sae``'s site.
+
+    ``sae``: a sae-lens ``SAE`` or the folder of a saved one. Each latent contributes
+    ``activation × direction`` (:func:`~steerlens.sae.sites.latent_directions`, the
+    model's units), where ``activation`` is measured on ``prompts`` through ``model``
+    (:func:`typical_activations`) or given as ``activations`` (one number, or one per
+    latent). So ``multiplier=1`` means "these latents at their typical active value".
+    The metadata records the hook, latents and activations under ``"sae"`` (plus the
+    model's name, layer count and fingerprint when ``model`` is given).
+
+    Example:
+        >>> vec = latent_vector(sae, [17, 40], model=model, prompts=neutral_prompts("sentiment"))
+        >>> vec.metadata["sae"]["activations"]
+        [3.1, 0.8]
+        >>> with vec.apply(model, multiplier=2.0):
+        ...     logits = model("The film was")
+    """
+    sae = load_sae(sae)
+    ids = check_latents(sae, latents)
+    site = sae_site(sae)
+    if activations is not None:
+        values = [activations] * len(ids) if isinstance(activations, numbers.Real) else list(activations)
+        if len(values) != len(ids) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and torch.isfinite(torch.tensor(float(v)))
+            for v in values
+        ):
+            raise InvalidArgumentError(f"activations must be one finite number or one per latent ({len(ids)}), "
+                                       f"got {activations!r}.")
+        scale = torch.tensor([float(v) for v in values])
+    elif model is not None and prompts is not None:
+        scale = typical_activations(model, sae, ids, prompts, tokenizer=tokenizer)
+    else:
+        raise InvalidArgumentError("give model= and prompts= to measure the latents' typical activation, or "
+                                   "activations=... to set it.")
+    direction = (scale[:, None] * latent_directions(sae, ids)).sum(0)
+    metadata: dict[str, Any] = model_metadata(model) if model is not None else {}
+    metadata[SAE_KEY] = {
+        "hook_name": site.hook_name,
+        "latents": ids,
+        "activations": [float(v) for v in scale],
+        "d_sae": int(sae.cfg.d_sae),
+        "architecture": str(sae.cfg.architecture()),
+    }
+    return SteeringVector({site.layer: direction}, site.layer_type, metadata)  # type: ignore[arg-type]
