@@ -11,13 +11,11 @@ import json
 import math
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save as save_safetensors_bytes
-from torch import Tensor
+import numpy as np
 
 from steerlens.errors import InvalidArgumentError, VectorFileError
 from steerlens.layers import LAYER_TYPES
@@ -26,6 +24,9 @@ FORMAT_NAME = "steerlens.steering_vector"
 SCHEMA_VERSION = 1
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any real vector, far below a surprise
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: `steerlens info` reads files without it
+    from torch import Tensor
 
 
 def tensor_key(layer: int) -> str:
@@ -53,6 +54,8 @@ def encode_vector_file(
             f"the vector's metadata cannot be stored as JSON: {where or error}. Metadata holds strings, numbers, "
             "booleans, None, lists and dicts with string keys; convert the value (e.g. tensor.tolist(), str(x))."
         ) from None
+    from safetensors.torch import save as save_safetensors_bytes
+
     tensors = {tensor_key(k): v.detach().cpu().contiguous() for k, v in layer_activations.items()}
     return save_safetensors_bytes(tensors, metadata={"steerlens": text})
 
@@ -157,10 +160,8 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
             )
 
 
-def load_vector_file(
-    path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES
-) -> tuple[dict[int, Tensor], str, dict[str, Any]]:
-    """Read and validate a vector file: ``(layer_activations, layer_type, metadata)``."""
+def _read_checked(path: str | os.PathLike, max_bytes: int) -> tuple[Path, bytes, dict[str, Any], dict[str, Any]]:
+    """The file's bytes, its steerlens header and tensor entries, validated (no tensor read yet)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -174,6 +175,17 @@ def load_vector_file(
         raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
     header, entries = _read_header(path, data)
     _check_header(path, header, entries)
+    return path, data, header, entries
+
+
+def load_vector_file(
+    path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[int, Tensor], str, dict[str, Any]]:
+    """Read and validate a vector file: ``(layer_activations, layer_type, metadata)``."""
+    import torch
+    from safetensors.torch import load as load_safetensors_bytes
+
+    path, data, header, _ = _read_checked(path, max_bytes)
     try:
         tensors = load_safetensors_bytes(data)
     except Exception as exc:  # safetensors raises its own error types on corrupt data
@@ -183,3 +195,52 @@ def load_vector_file(
         if not torch.isfinite(vec).all():
             raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
     return vectors, header["layer_type"], dict(header.get("metadata", {}))
+
+
+@dataclass(frozen=True)
+class VectorFileSummary:
+    """What ``steerlens info`` prints about a vector file, read without torch."""
+
+    layer_type: str
+    d_model: int
+    dtype: str
+    """The stored dtype as torch names it (``"torch.float32"``)."""
+    norms: dict[int, float]
+    metadata: dict[str, Any]
+
+
+_NUMPY_DTYPES = {"F16": "<f2", "F32": "<f4", "F64": "<f8", "BF16": "<u2"}
+_TORCH_NAMES = {"F16": "torch.float16", "F32": "torch.float32", "F64": "torch.float64", "BF16": "torch.bfloat16"}
+
+
+def summarize_vector_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> VectorFileSummary:
+    """Layer type, width, dtype, per-layer norms and metadata of a vector file, with the checks of a load.
+
+    Reads the tensors with numpy (bfloat16 widened bit for bit to float32), so a look at a
+    file costs no torch import; the norms are ``SteeringVector.load(path).norms()`` computed in float64.
+
+    Example:
+        >>> summarize_vector_file("happy.safetensors").norms
+        {2: 3.1416}
+    """
+    path, data, header, entries = _read_checked(path, max_bytes)
+    start = 8 + struct.unpack("<Q", data[:8])[0]
+    norms, dtypes = {}, set()
+    for layer in header["layers"]:
+        info = entries[tensor_key(layer)]
+        begin, end = info.get("data_offsets", [0, -1])
+        raw = data[start + begin : start + end]
+        dtype = _NUMPY_DTYPES[info["dtype"]]
+        if len(raw) != header["d_model"] * np.dtype(dtype).itemsize:
+            raise _fail(path, f"tensor data of layer {layer} is corrupted (wrong size); re-save the vector.")
+        values = np.frombuffer(raw, dtype=dtype)
+        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
+            values = (values.astype(np.uint32) << 16).view(np.float32)
+        values = values.astype(np.float64)
+        if not np.isfinite(values).all():
+            raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
+        norms[layer] = float(np.sqrt((values * values).sum()))
+        dtypes.add(_TORCH_NAMES[info["dtype"]])
+    return VectorFileSummary(
+        header["layer_type"], header["d_model"], "/".join(sorted(dtypes)), norms, dict(header.get("metadata", {}))
+    )
