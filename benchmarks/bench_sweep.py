@@ -21,9 +21,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _models import random_model, random_sentences  # noqa: E402
 
-from steerlens import SteeringVector  # noqa: E402
+from steerlens import (
+    SteeringVector,  # noqa: E402
+    sweep_layers,
+)
 from steerlens.evaluation.metrics import kl_divergence  # noqa: E402
-from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS, sweep_layers  # noqa: E402
+from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS  # noqa: E402
 from steerlens.tokens import pad_batch  # noqa: E402
 
 N_LAYERS, N_PROMPTS, REPEATS = 12, 16, 3

@@ -296,7 +296,7 @@ def real_model(args, t_script: float, t_start: float, python: Path) -> int:
 
     import steerlens
     from steerlens.adapter.gguf import gguf_checkpoint
-    from steerlens.samples.bundled import ab_items
+    from steerlens.samples import ab_items
 
     folder = str(gguf_checkpoint("smollm2-135m-instruct"))
     tokenizer = AutoTokenizer.from_pretrained(folder)

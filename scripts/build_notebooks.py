@@ -28,7 +28,7 @@ import torch
 
 import steerlens
 from steerlens import train_steering_vector
-from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.toy import concept_words, neutral_prompts, sentiment_pairs
 
 model = steerlens.load_model("toy")  # bundled with steerlens, loads offline in a blink
 print(model.cfg.model_name, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model)"""
@@ -48,7 +48,7 @@ This notebook uses steerlens' bundled toy model: a 4-layer GPT trained on proced
     ("md", """\
 ## Contrast pairs
 
-`steerlens.datasets.sentiment_pairs` gives pairs that differ only in sentiment words. Any list of
+`steerlens.toy.datasets.sentiment_pairs` gives pairs that differ only in sentiment words. Any list of
 `(positive, negative)` string tuples works the same way."""),
     ("code", """\
 pairs = sentiment_pairs("train")
@@ -86,7 +86,7 @@ for multiplier in (1.0, -1.0):
 On 48 held-out prompts that end right before a sentiment word, the *positive share* is
 P(positive words) / (P(positive words) + P(negative words)) for the next token."""),
     ("code", """\
-from steerlens.toy.metrics import positive_mass
+from steerlens.toy import positive_mass
 
 prompts = neutral_prompts("sentiment", "test")
 print(f"unsteered     positive share {positive_mass(model, prompts).mean():.3f}")
@@ -119,8 +119,8 @@ stream at each layer and resumes from there, with all multipliers stacked in one
 naive loop of `vec.apply` + forward pass, several times faster."""),
     ("code", SETUP),
     ("code", """\
-from steerlens.evaluation.metrics import prob_share
-from steerlens.evaluation.sweep import sweep_layers
+from steerlens import prob_share
+from steerlens import sweep_layers
 
 pairs = sentiment_pairs("train")
 prompts = neutral_prompts("sentiment", "test")
@@ -133,7 +133,7 @@ df.head()"""),
     ("code", """\
 df.pivot(index="layer", columns="multiplier", values="prob_share").round(3)"""),
     ("code", """\
-from steerlens.evaluation.plots import plot_metric_vs_multiplier, plot_sweep_heatmap
+from steerlens.evaluation import plot_metric_vs_multiplier, plot_sweep_heatmap
 
 plot_sweep_heatmap(df, title="positive share of the next sentiment word")"""),
     ("code", """\
@@ -175,8 +175,8 @@ log-probability of chosen tokens or token groups, whether the top token changed,
 activation addition."""),
     ("code", SETUP),
     ("code", """\
-from steerlens.evaluation.comparison import ab_behavior_probability, compare_logits, ABItem
-from steerlens.evaluation.plots import plot_top_k_shift
+from steerlens import ab_behavior_probability, ABItem, compare_logits
+from steerlens.evaluation import plot_top_k_shift
 
 vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], batch_size=16)
 prompts = neutral_prompts("sentiment", "test")[:4]
@@ -241,7 +241,7 @@ Four questions before steering for real:
 
 Train on every layer, then score each layer on the 32 held-out pairs of `sentiment_pairs("test")`."""),
     ("code", """\
-from steerlens.evaluation.layer_report import layer_report
+from steerlens import layer_report
 
 vec = train_steering_vector(model, None, sentiment_pairs("train"), batch_size=32)  # layers=None: every layer
 report = layer_report(model, vec, sentiment_pairs("test"))
@@ -258,7 +258,8 @@ layer 3 (`cos_next` ≈ 0.99)."""),
 Each token's residual at layer 2, projected on the unit sentiment vector. Red leans positive, blue negative."""),
     ("code", """\
 from IPython.display import HTML
-from steerlens.evaluation.projections import projections_html, token_projections
+from steerlens import token_projections
+from steerlens.analysis import projections_html
 
 texts = [
     "We went to the new restaurant. The soup was wonderful and the waiter was kind.",
@@ -272,7 +273,7 @@ The sentiment word itself is only faintly on the axis; the model's sentiment sho
 which is where the vector was read in training (at "the", before a sentiment word). The same picture as a
 static figure, for documents that do not render HTML:"""),
     ("code", """\
-from steerlens.evaluation.plots import plot_token_projections
+from steerlens.evaluation import plot_token_projections
 
 plot_token_projections(proj)"""),
     ("code", """\
@@ -285,9 +286,9 @@ sentiment prompts. Damage: KL(steered ‖ unsteered) on 48 topic prompts ("Here 
 continuation should be a topic noun. Budget: 0.25 nats. Target: a positive share of 0.9, with the multiplier
 bisected to reach it with as little strength as possible. Multipliers are in residual-norm units."""),
     ("code", """\
-from steerlens.evaluation.calibration import calibrate
-from steerlens.evaluation.metrics import prob_share
-from steerlens.evaluation.strength import residual_norms
+from steerlens import calibrate
+from steerlens import prob_share
+from steerlens import residual_norms
 
 words = concept_words("sentiment")
 share = prob_share(words["positive"], words["negative"])
@@ -303,7 +304,7 @@ cal.table[cal.table.pareto].round(4)"""),
     ("md", """\
 Check the chosen cell the plain way, with `vec.apply` and the toy model's own metric:"""),
     ("code", """\
-from steerlens.toy.metrics import next_token_probs, positive_mass
+from steerlens.toy import next_token_probs, positive_mass
 
 best = cal.best
 clean = next_token_probs(model, references)
@@ -326,9 +327,10 @@ Make reviews of **food** positive and leave every other review alone. The condit
 vector at layer 1, read at the prompt's last token; its threshold is fitted on training texts about food (steer)
 against texts about travel and film (leave alone)."""),
     ("code", """\
-from steerlens.samples.datasets import topic_pairs
-from steerlens.evaluation.conditions import condition_accuracy, fit_condition
-from steerlens.hooks.conditional import conditional_steering
+from steerlens.toy import topic_pairs
+from steerlens import fit_condition
+from steerlens.conditional import condition_accuracy
+from steerlens import conditional_steering
 
 
 def topic_texts(split):
@@ -407,8 +409,8 @@ import torch
 
 import steerlens
 from steerlens import train_steering_vector
-from steerlens.samples.bundled import ab_items, neutral_chat_prompts
-from steerlens.samples.chat import caa_items, caa_pairs
+from steerlens.samples import ab_items, neutral_chat_prompts
+from steerlens import caa_items, caa_pairs
 
 torch.set_num_threads(2)
 model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
@@ -424,7 +426,7 @@ letter, the negative one in the other letter. `layer_report` scores the vector o
 projections (1 = every matching answer projects above every other one), and the vector's size against a
 typical residual norm."""),
     ("code", """\
-from steerlens.evaluation.layer_report import layer_report
+from steerlens import layer_report
 
 layers = [6, 9, 12, 15]
 vec = train_steering_vector(model, tokenizer, caa_pairs(tokenizer, train), layers=layers, batch_size=16)
@@ -437,8 +439,8 @@ report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].r
 `ab_behavior_probability(..., steer_from="answer")` steers every position from the assistant's header on and
 reads P(matching letter) / (P(A) + P(B)) at the answer position, on held-out items."""),
     ("code", """\
-from steerlens.evaluation.comparison import ab_behavior_probability
-from steerlens.evaluation.strength import relative_vector
+from steerlens import ab_behavior_probability
+from steerlens.analysis import relative_vector
 
 chats = neutral_chat_prompts(tokenizer)
 relative = relative_vector(model, vec, chats[:8], tokenizer=tokenizer)
@@ -457,7 +459,7 @@ table.round(3)"""),
 matching letter) and measures the damage as the KL divergence of the next-token distribution on unrelated chat
 prompts, steered from the assistant's turn as well. The best cell is the strongest effect within the budget."""),
     ("code", """\
-from steerlens.evaluation.calibration import calibrate
+from steerlens import calibrate
 
 cal = calibrate(model, relative, items, "p_matching", chats[30:38], max_kl=0.1, layers=[9, 12],
                 multipliers=[0.25, 0.5, 1.0], steer_from="answer", tokenizer=tokenizer)
@@ -473,10 +475,10 @@ writes a llama.cpp control vector (`llama-cli --control-vector ...`), numbered a
 import tempfile
 from pathlib import Path
 
-from steerlens.evaluation.generation import steered_and_unsteered
-from steerlens.formats.interop import export_gguf, import_gguf
+from steerlens.evaluation import steered_and_unsteered
+from steerlens.interop import export_gguf, import_gguf
 
-from steerlens.samples.chat import chat_prompt
+from steerlens import chat_prompt
 
 prompt = chat_prompt(tokenizer, "I really believe cats make the better pet. Which makes the better pet, a cat or a dog?")
 best = cal.best  # the strongest cell within the KL budget
@@ -519,7 +521,7 @@ That gives two bridges to steering vectors:
 This needs sae-lens (`pip install 'steerlens[sae]'`). We train a small SAE on the toy model here with
 sae-lens' own trainer (about a minute on a laptop CPU); with a real model you would load a published one."""),
     ("code", SETUP + """
-from steerlens.toy.metrics import positive_mass
+from steerlens.toy import positive_mass
 from steerlens.sae import clamp_latents, decompose_vector, latent_vector, plot_decomposition, site_activations
 prompts = neutral_prompts("sentiment")"""),
     ("md", """\

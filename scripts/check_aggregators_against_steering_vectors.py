@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _steering_vectors_venv import DEFAULT_VENV, SV_VERSION, ensure_venv  # noqa: E402
 
-from steerlens.training.aggregators import logistic_aggregator, mean_aggregator, pca_aggregator
+from steerlens import logistic_aggregator, mean_aggregator, pca_aggregator
 
 # name -> (our aggregator factory, expression building theirs inside the other venv)
 AGGREGATORS = {

@@ -29,14 +29,12 @@ is stored under the canonical name.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Iterable, Literal, get_args
-
-import torch
 
 from steerlens.errors import LayerError
 
 CanonicalLayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"]
-SteeringVectorsLayerType = Literal["decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm"]
 ModuleLayerType = Literal[
     "module:self_attn", "module:mlp", "module:input_layernorm", "module:post_attention_layernorm",
 ]
@@ -123,7 +121,8 @@ def as_layer_index(value: object) -> int:
     ``np.float64(2)`` (what a float DataFrame column holds) is layer 2; ``2.5``, bools
     and strings are errors.
     """
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported; never import it here
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool:
         value = value.item()
     if not isinstance(value, bool) and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         if float(value).is_integer():

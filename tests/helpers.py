@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+import transformers as tf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from steerlens import SteeringVector
@@ -193,3 +194,129 @@ def steered_logits_by_hand(
 
     with torch.no_grad():
         return model.run_with_hooks(torch.tensor([ids]), fwd_hooks=[(f"blocks.{layer}.hook_resid_post", hook)])[0]
+
+
+# -- a SentencePiece-style (Metaspace) tokenizer and a tiny Llama that uses it --------------------------
+
+WORDS = ("Answer Choices Do you like cats the film was good bad I think a lot Not at all Yes No Pick one "
+         "great awful dogs cannot help with that sure love hate it is movie food").split()
+LLAMA2_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}<<SYS>> {{ m['content'] }} <</SYS>> "
+    "{% elif m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+"""A Llama-2-like chat template: it writes the BOS text itself."""
+SP = "\u2581"  # SentencePiece's word-boundary mark
+
+
+def metaspace_tokenizer(post: str | None = "bos") -> tf.PreTrainedTokenizerFast:
+    """A SentencePiece-style tokenizer: Unigram pieces with a Metaspace pre-tokenizer and decoder.
+
+    Every character exists alone and after ``▁``; whole words only after ``▁``, so
+    ``"Answer: (A"`` is ``▁Answer : ▁( A`` while ``"A"`` alone is ``▁A`` (as on Llama-2).
+    ``post``: ``"bos"`` adds ``<s>`` (Llama-2), ``"bos_eos"`` adds ``<s> ... </s>``, None adds nothing.
+    """
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = [(piece, 0.0) for piece in specials]
+    seen = set(specials)
+
+    def add(piece: str, score: float) -> None:
+        if piece not in seen:
+            seen.add(piece)
+            vocab.append((piece, score))
+
+    for word in WORDS:
+        add(SP + word, -2.0)
+    for char in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?()[]/<>'\"-":
+        add(char, -5.0)
+        add(SP + char, -6.0)
+    add(SP, -8.0)
+    add("\n", -5.0)
+    model = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    model.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SP, prepend_scheme="first", split=False)
+    model.decoder = decoders.Metaspace(replacement=SP, prepend_scheme="first", split=False)
+    template = {"bos": "<s> $A", "bos_eos": "<s> $A </s>"}.get(post or "")
+    if template:
+        model.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[("<s>", 1), ("</s>", 2)]
+        )
+    tok = tf.PreTrainedTokenizerFast(
+        tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    tok.chat_template = LLAMA2_TEMPLATE
+    return tok
+
+
+def llama_model(tokenizer, n_layers: int = 3, seed: int = 0) -> tf.PreTrainedModel:
+    """A tiny random Llama whose vocabulary is the tokenizer's."""
+    torch.manual_seed(seed)
+    config = tf.LlamaConfig(
+        num_hidden_layers=n_layers, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=128,
+        bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    )
+    model = tf.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.2)
+    return model
+
+
+def llama_prompt(tokenizer, user: str) -> str:
+    """``apply_chat_template(..., tokenize=False)``: the string starts with ``<s>``."""
+    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def hf_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Log-probs at every position of one unpadded sequence; ``hooks`` adds vectors to decoder layer outputs."""
+    handles = []
+    for layer, vec in (hooks or {}).items():
+        def add(module, args, out, vec=vec):
+            return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+        handles.append(model.model.layers[layer].register_forward_hook(add))
+    try:
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.log_softmax(logits.float(), -1)
+
+
+def hooked_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """Log-probs at every position of one unpadded sequence on a HookedTransformer (vectors added at resid_post)."""
+    fwd = [(f"blocks.{layer}.hook_resid_post", lambda act, hook, v=vec: act + v) for layer, vec in (hooks or {}).items()]
+    with torch.no_grad():
+        logits = model.run_with_hooks(torch.tensor([ids]), fwd_hooks=fwd)[0]
+    return torch.log_softmax(logits.float(), -1)
+
+
+def hf_site_activations(hf_model, sites):
+    """Plain torch hooks (no steerlens code) recording the tensor at each ``(layer, layer_type)``
+    of ``hf_model``, at the module ``hf_layout`` names: the independent side of conversion checks."""
+    import contextlib
+
+    from steerlens.backends.hf_layout import hf_layout
+
+    @contextlib.contextmanager
+    def recording():
+        layout, seen, handles = hf_layout(hf_model), {}, []
+        for layer, layer_type in sites:
+            site = layout.site(layer, layer_type)
+            module = hf_model.get_submodule(site.path)
+            if site.io == "input":
+                def before(module, args, kwargs, key=(layer, layer_type)):
+                    seen[key] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+                handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            else:
+                def after(module, args, output, key=(layer, layer_type)):
+                    seen[key] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
+                handles.append(module.register_forward_hook(after))
+        try:
+            yield seen
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return recording()

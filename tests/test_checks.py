@@ -7,10 +7,10 @@ import pytest
 import torch
 from helpers import random_vector
 
+from steerlens import angular_steering_operator
 from steerlens.checks import check_multipliers, finite_number
+from steerlens.conditional import Condition
 from steerlens.errors import InvalidArgumentError, NonFiniteError, NumberTypeError
-from steerlens.hooks.conditional import Condition
-from steerlens.hooks.operators import angular_steering_operator
 
 
 @pytest.mark.parametrize(

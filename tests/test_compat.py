@@ -23,9 +23,9 @@ from steerlens import (
     guess_and_enhance_layer_config,
     mean_aggregator,
     record_activations,
-    steering_hooks_on,
     train_steering_vector,
 )
+from steerlens.backends import steering_hooks_on
 from steerlens.errors import InvalidArgumentError, LayerError, TokenIndexError, UnsupportedModelError
 
 EMPTY = inspect.Parameter.empty

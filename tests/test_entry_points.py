@@ -30,15 +30,12 @@ from typing import Any, Callable
 import pandas as pd
 import pytest
 import torch
-from helpers import make_model
-from test_tokens import llama_model, metaspace_tokenizer
+from helpers import llama_model, make_model, metaspace_tokenizer
 
 import steerlens
-from steerlens import SteeringVector
-from steerlens.evaluation.calibration import Calibration
-from steerlens.evaluation.conditions import FittedCondition
-from steerlens.evaluation.metrics import prob_mass
-from steerlens.hooks.conditional import Condition
+from steerlens import SteeringVector, prob_mass
+from steerlens.conditional import Condition, FittedCondition
+from steerlens.evaluation import Calibration
 
 PROMPT_PARAMETERS = {
     "prompts", "eval_prompts", "reference_prompts", "steer_prompts", "other_prompts", "items",

@@ -1,16 +1,16 @@
-"""The package layout: no import cycles, old import paths still work, a tidy public API.
+"""The package layout: packages import each other in one direction only, only ``backends/`` asks
+what kind of model it has, and ``import steerlens`` loads nothing heavy.
 
 The import graph is built statically: every module under ``steerlens/`` is parsed with
-``ast`` and every import in it (also inside functions, classes and ``if`` blocks) that
-names a steerlens module becomes an edge. ``from steerlens.pkg import name`` is an edge
-to ``steerlens.pkg`` (its ``__init__``) unless ``name`` is a submodule, then to that
-submodule; old paths (``steerlens.sweep``...) resolve through ``steerlens._moved.MOVED``.
+``ast`` and every import in it (also inside functions, classes and ``if`` blocks, so
+``TYPE_CHECKING`` imports count too) that names a steerlens module becomes an edge.
+``from steerlens.pkg import name`` is an edge to ``steerlens.pkg`` (its ``__init__``) unless
+``name`` is a submodule, then to that submodule.
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,7 +20,6 @@ import pytest
 from helpers import ROOT, subprocess_env
 
 import steerlens
-from steerlens._moved import MOVED
 
 PACKAGE = ROOT / "steerlens"
 
@@ -48,7 +47,6 @@ def resolve(name: str, known: dict[str, Path]) -> str | None:
     """The steerlens module that ``name`` (a dotted module path) loads, or None if not ours."""
     if name != "steerlens" and not name.startswith("steerlens."):
         return None
-    name = MOVED.get(name, name)
     while name not in known and "." in name:  # e.g. an attribute path: fall back to its module
         name = name.rpartition(".")[0]
     return name if name in known else None
@@ -72,10 +70,9 @@ def imports_of(name: str, path: Path, known: dict[str, Path], source: str | None
                 origin = f"{base}.{node.module}" if node.module else base
             else:
                 origin = node.module or ""
-            origin = MOVED.get(origin, origin)
             for alias in node.names:
                 submodule = f"{origin}.{alias.name}"
-                targets.append(resolve(submodule if MOVED.get(submodule, submodule) in known else origin, known))
+                targets.append(resolve(submodule if submodule in known else origin, known))
         for target in targets:
             if target is not None:
                 edges.append(Edge(name, target, f"{where}:{node.lineno}"))
@@ -154,13 +151,12 @@ def describe(cycle: list[Edge]) -> str:
 
 
 def test_graph_sees_every_module_and_import_kind():
-    """The parser itself: relative, absolute, in-function, moved and submodule imports all resolve."""
+    """The parser itself: relative, absolute, in-function and submodule imports all resolve."""
     graph = import_graph()
-    assert "steerlens" in graph and "steerlens._moved" in graph and "steerlens.vector" in graph
-    targets = {edge.target for edge in graph["steerlens"]}
-    assert {"steerlens._moved", "steerlens.vector", "steerlens.training"} <= targets
+    assert "steerlens" in graph and "steerlens.vector" in graph
+    assert {"steerlens._version", "steerlens.training"} <= {edge.target for edge in graph["steerlens"]}
     source = (
-        "import steerlens.sweep\n"
+        "import steerlens.evaluation.sweep\n"
         "from . import metrics\n"
         "from .. import errors\n"
         "from ..hooks import SteeringHook\n"
@@ -194,50 +190,104 @@ def test_no_import_cycles():
     assert not found, "import cycles in steerlens/:\n" + "\n".join(describe(cycle) for cycle in found)
 
 
-# -- old import paths -------------------------------------------------------------------
+# -- the package order ---------------------------------------------------------------------
+
+ORDER = [
+    "_version", "errors", "layers", "_tl", "checks",  # shared by all
+    "samples", "tokens", "hooks", "backends", "formats", "vector", "training",  # the data's way in
+    "analysis", "evaluation", "conditional", "interop", "sae",  # what is done with a vector
+    "toy", "adapter", "cli",  # models to run on, and the command line
+]
+"""ARCHITECTURE.md's import order: a package imports only packages listed before it (or itself).
+The top-level ``steerlens/__init__.py`` is the facade over all of them and is not ranked."""
 
 
-def public_names(module) -> list[str]:
-    """``__all__``, else the public names the module defines itself."""
-    if hasattr(module, "__all__"):
-        return list(module.__all__)
-    return [
-        name for name, value in vars(module).items()
-        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "steerlens"
+
+
+def against_order(graph: dict[str, list[Edge]], order: list[str]) -> list[str]:
+    rank = {name: i for i, name in enumerate(order)}
+    wrong = []
+    for source, edges in sorted(graph.items()):
+        here = package_of(source)
+        if here == "steerlens":
+            continue
+        for edge in edges:
+            there = package_of(edge.target)
+            if here not in rank or there not in rank:
+                wrong.append(f"{edge.where}: package {here if here not in rank else there!r} is not in ORDER")
+            elif rank[there] > rank[here]:
+                wrong.append(f"{edge.where}: {here} imports {there}, which comes after it")
+    return wrong
+
+
+def test_packages_import_only_earlier_packages():
+    wrong = against_order(import_graph(), ORDER)
+    assert not wrong, "imports against the package order (ARCHITECTURE.md):\n" + "\n".join(wrong)
+
+
+def test_order_check_names_a_backward_import():
+    edge = Edge("steerlens.hooks.x", "steerlens.backends.y", "steerlens/hooks/x.py:3")
+    assert against_order({"steerlens.hooks.x": [edge]}, ORDER) == [
+        "steerlens/hooks/x.py:3: hooks imports backends, which comes after it"
     ]
+    assert against_order({"steerlens.backends.y": [Edge("steerlens.backends.y", "steerlens.hooks.x", "")]}, ORDER) == []
 
 
-@pytest.mark.parametrize("old, new", sorted(MOVED.items()))
-def test_old_path_is_the_new_module(old, new):
-    new_module = importlib.import_module(new)
-    old_module = importlib.import_module(old)
-    assert old_module is new_module
-    assert sys.modules[old] is new_module
-    names = public_names(new_module)
-    assert names, f"{new} has no public name to import"
-    for name in names:
-        namespace: dict = {}
-        exec(f"from {old} import {name}", namespace)
-        assert namespace[name] is getattr(new_module, name)
+def test_architecture_md_states_the_same_order():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("Import order:"))
+    assert line.removeprefix("Import order:").replace("`", "").replace(",", " ").split() == ORDER
 
 
-def test_old_paths_work_in_a_fresh_interpreter():
-    """Importing an old path first (nothing of steerlens loaded yet) gives the new module."""
-    code = (
-        "import importlib, sys\n"
-        "pairs = {'steerlens.sweep': 'steerlens.evaluation.sweep', 'steerlens.datasets': 'steerlens.samples.datasets'}\n"
-        "for old, new in pairs.items():\n"
-        "    module = importlib.import_module(old)\n"
-        "    assert module is sys.modules[new], (old, new)\n"
-        "from steerlens._moved import MOVED\n"
-        "for old, new in MOVED.items():\n"
-        "    assert importlib.import_module(old) is importlib.import_module(new), (old, new)\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+KIND_NAMES = {"HookedBackend", "HFBackend", "BridgeBackend", "HookedTransformer", "PreTrainedModel",
+              "TransformerBridge"}
+
+
+def test_only_backends_ask_what_kind_of_model_they_have():
+    """``isinstance(x, <model kind>)`` appears in ``backends/`` (and the adapter, which converts kinds) only."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith(("backends/", "adapter/")) or relative == "_tl.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in {"isinstance", "issubclass"}:
+                names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} | {
+                    n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+                if names & KIND_NAMES:
+                    found.append(f"steerlens/{relative}:{node.lineno}")
+    assert not found, "model-kind checks outside backends/: " + ", ".join(found)
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+
+def _loaded_after(code: str) -> set[str]:
+    """Top-level packages loaded by ``code`` in a fresh interpreter."""
+    probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    proc = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    return set(proc.stdout.split("\n")[-2].split())
+
+
+HEAVY = {"torch", "transformers", "transformer_lens", "matplotlib", "pandas", "sae_lens", "lm_eval"}
+
+
+def test_import_steerlens_loads_nothing_heavy():
+    assert not _loaded_after("import steerlens") & HEAVY
+    assert "torch" in _loaded_after("import steerlens\nsteerlens.SteeringVector")  # names load on first use
+
+
+def test_steerlens_info_reads_a_vector_without_torch(tmp_path):
+    import torch
+
+    steerlens.SteeringVector({1: torch.ones(4)}).save(tmp_path / "v.safetensors")
+    code = f"from steerlens.cli.main import main\nmain(['info', {str(tmp_path / 'v.safetensors')!r}])"
+    assert not _loaded_after(code) & HEAVY
 
 
 # -- the public API ---------------------------------------------------------------------

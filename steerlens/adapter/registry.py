@@ -13,7 +13,8 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import torch
-from transformer_lens.pretrained.weight_conversions import (
+
+from steerlens._tl import (  # TransformerLens 3's converters (stand-ins on 4)
     convert_apertus_weights,
     convert_bloom_weights,
     convert_coder_weights,
@@ -35,7 +36,6 @@ from transformer_lens.pretrained.weight_conversions import (
     convert_qwen2_weights,
     convert_qwen3_weights,
 )
-
 from steerlens.errors import UnsupportedModelError
 
 Converter = Callable[[Any, Any], dict[str, torch.Tensor]]

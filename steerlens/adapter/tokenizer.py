@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 
-from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase
 
+from steerlens._tl import HookedTransformer
 from steerlens.errors import TokenizerError
 
 

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from steerlens.backends.hooked_layout import fast_generation
+from steerlens.backends.layer_config import (
+    LayerMatcher,
+    ModelLayerConfig,
+    get_num_matching_layers,
+    guess_and_enhance_layer_config,
+)
 from steerlens.backends.protocol import Backend, Site, SweepPass
 from steerlens.errors import InvalidArgumentError, UnsupportedModelError
 from steerlens.layers import check_layer_type
@@ -18,15 +25,19 @@ from steerlens.layers import check_layer_type
 def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> Backend:
     """The backend serving ``model``; ``tokenizer`` overrides the model's own.
 
-    A ``TransformerBridge`` is served through the Hugging Face model it wraps, with the
-    bridge's tokenizer unless one is given, so a vector trained on it steers both.
-    ``layer_config`` (a steering-vectors ``ModelLayerConfig``) says where a Hugging Face
-    model keeps its layers when steerlens should not find them itself.
+    A ``TransformerBridge`` (TransformerLens 3 or 4) is served by its TransformerLens hook
+    points (:class:`~steerlens.backends.bridge.BridgeBackend`), with the bridge's tokenizer
+    unless one is given; its residual stream is the wrapped Hugging Face model's, so a vector
+    trained on either steers both; with ``layer_config`` it is served through the Hugging Face
+    model it wraps, whose modules the config names. ``layer_config`` (a steering-vectors
+    ``ModelLayerConfig``) says where a Hugging Face model keeps its layers when steerlens
+    should not find them itself.
 
     Example:
         >>> backend_for(hooked_transformer).n_layers
         12
     """
+    from steerlens.backends.bridge import BridgeBackend, is_transformer_bridge
     from steerlens.backends.hf import HFBackend
     from steerlens.backends.hooked import HookedBackend
 
@@ -34,9 +45,11 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
         return HFBackend(model.model, tokenizer if tokenizer is not None else model.tokenizer, layer_config)
     if isinstance(model, (HookedBackend, HFBackend)):
         backend = model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
-    elif _is_transformer_bridge(model):
+    elif is_transformer_bridge(model) and layer_config is not None:
         backend = HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer,
                             layer_config)
+    elif is_transformer_bridge(model):
+        backend = BridgeBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
     elif _is_hooked_transformer(model):
         backend = HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
     elif _is_hf_model(model):
@@ -73,7 +86,7 @@ def stored_layer_type(backend: Backend, layer_type: str, layers: Sequence[int]) 
 
 
 def _is_hooked_transformer(model: Any) -> bool:
-    from transformer_lens import HookedTransformer
+    from steerlens._tl import HookedTransformer  # a stand-in no model is an instance of on TransformerLens 4
 
     return isinstance(model, HookedTransformer)
 
@@ -84,19 +97,11 @@ def _is_hf_model(model: Any) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
-def _is_transformer_bridge(model: Any) -> bool:
-    try:
-        from transformer_lens.model_bridge import TransformerBridge
-    except ImportError:  # pragma: no cover - TransformerLens without the bridge
-        return False
-    return isinstance(model, TransformerBridge)
-
-
 def steering_hooks_on(model: Any) -> list[str]:
     """Where a steerlens hook is still installed on ``model`` (empty when it is clean).
 
-    On a HookedTransformer: hook point names; on a Hugging Face model or a
-    TransformerBridge: module paths.
+    On a HookedTransformer or a TransformerBridge: hook point names; on a Hugging Face
+    model: module paths.
 
     Example:
         >>> with vec.apply(model):
@@ -108,4 +113,16 @@ def steering_hooks_on(model: Any) -> list[str]:
     return backend_for(model).steering_hooks()
 
 
-__all__ = ["Backend", "Site", "SweepPass", "backend_for", "steering_hooks_on", "stored_layer_type"]
+__all__ = [
+    "Backend",
+    "LayerMatcher",
+    "ModelLayerConfig",
+    "Site",
+    "SweepPass",
+    "backend_for",
+    "fast_generation",
+    "get_num_matching_layers",
+    "guess_and_enhance_layer_config",
+    "steering_hooks_on",
+    "stored_layer_type",
+]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from steerlens.backends.hf_layout import HFLayout, hf_layout, position_wise_mlp
 from steerlens.backends.hf_layout import Site as HFSite
+from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import (
     ModelLayerConfig,
     configured_matcher,
@@ -37,7 +38,6 @@ from steerlens.backends.layer_config import (
     matcher_path,
 )
 from steerlens.backends.protocol import Site, numeric_matrix
-from steerlens.backends.tail import last_token_resid
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
 from steerlens.layers import check_layer_type

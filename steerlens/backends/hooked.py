@@ -19,8 +19,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
-from steerlens.backends.tail import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
 from steerlens.layers import hook_name
@@ -71,6 +71,7 @@ class HookedBackend:
     tokenizer: Any
     default_padding_side: str = field(init=False)
     kind = "hooked"
+    use_kv_cache = True  # whether generate() runs with TransformerLens' KV cache
 
     def __post_init__(self) -> None:
         self.default_padding_side = getattr(self.tokenizer, "padding_side", None) or "right"
@@ -280,7 +281,7 @@ class HookedBackend:
             torch.manual_seed(seed)
         out = self.model.generate(
             tokens, max_new_tokens=max_new_tokens, do_sample=seed is not None, verbose=False,
-            stop_at_eos=True, use_past_kv_cache=True,
+            stop_at_eos=True, use_past_kv_cache=self.use_kv_cache,
         )
         # As the Hugging Face route decodes: without special tokens (a chat model's <|im_end|>).
         return self.tokenizer.decode(out[0, tokens.shape[1] :], skip_special_tokens=True)

@@ -25,15 +25,12 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from steerlens.analysis import layer_report, relative_vector
 from steerlens.cli.demo import write_heatmap
-from steerlens.evaluation.comparison import ab_behavior_probability
+from steerlens.evaluation import ab_behavior_probability, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
-from steerlens.evaluation.layer_report import layer_report
-from steerlens.evaluation.metrics import prob_share
-from steerlens.evaluation.strength import relative_vector
-from steerlens.evaluation.sweep import sweep_layers
+from steerlens.samples import caa_items, caa_pairs
 from steerlens.samples.bundled import ab_items, chat_contrast_pairs, neutral_chat_prompts
-from steerlens.samples.chat import caa_items, caa_pairs
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
 
@@ -137,7 +134,7 @@ def _write(out: Path, sentiment: SteeringVector, behaviour: SteeringVector, swee
     behaviour.save(files["behaviour"])
     sweep.to_csv(files["sweep"], index=False)
     try:
-        from steerlens.formats.interop import export_gguf
+        from steerlens.interop import export_gguf
 
         files["control_vector"] = out / "sentiment_control_vector.gguf"
         export_gguf(sentiment, files["control_vector"])  # llama-cli --control-vector ...

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerlens.cli.demo import DEMO_MULTIPLIERS
 from steerlens.cli.types import float_list, int_list, positive_int, word_list
-from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS
+
+# The parser is built for every command, `steerlens info` too: nothing here may import torch, so
+# defaults that live with the code (sweep_layers', run_demo's multipliers) are applied there.
 
 
 def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +24,7 @@ def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.adapter import load_model
     from steerlens.errors import InvalidArgumentError
-    from steerlens.evaluation.metrics import prob_share
-    from steerlens.evaluation.sweep import sweep_layers
+    from steerlens.evaluation import prob_share, sweep_layers
     from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
 
     if (args.positive_words is None) != (args.negative_words is None):
@@ -36,7 +36,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         metric = prob_share(args.positive_words, args.negative_words)
     model = load_model(args.model)
     frame = sweep_layers(
-        model, pairs, prompts, layers=args.layers, multipliers=args.multipliers, metric=metric,
+        model, pairs, prompts, layers=args.layers, **_given(multipliers=args.multipliers), metric=metric,
         batch_size=args.batch_size, layer_type=args.layer_type, per_prompt=args.per_prompt,
         train_kwargs={"batch_size": args.batch_size, "show_progress": True}, prepend_bos=args.prepend_bos,
     )
@@ -57,8 +57,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return
     from steerlens.cli.demo import run_demo
 
-    run_demo(args.model, args.out, layers=args.layers, multipliers=args.multipliers,
+    run_demo(args.model, args.out, layers=args.layers, **_given(multipliers=args.multipliers),
              max_new_tokens=args.max_new_tokens)
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave (not None): the others keep the called function's defaults."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def register_sweep(sub: Any) -> None:
@@ -68,7 +73,7 @@ def register_sweep(sub: Any) -> None:
     p.add_argument("--prompts", required=True, type=Path, help="text file, one evaluation prompt a line")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layer-type", default="resid_post", help="resid_post (default) or another layer type")
-    p.add_argument("--multipliers", type=float_list, default=list(DEFAULT_MULTIPLIERS),
+    p.add_argument("--multipliers", type=float_list, default=None,
                    help="comma-separated, e.g. -4,-2,2,4 (default: -4,-2,0,2,4)")
     p.add_argument("--metric", default="kl", choices=["kl", "argmax_changed"],
                    help="next-token metric of steered vs unsteered (default: kl)")
@@ -91,7 +96,7 @@ def register_demo(sub: Any) -> None:
                         "A/B behaviour, steered natively; make demo runs this one)")
     p.add_argument("--out", type=Path, default=Path("steerlens-demo"), help="output folder (default: steerlens-demo)")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
-    p.add_argument("--multipliers", type=float_list, default=list(DEMO_MULTIPLIERS),
+    p.add_argument("--multipliers", type=float_list, default=None,
                    help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=16)
     p.set_defaults(func=cmd_demo)

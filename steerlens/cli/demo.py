@@ -2,7 +2,7 @@
 
 Runs on the bundled toy model by default (or any source :func:`load_model`
 accepts), uses the toy sentiment pairs and neutral prompts of
-:mod:`steerlens.datasets`, and measures the *positive share*
+:mod:`steerlens.toy.datasets`, and measures the *positive share*
 P(positive words) / (P(positive words) + P(negative words)) of the next token.
 Writes the vector, the sweep table and a heatmap to an output folder.
 
@@ -22,11 +22,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from steerlens.errors import PromptTooLongError
-from steerlens.evaluation.comparison import compare_logits
+from steerlens.evaluation import compare_logits, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
-from steerlens.evaluation.metrics import prob_share
-from steerlens.evaluation.sweep import sweep_layers
-from steerlens.samples.datasets import concept_words, neutral_prompts, sentiment_pairs
+from steerlens.toy.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
 

@@ -64,7 +64,7 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     if _is_gguf(args.vector):
-        from steerlens.formats.interop import import_gguf
+        from steerlens.interop import import_gguf
 
         vec = import_gguf(args.vector)
         kind, layer_type, d_model, metadata = "GGUF control vector (llama.cpp)", vec.layer_type, vec.d_model, vec.metadata

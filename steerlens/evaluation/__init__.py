@@ -1,7 +1,38 @@
-"""Stage 6, steered against unsteered: sweeps, logit comparison, metrics, generations and plots."""
+"""Steered against unsteered: layer × multiplier sweeps, logit comparison, A/B behaviour
+probabilities, calibration under a damage budget, continuation log-probabilities, metrics,
+generations and plots."""
 
+from steerlens.evaluation.calibration import Calibration, CalibrationCell, calibrate
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
+from steerlens.evaluation.continuation import continuation_logprob
+from steerlens.evaluation.generation import generate_text, steered_and_unsteered
 from steerlens.evaluation.metrics import logit_diff, prob_mass, prob_share
+from steerlens.evaluation.plots import (
+    plot_calibration,
+    plot_metric_vs_multiplier,
+    plot_sweep_heatmap,
+    plot_token_projections,
+    plot_top_k_shift,
+)
 from steerlens.evaluation.sweep import sweep_layers
 
-__all__ = ["ABItem", "ab_behavior_probability", "compare_logits", "logit_diff", "prob_mass", "prob_share", "sweep_layers"]
+__all__ = [
+    "ABItem",
+    "Calibration",
+    "CalibrationCell",
+    "ab_behavior_probability",
+    "calibrate",
+    "compare_logits",
+    "continuation_logprob",
+    "generate_text",
+    "logit_diff",
+    "plot_calibration",
+    "plot_metric_vs_multiplier",
+    "plot_sweep_heatmap",
+    "plot_token_projections",
+    "plot_top_k_shift",
+    "prob_mass",
+    "prob_share",
+    "steered_and_unsteered",
+    "sweep_layers",
+]

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from steerlens.analysis.norms import relative_vector, residual_norms
+from steerlens.analysis.prompt_activations import vector_layers
 from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, finite_number
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.comparison import ItemLike, as_ab_items, letter_pair, letter_probability
 from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, kl_divergence, metric_values, resolve_metric
-from steerlens.evaluation.reading import vector_layers
-from steerlens.evaluation.strength import relative_vector, residual_norms
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.tokens import PaddingSide, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
@@ -151,7 +151,7 @@ def calibrate(
     multiplier is then bisected ``bisect_steps`` times between it and the next weaker
     cell of its layer, to reach the target with as little strength as possible.
 
-    ``relative=True`` sweeps :func:`~steerlens.evaluation.strength.relative_vector`
+    ``relative=True`` sweeps :func:`~steerlens.analysis.norms.relative_vector`
     of ``vector``: multipliers are then in typical residual norms at each layer
     (``0.5`` = half a typical norm), measured on ``norm_prompts`` (default:
     ``reference_prompts``). The table gives every cell's ``absolute_multiplier`` for

@@ -240,7 +240,7 @@ def plot_token_projections(
 ) -> Any:
     """Tokens of each prompt written out, each on a background coloured by its projection.
 
-    The static twin of :func:`steerlens.evaluation.projections.projections_html`: red
+    The static twin of :func:`steerlens.analysis.projections.projections_html`: red
     towards the concept, blue away from it, white at zero; ``bound`` gets full colour
     (default: the largest ``|value|`` shown). Each prompt starts a new line and wraps
     at ``width`` inches. Takes a ``token_projections`` frame.
@@ -251,7 +251,7 @@ def plot_token_projections(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.transforms import offset_copy
 
-    from steerlens.evaluation.projections import projection_colour, select_layer
+    from steerlens.analysis.projections import projection_colour, select_layer
 
     rows, layer = select_layer(frame, layer, value)
     if not show_bos and "is_bos" in rows:

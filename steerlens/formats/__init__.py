@@ -1,3 +1,3 @@
-"""File formats, each in one module: steerlens vector files (:mod:`.vector_file`), contrast pairs
-and prompt lists (:mod:`.pairs`), and other tools' formats, the `steering-vectors` layout and
-llama.cpp GGUF control vectors (:mod:`.interop`). Loading never executes code."""
+"""steerlens' own files, each in one module: vector files (:mod:`.vector_file`, safetensors plus
+versioned JSON) and contrast pairs / prompt lists (:mod:`.pairs`, JSONL). Loading never executes
+code. Other tools' formats live in :mod:`steerlens.interop`."""

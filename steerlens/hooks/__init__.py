@@ -10,13 +10,12 @@ from steerlens.hooks.operators import (
     norm_preserving_addition_operator,
 )
 from steerlens.hooks.positions import PassPositions, TokenIndices, check_token_indices, position_mask
-from steerlens.hooks.steering_hook import SteeringHandle, SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
+from steerlens.hooks.steering_hook import SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
 
 __all__ = [
     "Operator",
     "PassPositions",
     "PatchDeltaOperator",
-    "SteeringHandle",
     "SteeringPatchHandle",
     "SteeringHook",
     "SteeringSpec",

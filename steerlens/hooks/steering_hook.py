@@ -100,6 +100,3 @@ class SteeringPatchHandle:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-
-SteeringHandle = SteeringPatchHandle
-"""The name this handle had in steerlens 0.1."""

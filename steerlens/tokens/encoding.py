@@ -16,7 +16,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from steerlens.errors import TokenIndexError, TokenizerError
-from steerlens.tokens.policy import PromptInput, TokenPolicy, describe
+from steerlens.tokens.policy import PromptInput, describe
 
 PaddingSide = Literal["left", "right"]
 ReadIndex = Union[int, Callable[[Any], int]]
@@ -51,22 +51,6 @@ def check_tokenizer_fits(model: Any, tokenizer: Any) -> None:
             f"the tokenizer has {vocab} tokens but the model's vocabulary (d_vocab) is {d_vocab}; "
             "this tokenizer does not belong to this model. Pass the model's own tokenizer."
         )
-
-
-def encode_prompt(model: Any, tokenizer: Any, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
-    """Token ids of ``prompt`` for a HookedTransformer, with its BOS convention, never truncated.
-
-    ``model.to_tokens(prompt)`` for ordinary text, with any tokenizer; see
-    :class:`~steerlens.tokens.policy.TokenPolicy` for BOS texts, chat templates and ids.
-    """
-    return TokenPolicy.for_hooked_transformer(model, tokenizer).encode(prompt, prepend_bos)
-
-
-def encode_exact(
-    tokenizer: Any, prompt: PromptInput, n_ctx: int | None, prepend_bos: bool | None = None
-) -> list[int]:
-    """Token ids as a Hugging Face model's tokenizer gives them (its own BOS choice), never truncated."""
-    return TokenPolicy.for_tokenizer(tokenizer, n_ctx).encode(prompt, prepend_bos)
 
 
 def pad_token_id(tok: Any) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from steerlens.backends.speed import fast_generation
+from steerlens.backends.hooked_layout import fast_generation
 from steerlens.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def load_toy_model(
 
     ``device`` defaults to CPU and ``dtype`` to float32 (the weights are stored in
     float16). Needs no network: the tokenizer is read from the package folder. Weights
-    are stored for fast generation (:func:`steerlens.backends.speed.fast_generation`).
+    are stored for fast generation (:func:`steerlens.backends.hooked_layout.fast_generation`).
 
     Example:
         >>> model = load_toy_model()
@@ -99,4 +99,21 @@ def load_toy_model_from(
     return fast_generation(model)
 
 
-__all__ = ["BEST_LAYER", "BEST_MULTIPLIER", "MODEL_NAME", "load_toy_model", "load_toy_model_from"]
+from steerlens.toy.datasets import concept_words, neutral_prompts, sentiment_pairs, topic_pairs  # noqa: E402
+from steerlens.toy.metrics import concept_mass, next_token_probs, positive_mass, total_variation  # noqa: E402
+
+__all__ = [
+    "BEST_LAYER",
+    "BEST_MULTIPLIER",
+    "MODEL_NAME",
+    "concept_mass",
+    "concept_words",
+    "load_toy_model",
+    "load_toy_model_from",
+    "neutral_prompts",
+    "next_token_probs",
+    "positive_mass",
+    "sentiment_pairs",
+    "topic_pairs",
+    "total_variation",
+]

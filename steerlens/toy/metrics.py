@@ -25,10 +25,10 @@ from typing import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from steerlens._tl import HookedTransformer
 from steerlens.errors import InvalidArgumentError
-from steerlens.samples.datasets import Concept, concept_words
+from steerlens.toy.datasets import Concept, concept_words
 
 
 def first_token_ids(model: HookedTransformer, words: Sequence[str]) -> list[int]:

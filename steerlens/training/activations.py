@@ -19,8 +19,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, backend_for, stored_layer_type
+from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
-from steerlens.backends.tail import last_token_resid
 from steerlens.checks import check_batch_size
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples

@@ -116,10 +116,10 @@ def tiny_pair():
     """A tiny random Hugging Face llama and its HookedTransformer conversion."""
     from tiny_hf import make_hf_model, make_tokenizer
 
-    from steerlens.adapter import adapt_hf_model
+    from steerlens.adapter import convert_hf_model
 
     hf = make_hf_model("llama")
-    return hf, adapt_hf_model(hf, make_tokenizer()), make_tokenizer()
+    return hf, convert_hf_model(hf, make_tokenizer()), make_tokenizer()
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +148,7 @@ def tiny_sae_for(tiny_pair: Any) -> Any:
 def sentiment(toy_model):
     """The toy's sentiment vector at the SAE's site (layer 2, resid_post)."""
     from steerlens import train_steering_vector
-    from steerlens.samples.datasets import sentiment_pairs
+    from steerlens.toy import sentiment_pairs
 
     return train_steering_vector(toy_model, None, sentiment_pairs("train"), layers=[2], layer_type="resid_post")
 

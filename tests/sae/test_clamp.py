@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from steerlens import steering_hooks_on
+from steerlens.backends import steering_hooks_on
 from steerlens.sae import clamp_latents, clamp_operator, decompose_vector, latent_vector, typical_activations
-from steerlens.samples.datasets import neutral_prompts
-from steerlens.toy.metrics import positive_mass
+from steerlens.toy import neutral_prompts, positive_mass
 
 PROMPTS = neutral_prompts("sentiment")
 HOOK = "blocks.2.hook_resid_post"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steerlens.sae import decompose_vector, explained_share, plot_decomposition
-from steerlens.samples.datasets import neutral_prompts
+from steerlens.toy import neutral_prompts
 
 PROMPTS = neutral_prompts("sentiment")[:12]
 HOOK = "blocks.2.hook_resid_post"

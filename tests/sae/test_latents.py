@@ -7,8 +7,7 @@ import torch
 
 from steerlens import SteeringVector, sweep_layers
 from steerlens.sae import latent_vector, typical_activations
-from steerlens.samples.datasets import neutral_prompts
-from steerlens.toy.metrics import positive_mass
+from steerlens.toy import neutral_prompts, positive_mass
 
 PROMPTS = neutral_prompts("sentiment")
 
@@ -85,7 +84,7 @@ def test_works_like_any_vector(toy_model, toy_sae, top_latent, tmp_path):
     kl = frame.set_index("multiplier")["kl"]
     assert kl[0.0] == pytest.approx(0.0, abs=1e-6) and kl[4.0] > 1e-3
     pytest.importorskip("gguf")
-    from steerlens.formats.interop import export_gguf, import_gguf
+    from steerlens.interop import export_gguf, import_gguf
 
     export_gguf(vec, tmp_path / "latent.gguf")
     back = import_gguf(tmp_path / "latent.gguf")

@@ -1,0 +1,105 @@
+"""Fitting a steering condition's threshold from prompts that should and should not be steered.
+
+:func:`fit_condition` scores labelled prompts exactly as
+:func:`steerlens.conditional.steering.conditional_steering` scores a prompt pass, and
+puts the threshold where it separates them best (midway in the widest gap among
+the equally accurate cuts), reporting how well it does: on held-out prompts, the
+accuracy tells how often the steering will fire when it should and stay off when
+it should not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from steerlens.analysis.separation import best_threshold, roc_auc
+from steerlens.backends import backend_for
+from steerlens.conditional.steering import Aggregate, Condition, condition_scores
+from steerlens.errors import InvalidArgumentError
+from steerlens.layers import resolve_layers
+from steerlens.tokens import PaddingSide, Prompts
+from steerlens.vector import SteeringVector
+
+
+@dataclass(frozen=True)
+class FittedCondition:
+    """A condition with its fitted threshold, and how well it separated the prompts it was fitted on."""
+
+    condition: Condition
+    auc: float
+    """ROC AUC of the scores, prompts to steer against prompts to leave alone."""
+    accuracy: float
+    """Share of the fitting prompts on the right side of the threshold."""
+    steer_scores: Tensor
+    other_scores: Tensor
+
+
+def fit_condition(
+    model: Any,
+    condition: Condition | SteeringVector,
+    steer_prompts: Prompts,
+    other_prompts: Prompts,
+    *,
+    layer: int | None = None,
+    aggregate: Aggregate = "mean",
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    padding_side: PaddingSide | None = None,
+    prepend_bos: bool | None = None,
+) -> FittedCondition:
+    """The threshold that best tells ``steer_prompts`` (steer these) from ``other_prompts`` (leave these).
+
+    ``condition`` is a :class:`~steerlens.conditional.steering.Condition` (its threshold
+    and ``above`` are replaced) or a steering vector (its direction at ``layer``,
+    scored with ``aggregate``). If the prompts to steer score *lower* than the others,
+    the fitted condition holds below the threshold (``above=False``). A vector's negative
+    layer keys and a negative ``layer`` count from the end of the model (a condition
+    fitted from a vector names its layer non-negative). Prompts are strings or token ids, encoded
+    with ``prepend_bos`` (None: the model's default), as :func:`condition_scores` does.
+
+    Example:
+        >>> fitted = fit_condition(model, topic_vec, food_prompts, travel_prompts, layer=2)
+        >>> fitted.accuracy, fitted.condition.threshold
+    """
+    backend = backend_for(model, tokenizer)
+    n_layers = backend.n_layers
+    if isinstance(condition, SteeringVector):
+        at = None if layer is None else resolve_layers([layer], n_layers)[0]
+        condition = Condition.from_vector(condition.resolved(n_layers), at, aggregate=aggregate)
+    elif not isinstance(condition, Condition):
+        raise InvalidArgumentError(
+            f"condition must be a Condition or a SteeringVector, got {type(condition).__name__}."
+        )
+    elif layer is not None and resolve_layers([layer], n_layers) != resolve_layers([condition.layer], n_layers):
+        raise InvalidArgumentError(f"layer={layer} but the condition reads layer {condition.layer}; pass one of them.")
+    kwargs = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
+    steer = condition_scores(backend, condition, steer_prompts, **kwargs)
+    other = condition_scores(backend, condition, other_prompts, **kwargs)
+    auc = roc_auc(steer.tolist(), other.tolist())
+    above = auc >= 0.5
+    sign = 1.0 if above else -1.0
+    cut = best_threshold((sign * steer).tolist(), (sign * other).tolist())
+    fitted = Condition(condition.direction, condition.layer, condition.layer_type, sign * cut.threshold,
+                       condition.aggregate, above, condition.skip_first)
+    return FittedCondition(fitted, max(auc, 1 - auc), cut.accuracy, steer, other)
+
+
+def condition_accuracy(
+    model: Any, condition: Condition, steer_prompts: Prompts, other_prompts: Prompts, **kwargs: Any
+) -> float:
+    """Share of prompts the condition classifies right: steer_prompts must hold, other_prompts must not.
+
+    ``kwargs`` (``tokenizer``, ``batch_size``, ``padding_side``, ``prepend_bos``) go to
+    :func:`~steerlens.conditional.steering.condition_scores`.
+
+    Example:
+        >>> condition_accuracy(model, fitted.condition, held_out_food, held_out_travel)
+        1.0
+    """
+    steer = condition.holds(condition_scores(model, condition, steer_prompts, **kwargs))
+    other = condition.holds(condition_scores(model, condition, other_prompts, **kwargs))
+    return float(torch.cat([steer, ~other]).float().mean())

@@ -1,0 +1,16 @@
+"""Vectors in other tools' formats: the ``steering-vectors`` library, llama.cpp control vectors
+(GGUF) and lm-evaluation-harness' ``steered`` model. Each tool's own package is imported only
+when its format is written or read."""
+
+from steerlens.interop.llama_cpp import export_gguf, import_gguf
+from steerlens.interop.lm_eval import lm_eval_steered_model, write_lm_eval_steer_config
+from steerlens.interop.steering_vectors import from_steering_vectors, to_steering_vectors
+
+__all__ = [
+    "export_gguf",
+    "from_steering_vectors",
+    "import_gguf",
+    "lm_eval_steered_model",
+    "to_steering_vectors",
+    "write_lm_eval_steer_config",
+]

@@ -1,0 +1,218 @@
+"""fast_generation: weights in the layout TransformerLens' forward reads, results bit-identical.
+
+Every comparison is against the same model put back into TransformerLens' own layout
+(``tl_layout``): that is what generation computed before the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from helpers import random_vector
+from tiny_hf import make_hf_model
+from tiny_hf import make_tokenizer as make_word_tokenizer
+
+from steerlens import load_model
+from steerlens.adapter import convert_hf_model
+from steerlens.backends.hooked_layout import OutputLayout, fast_generation, is_fast
+from steerlens.errors import UnsupportedModelError
+from steerlens.toy import load_toy_model
+
+TOY_PROMPTS = ["The food was", "Let me tell you about the hotel , it", "I think", "The film"]
+WORD_PROMPTS = ["the cat sat on the mat", "a dog ran", "the big red dog sat on a small mat and ran"]
+# One architecture per code path fast_generation touches: GPT-2 (plain attention + MLP), LLaMA (grouped-query
+# attention, gated MLP, rotary), OLMo (clip_qkv), Gemma 2 (soft caps), BLOOM (ALiBi), Mixtral (mixture of experts),
+# GPT-NeoX (parallel attention and MLP).
+ARCHITECTURES = ("gpt2", "llama", "olmo", "gemma2", "bloom", "mixtral", "neox")
+
+
+def tl_layout(model: Any) -> Any:
+    """A copy of ``model`` as TransformerLens makes it: contiguous weights, no layout hooks."""
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.data = param.data.contiguous()
+    for module in reference.modules():
+        for key in [k for k, hook in module._forward_pre_hooks.items() if isinstance(hook, OutputLayout)]:
+            del module._forward_pre_hooks[key]
+    assert not is_fast(reference)
+    return reference
+
+
+def generate(model: Any, prompt: Any, seed: int | None, steer: bool) -> torch.Tensor:
+    """Tokens from ``model.generate`` (12 new, no early stop), optionally steered at layer 1."""
+    kwargs = dict(max_new_tokens=12, stop_at_eos=False, verbose=False, return_type="tokens", do_sample=seed is not None)
+    if seed is not None:
+        torch.manual_seed(seed)
+        kwargs.update(temperature=1.5, top_k=20)
+    if not steer:
+        return model.generate(prompt, **kwargs)
+    with random_vector(model, layers=[1], scale=4.0).apply(model, multiplier=2.0):
+        return model.generate(prompt, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def toy_pair() -> tuple[Any, Any]:
+    fast = load_toy_model()
+    return fast, tl_layout(fast)
+
+
+@pytest.fixture(scope="module", params=ARCHITECTURES)
+def converted_pair(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    fast = convert_hf_model(make_hf_model(request.param), tokenizer=make_word_tokenizer())
+    return fast, tl_layout(fast)
+
+
+# -- bit-identical results -------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [None, 7], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("steer", [False, True], ids=["unsteered", "steered"])
+@pytest.mark.parametrize("prompt", [TOY_PROMPTS[1], TOY_PROMPTS], ids=["one", "left-padded-batch"])
+def test_toy_generations_are_bit_identical(toy_pair, prompt, seed, steer):
+    fast, reference = toy_pair
+    assert torch.equal(generate(fast, prompt, seed, steer), generate(reference, prompt, seed, steer))
+
+
+def test_toy_logits_are_equal(toy_pair):
+    fast, reference = toy_pair
+    tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
+    with torch.no_grad():
+        assert torch.equal(fast(tokens), reference(tokens))
+        # The unembedding alone, as sweeps call it (backends.tail.unembed).
+        resid = torch.randn(5, 1, fast.cfg.d_model)
+        assert torch.equal(fast(resid, start_at_layer=fast.cfg.n_layers), reference(resid, start_at_layer=4))
+
+
+@pytest.mark.parametrize("seed", [None, 3], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("steer", [False, True], ids=["unsteered", "steered"])
+def test_converted_generations_are_bit_identical(converted_pair, seed, steer):
+    fast, reference = converted_pair
+    assert is_fast(fast)
+    for prompt in (WORD_PROMPTS[0], WORD_PROMPTS):
+        assert torch.equal(generate(fast, prompt, seed, steer), generate(reference, prompt, seed, steer))
+
+
+def test_converted_logits_are_equal(converted_pair):
+    fast, reference = converted_pair
+    tokens = fast.to_tokens(WORD_PROMPTS, padding_side="left")
+    with torch.no_grad():
+        assert torch.equal(fast(tokens), reference(tokens))
+
+
+@pytest.mark.parametrize("flag", ["use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in"])
+def test_other_attention_paths_stay_bit_identical(flag):
+    """``use_attn_result`` sums over a W_O view whose strides set the order: W_O follows the flag."""
+    fast = load_toy_model()
+    reference = tl_layout(fast)
+    tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
+    for value in (True, False, True):
+        for model in (fast, reference):
+            getattr(model, f"set_{flag}")(value)
+        with torch.no_grad():
+            assert torch.equal(fast(tokens), reference(tokens)), (flag, value)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_casting_keeps_the_layout_and_the_results(toy_pair, dtype):
+    fast, reference = (copy.deepcopy(model).to(dtype) for model in toy_pair)
+    assert is_fast(fast)
+    tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
+    with torch.no_grad():
+        assert torch.equal(fast(tokens), reference(tokens))
+    assert torch.equal(generate(fast, TOY_PROMPTS, None, True), generate(reference, TOY_PROMPTS, None, True))
+
+
+# -- what changes, what does not -------------------------------------------------------
+
+def test_weights_need_no_copy_per_call(toy_pair):
+    """The rearranged views TransformerLens multiplies with share the parameters' storage."""
+    fast, reference = toy_pair
+    unembed = fast.unembed.W_U
+    assert unembed.T.contiguous().data_ptr() == unembed.data_ptr()
+    assert reference.unembed.W_U.T.contiguous().data_ptr() != reference.unembed.W_U.data_ptr()
+    attn = fast.blocks[0].attn
+    for weight in (attn.W_Q, attn.W_K, attn.W_V):
+        assert weight.permute(0, 2, 1).reshape(-1, fast.cfg.d_model).data_ptr() == weight.data_ptr()
+    assert attn.W_O.permute(2, 0, 1).reshape(fast.cfg.d_model, -1).data_ptr() == attn.W_O.data_ptr()
+
+
+def test_gated_mlp_and_grouped_query_weights_are_laid_out():
+    model = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    mlp, attn = model.blocks[0].mlp, model.blocks[0].attn
+    assert all(w.T.is_contiguous() for w in (mlp.W_gate, mlp.W_in, mlp.W_out))
+    assert all(w.permute(0, 2, 1).is_contiguous() for w in (attn._W_K, attn._W_V))
+
+
+def test_values_shapes_and_parameter_objects_unchanged():
+    reference = tl_layout(load_toy_model())
+    model = copy.deepcopy(reference)
+    before = dict(model.named_parameters())
+    assert fast_generation(model) is model
+    after = dict(model.named_parameters())
+    assert before.keys() == after.keys()
+    for name, param in after.items():
+        assert param is before[name]
+        assert torch.equal(param, reference.get_parameter(name)) and param.shape == reference.get_parameter(name).shape
+
+
+def test_safe_to_call_twice():
+    model = load_toy_model()
+    pointers = {name: param.data_ptr() for name, param in model.named_parameters()}
+    assert fast_generation(fast_generation(model)) is model
+    assert pointers == {name: param.data_ptr() for name, param in model.named_parameters()}
+    for block in model.blocks:
+        assert sum(isinstance(h, OutputLayout) for h in block.attn._forward_pre_hooks.values()) == 1
+
+
+def test_refuses_models_that_are_not_hooked_transformers():
+    with pytest.raises(UnsupportedModelError, match="Hugging Face model needs no such fix"):
+        fast_generation(make_hf_model("gpt2"))
+
+
+def test_an_unembedding_tied_to_the_embedding_stays_tied():
+    model = tl_layout(load_toy_model())
+    model.unembed.W_U = torch.nn.Parameter(model.embed.W_E.T)  # shares W_E's storage
+    fast_generation(model)
+    assert model.unembed.W_U.data_ptr() == model.embed.W_E.data_ptr() and is_fast(model)
+
+
+def test_load_state_dict_keeps_the_layout(toy_pair):
+    fast, reference = toy_pair
+    model = copy.deepcopy(fast)
+    model.load_state_dict(reference.state_dict())
+    assert is_fast(model)
+
+
+def test_trainable_after_a_call_under_inference_mode():
+    """The re-laid weights are normal tensors, so autograd still works on the model."""
+    model = tl_layout(load_toy_model())
+    with torch.inference_mode():
+        fast_generation(model)
+    loss = model(model.to_tokens(TOY_PROMPTS[1]), return_type="loss")
+    loss.backward()
+    assert model.unembed.W_U.grad is not None
+
+
+# -- every loading route ---------------------------------------------------------------
+
+def test_load_model_routes_return_fast_models(tmp_path, monkeypatch):
+    hf = make_hf_model("gpt2")
+    assert is_fast(load_model("toy"))
+    assert is_fast(load_model(hf, tokenizer=make_word_tokenizer()))
+    hf.save_pretrained(tmp_path)
+    make_word_tokenizer().save_pretrained(tmp_path)
+    assert is_fast(load_model(tmp_path))
+
+    from transformer_lens import HookedTransformer
+
+    from steerlens.adapter import load as load_module
+
+    # TransformerLens' own official models: stand in for the download with a toy model in TL's layout.
+    plain = tl_layout(load_toy_model())
+    monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing", lambda *a, **k: plain)
+    monkeypatch.setattr(load_module, "hub_offline", lambda: False)
+    assert load_module._load_tl_official("gpt2", None, None, None, False) is plain
+    assert is_fast(plain)

@@ -1,0 +1,214 @@
+"""The command line: each subcommand against the library call it wraps, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from helpers import subprocess_env
+
+from steerlens import SteeringVector, prob_share, sweep_layers, train_steering_vector
+from steerlens.cli import main
+from steerlens.evaluation import steered_and_unsteered
+from steerlens.formats.pairs import save_pairs_jsonl
+from steerlens.toy import concept_words, neutral_prompts, sentiment_pairs
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    save_pairs_jsonl(sentiment_pairs("train")[:16], path)
+    return path
+
+
+@pytest.fixture()
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(neutral_prompts("sentiment", "test")[:6]) + "\n\n")
+    return path
+
+
+def run(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_writes_the_library_vector(toy, pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    code, stdout, _ = run(["train", "--pairs", pairs_file, "--layers", "1,-1", "--batch-size", "4", "--out", out], capsys)
+    assert code == 0 and "layers [1, 3]" in stdout
+    expected = train_steering_vector(toy, None, sentiment_pairs("train")[:16], layers=[1, 3], batch_size=1)
+    vec = SteeringVector.load(out)
+    assert vec.layers == [1, 3]
+    for layer in (1, 3):
+        torch.testing.assert_close(vec.layer_activations[layer], expected.layer_activations[layer], atol=1e-5, rtol=0)
+
+
+def test_info_shows_layers_norms_and_metadata(pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    assert run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)[0] == 0
+    code, stdout, _ = run(["info", out], capsys)
+    vec = SteeringVector.load(out)
+    assert code == 0
+    assert f"norm {vec.layer_activations[2].norm().item():.4f}" in stdout
+    assert "layer_type: resid_post" in stdout and "model_name: steerlens-toy" in stdout
+
+
+def test_info_reads_a_gguf_control_vector(tmp_path, capsys):
+    from steerlens.interop import export_gguf
+
+    vec = SteeringVector({1: torch.ones(8), 2: torch.full((8,), 2.0)}, metadata={"model_name": "tiny"})
+    export_gguf(vec, tmp_path / "cv.gguf")
+    assert main(["info", str(tmp_path / "cv.gguf")]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF control vector" in out and "safetensors" not in out
+    assert "layer   2  norm 5.6569" in out  # |(2, ..., 2)| over 8 entries = 2 * sqrt(8)
+
+
+def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys):
+    out = tmp_path / "vec.safetensors"
+    run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)
+    prompt = "Let me tell you about the film. I thought the movie was"
+    code, stdout, _ = run(["generate", "--vector", out, "--multiplier", "-6", "--prompt", prompt,
+                           "--max-new-tokens", "8"], capsys)
+    steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, -6.0, 8)
+    assert code == 0
+    assert f"unsteered:  {plain!r}" in stdout and f"steered x-6: {steered!r}" in stdout
+
+
+def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, capsys):
+    out = tmp_path / "sweep.csv"
+    code, stdout, _ = run(["sweep", "--pairs", pairs_file, "--prompts", prompts_file, "--layers", "0,2",
+                           "--multipliers", "-4,4", "--positive-words", "good,great",
+                           "--negative-words", "bad,terrible", "--out", out], capsys)
+    assert code == 0 and "prob_share over 6 prompts" in stdout
+    got = pd.read_csv(out)
+    prompts = prompts_file.read_text().split("\n")[:6]
+    expected = sweep_layers(toy, sentiment_pairs("train")[:16], prompts, layers=[0, 2], multipliers=[-4, 4],
+                            metric=prob_share([" good", " great"], [" bad", " terrible"]),
+                            train_kwargs={"batch_size": 8})
+    assert list(got["layer"]) == [0, 0, 2, 2] and list(got["multiplier"]) == [-4, 4, -4, 4]
+    assert got["prob_share"].to_numpy() == pytest.approx(expected["prob_share"].to_numpy(), abs=1e-6)
+
+
+def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
+    out = tmp_path / "demo"
+    code, stdout, _ = run(["demo", "--out", out, "--layers", "1,2", "--multipliers", "-4,0,4",
+                           "--max-new-tokens", "4"], capsys)
+    assert code == 0
+    vec = SteeringVector.load(out / "sentiment_vector.safetensors")
+    assert vec.layers == [1, 2]
+    sweep = pd.read_csv(out / "sweep.csv")
+    assert len(sweep) == 6 and set(sweep["multiplier"]) == {-4.0, 0.0, 4.0}
+    # An unsteered cell is the plain model's positive share.
+    words = concept_words("sentiment")
+    from steerlens.toy import positive_mass
+
+    base = positive_mass(toy, neutral_prompts("sentiment", "test")).mean().item()
+    assert sweep.loc[sweep["multiplier"] == 0, "prob_share"].to_numpy() == pytest.approx([base, base], abs=1e-5)
+    assert (out / "sweep_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best layer" in stdout and "unsteered:" in stdout and len(words["positive"]) == 8
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["train", "--pairs", "{missing}", "--out", "{tmp}/v.safetensors"], "cannot read pairs file"),
+        (["train", "--pairs", "{bad_jsonl}", "--out", "{tmp}/v.safetensors"], "line 2"),
+        (["train", "--pairs", "{pairs}", "--layers", "9", "--out", "{tmp}/v.safetensors"], "layer"),
+        (["train", "--pairs", "{pairs}", "--layers", "a,b", "--out", "{tmp}/v.safetensors"], "comma-separated integers"),
+        (["train", "--model", "{tmp}/no-such-model", "--pairs", "{pairs}", "--out", "{tmp}/v.safetensors"], "no-such-model"),
+        (["info", "{garbage}"], "{garbage}"),
+        (["generate", "--vector", "{garbage}", "--prompt", "hi"], "{garbage}"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--out", "{tmp}/s.csv"], "no prompts"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--positive-words", "good", "--out", "x"], "neither"),
+        (["train"], "required"),
+        (["nonsense"], "invalid choice"),
+        (["generate", "--vector", "{garbage}", "--prompt", "hi", "--max-new-tokens", "0"], "positive integer"),
+        (["demo", "--max-new-tokens", "-3"], "positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, phrase, pairs_file, tmp_path, capsys):
+    files = {
+        "tmp": tmp_path, "missing": tmp_path / "missing.jsonl", "pairs": pairs_file,
+        "bad_jsonl": tmp_path / "bad.jsonl", "garbage": tmp_path / "garbage.safetensors",
+        "empty": tmp_path / "empty.txt",
+    }
+    files["bad_jsonl"].write_text('{"positive": "a", "negative": "b"}\n{"positive": 3}\n')
+    files["garbage"].write_bytes(os.urandom(64))
+    files["empty"].write_text("\n \n")
+    argv = [a.format(**files) for a in argv]
+    code = main(argv)
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and err.startswith("steerlens")
+    assert phrase.format(**files) in err
+
+
+def test_console_entry_point_has_no_traceback(tmp_path):
+    env = subprocess_env()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 10)
+    proc = subprocess.run([sys.executable, "-m", "steerlens.cli", "info", str(bad)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
+
+
+def one_line_error(code: int, capsys) -> str:
+    """The single stderr line of a failed command (exit 2, no traceback)."""
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("steerlens: error: ")
+    return err
+
+
+def test_generate_past_the_context_is_one_line(toy, tmp_path, capsys):
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(toy.cfg.d_model)}).save(vec)
+    code = main(["generate", "--vector", str(vec), "--prompt", "I think", "--max-new-tokens", "100000"])
+    err = one_line_error(code, capsys)
+    room = toy.cfg.n_ctx - toy.to_tokens("I think").shape[1]
+    assert "--max-new-tokens 100000 does not fit" in err and f"use --max-new-tokens {room} or less" in err
+
+
+def test_missing_relative_model_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    """A folder under an existing one never goes to the hub; neither does a name when the hub is unreachable."""
+    from steerlens.adapter import load as load_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(load_module, "_in_hub_cache", lambda name: False)
+    monkeypatch.setattr(load_module, "_hub_reachable", lambda timeout=3.0: False, raising=False)
+    (tmp_path / "runs").mkdir()
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(8)}).save(vec)
+    code = main(["generate", "--model", "runs/tiny", "--vector", str(vec), "--prompt", "hi"])
+    err = one_line_error(code, capsys)
+    assert "no such folder" in err and str(tmp_path / "runs" / "tiny") in err
+    code = main(["generate", "--model", "my_tiny_model", "--vector", str(vec), "--prompt", "hi"])
+    err = one_line_error(code, capsys)
+    assert "no local folder" in err and "HF_HUB_OFFLINE=1" in err and err.rstrip().endswith(".")
+
+
+def test_hub_errors_are_not_cut_mid_sentence(tmp_path, monkeypatch, capsys):
+    import transformers
+
+    from steerlens.adapter import load as load_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(load_module, "_hub_reachable", lambda timeout=3.0: True, raising=False)
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files.\nCheck your connection.")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    vec = tmp_path / "v.safetensors"
+    SteeringVector({1: torch.ones(8)}).save(vec)
+    err = one_line_error(main(["generate", "--model", "org/not-here", "--vector", str(vec), "--prompt", "hi"]), capsys)
+    assert "load the files. Check your connection." in err and "HF_HUB_OFFLINE=1" in err

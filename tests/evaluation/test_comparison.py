@@ -1,0 +1,127 @@
+"""compare_logits and ab_behavior_probability against hand computations with manual hooks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import random_vector
+
+from steerlens import ABItem, ab_behavior_probability, compare_logits
+from steerlens.backends import steering_hooks_on
+from steerlens.errors import InvalidArgumentError
+from steerlens.tokens import TargetTokenError
+
+PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]
+
+
+def token_str(tok, i):
+    """Decoded text, or the vocabulary entry when the token is a partial UTF-8 byte."""
+    text = tok.decode([i])
+    return tok.convert_ids_to_tokens(i) if "\ufffd" in text else text
+
+
+def manual_logprobs(model, prompt, vec, layer, multiplier):
+    """(steered, unsteered) next-token log-probs, one unpadded prompt, hand-written hook."""
+    tokens = model.to_tokens(prompt)
+    v = vec.layer_activations[layer]
+    hook = (f"blocks.{layer}.hook_{vec.layer_type}", lambda act, hook: act + multiplier * v)
+    with torch.no_grad():
+        steered = model.run_with_hooks(tokens, fwd_hooks=[hook])[0, -1]
+        clean = model(tokens)[0, -1]
+    return torch.log_softmax(steered, -1), torch.log_softmax(clean, -1)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("which", ["model", "rotary_model"])
+def test_compare_logits_matches_manual_hook(request, which, padding_side):
+    model = request.getfixturevalue(which)
+    vec = random_vector(model, [2, 0])
+    mults = [2.0, -1.5]
+    targets = {"group": [40, 41, 42], "single": 50}
+    frame = compare_logits(
+        model, vec, PROMPTS, multipliers=mults, target_tokens=targets, top_k=4, batch_size=4,
+        padding_side=padding_side,
+    )
+    assert len(frame) == len(PROMPTS) * 2 * 2
+    # One row per prompt × layer × multiplier, in the order given.
+    keys = [(r.prompt_index, r.layer, r.multiplier) for r in frame.itertuples()]
+    assert keys == [(p, layer, m) for p in range(3) for layer in (0, 2) for m in mults]
+    for _, row in frame.iterrows():
+        assert row.prompt == PROMPTS[row.prompt_index]
+        after, before = manual_logprobs(model, row.prompt, vec, row.layer, row.multiplier)
+        kl = float((after.exp() * (after - before)).sum())
+        assert row.kl == pytest.approx(kl, abs=1e-5)
+        for name, ids in (("group", [40, 41, 42]), ("single", [50])):
+            b, a = before[ids].exp().sum().log(), after[ids].exp().sum().log()
+            assert row[f"logprob_before[{name}]"] == pytest.approx(float(b), abs=1e-5)
+            assert row[f"logprob_after[{name}]"] == pytest.approx(float(a), abs=1e-5)
+            assert row[f"delta_logprob[{name}]"] == pytest.approx(float(a - b), abs=1e-5)
+        assert row.argmax_changed == bool(after.argmax() != before.argmax())
+        for column, lp in (("top_k_before", before), ("top_k_after", after)):
+            probs, ids = lp.exp().topk(4)
+            assert [t for t, _ in row[column]] == [token_str(model.tokenizer, i) for i in ids.tolist()]
+            assert [p for _, p in row[column]] == pytest.approx(probs.tolist(), abs=1e-5)
+    assert steering_hooks_on(model) == []
+
+
+def test_target_lists_and_multi_token_strings(model):
+    tok = model.tokenizer
+    vec = random_vector(model, [1])
+    word = " lovely"
+    first = tok.encode(word, add_special_tokens=False)[0]
+    assert len(tok.encode(word, add_special_tokens=False)) > 1
+    # Deliberate change (issue 13): a string that is several tokens after the prompt is an error
+    # naming it; it used to stand for its first token, with a warning.
+    with pytest.raises(TargetTokenError, match=r"target ' lovely' is \d tokens .* after prompt"):
+        compare_logits(model, vec, PROMPTS[:1], target_tokens=[word, 45])
+    frame = compare_logits(model, vec, PROMPTS[:1], target_tokens=[first, 45])
+    name_first, name_45 = token_str(tok, first), token_str(tok, 45)
+    assert {f"delta_logprob[{name_first}]", f"delta_logprob[{name_45}]"} <= set(frame.columns)
+    after, before = manual_logprobs(model, PROMPTS[0], vec, 1, 1.0)
+    assert frame[f"delta_logprob[{name_first}]"][0] == pytest.approx(float(after[first] - before[first]), abs=1e-5)
+    with pytest.raises(InvalidArgumentError, match="twice"):
+        compare_logits(model, vec, PROMPTS[:1], target_tokens=[45, 45])
+    with pytest.raises(InvalidArgumentError, match="top_k"):
+        compare_logits(model, vec, PROMPTS[:1], top_k=0)
+
+
+def test_zero_multiplier_changes_nothing(model):
+    frame = compare_logits(model, random_vector(model, [1, 3]), PROMPTS, multipliers=[0.0], target_tokens=[44])
+    assert (frame.kl == 0).all() and not frame.argmax_changed.any()
+    assert (frame["delta_logprob[" + token_str(model.tokenizer, 44) + "]"] == 0).all()
+    assert all(a == b for a, b in zip(frame.top_k_before, frame.top_k_after))
+
+
+def test_ab_items():
+    item = ABItem.from_choices("Do you like cats?", "Yes", "No", matching="B")
+    assert item.prompt.endswith("(A) Yes\n(B) No\nAnswer: (")
+    caa = ABItem.from_caa({"question": "Q?\n\nChoices:\n (A) x\n (B) y", "answer_matching_behavior": " (A)"})
+    assert caa == ABItem("Q?\n\nChoices:\n (A) x\n (B) y\nAnswer: (", "A")
+    with pytest.raises(InvalidArgumentError, match="matching"):
+        ABItem("Q", "C")
+    with pytest.raises(InvalidArgumentError, match=r"\(A\)"):
+        ABItem.from_caa({"question": "Q", "answer_matching_behavior": "yes"})
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_ab_behavior_probability_matches_manual(model, padding_side):
+    vec = random_vector(model, [1, 2], seed=3)
+    items = [
+        ABItem.from_choices("Good?", "Yes", "No", "A"),
+        {"question": "Bad?\n(A) yes\n(B) no", "answer_matching_behavior": "(B)"},
+        ("Pick one: (", "B"),
+    ]
+    a_id, b_id = (model.tokenizer.encode(x, add_special_tokens=False)[0] for x in "AB")
+    mults = [-2.0, 0.0, 2.0]
+    frame = ab_behavior_probability(model, vec, items, multipliers=mults, batch_size=3, padding_side=padding_side)
+    assert len(frame) == 3 * 2 * 3
+    for _, row in frame.iterrows():
+        after, before = manual_logprobs(model, row.prompt, vec, row.layer, row.multiplier)
+        for lp, suffix in ((after, "steered"), (before, "unsteered")):
+            pa, pb = lp[a_id].exp(), lp[b_id].exp()
+            expected = (pa if row.matching == "A" else pb) / (pa + pb)
+            assert row[f"p_matching_{suffix}"] == pytest.approx(float(expected), abs=1e-5)
+            assert row[f"ab_mass_{suffix}"] == pytest.approx(float(pa + pb), abs=1e-6)
+    assert frame.matching.tolist()[::6] == ["A", "B", "B"]
+    zero = frame[frame.multiplier == 0]
+    assert (zero.p_matching_steered == zero.p_matching_unsteered).all()

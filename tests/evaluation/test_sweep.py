@@ -1,0 +1,240 @@
+"""Layer sweeps: every cell against a naive loop (apply + full forward, one prompt at a time)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_model, make_tokenizer, random_vector
+
+from steerlens import SteeringVector, ablation_operator, logit_diff, prob_mass, sweep_layers, train_steering_vector
+from steerlens.backends import steering_hooks_on
+from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
+from steerlens.evaluation.metrics import argmax_changed, kl_divergence, token_ids
+from steerlens.evaluation.sweep import iter_steered_logits
+
+PROMPTS = [
+    "I love this film",
+    "The food was delicious and the service was kind",
+    "sad",
+    "What a lovely day for a walk in the park , she said",
+]
+MULTS = [-3.0, 0.0, 2.0]
+
+
+def naive_last_logits(model, vec, layer, multiplier, prompt, operator=None):
+    """(steered, unsteered) next-token logits of one unpadded prompt."""
+    tokens = model.to_tokens(prompt)
+    with torch.no_grad():
+        clean = model(tokens)[0, -1]
+        with vec.select_layers([layer]).apply(model, multiplier=multiplier, operator=operator):
+            steered = model(tokens)[0, -1]
+    return steered[None], clean[None]
+
+
+def naive_table(model, vec, prompts, mults, metric, operator=None):
+    return {
+        (layer, m): torch.cat([metric(*naive_last_logits(model, vec, layer, m, p, operator)) for p in prompts])
+        for layer in vec.layers
+        for m in mults
+    }
+
+
+def assert_matches_naive(frame, expected, column):
+    assert len(frame) == len(expected)
+    for row in frame.itertuples():
+        want = expected[row.layer, row.multiplier]
+        assert getattr(row, column) == pytest.approx(float(want.mean()), abs=1e-5), (row.layer, row.multiplier)
+        assert row.n_prompts == len(want)
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("which", ["model", "rotary_model"])
+def test_cells_equal_naive_loop(request, which, padding_side):
+    model = request.getfixturevalue(which)
+    vec = random_vector(model, range(model.cfg.n_layers))
+    expected = naive_table(model, vec, PROMPTS, MULTS, kl_divergence)
+    # batch_size 4 with 3 multipliers: one prompt per pass, so several padded batches are exercised too.
+    for batch_size in (4, 32):
+        frame = sweep_layers(model, vec, PROMPTS, multipliers=MULTS, batch_size=batch_size, padding_side=padding_side)
+        assert list(frame.columns) == ["layer", "multiplier", "kl", "kl_std", "n_prompts"]
+        assert frame.attrs["metric"] == "kl"
+        assert_matches_naive(frame, expected, "kl")
+    assert (frame[frame.multiplier == 0].kl == 0).all()
+    assert (frame[frame.multiplier != 0].kl > 1e-3).all()
+    assert steering_hooks_on(model) == []
+
+
+def test_per_prompt_values_and_order(model):
+    vec = random_vector(model, [1, 3])
+    frame = sweep_layers(model, vec, PROMPTS, multipliers=[2.0, -1.0], per_prompt=True, batch_size=2)
+    assert list(frame.columns) == ["layer", "multiplier", "prompt_index", "prompt", "kl"]
+    assert len(frame) == 2 * 2 * len(PROMPTS)
+    for row in frame.itertuples():
+        assert row.prompt == PROMPTS[row.prompt_index]
+        steered, clean = naive_last_logits(model, vec, row.layer, row.multiplier, row.prompt)
+        assert row.kl == pytest.approx(float(kl_divergence(steered, clean)), abs=1e-5)
+
+
+@pytest.mark.parametrize("layer_type", ["resid_pre", "mlp_out", "resid_mid"])
+def test_other_layer_types_equal_naive_loop(model, layer_type):
+    vec = random_vector(model, [0, 2, 3], layer_type=layer_type, seed=4)
+    expected = naive_table(model, vec, PROMPTS, MULTS, kl_divergence)
+    assert_matches_naive(sweep_layers(model, vec, PROMPTS, multipliers=MULTS, batch_size=5), expected, "kl")
+
+
+def test_operator_and_layer_subset(model):
+    vec = random_vector(model, [0, 1, 2, 3], seed=2)
+    op = ablation_operator()
+    expected = naive_table(model, vec.select_layers([2, 0]), PROMPTS, [1.0], kl_divergence, operator=op)
+    frame = sweep_layers(model, vec, PROMPTS, layers=[2, 0], multipliers=[1.0], operator=op)
+    assert frame.layer.tolist() == [0, 2]
+    assert_matches_naive(frame, expected, "kl")
+
+
+def test_training_samples_are_trained_in_one_pass(model, pairs):
+    layers = [1, 2]
+    frame = sweep_layers(model, pairs, PROMPTS, layers=layers, multipliers=[-2.0, 2.0], train_kwargs={"batch_size": 4})
+    vec = train_steering_vector(model, None, pairs, layers=layers)
+    expected = naive_table(model, vec, PROMPTS, [-2.0, 2.0], kl_divergence)
+    assert_matches_naive(frame, expected, "kl")
+
+
+def test_token_metrics(model):
+    tok = model.tokenizer
+    vec = random_vector(model, [1, 2], seed=5)
+    texts = (tok.decode([i]) for i in range(30, 120))
+    single = next(s for s in texts if len(tok.encode(s, add_special_tokens=False)) == 1)
+    pos, neg = [single, 40], [41, 42]
+    pos_ids, neg_ids = token_ids(tok, pos), [41, 42]
+
+    def diff(steered, clean):
+        lp = torch.log_softmax(steered, -1)
+        return lp[:, pos_ids].exp().sum(-1).log() - lp[:, neg_ids].exp().sum(-1).log()
+
+    def mass_change(steered, clean):
+        p, q = torch.softmax(steered, -1), torch.softmax(clean, -1)
+        return p[:, neg_ids].sum(-1) - q[:, neg_ids].sum(-1)
+
+    for metric, name, reference in (
+        (logit_diff(pos, neg), "logit_diff", diff),
+        (prob_mass(neg, relative=True), "delta_prob_mass", mass_change),
+        ("argmax_changed", "argmax_changed", argmax_changed),
+        (lambda s, c: (s - c).abs().amax(-1), "metric", lambda s, c: (s - c).abs().amax(-1)),
+    ):
+        frame = sweep_layers(model, vec, PROMPTS, multipliers=MULTS, metric=metric)
+        assert frame.attrs["metric"] == name and name in frame.columns
+        assert_matches_naive(frame, naive_table(model, vec, PROMPTS, MULTS, reference), name)
+
+
+def test_single_token_logit_diff_is_the_logit_difference():
+    steered = torch.randn(3, 10)
+    metric = logit_diff(2, 7)
+    torch.testing.assert_close(metric(steered, steered), steered[:, 2] - steered[:, 7], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logit_diff(2, 7, relative=True)(steered, steered), torch.zeros(3))
+
+
+def test_unbound_string_metric_explains_itself():
+    with pytest.raises(InvalidArgumentError, match="bind"):
+        prob_mass(" x")(torch.zeros(1, 4), torch.zeros(1, 4))
+
+
+def test_bad_arguments(model):
+    vec = random_vector(model, [1])
+    with pytest.raises(InvalidArgumentError, match="unknown metric"):
+        sweep_layers(model, vec, PROMPTS, metric="nope")
+    with pytest.raises(InvalidArgumentError, match="one value per prompt"):
+        sweep_layers(model, vec, PROMPTS, metric=lambda s, c: s.sum())
+    with pytest.raises(InvalidArgumentError, match="distinct"):
+        sweep_layers(model, vec, PROMPTS, multipliers=[1, 1])
+    with pytest.raises(InvalidArgumentError, match="finite"):
+        sweep_layers(model, vec, PROMPTS, multipliers=[float("nan")])
+    with pytest.raises(InvalidArgumentError, match="prompts"):
+        sweep_layers(model, vec, [])
+    with pytest.raises(InvalidArgumentError, match="batch_size"):
+        sweep_layers(model, vec, PROMPTS, batch_size=0)
+    with pytest.raises(LayerError, match="not in this vector"):
+        sweep_layers(model, vec, PROMPTS, layers=[2])
+    with pytest.raises(ModelMismatchError, match="d_model"):
+        sweep_layers(model, SteeringVector({1: torch.ones(8)}), PROMPTS)
+
+
+def test_cells_leave_gradients_enabled_for_the_caller(model):
+    vec = random_vector(model, [1])
+    for cell in iter_steered_logits(model, vec, PROMPTS[:2], multipliers=[1.0]):
+        assert torch.is_grad_enabled()
+        assert not cell.steered.requires_grad
+
+
+def test_shortformer_model_takes_the_plain_route():
+    model = make_model(n_layers=2, positional_embedding_type="shortformer", seed=6)
+    vec = random_vector(model, [0, 1], seed=6)
+    expected = naive_table(model, vec, PROMPTS, MULTS, kl_divergence)
+    assert_matches_naive(sweep_layers(model, vec, PROMPTS, multipliers=MULTS, batch_size=3), expected, "kl")
+
+
+def test_huggingface_model_with_its_tokenizer():
+    """A transformers model is adapted; cells equal the HF forward with a torch hook on the decoder layer."""
+    import transformers as tf
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=len(tok), n_positions=64)).eval()
+    vec = SteeringVector({0: torch.randn(32), 1: torch.randn(32)})
+    frame = sweep_layers(hf, vec, PROMPTS[:2], multipliers=[-1.0, 1.5], tokenizer=tok, per_prompt=True)
+
+    def last_logits(prompt, layer=None, m=0.0):
+        def add(module, args, out):
+            delta = m * vec.layer_activations[layer]
+            return (out[0] + delta, *out[1:]) if isinstance(out, tuple) else out + delta
+
+        handle = hf.transformer.h[layer].register_forward_hook(add) if layer is not None else None
+        try:
+            with torch.no_grad():
+                return hf(tok(prompt, return_tensors="pt").input_ids).logits[:, -1]
+        finally:
+            if handle is not None:
+                handle.remove()
+
+    for row in frame.itertuples():
+        expected = kl_divergence(last_logits(row.prompt, row.layer, row.multiplier), last_logits(row.prompt))
+        assert row.kl == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_an_interrupted_sweep_keeps_the_finished_cells(model):
+    """Ctrl-C in a notebook: the cells measured so far come back, with a warning, not a lost hour."""
+    vec = random_vector(model, (0, 1, 2))
+    calls = []
+
+    def metric(steered, unsteered):
+        calls.append(1)
+        if len(calls) > 4:
+            raise KeyboardInterrupt
+        return (steered - unsteered).abs().amax(-1)
+
+    full = sweep_layers(model, vec, PROMPTS[:2], multipliers=[-1.0, 1.0], metric=lambda s, u: (s - u).abs().amax(-1))
+    with pytest.warns(RuntimeWarning, match="interrupted"):
+        partial = sweep_layers(model, vec, PROMPTS[:2], multipliers=[-1.0, 1.0], metric=metric)
+    assert partial.attrs["interrupted"] and not full.attrs["interrupted"]
+    assert 0 < len(partial) < len(full)
+    merged = partial.merge(full, on=["layer", "multiplier"], suffixes=("", "_full"))
+    value = partial.attrs["metric"]
+    np.testing.assert_allclose(merged[value], merged[f"{value}_full"])
+
+
+def test_zero_multiplier_cells_reuse_the_clean_pass_on_hugging_face_models():
+    """Adding 0 x the vector changes nothing, so no forward pass is spent on it (the clean pass is shared)."""
+    from tiny_hf import make_hf_model
+    from tiny_hf import make_tokenizer as make_word_tokenizer
+
+    model, tok = make_hf_model("llama"), make_word_tokenizer()
+    vec = SteeringVector({0: torch.randn(32), 1: torch.randn(32)}, "resid_post")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        frame = sweep_layers(model, vec, ["the cat sat", "a dog ran fast"], multipliers=[-1.0, 0.0, 1.0],
+                             tokenizer=tok)
+    finally:
+        handle.remove()
+    assert len(calls) == 1 + 2 * 2  # one clean pass, then two steered cells per layer
+    assert (frame[frame.multiplier == 0.0].kl == 0).all() and (frame[frame.multiplier != 0.0].kl > 0).all()

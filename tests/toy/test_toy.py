@@ -1,0 +1,248 @@
+"""The bundled toy model, its datasets and metrics, and the JSONL pairs loader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import ROOT, subprocess_env
+
+from steerlens.errors import InvalidArgumentError, PairsFileError
+from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
+from steerlens.toy import (
+    BEST_LAYER,
+    BEST_MULTIPLIER,
+    MODEL_NAME,
+    concept_mass,
+    concept_words,
+    load_toy_model,
+    load_toy_model_from,
+    neutral_prompts,
+    positive_mass,
+    sentiment_pairs,
+    topic_pairs,
+    total_variation,
+)
+from steerlens.toy.datasets import CONCEPTS
+
+DATA = ROOT / "steerlens" / "toy" / "data"
+
+
+# --- loading -----------------------------------------------------------------
+
+
+def test_config_is_sane(toy):
+    cfg = toy.cfg
+    assert cfg.model_name == MODEL_NAME == "steerlens-toy"
+    assert 4 <= cfg.n_layers <= 6
+    assert cfg.d_vocab == len(toy.tokenizer)
+    assert cfg.positional_embedding_type == "standard" and cfg.normalization_type == "LN"
+    assert not toy.training
+    assert next(toy.parameters()).dtype == torch.float32
+
+
+def test_package_data_is_small():
+    assert sum(f.stat().st_size for f in DATA.iterdir()) <= 10_000_000
+
+
+def test_tokenizer_round_trips_and_prepends_bos(toy):
+    tokens = toy.to_tokens("Let me tell you about the film.")
+    assert tokens[0, 0].item() == toy.tokenizer.bos_token_id
+    assert toy.to_string(tokens[0, 1:]) == "Let me tell you about the film."
+    assert toy.tokenizer.pad_token is not None
+
+
+def test_generates_in_domain_text(toy):
+    text = toy.generate("Let me tell you about the", max_new_tokens=12, do_sample=False, verbose=False)
+    assert text.startswith("Let me tell you about the ")
+    assert len(text) > len("Let me tell you about the ") + 10
+
+
+def test_dtype_argument():
+    model = load_toy_model(dtype=torch.float16)
+    assert next(model.parameters()).dtype == torch.float16
+
+
+def test_loads_offline_in_fresh_process(tmp_path):
+    code = (
+        "import time; t = time.perf_counter()\n"
+        "from steerlens.toy import load_toy_model\n"
+        "m = load_toy_model()\n"
+        "print(m.to_str_tokens('The film was')[-1])\n"
+    )
+    env = subprocess_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), HF_ENDPOINT="http://127.0.0.1:9")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("was")
+
+
+# --- datasets ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [sentiment_pairs, topic_pairs])
+def test_pairs_splits_are_disjoint_and_deterministic(make):
+    train, test = make("train"), make("test")
+    assert len(train) == 64 and len(test) == 32
+    assert not set(train) & set(test)
+    assert make("train") == train
+    assert all(p != n and p.strip() and n.strip() for p, n in train + test)
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_neutral_prompts_splits(concept):
+    train, test = neutral_prompts(concept, "train"), neutral_prompts(concept, "test")
+    assert len(train) == len(test) == 48
+    assert not set(train) & set(test)
+    assert neutral_prompts(concept, "test") == test
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_neutral_prompts_do_not_name_a_group(concept):
+    words = {w.strip() for group in concept_words(concept).values() for w in group}
+    for prompt in neutral_prompts(concept, "train") + neutral_prompts(concept, "test"):
+        assert not words & set(prompt.replace(".", " ").replace(",", " ").split())
+
+
+@pytest.mark.parametrize("concept", CONCEPTS)
+def test_concept_words_are_single_tokens(toy, concept):
+    groups = concept_words(concept)
+    seen = set()
+    for words in groups.values():
+        for word in words:
+            ids = toy.tokenizer.encode(word, add_special_tokens=False)
+            assert len(ids) == 1, word
+            seen.add(ids[0])
+    assert len(seen) == sum(len(w) for w in groups.values())
+
+
+def test_pairs_share_their_context():
+    for pos, neg in sentiment_pairs("train") + topic_pairs("train"):
+        assert pos.split(". ")[0] == neg.split(". ")[0] or pos.split(". ")[1:] == neg.split(". ")[1:]
+
+
+def test_bad_split_or_concept():
+    with pytest.raises(InvalidArgumentError):
+        sentiment_pairs("dev")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        neutral_prompts("colour")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        topic_pairs(positive="food", negative="food")
+
+
+# --- JSONL ---------------------------------------------------------------------
+
+
+def test_jsonl_round_trip(tmp_path):
+    pairs = [("I love it", "I hate it"), ("ünïcode ✓", 'quote " and \\n')]
+    path = tmp_path / "pairs.jsonl"
+    save_pairs_jsonl(pairs, path)
+    assert load_pairs_jsonl(path) == pairs
+
+
+def test_jsonl_skips_blank_lines_and_ignores_extra_keys(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('\n{"positive": "a", "negative": "b", "id": 3}\n   \n{"negative": "d", "positive": "c"}\n')
+    assert load_pairs_jsonl(path) == [("a", "b"), ("c", "d")]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"positive": "a", "negative": ', "invalid JSON"),
+        ('["a", "b"]', "expected a JSON object, got list"),
+        ('"just a string"', "expected a JSON object, got str"),
+        ('{"positive": "a"}', "missing key 'negative'"),
+        ('{"negative": "b"}', "missing key 'positive'"),
+        ('{"positive": 1, "negative": "b"}', "'positive' must be a string, got int"),
+        ('{"positive": "a", "negative": null}', "'negative' must be a string, got NoneType"),
+        ('{"positive": "", "negative": "b"}', "'positive' is empty"),
+        ('{"positive": "a", "negative": "   "}', "'negative' is empty"),
+    ],
+)
+def test_jsonl_malformed_line(tmp_path, line, problem):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"positive": "ok", "negative": "fine"}\n\n' + line + "\n")
+    with pytest.raises(PairsFileError, match="line 3") as info:
+        load_pairs_jsonl(path)
+    assert problem in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_jsonl_invalid_utf8(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"positive": "\xff", "negative": "b"}\n')
+    with pytest.raises(PairsFileError, match="line 1: not valid UTF-8"):
+        load_pairs_jsonl(path)
+
+
+def test_jsonl_empty_or_missing_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(PairsFileError, match="no pairs"):
+        load_pairs_jsonl(path)
+    with pytest.raises(PairsFileError, match="cannot read"):
+        load_pairs_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_save_rejects_bad_pairs(tmp_path):
+    with pytest.raises(TypeError):
+        save_pairs_jsonl([("a", "b", "c")], tmp_path / "x.jsonl")
+    with pytest.raises(ValueError):
+        save_pairs_jsonl([("a", "")], tmp_path / "x.jsonl")
+
+
+# --- metrics and steering efficacy ---------------------------------------------
+
+
+def test_concept_mass_rows_are_distributions(toy):
+    mass = concept_mass(toy, neutral_prompts("topic"), "topic")
+    assert mass.shape == (48, 3)
+    torch.testing.assert_close(mass.sum(-1), torch.ones(48))
+
+
+def test_unsteered_model_is_undecided(toy):
+    assert 0.3 < positive_mass(toy, neutral_prompts("sentiment")).mean() < 0.7
+    assert concept_mass(toy, neutral_prompts("topic"), "topic").mean(0).min() > 0.2
+
+
+def test_context_sentiment_is_followed(toy):
+    # A mood sentence sets the sentiment of the review that follows; the corpus makes
+    # 15% of sentences mixed, so the model cannot be sure of the next sentiment word.
+    prompts = neutral_prompts("sentiment")
+    assert positive_mass(toy, ["I had a wonderful time. " + p for p in prompts]).mean() > 0.75
+    assert positive_mass(toy, ["I had a terrible time. " + p for p in prompts]).mean() < 0.25
+
+
+def test_sentiment_steering_moves_sentiment_not_topic(toy):
+    from steerlens import train_steering_vector
+
+    vec = train_steering_vector(toy, None, sentiment_pairs("train"), layers=[BEST_LAYER], batch_size=8)
+    sentiment, topic = neutral_prompts("sentiment", "test"), neutral_prompts("topic", "test")
+    base_pos = positive_mass(toy, sentiment).mean().item()
+    base_topic = concept_mass(toy, topic, "topic")
+    for sign in (1, -1):
+        with vec.apply(toy, multiplier=sign * BEST_MULTIPLIER):
+            pos = positive_mass(toy, sentiment).mean().item()
+            shift = total_variation(concept_mass(toy, topic, "topic"), base_topic).mean().item()
+        print(f"\nmultiplier {sign * BEST_MULTIPLIER}: positive mass {base_pos:.3f} -> {pos:.3f}, topic TV {shift:.3f}")
+        assert (pos >= 0.9) if sign > 0 else (pos <= 0.1)
+        assert shift <= 0.05
+
+
+def test_training_script_is_reproducible(tmp_path):
+    """Two short runs of scripts/train_toy_model.py with the same seed write identical files."""
+    script = ROOT / "scripts" / "train_toy_model.py"
+    env = subprocess_env()
+    digests = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        args = [sys.executable, str(script), "--out", str(out), "--docs", "300", "--steps", "3", "--batch", "4", "--vocab", "400"]
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        digests.append({f.name: f.read_bytes() for f in sorted(out.iterdir())})
+    assert digests[0].keys() == {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert digests[0] == digests[1]
+    reloaded = load_toy_model_from(tmp_path / "a")
+    assert reloaded.cfg.d_vocab == len(reloaded.tokenizer)
