@@ -82,8 +82,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hf_memory.py
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_real_model.py
+	$(BIN)/python benchmarks/bench_startup.py
 	# Builds steering-vectors 0.12.2 in its own venv once (about 4 min; it needs transformers<5).
 	$(BIN)/python benchmarks/bench_training_vs_steering_vectors.py
+	$(BIN)/python benchmarks/bench_training_vs_steering_vectors.py --model smollm2-135m-instruct
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/build_notebooks.py

@@ -1,10 +1,11 @@
-"""Write notebooks 01-03 and 05-07 from the cell sources below, execute them, and save them with outputs.
+"""Write notebooks 01-07 from the cell sources below, execute them, and save them with outputs.
 
 Usage:
     python scripts/build_notebooks.py            # all of them
     python scripts/build_notebooks.py 02         # the ones whose name starts with 02
 
-Notebook 04 is edited by hand; re-execute it with ``--execute-only 04``.
+The committed notebooks are exactly these cells (``tests/test_notebooks.py`` compares them); edit
+here, not in Jupyter. ``--execute-only`` re-executes committed notebooks in place.
 """
 
 from __future__ import annotations
@@ -119,8 +120,7 @@ stream at each layer and resumes from there, with all multipliers stacked in one
 naive loop of `vec.apply` + forward pass, several times faster."""),
     ("code", SETUP),
     ("code", """\
-from steerlens import prob_share
-from steerlens import sweep_layers
+from steerlens import prob_share, sweep_layers
 
 pairs = sentiment_pairs("train")
 prompts = neutral_prompts("sentiment", "test")
@@ -286,9 +286,7 @@ sentiment prompts. Damage: KL(steered ‖ unsteered) on 48 topic prompts ("Here 
 continuation should be a topic noun. Budget: 0.25 nats. Target: a positive share of 0.9, with the multiplier
 bisected to reach it with as little strength as possible. Multipliers are in residual-norm units."""),
     ("code", """\
-from steerlens import calibrate
-from steerlens import prob_share
-from steerlens import residual_norms
+from steerlens import calibrate, prob_share, residual_norms
 
 words = concept_words("sentiment")
 share = prob_share(words["positive"], words["negative"])
@@ -617,10 +615,156 @@ native Hugging Face model at the same site."""),
 ]
 
 
+HUGGING_FACE = [
+    ("md", """\
+# 04 · Steering a Hugging Face checkpoint
+
+`steerlens.load_model` turns a Hugging Face causal LM into a TransformerLens `HookedTransformer`, so everything
+in steerlens (training, `apply`, sweeps, logit comparisons) works on it unchanged. It accepts:
+
+```python
+model = steerlens.load_model("gpt2")                      # a TransformerLens official name
+model = steerlens.load_model("Qwen/Qwen2.5-0.5B")         # a hub id (downloaded once, honours HF_HUB_OFFLINE=1)
+model = steerlens.load_model("path/to/checkpoint")        # a local folder written by save_pretrained
+model = steerlens.load_model(hf_model, tokenizer=tok)     # an already loaded transformers model
+```
+
+This notebook needs no network: it builds a **tiny random GPT-2 checkpoint** in a temporary folder and loads
+it from there. Its weights are random, so the numbers below only show the mechanics; use a real checkpoint
+to see real steering."""),
+    ("code", """\
+%matplotlib inline
+import os
+import tempfile
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a notebook without ipywidgets
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+hf_logging.disable_progress_bar()
+
+import steerlens
+from steerlens import compare_logits
+from steerlens.evaluation.plots import plot_sweep_heatmap
+from steerlens.evaluation.sweep import sweep_layers""")
+    ("md", """\
+## A tiny checkpoint on disk
+
+A byte-level BPE tokenizer trained on a few sentences, and a 4-layer GPT-2 with random weights, both saved with
+`save_pretrained`, exactly like a checkpoint downloaded from the hub."""),
+    ("code", """\
+corpus = [
+    "I loved this film , the acting was wonderful and the story was great",
+    "I hated this film , the acting was terrible and the story was awful",
+    "The food was delicious and the service was kind",
+    "The food was cold and the waiter was rude",
+    "What a lovely trip , the hotel was clean and the beach was beautiful",
+    "What a horrible trip , the hotel was dirty and the beach was crowded",
+] * 4
+
+bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+bpe.decoder = decoders.ByteLevel()
+bpe.train_from_iterator(corpus, trainers.BpeTrainer(
+    vocab_size=400, special_tokens=["<|endoftext|>", "<unk>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+))
+tokenizer = PreTrainedTokenizerFast(
+    tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+    pad_token="<|endoftext|>", unk_token="<unk>",
+)
+
+torch.manual_seed(0)
+config = GPT2Config(
+    vocab_size=len(tokenizer), n_positions=128, n_embd=64, n_layer=4, n_head=4,
+    bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+)
+hf_model = GPT2LMHeadModel(config).eval()
+
+folder = tempfile.mkdtemp(prefix="tiny-gpt2-")
+hf_model.save_pretrained(folder)
+tokenizer.save_pretrained(folder)
+sorted(os.listdir(folder))"""),
+    ("md", """\
+## Load it as a `HookedTransformer`
+
+`load_model(folder)` reads the config, converts the weights and attaches the saved tokenizer. By default
+the weights are converted as they are (`process_weights=False`), so `blocks.{L}.hook_resid_post` is the output
+of Hugging Face decoder layer `L`, and the logits match the original model."""),
+    ("code", """\
+model = steerlens.load_model(folder)
+print(type(model).__name__, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model, ", vocab", model.cfg.d_vocab)
+
+ids = tokenizer("The food was delicious and the", return_tensors="pt").input_ids
+with torch.no_grad():
+    hf_logits = hf_model(ids).logits
+    tl_logits = model(ids)
+print("max |HF logits - TL logits| =", (hf_logits - tl_logits).abs().max().item())"""),
+    ("md", """\
+## Train, sweep and compare, as with any model
+
+The same calls as in the other notebooks. Contrast pairs: (positive, negative) sentences."""),
+    ("code", """\
+pairs = [
+    ("I loved this film", "I hated this film"),
+    ("The food was delicious", "The food was cold"),
+    ("What a lovely trip", "What a horrible trip"),
+    ("the acting was wonderful", "the acting was terrible"),
+    ("the hotel was clean", "the hotel was dirty"),
+]
+prompts = ["The story was", "The waiter was", "The beach was", "I think the film was"]
+
+vec = steerlens.train_steering_vector(model, None, pairs, batch_size=5)  # every layer, one pass
+print("norm per layer:", {layer: round(norm, 2) for layer, norm in vec.norms().items()})
+
+sweep = sweep_layers(model, vec, prompts, multipliers=[-8, -4, 0, 4, 8])
+plot_sweep_heatmap(sweep, title="KL(steered ‖ unsteered), random tiny GPT-2")"""),
+    ("code", """\
+table = compare_logits(
+    model, vec, prompts[:1], multipliers=[-8, 8], layers=[1],
+    target_tokens={"positive": [" wonderful", " great", " lovely"], "negative": [" terrible", " awful", " horrible"]},
+)
+table[["layer", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]"""),
+    ("md", """\
+## Steer the Hugging Face model itself
+
+The same vector steers the plain `transformers` model: `vec.apply(hf_model)` puts torch hooks on the decoder
+layers that carry `blocks.{L}.hook_resid_post`, with the same positions as on the HookedTransformer (also under
+`hf_model.generate` with its KV cache). Training straight from the HF model works too, as in the
+`steering-vectors` library: `train_steering_vector(hf_model, tokenizer, pairs)` reads the model's own modules
+(no conversion, no second copy of the weights). Both routes tokenize alike: the converted
+HookedTransformer follows the tokenizer's own BOS behaviour (`cfg.default_prepend_bos` is whether the tokenizer
+adds one; this one adds none), so the two vectors below are the same up to float rounding."""),
+    ("code", """\
+ids = tokenizer("The story was", return_tensors="pt")
+layer1 = vec.select_layers([1])
+with torch.no_grad():
+    with layer1.apply(hf_model, multiplier=8.0):
+        hf_steered = hf_model(**ids).logits
+        generated = hf_model.generate(**ids, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with layer1.apply(model, multiplier=8.0):
+        tl_steered = model(ids.input_ids)
+print("max |steered HF - steered TL| =", (hf_steered - tl_steered).abs().max().item())
+print("steered generation:", repr(tokenizer.decode(generated[0])))
+
+hf_vec = steerlens.train_steering_vector(hf_model, tokenizer, pairs, layers=[1])
+# Both sides read the same tokens: model.to_tokens adds a BOS only where the tokenizer does.
+print("cosine similarity of the two layer-1 vectors:", round(hf_vec.cosine_similarity(vec)[1], 3))"""),
+    ("md", """\
+The vector itself is a plain `SteeringVector`: save it with `vec.save("vector.safetensors")` and load it back
+with `steerlens.SteeringVector.load(...)`, for this model or another load of the same checkpoint."""),
+]
+
+
 BUILD = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_layer_sweep.ipynb": SWEEP,
     "03_steered_vs_unsteered_logits.ipynb": LOGITS,
+    "04_huggingface_checkpoint.ipynb": HUGGING_FACE,
     "05_which_layer_how_strong.ipynb": WHICH_LAYER,
     "06_caa_on_a_real_model.ipynb": CAA,
     "07_vectors_and_features.ipynb": FEATURES,

@@ -130,6 +130,10 @@ RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
         c.model, c.vector, c.prompts(TEXTS), multipliers=[-1.0, 3.0], layers=c.layers, target_tokens=["A"],
         **c.kwargs)),
     "condition_scores": lambda fn, c: fn(c.model, _condition(c), c.prompts(TEXTS), **c.kwargs),
+    "condition_accuracy": lambda fn, c: fn(c.model, _condition(c), c.prompts(TEXTS), c.prompts(OTHER_TEXTS), **c.kwargs),
+    "next_token_probs": lambda fn, c: fn(c.model, c.prompts(TEXTS), **c.kwargs),
+    "concept_mass": lambda fn, c: fn(c.model, c.prompts(TEXTS), "topic", **c.kwargs),
+    "positive_mass": lambda fn, c: fn(c.model, c.prompts(TEXTS), **c.kwargs),
     "continuation_logprob": lambda fn, c: _frame(fn(
         c.model, c.vector, c.prompts(TEXTS), "A) yes", multipliers=[2.0], layers=c.layers, **c.kwargs)),
     "extract_activations": lambda fn, c: fn(c.model, None, c.pairs(), layers=c.layers, batch_size=2, **c.kwargs),
@@ -248,6 +252,12 @@ def test_token_id_prompts_give_the_text_result(name, model, vectors):
     assert same(text, ids)
 
 
+COARSE = {"condition_accuracy", "concept_mass", "positive_mass"}
+"""Results too coarse to show a BOS on the test model (an accuracy over 5 prompts; the toy's measuring
+words are one unknown token in the test tokenizer, so every group's mass is equal). The functions
+they are built on (``condition_scores``, ``next_token_probs``) are checked in full."""
+
+
 @pytest.mark.parametrize("name", sorted(RUNNERS))
 def test_prepend_bos_changes_exactly_the_bos(name, model, vectors):
     results = {}
@@ -255,7 +265,8 @@ def test_prepend_bos_changes_exactly_the_bos(name, model, vectors):
         results[bos] = run(name, model, vectors[0], [1, 2], prepend_bos=bos)
         by_hand = run(name, model, vectors[0], [1, 2], prompt=lambda t, bos=bos: text_ids(model, t, bos))
         assert same(results[bos], by_hand), f"prepend_bos={bos} is not the text's ids {'with' if bos else 'without'} BOS"
-    assert not same(results[True], results[False])
+    if name not in COARSE:
+        assert not same(results[True], results[False])
 
 
 @pytest.mark.parametrize("name", sorted(RUNNERS))

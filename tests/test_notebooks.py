@@ -30,6 +30,20 @@ def test_every_notebook_is_listed():
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_committed_notebook_is_what_the_build_script_writes(name):
+    """The cells (kind and source) are exactly scripts/build_notebooks.py's: edit the script, not the notebook."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "scripts" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    expected = [("md" if kind == "md" else "code", source) for kind, source in build.BUILD[name]]
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    committed = [("md" if cell.cell_type == "markdown" else "code", cell.source) for cell in nb.cells]
+    assert committed == expected, f"{name} differs from scripts/build_notebooks.py: run `python scripts/build_notebooks.py {name[:2]}`"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_committed_notebook_is_executed_and_small(name):
     path = NOTEBOOKS / name
     assert path.stat().st_size < 1_000_000

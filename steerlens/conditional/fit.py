@@ -89,17 +89,19 @@ def fit_condition(
 
 
 def condition_accuracy(
-    model: Any, condition: Condition, steer_prompts: Prompts, other_prompts: Prompts, **kwargs: Any
+    model: Any, condition: Condition, steer_prompts: Prompts, other_prompts: Prompts, *, tokenizer: Any = None,
+    batch_size: int = 32, padding_side: str | None = None, prepend_bos: bool | None = None,
 ) -> float:
     """Share of prompts the condition classifies right: steer_prompts must hold, other_prompts must not.
 
-    ``kwargs`` (``tokenizer``, ``batch_size``, ``padding_side``, ``prepend_bos``) go to
-    :func:`~steerlens.conditional.steering.condition_scores`.
+    The prompts are scored by :func:`~steerlens.conditional.steering.condition_scores` with
+    the same ``tokenizer``, ``batch_size``, ``padding_side`` and ``prepend_bos``.
 
     Example:
         >>> condition_accuracy(model, fitted.condition, held_out_food, held_out_travel)
         1.0
     """
+    kwargs = dict(tokenizer=tokenizer, batch_size=batch_size, padding_side=padding_side, prepend_bos=prepend_bos)
     steer = condition.holds(condition_scores(model, condition, steer_prompts, **kwargs))
     other = condition.holds(condition_scores(model, condition, other_prompts, **kwargs))
     return float(torch.cat([steer, ~other]).float().mean())

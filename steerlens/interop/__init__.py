@@ -3,7 +3,7 @@
 when its format is written or read."""
 
 from steerlens.interop.llama_cpp import export_gguf, import_gguf
-from steerlens.interop.lm_eval import lm_eval_steered_model, write_lm_eval_steer_config
+from steerlens.interop.lm_eval import export_lm_eval, lm_eval_steered_model
 from steerlens.interop.steering_vectors import from_steering_vectors, to_steering_vectors
 
 __all__ = [
@@ -12,5 +12,5 @@ __all__ = [
     "import_gguf",
     "lm_eval_steered_model",
     "to_steering_vectors",
-    "write_lm_eval_steer_config",
+    "export_lm_eval",
 ]

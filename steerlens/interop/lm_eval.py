@@ -36,7 +36,7 @@ and rounds once. The file holds only tensors, strings, floats and None, so it lo
 ``torch.load(path, weights_only=True)`` too.
 
 Example:
-    >>> write_lm_eval_steer_config(vec, "happy.pt", 4.0, model=hf_model)
+    >>> export_lm_eval(vec, "happy.pt", 4.0, model=hf_model)
     {'layers.12': {'steering_vector': tensor([...]), 'steering_coefficient': 1.0, 'action': 'add', ...}}
     $ lm_eval --model steered --model_args pretrained=HuggingFaceTB/SmolLM2-135M-Instruct,steer_path=happy.pt \\
           --tasks hellaswag
@@ -60,7 +60,7 @@ SUFFIXES = (".pt", ".pth")
 SUPPORTED = ("resid_post", "resid_pre (layers >= 1)", "attn_out", "mlp_out", "ln1", "ln2", "module:<name>")
 
 
-def write_lm_eval_steer_config(
+def export_lm_eval(
     vector: Any,
     path: str | os.PathLike[str],
     multiplier: float = 1.0,
@@ -72,8 +72,7 @@ def write_lm_eval_steer_config(
 ) -> dict[str, dict[str, Any]]:
     """Write ``vector`` (a :class:`~steerlens.SteeringVector`) as lm-eval's ``steered`` model file for ``model``.
 
-    Returns what was written: ``{hookpoint: entry}``. (This module does not import
-    :mod:`steerlens.vector`, so that ``SteeringVector.to_lm_eval`` can import it.)
+    Returns what was written: ``{hookpoint: entry}``.
 
     lm-eval then steers as ``vector.apply(model, multiplier=multiplier)`` does: the same
     tensors, at every position (prompt included). ``model`` is the Hugging Face model
@@ -94,7 +93,7 @@ def write_lm_eval_steer_config(
 
     Example:
         >>> hf_model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
-        >>> write_lm_eval_steer_config(vec, "happy.pt", 4.0, model=hf_model)
+        >>> export_lm_eval(vec, "happy.pt", 4.0, model=hf_model)
         >>> # lm_eval --model steered --model_args pretrained=<folder>,steer_path=happy.pt --tasks ...
     """
     name = os.fspath(path)
@@ -239,7 +238,7 @@ def _verify(model: nn.Module, paths: dict[int, str], layer_type: str, d_model: i
 
 
 def lm_eval_steered_model(pretrained: Any, steer_path: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """lm-eval's ``SteeredModel`` (an ``HFLM``) for ``pretrained`` steered by a file from :func:`write_lm_eval_steer_config`.
+    """lm-eval's ``SteeredModel`` (an ``HFLM``) for ``pretrained`` steered by a file from :func:`export_lm_eval`.
 
     ``kwargs`` go to lm-eval's ``HFLM`` (``device``, ``batch_size``, ``dtype``, ...). Needs
     lm-eval: ``pip install 'steerlens[lm-eval]'``.
@@ -259,4 +258,4 @@ def lm_eval_steered_model(pretrained: Any, steer_path: str | os.PathLike[str], *
     return SteeredModel(pretrained=pretrained, steer_path=os.fspath(steer_path), **kwargs)
 
 
-__all__ = ["LM_EVAL_INSTALL", "lm_eval_steered_model", "write_lm_eval_steer_config"]
+__all__ = ["LM_EVAL_INSTALL", "lm_eval_steered_model", "export_lm_eval"]

@@ -19,8 +19,7 @@ import transformers as tf
 from tiny_hf import CONFIGS, INPUT_IDS, SIZES, make_hf_model
 from torch import nn
 
-from steerlens.backends import Site
-from steerlens.backends.hf_layout import LAYER_TYPES, HFLayout, hf_layout
+from steerlens.backends.hf_layout import LAYER_TYPES, HFLayout, Site, hf_layout
 from steerlens.errors import LayerError, UnsupportedModelError
 
 GATED = dict(SIZES, intermediate_size=64)

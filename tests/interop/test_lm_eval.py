@@ -20,7 +20,7 @@ from tiny_hf import INPUT_IDS, make_hf_model, make_tokenizer, save_checkpoint
 
 from steerlens import SteeringVector, continuation_logprob
 from steerlens.errors import InvalidArgumentError, ModelMismatchError, UnsupportedModelError
-from steerlens.interop import lm_eval_steered_model, write_lm_eval_steer_config
+from steerlens.interop import export_lm_eval, lm_eval_steered_model
 
 HAS_LM_EVAL = importlib.util.find_spec("lm_eval") is not None
 needs_lm_eval = pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-eval is not installed: pip install 'steerlens[lm-eval]'")
@@ -73,7 +73,7 @@ def test_lm_eval_reads_the_file_from_a_checkpoint_folder_and_scores_as_steerlens
     vec = tiny_vector()
     tiny_folder, hf_model = tiny_folder
     path = tmp_path / "steer.pt"
-    written = vec_to_lm_eval(vec, path, 3.0, hf_model)
+    written = export_lm_eval(vec, path, 3.0, model=hf_model)
     assert sorted(written) == ["layers.0", "layers.1"]
     lm = lm_eval_steered_model(tiny_folder, path, device="cpu", batch_size=3)
     assert type(lm).__name__ == "SteeredModel"
@@ -81,14 +81,6 @@ def test_lm_eval_reads_the_file_from_a_checkpoint_folder_and_scores_as_steerlens
     print(f"\ntiny llama (from folder): max |Δ loglik| vs steerlens {delta:.2e}, min steered-unsteered gap {gap:.3f}")
     assert delta < TOLERANCE
     assert gap > 1000 * TOLERANCE
-
-
-def vec_to_lm_eval(vec: SteeringVector, path: Path, multiplier: float, model) -> dict:
-    """What ``SteeringVector.to_lm_eval`` does (its one-line body), kept here until vector.py has the method."""
-    to_lm_eval = getattr(vec, "to_lm_eval", None)
-    if to_lm_eval is not None:
-        return to_lm_eval(path, multiplier=multiplier, model=model)
-    return write_lm_eval_steer_config(vec, path, multiplier, model=model)
 
 
 @needs_lm_eval
@@ -106,7 +98,7 @@ def test_each_layer_type_scores_as_steerlens(arch: str, layer_type: str, layers:
     hf_model, tokenizer = make_hf_model(arch), make_tokenizer()
     vec = tiny_vector(layers, layer_type)
     path = tmp_path / "steer.pth"
-    write_lm_eval_steer_config(vec, path, -2.5, model=hf_model)
+    export_lm_eval(vec, path, -2.5, model=hf_model)
     lm = lm_eval_steered_model(hf_model, path, tokenizer=tokenizer, batch_size=4)
     # continuation_logprob's sweep wants layers counted from the start.
     counted = SteeringVector({layer % 2: v for layer, v in vec.layer_activations.items()}, vec.layer_type)
@@ -119,7 +111,7 @@ def test_file_holds_the_scaled_vector_and_loads_without_pickle(tmp_path: Path):
     hf_model = make_hf_model("gpt2")
     vec = tiny_vector((1,), "attn_out")
     path = tmp_path / "steer.pt"
-    write_lm_eval_steer_config(vec, path, 4.0, model=hf_model)
+    export_lm_eval(vec, path, 4.0, model=hf_model)
     loaded = torch.load(path, weights_only=True)
     assert list(loaded) == ["h.1.attn"]
     entry = loaded["h.1.attn"]
@@ -134,7 +126,7 @@ def test_half_precision_model_gets_exactly_steerlens_logits(tmp_path: Path):
     hf_model, tokenizer = make_hf_model("llama", dtype=torch.bfloat16), make_tokenizer()
     vec = tiny_vector()
     path = tmp_path / "steer.pt"
-    write_lm_eval_steer_config(vec, path, 3.0, model=hf_model)
+    export_lm_eval(vec, path, 3.0, model=hf_model)
     lm = lm_eval_steered_model(hf_model, path, tokenizer=tokenizer, batch_size=2)
     with torch.no_grad():
         theirs = lm._model_call(INPUT_IDS)
@@ -158,7 +150,7 @@ def test_real_model_from_its_checkpoint_folder(tmp_path: Path):
     d_model = hf_model.config.hidden_size
     vec = SteeringVector({layer: torch.randn(d_model, generator=generator) for layer in (8, 14)}, "resid_post")
     path = tmp_path / "steer.pt"
-    write_lm_eval_steer_config(vec, path, 4.0, model=hf_model)
+    export_lm_eval(vec, path, 4.0, model=hf_model)
     assert sorted(torch.load(path, weights_only=True)) == ["layers.14", "layers.8"]
     lm = lm_eval_steered_model(folder, path, device="cpu", batch_size=4)
     delta, gap = compare(lm, hf_model, tokenizer, vec, 4.0, REAL_REQUESTS)
@@ -177,55 +169,55 @@ def llama():
 
 def test_resid_mid_is_an_error_naming_what_is_supported(llama, tmp_path: Path):
     with pytest.raises(InvalidArgumentError, match="resid_mid.*resid_post, resid_pre"):
-        write_lm_eval_steer_config(tiny_vector((1,), "resid_mid"), tmp_path / "s.pt", model=llama)
+        export_lm_eval(tiny_vector((1,), "resid_mid"), tmp_path / "s.pt", model=llama)
     assert not (tmp_path / "s.pt").exists()
 
 
 def test_resid_pre_of_layer_0_is_an_error(llama, tmp_path: Path):
     with pytest.raises(InvalidArgumentError, match="resid_pre of layer 0"):
-        write_lm_eval_steer_config(tiny_vector((0, 1), "resid_pre"), tmp_path / "s.pt", model=llama)
+        export_lm_eval(tiny_vector((0, 1), "resid_pre"), tmp_path / "s.pt", model=llama)
 
 
 @pytest.mark.parametrize("options", [{"min_token_index": 3}, {"token_indices": [0, 2]}])
 def test_positions_are_an_error(llama, tmp_path: Path, options: dict):
     with pytest.raises(InvalidArgumentError, match="every position"):
-        write_lm_eval_steer_config(tiny_vector(), tmp_path / "s.pt", model=llama, **options)
+        export_lm_eval(tiny_vector(), tmp_path / "s.pt", model=llama, **options)
 
 
 def test_path_must_end_in_pt(llama, tmp_path: Path):
     with pytest.raises(InvalidArgumentError, match=r"\.pt or \.pth"):
-        write_lm_eval_steer_config(tiny_vector(), tmp_path / "s.safetensors", model=llama)
+        export_lm_eval(tiny_vector(), tmp_path / "s.safetensors", model=llama)
 
 
 def test_vector_of_another_size_or_depth_is_an_error(llama, tmp_path: Path):
     with pytest.raises(ModelMismatchError, match="d_model"):
-        write_lm_eval_steer_config(SteeringVector({1: torch.ones(16)}), tmp_path / "s.pt", model=llama)
+        export_lm_eval(SteeringVector({1: torch.ones(16)}), tmp_path / "s.pt", model=llama)
     with pytest.raises(ModelMismatchError, match="only 2 layers"):
-        write_lm_eval_steer_config(SteeringVector({5: torch.ones(32)}), tmp_path / "s.pt", model=llama)
+        export_lm_eval(SteeringVector({5: torch.ones(32)}), tmp_path / "s.pt", model=llama)
 
 
 def test_hooked_transformer_is_an_error(tmp_path: Path):
     from helpers import make_model
 
     with pytest.raises(UnsupportedModelError, match="Hugging Face"):
-        write_lm_eval_steer_config(SteeringVector({1: torch.ones(64)}), tmp_path / "s.pt", model=make_model())
+        export_lm_eval(SteeringVector({1: torch.ones(64)}), tmp_path / "s.pt", model=make_model())
 
 
 def test_block_returning_a_list_is_caught_before_lm_eval_fails_on_it(tmp_path: Path):
     """OpenAI GPT's blocks return lists; lm-eval's hook would compute list + tensor."""
     with pytest.raises(UnsupportedModelError, match="a list"):
-        write_lm_eval_steer_config(tiny_vector((1,)), tmp_path / "s.pt", model=make_hf_model("openai-gpt"))
+        export_lm_eval(tiny_vector((1,)), tmp_path / "s.pt", model=make_hf_model("openai-gpt"))
 
 
 def test_resid_pre_is_an_error_where_something_runs_between_layers(tmp_path: Path):
     """resid_pre L is written as layer L - 1's output: only right where that output is layer L's input."""
     model = make_hf_model("llama")
     vec = tiny_vector((1,), "resid_pre")
-    write_lm_eval_steer_config(vec, tmp_path / "s.pt", model=model)  # fine as it is
+    export_lm_eval(vec, tmp_path / "s.pt", model=model)  # fine as it is
     handle = model.model.layers[1].register_forward_pre_hook(lambda module, args: (args[0] * 2.0, *args[1:]))
     try:
         with pytest.raises(UnsupportedModelError, match="input of decoder layer 1 is not the output of layer 0"):
-            write_lm_eval_steer_config(vec, tmp_path / "s.pt", model=model)
+            export_lm_eval(vec, tmp_path / "s.pt", model=model)
     finally:
         handle.remove()
 
