@@ -648,9 +648,8 @@ from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()
 
 import steerlens
-from steerlens import compare_logits
-from steerlens.evaluation.plots import plot_sweep_heatmap
-from steerlens.evaluation.sweep import sweep_layers""")
+from steerlens import compare_logits, sweep_layers
+from steerlens.evaluation import plot_sweep_heatmap"""),
     ("md", """\
 ## A tiny checkpoint on disk
 

@@ -17,6 +17,8 @@ from helpers import PAIRS, make_model
 from tiny_hf import INPUT_IDS, make_tokenizer, save_checkpoint
 
 import steerlens
+from steerlens.backends import backend_for
+from steerlens.tokens import prepare_prompts
 
 HF_PAIRS = [("the cat sat on the mat", "the dog ran"), ("a big red dog", "a small sad cat sat"),
             ("happy", "sad and slow"), ("the blue mat", "the red mat")]
@@ -40,9 +42,33 @@ def test_hooked_multi_device_trains_like_one_device(hooked_pair):
         torch.testing.assert_close(b.layer_activations[layer], a.layer_activations[layer], atol=1e-6, rtol=0)
 
 
-def test_hooked_multi_device_sweeps_and_steers_like_one_device(hooked_pair):
+def block_device_lookups(monkeypatch) -> list[int]:
+    """Count TransformerLens' per-block device lookups (its multi-device path moves the residual each block)."""
+    import sys
+
+    ht = sys.modules["transformer_lens.HookedTransformer"]  # the module (the package attribute is the class)
+    calls: list[int] = []
+    original = ht.get_device_for_block_index
+
+    def spy(index, cfg, device=None):
+        calls.append(index)
+        return original(index, cfg, device)
+
+    monkeypatch.setattr(ht, "get_device_for_block_index", spy)
+    return calls
+
+
+def test_hooked_multi_device_sweeps_and_steers_like_one_device(hooked_pair, monkeypatch):
     one, spread = hooked_pair
     prompts = ["I love this film", "The food was"]
+    calls = block_device_lookups(monkeypatch)
+    backend = backend_for(spread)
+    batch = next(prepare_prompts(backend, prompts).batches(2))
+    # The multi-device model takes the sweep's general path (no resuming from a cached layer), and every
+    # block of its forward really goes through TransformerLens' device placement.
+    assert not backend.sweep_pass(batch, [1], "resid_post").fast and backend_for(one).sweep_pass(
+        batch, [1], "resid_post").fast
+    assert set(range(1, spread.cfg.n_layers)) <= set(calls)
     # The multi-device model takes the sweep's general path (no resuming from a cached layer).
     frames = [
         steerlens.sweep_layers(m, PAIRS, prompts, layers=[1, 2], multipliers=[-2.0, 3.0], batch_size=4,

@@ -202,10 +202,42 @@ def test_user_callable_aggregator_gets_all_rows(model):
     torch.testing.assert_close(vec.layer_activations[1], manual_mean_diff(model, PAIRS[:1], 1), atol=1e-5, rtol=0)
 
 
-def test_explicit_tokenizer_matches_model_tokenizer(model):
+def permuted_tokenizer(tokenizer):
+    """``tokenizer`` with the ids of its ordinary tokens shuffled (special tokens keep theirs)."""
+    import json
+
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = state["model"]["vocab"]
+    special = {tokenizer.bos_token_id, tokenizer.unk_token_id}
+    ids = sorted(i for i in vocab.values() if i not in special)
+    shuffled = [ids[i] for i in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))]
+    mapping = dict(zip(ids, shuffled))
+    state["model"]["vocab"] = {token: mapping.get(i, i) for token, i in vocab.items()}
+    backend = Tokenizer.from_str(json.dumps(state))
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=tokenizer.bos_token,
+                                   eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
+                                   unk_token=tokenizer.unk_token)
+
+
+def test_an_explicit_tokenizer_is_the_one_used(model):
+    """The tokenizer argument, not the model's, encodes the pairs: with its ids permuted the vector is the
+    mean difference of the activations of *its* token ids (and not the model tokenizer's vector)."""
+    permuted = permuted_tokenizer(model.tokenizer)
     a = train_steering_vector(model, model.tokenizer, PAIRS, layers=[1], batch_size=4)
-    b = train_steering_vector(model, make_tokenizer(), PAIRS, layers=[1], batch_size=4)
-    torch.testing.assert_close(a.layer_activations[1], b.layer_activations[1], atol=1e-6, rtol=0)
+    b = train_steering_vector(model, permuted, PAIRS, layers=[1], batch_size=4)
+
+    def read(text: str) -> torch.Tensor:
+        ids = torch.tensor([[permuted.bos_token_id, *permuted(text, add_special_tokens=False)["input_ids"]]])
+        _, cache = model.run_with_cache(ids)
+        return cache["blocks.1.hook_resid_post"][0, -1]
+
+    expected = torch.stack([read(p) - read(n) for p, n in PAIRS]).mean(0)
+    torch.testing.assert_close(b.layer_activations[1], expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(a.layer_activations[1], b.layer_activations[1], atol=1e-3)
+    torch.testing.assert_close(a.layer_activations[1], manual_mean_diff(model, PAIRS, 1), atol=1e-5, rtol=1e-5)
 
 
 def test_tokenizer_too_large_for_model():
