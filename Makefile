@@ -58,10 +58,12 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
+	$(BIN)/python -m ruff format --check steerlens tests scripts benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
+	$(BIN)/python -m ruff format --check steerlens tests scripts benchmarks
 
 # The same position and generation tests on the oldest supported transformers (CI runs both).
 test-oldest: $(OLDEST_STAMP)

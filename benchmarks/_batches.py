@@ -13,9 +13,7 @@ def unpadded_batches(seqs: list[list[int]], rows: int) -> list[torch.Tensor]:
     for seq in seqs:
         by_len.setdefault(len(seq), []).append(seq)
     return [
-        torch.tensor(group[i : i + rows])
-        for _, group in sorted(by_len.items())
-        for i in range(0, len(group), rows)
+        torch.tensor(group[i : i + rows]) for _, group in sorted(by_len.items()) for i in range(0, len(group), rows)
     ]
 
 

@@ -26,13 +26,18 @@ def bench_tokenizer(vocab_size: int = 2000):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(random_sentences(2000), trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>", unk_token="<unk>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
     )
     folder = tempfile.mkdtemp(prefix="steerlens-bench-tok-")
     fast.save_pretrained(folder)
@@ -44,8 +49,17 @@ def random_model(n_layers: int = 12, d_model: int = 768, d_vocab: int = 50257, n
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=d_model, d_head=64, n_heads=d_model // 64, d_mlp=4 * d_model,
-        n_ctx=n_ctx, d_vocab=d_vocab, act_fn="gelu_new", normalization_type="LN", seed=seed, device="cpu",
+        n_layers=n_layers,
+        d_model=d_model,
+        d_head=64,
+        n_heads=d_model // 64,
+        d_mlp=4 * d_model,
+        n_ctx=n_ctx,
+        d_vocab=d_vocab,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        seed=seed,
+        device="cpu",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -83,13 +83,18 @@ def contenders(hf: Any, before: Any, after: Any, prompts: list[str], new_tokens:
     tokens, mask = prompts_and_mask(after, prompts)
     vec = SteeringVector({STEER_LAYER: torch.randn(after.cfg.d_model, generator=torch.Generator().manual_seed(1))})
     tl_input: Any = prompts if len(prompts) > 1 else tokens  # a list is left-padded by generate itself
-    tl_kwargs = dict(max_new_tokens=new_tokens, do_sample=False, stop_at_eos=False, verbose=False,
-                     return_type="tokens")
+    tl_kwargs = dict(max_new_tokens=new_tokens, do_sample=False, stop_at_eos=False, verbose=False, return_type="tokens")
 
     def hf_generate() -> torch.Tensor:
         with torch.inference_mode():
-            return hf.generate(tokens, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                               do_sample=False, pad_token_id=after.tokenizer.pad_token_id)
+            return hf.generate(
+                tokens,
+                attention_mask=mask,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                do_sample=False,
+                pad_token_id=after.tokenizer.pad_token_id,
+            )
 
     def steered() -> torch.Tensor:
         with vec.apply(after, multiplier=MULTIPLIER):
@@ -127,12 +132,17 @@ def report(title: str, best: dict[str, float], outputs: dict[str, Any]) -> list[
     lines += [f"  {name:<20s} {seconds:7.2f} s   {seconds / hf:5.2f}x HF" for name, seconds in best.items()]
     same = torch.equal(outputs["TL before fix"], outputs["TL after fix"])
     lines.append(f"  tokens before == after fix: {same}")
-    lines.append(f"  after fix / HF:       {after / hf:5.2f}x  (target <= {TARGET_VS_HF})  "
-                 f"{verdict(after / hf, TARGET_VS_HF)}")
-    lines.append(f"  steered / HF:         {steered / hf:5.2f}x  (target <= {TARGET_VS_HF})  "
-                 f"{verdict(steered / hf, TARGET_VS_HF)}")
-    lines.append(f"  steered / unsteered:  {steered / after:5.2f}x  (target <= {TARGET_STEERING})  "
-                 f"{verdict(steered / after, TARGET_STEERING)}")
+    lines.append(
+        f"  after fix / HF:       {after / hf:5.2f}x  (target <= {TARGET_VS_HF})  {verdict(after / hf, TARGET_VS_HF)}"
+    )
+    lines.append(
+        f"  steered / HF:         {steered / hf:5.2f}x  (target <= {TARGET_VS_HF})  "
+        f"{verdict(steered / hf, TARGET_VS_HF)}"
+    )
+    lines.append(
+        f"  steered / unsteered:  {steered / after:5.2f}x  (target <= {TARGET_STEERING})  "
+        f"{verdict(steered / after, TARGET_STEERING)}"
+    )
     lines.append(f"  before fix / after:   {best['TL before fix'] / after:5.2f}x faster after the fix")
     return lines
 
@@ -155,9 +165,11 @@ def main() -> None:
         before = tl_layout(steerlens.load_model(folder))
     sentences = random_sentences(8, seed=3, min_words=4, max_words=20)
     single = [random_sentences(1, seed=5, min_words=18, max_words=18)[0]]
-    print(f"random GPT-2 small, greedy, {args.new_tokens} new tokens, torch threads {torch.get_num_threads()}, "
-          f"best of {args.repeats} interleaved rounds ('before': 1 round); steering: layer {STEER_LAYER}, "
-          f"multiplier {MULTIPLIER}")
+    print(
+        f"random GPT-2 small, greedy, {args.new_tokens} new tokens, torch threads {torch.get_num_threads()}, "
+        f"best of {args.repeats} interleaved rounds ('before': 1 round); steering: layer {STEER_LAYER}, "
+        f"multiplier {MULTIPLIER}"
+    )
     for title, prompts in (("one prompt", single), ("left-padded batch of 8", sentences)):
         tokens, _ = prompts_and_mask(after, prompts)
         for warm_up in contenders(hf, before, after, prompts, 2).values():  # allocator, lazy init: not timed

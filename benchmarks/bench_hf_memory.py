@@ -76,7 +76,10 @@ PINNED = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 def measure(route: str, env: dict[str, str]) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(here=str(HERE), root=str(ROOT)), route],
-        capture_output=True, text=True, check=True, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -89,8 +92,10 @@ def compare(label: str, env: dict[str, str]) -> float:
         r = measure(route, env)
         kept = r["after"] - r["before"]
         shares[route] = kept / r["param_mib"]
-        print(f"  {route:9s}: parameters {r['param_mib']:6.0f} MiB, RSS {r['before']:6.0f} -> {r['after']:6.0f} MiB, "
-              f"kept {kept:+7.1f} MiB = {100 * shares[route]:+6.1f}% of parameter bytes")
+        print(
+            f"  {route:9s}: parameters {r['param_mib']:6.0f} MiB, RSS {r['before']:6.0f} -> {r['after']:6.0f} MiB, "
+            f"kept {kept:+7.1f} MiB = {100 * shares[route]:+6.1f}% of parameter bytes"
+        )
     return shares["native"]
 
 
@@ -102,8 +107,10 @@ def main() -> None:
     if args.also_default_allocator:
         compare("glibc default allocator (for comparison):", {})
     ok = share <= 0.10
-    print(f"result: native training keeps {100 * share:+.1f}% of parameter bytes (target <= 10%): "
-          f"{'OK' if ok else 'OVER TARGET'}")
+    print(
+        f"result: native training keeps {100 * share:+.1f}% of parameter bytes (target <= 10%): "
+        f"{'OK' if ok else 'OVER TARGET'}"
+    )
     sys.exit(0 if ok else 1)
 
 

@@ -63,7 +63,10 @@ def measure(n_pairs: int, env: dict[str, str]) -> dict:
     """Run one training in a fresh interpreter; ``ru_maxrss`` is in KiB on Linux."""
     out = subprocess.run(
         [sys.executable, "-c", CHILD.format(here=str(HERE), root=str(ROOT)), str(n_pairs)],
-        capture_output=True, text=True, check=True, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -85,8 +88,9 @@ def compare(label: str, env: dict[str, str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--also-default-allocator", action="store_true",
-                        help="also measure with glibc's default mmap threshold")
+    parser.add_argument(
+        "--also-default-allocator", action="store_true", help="also measure with glibc's default mmap threshold"
+    )
     args = parser.parse_args()
     ratio = compare("allocator with pinned mmap threshold (live memory):", PINNED)
     if args.also_default_allocator:

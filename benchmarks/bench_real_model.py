@@ -44,14 +44,17 @@ def main() -> None:
     model, tok = steerlens.load_hf_model("smollm2-135m-instruct")
     layers = list(range(3, 3 + 2 * args.layers, 2))[: args.layers]
     mults = [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
-    vec = train_steering_vector(model, tok, chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:32],
-                                layers=layers, batch_size=16)
+    vec = train_steering_vector(
+        model, tok, chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:32], layers=layers, batch_size=16
+    )
     chats = neutral_chat_prompts(tok)
     prompts = [chats[i % len(chats)] + "Honestly, it was" for i in range(args.prompts)]
     batch = tok(prompts, return_tensors="pt", padding=True)
     cells = len(layers) * len(mults)
-    print(f"SmolLM2-135M-Instruct, {args.threads} threads, {len(prompts)} chat prompts "
-          f"(up to {batch.input_ids.shape[1]} tokens), {len(layers)} layers x {len(mults)} multipliers")
+    print(
+        f"SmolLM2-135M-Instruct, {args.threads} threads, {len(prompts)} chat prompts "
+        f"(up to {batch.input_ids.shape[1]} tokens), {len(layers)} layers x {len(mults)} multipliers"
+    )
 
     def sweep() -> None:
         sweep_layers(model, vec, prompts, multipliers=mults, metric="kl", tokenizer=tok, batch_size=len(prompts) * 7)
@@ -71,8 +74,10 @@ def main() -> None:
     sweep()  # warm-up
     t_sweep, t_naive, t_plain = timed(sweep), timed(naive), timed(plain)
     print(f"sweep {t_sweep:.1f} s, naive loop {t_naive:.1f} s, {cells} plain forwards {t_plain:.1f} s")
-    print(f"  naive / sweep = {t_naive / t_sweep:.2f}x (target >= 5); sweep / plain = {t_sweep / t_plain:.2f} "
-          "(target <= 2)")
+    print(
+        f"  naive / sweep = {t_naive / t_sweep:.2f}x (target >= 5); sweep / plain = {t_sweep / t_plain:.2f} "
+        "(target <= 2)"
+    )
 
     tl = steerlens.load_model("smollm2-135m-instruct")
     one = vec.select_layers([layers[len(layers) // 2]])
@@ -87,8 +92,10 @@ def main() -> None:
 
     hf_generate(), tl_generate()  # warm-up
     t_hf, t_tl = timed(hf_generate, 3), timed(tl_generate, 3)
-    print(f"generate {args.new_tokens} tokens: HF {t_hf:.2f} s, steered HookedTransformer {t_tl:.2f} s, "
-          f"ratio {t_tl / t_hf:.2f}x (target <= 1.3)")
+    print(
+        f"generate {args.new_tokens} tokens: HF {t_hf:.2f} s, steered HookedTransformer {t_tl:.2f} s, "
+        f"ratio {t_tl / t_hf:.2f}x (target <= 1.3)"
+    )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         vector = Path(folder) / "v.safetensors"
-        run(f"import torch, steerlens; steerlens.SteeringVector({{0: torch.ones(8)}}).save({str(vector)!r})",
-            args.source)
+        run(
+            f"import torch, steerlens; steerlens.SteeringVector({{0: torch.ones(8)}}).save({str(vector)!r})",
+            args.source,
+        )
         commands = {
             "import torch": "import torch",
             "import steerlens": "import steerlens",
@@ -64,8 +66,10 @@ def main() -> None:
         print(f"source: {args.source}; best of {args.repeats} fresh interpreters each")
         for label, seconds in times.items():
             print(f"  {label:<22} {seconds:6.2f} s")
-        print(f"targets: import steerlens {times['import steerlens']:.2f} s (<= 3), "
-              f"steerlens info {times['steerlens info FILE']:.2f} s (<= 2)")
+        print(
+            f"targets: import steerlens {times['import steerlens']:.2f} s (<= 3), "
+            f"steerlens info {times['steerlens info FILE']:.2f} s (<= 2)"
+        )
         for label in ("import steerlens", "steerlens info FILE"):
             print(f"slowest top-level imports of {label}: " + "; ".join(top_imports(commands[label], args.source)))
 

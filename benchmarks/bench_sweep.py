@@ -72,9 +72,11 @@ def main() -> None:
     prompts = random_sentences(N_PROMPTS, seed=2, min_words=10, max_words=30)
     vec = SteeringVector({layer: 4 * torch.randn(args.d_model) for layer in range(N_LAYERS)})
     lengths = [model.to_tokens(p).shape[1] for p in prompts]
-    print(f"model: {N_LAYERS} layers, d_model {args.d_model}, vocab {args.vocab}; {N_PROMPTS} prompts of "
-          f"{min(lengths)}-{max(lengths)} tokens; multipliers {DEFAULT_MULTIPLIERS}; best of {REPEATS}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"model: {N_LAYERS} layers, d_model {args.d_model}, vocab {args.vocab}; {N_PROMPTS} prompts of "
+        f"{min(lengths)}-{max(lengths)} tokens; multipliers {DEFAULT_MULTIPLIERS}; best of {REPEATS}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     naive = lambda: naive_sweep(model, vec, prompts)  # noqa: E731
     fast = lambda: sweep_layers(model, vec, prompts)  # noqa: E731  (default batch size, as users call it)
     naive(), fast()  # warm-up
@@ -83,8 +85,10 @@ def main() -> None:
     ratio = t_naive / t_fast
     print(f"naive loop   {t_naive * 1000:8.1f} ms  ({len(expected)} cells)")
     print(f"sweep_layers {t_fast * 1000:8.1f} ms")
-    print(f"speed-up {ratio:.2f}x (target >= 5x): {'OK' if ratio >= 5 else 'UNDER TARGET'}; "
-          f"max |KL difference| {worst:.2e}")
+    print(
+        f"speed-up {ratio:.2f}x (target >= 5x): {'OK' if ratio >= 5 else 'UNDER TARGET'}; "
+        f"max |KL difference| {worst:.2e}"
+    )
 
 
 if __name__ == "__main__":

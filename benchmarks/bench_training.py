@@ -60,9 +60,11 @@ def main() -> None:
     seqs = [model.to_tokens(text, truncate=False)[0].tolist() for pair in pairs for text in pair]
     unpadded = unpadded_batches(seqs, 2 * BATCH)
     padded = padded_batches(seqs, 2 * BATCH, model.tokenizer.pad_token_id, model.tokenizer.padding_side)
-    print(f"model: 12 layers, d_model 768, vocab 50257; {N_PAIRS} pairs, batch {BATCH}, "
-          f"best of {REPEATS} interleaved, torch threads {torch.get_num_threads()}; {sum(map(len, seqs))} real tokens, "
-          f"'unpadded' = {len(unpadded)} batches, 'padded' = {sum(t.numel() for t, _ in padded)} tokens")
+    print(
+        f"model: 12 layers, d_model 768, vocab 50257; {N_PAIRS} pairs, batch {BATCH}, "
+        f"best of {REPEATS} interleaved, torch threads {torch.get_num_threads()}; {sum(map(len, seqs))} real tokens, "
+        f"'unpadded' = {len(unpadded)} batches, 'padded' = {sum(t.numel() for t, _ in padded)} tokens"
+    )
     worst = 0.0
     for label, layers in (("all layers", list(range(12))), ("layers [0..2]", [0, 1, 2])):
         stop = max(layers) + 1
@@ -74,8 +76,11 @@ def main() -> None:
         best = best_times(contenders)
         ratio = best["train"] / best["unpadded"]
         worst = max(worst, ratio)
-        print(f"{label:14s} " + "   ".join(f"{name} {t * 1000:8.1f} ms" for name, t in best.items())
-              + f"   train / unpadded {ratio:.3f}, train / padded {best['train'] / best['padded']:.3f}")
+        print(
+            f"{label:14s} "
+            + "   ".join(f"{name} {t * 1000:8.1f} ms" for name, t in best.items())
+            + f"   train / unpadded {ratio:.3f}, train / padded {best['train'] / best['padded']:.3f}"
+        )
     print(f"worst train / unpadded {worst:.3f} (target <= {TARGET}): {'OK' if worst <= TARGET else 'OVER TARGET'}")
 
 

@@ -95,7 +95,7 @@ TARGET_ALL, TARGET_FIRST, TARGET_OVERHEAD = 2.0, 5.0, 1.15
 LAYER_SETS = (("all layers", list(range(12))), ("layers 0-2", [0, 1, 2]))
 MARK = "@@SVBENCH "  # prefix of the worker's answers on stdout (anything else is passed through)
 
-WORKER = r'''
+WORKER = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
 import torch, transformers
@@ -145,7 +145,7 @@ for line in sys.stdin:
         reply(out)
     else:
         break
-'''.replace("MARK", repr(MARK))
+""".replace("MARK", repr(MARK))
 
 
 # -- the other virtualenv ----------------------------------------------------------
@@ -157,7 +157,9 @@ class Worker:
     def __init__(self, python: Path, folder: str, threads: int):
         self.proc = subprocess.Popen(
             [str(python), "-c", WORKER, folder, str(threads), PADDING_SIDE],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.info = self._answer()
 
@@ -165,7 +167,7 @@ class Worker:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith(MARK):
-                return json.loads(line[len(MARK):])
+                return json.loads(line[len(MARK) :])
             sys.stderr.write(line)
         raise RuntimeError(f"the steering-vectors worker died (exit code {self.proc.wait()})")
 
@@ -250,9 +252,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads in both processes (default 2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per contender after the warm-up")
     parser.add_argument("--extra", action="store_true", help="also time 'plain HT' and 'padded HF' (slower)")
-    parser.add_argument("--model", choices=["gpt2-random", "smollm2-135m-instruct"], default="gpt2-random",
-                        help="smollm2-135m-instruct: the real model (its cached float checkpoint), 150 pairs of the "
-                        "bundled sycophancy A/B items in its chat template, all 30 layers (issue 19's target)")
+    parser.add_argument(
+        "--model",
+        choices=["gpt2-random", "smollm2-135m-instruct"],
+        default="gpt2-random",
+        help="smollm2-135m-instruct: the real model (its cached float checkpoint), 150 pairs of the "
+        "bundled sycophancy A/B items in its chat template, all 30 layers (issue 19's target)",
+    )
     args = parser.parse_args()
     t_script = time.perf_counter()
 
@@ -348,10 +354,7 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht, pairs: list | 
     padded = padded_batches(hf_ids, rows, tokenizer.pad_token_id)
     same_weights = info["param_sum"] == param_sum
     same_tokens = sv_ids == hf_ids
-    print(
-        f"model: {MODEL_LINE}; "
-        f"{N_PAIRS} pairs, batch {BATCH}, mean aggregator, float32, CPU"
-    )
+    print(f"model: {MODEL_LINE}; {N_PAIRS} pairs, batch {BATCH}, mean aggregator, float32, CPU")
     print(
         f"ours:  torch {torch.__version__}, transformers {transformers.__version__}, steerlens "
         f"{steerlens.__version__}, attn {hf.config._attn_implementation}, torch threads {torch.get_num_threads()}, "
@@ -393,11 +396,13 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht, pairs: list | 
             if keep:
                 vectors[(label, key)] = vec.layer_activations
             return seconds
+
         return go
 
     def forward(fn, model, batches) -> Callable[..., float]:
         def go(label: str, layers: list[int], n_pairs: int = N_PAIRS, keep: bool = False) -> float:
             return timed(lambda: fn(model, batches[: max(1, len(batches) * n_pairs // N_PAIRS)], max(layers) + 1))
+
         return go
 
     contenders: dict[str, Callable[..., float]] = {
@@ -469,10 +474,13 @@ def run(args, t_script: float, worker: Worker, hf, tokenizer, ht, pairs: list | 
             ("sv / steerlens HF", "steering-vectors", "steerlens HF"),
             ("steerlens HF / plain HF", "steerlens HF", "plain HF"),
         ]
-        print("  the same ratios round by round (both timed in the same round; a check on the noise): " + "; ".join(
-            f"{text} " + " ".join(f"{a / b:.2f}" for a, b in zip(times[(label, x)], times[(label, y)]))
-            for text, x, y in per_round
-        ))
+        print(
+            "  the same ratios round by round (both timed in the same round; a check on the noise): "
+            + "; ".join(
+                f"{text} " + " ".join(f"{a / b:.2f}" for a, b in zip(times[(label, x)], times[(label, y)]))
+                for text, x, y in per_round
+            )
+        )
 
     print("\ntargets (medians of this run; steerlens = steerlens.train_steering_vector on the HF model natively)")
     s_all = med["all layers"]["steering-vectors"] / med["all layers"]["steerlens HF"]

@@ -44,8 +44,9 @@ LAYERS = [0, 1]
 SEED = 0
 
 _SPECIAL = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-_SIZES = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=64,
-              max_position_embeddings=64, **_SPECIAL)
+_SIZES = dict(
+    num_hidden_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=64, max_position_embeddings=64, **_SPECIAL
+)
 # rope_theta explicitly: some defaults differ (Cohere, OLMo 3: 10000 in transformers 4, 500000 in 5).
 _GATED = dict(_SIZES, intermediate_size=64, rope_theta=10000.0)
 
@@ -60,13 +61,27 @@ SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "mistral": ("MistralConfig", dict(_GATED, num_key_value_heads=2, sliding_window=4)),
     "qwen2": ("Qwen2Config", dict(_GATED, num_key_value_heads=2)),
     "qwen3": ("Qwen3Config", dict(_GATED, num_key_value_heads=2, head_dim=8)),
-    "qwen3_moe": ("Qwen3MoeConfig", dict(_GATED, num_key_value_heads=2, head_dim=8, num_experts=4,
-                                         num_experts_per_tok=2, moe_intermediate_size=32, decoder_sparse_step=1)),
+    "qwen3_moe": (
+        "Qwen3MoeConfig",
+        dict(
+            _GATED,
+            num_key_value_heads=2,
+            head_dim=8,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            decoder_sparse_step=1,
+        ),
+    ),
     "gemma": ("GemmaConfig", dict(_GATED, num_key_value_heads=1, head_dim=8)),
-    "gemma2": ("Gemma2Config", dict(_GATED, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                                    query_pre_attn_scalar=16)),
-    "gemma3": ("Gemma3TextConfig", dict(_GATED, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                                        query_pre_attn_scalar=16)),
+    "gemma2": (
+        "Gemma2Config",
+        dict(_GATED, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16),
+    ),
+    "gemma3": (
+        "Gemma3TextConfig",
+        dict(_GATED, num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16),
+    ),
     "phi": ("PhiConfig", dict(_GATED, partial_rotary_factor=0.5)),
     "phi3": ("Phi3Config", dict(_GATED, num_key_value_heads=4)),
     "opt": ("OPTConfig", dict(_SIZES, ffn_dim=64, word_embed_proj_dim=32)),
@@ -75,19 +90,44 @@ SPECS: dict[str, tuple[str, dict[str, Any]]] = {
     "olmo3": ("Olmo3Config", dict(_GATED, sliding_window=4)),
     "olmoe": ("OlmoeConfig", dict(_GATED, num_experts=4, num_experts_per_tok=2)),
     "mixtral": ("MixtralConfig", dict(_GATED, num_key_value_heads=2, num_local_experts=4, num_experts_per_tok=2)),
-    "gptj": ("GPTJConfig", dict(n_layer=2, n_embd=32, n_head=4, rotary_dim=4, vocab_size=64, n_positions=64,
-                                **_SPECIAL)),
-    "gpt_neo": ("GPTNeoConfig", dict(num_layers=2, hidden_size=32, num_heads=4, vocab_size=64,
-                                     max_position_embeddings=64, window_size=4,
-                                     attention_types=[[["global", "local"], 1]], **_SPECIAL)),
-    "gpt_bigcode": ("GPTBigCodeConfig", dict(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=64,
-                                             **_SPECIAL)),
+    "gptj": (
+        "GPTJConfig",
+        dict(n_layer=2, n_embd=32, n_head=4, rotary_dim=4, vocab_size=64, n_positions=64, **_SPECIAL),
+    ),
+    "gpt_neo": (
+        "GPTNeoConfig",
+        dict(
+            num_layers=2,
+            hidden_size=32,
+            num_heads=4,
+            vocab_size=64,
+            max_position_embeddings=64,
+            window_size=4,
+            attention_types=[[["global", "local"], 1]],
+            **_SPECIAL,
+        ),
+    ),
+    "gpt_bigcode": (
+        "GPTBigCodeConfig",
+        dict(n_layer=2, n_embd=32, n_head=4, vocab_size=64, n_positions=64, **_SPECIAL),
+    ),
     "bloom": ("BloomConfig", dict(n_layer=2, hidden_size=32, n_head=4, vocab_size=64, **_SPECIAL)),
-    "falcon": ("FalconConfig", dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, vocab_size=64,
-                                    new_decoder_architecture=False, **_SPECIAL)),
+    "falcon": (
+        "FalconConfig",
+        dict(
+            num_hidden_layers=2,
+            hidden_size=32,
+            num_attention_heads=4,
+            vocab_size=64,
+            new_decoder_architecture=False,
+            **_SPECIAL,
+        ),
+    ),
     "stablelm": ("StableLmConfig", dict(_GATED, num_key_value_heads=4)),
-    "granite": ("GraniteConfig", dict(_GATED, num_key_value_heads=2, residual_multiplier=0.5,
-                                      embedding_multiplier=2.0, logits_scaling=2.0)),
+    "granite": (
+        "GraniteConfig",
+        dict(_GATED, num_key_value_heads=2, residual_multiplier=0.5, embedding_multiplier=2.0, logits_scaling=2.0),
+    ),
     "starcoder2": ("Starcoder2Config", dict(_GATED, num_key_value_heads=2)),
     "cohere": ("CohereConfig", dict(_GATED, num_key_value_heads=2)),
     "smollm3": ("SmolLM3Config", dict(_GATED, num_key_value_heads=2)),
@@ -123,7 +163,10 @@ def make_tokenizer() -> Any:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     return tf.PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+        tokenizer_object=backend,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
         model_input_names=["input_ids", "attention_mask"],
     )
 
@@ -233,7 +276,11 @@ def _logits(model: Any, ids: torch.Tensor) -> np.ndarray:
 
 
 def run_side(
-    lib_name: str, folder: Path, archs: list[str], layer_types: list[str], tracebacks: bool = False,
+    lib_name: str,
+    folder: Path,
+    archs: list[str],
+    layer_types: list[str],
+    tracebacks: bool = False,
     dtype: str = "float32",
 ) -> tuple[dict, dict]:
     """Train and steer every (arch, layer type); returns (arrays, info) keyed ``arch|...``."""
@@ -244,12 +291,12 @@ def run_side(
     arrays: dict[str, np.ndarray] = {}
     info: dict[str, Any] = {
         "lib": f"{lib_name} {getattr(lib, '__version__', '?')}",
-        "transformers": transformers.__version__, "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
     }
     tok = make_tokenizer()
     held_out = torch.tensor([tok(HELD_OUT)["input_ids"]])
-    info["ids"] = {"pairs": [[tok(t)["input_ids"] for t in pair] for pair in PAIRS],
-                   "held_out": held_out[0].tolist()}
+    info["ids"] = {"pairs": [[tok(t)["input_ids"] for t in pair] for pair in PAIRS], "held_out": held_out[0].tolist()}
     for arch in archs:
         start = time.perf_counter()
         try:
@@ -269,7 +316,12 @@ def run_side(
                 info[f"{cell}|layer_config"] = layer_config[layer_type]
             try:
                 vec = lib.train_steering_vector(
-                    model, tok, PAIRS, layers=list(LAYERS), layer_type=layer_type, layer_config=layer_config,
+                    model,
+                    tok,
+                    PAIRS,
+                    layers=list(LAYERS),
+                    layer_type=layer_type,
+                    layer_config=layer_config,
                     read_token_index=-1,
                 )
                 acts = {int(k): v for k, v in vec.layer_activations.items()}
@@ -308,8 +360,9 @@ def main() -> int:
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     torch.set_num_threads(args.threads)
-    arrays, info = run_side(args.lib, args.weights, args.arch.split(","), args.layer_type.split(","), args.traceback,
-                            args.dtype)
+    arrays, info = run_side(
+        args.lib, args.weights, args.arch.split(","), args.layer_type.split(","), args.traceback, args.dtype
+    )
     np.savez(args.out, **arrays)
     args.out.with_suffix(".json").write_text(json.dumps(info))
     return 0

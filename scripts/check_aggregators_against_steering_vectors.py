@@ -91,13 +91,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         acts_file, theirs_file = Path(tmp) / "acts.npz", Path(tmp) / "theirs.npz"
         acts = {name: make_activations(*spec) for name, spec in DATASETS.items()}
-        np.savez(acts_file, **{f"{k}/pos": p for k, (p, _) in acts.items()}, **{f"{k}/neg": n for k, (_, n) in acts.items()})
+        np.savez(
+            acts_file, **{f"{k}/pos": p for k, (p, _) in acts.items()}, **{f"{k}/neg": n for k, (_, n) in acts.items()}
+        )
         child = CHILD.format(version=SV_VERSION, exprs={k: expr for k, (_, expr) in AGGREGATORS.items()})
         subprocess.run([python, "-c", child, acts_file, theirs_file], check=True)
         theirs = dict(np.load(theirs_file))
 
     worst = 1.0
-    print(f"{'activations':<16} {'aggregator':<15} {'cosine':>18} {'max |diff|':>11} {'|ours|':>9} {'|theirs|':>9}  dtype ours/theirs")
+    print(
+        f"{'activations':<16} {'aggregator':<15} {'cosine':>18} {'max |diff|':>11} {'|ours|':>9} {'|theirs|':>9}  dtype ours/theirs"
+    )
     for data_name, (pos, neg) in acts.items():
         for agg_name, (factory, _) in AGGREGATORS.items():
             with warnings.catch_warnings():

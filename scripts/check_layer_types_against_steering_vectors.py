@@ -80,8 +80,12 @@ def main() -> int:
     parser.add_argument("--plain-tol", type=float, default=1e-5)
     parser.add_argument("--vec-tol", type=float, default=1e-5)
     parser.add_argument("--logits-tol", type=float, default=1e-4)
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
-                        help="run both models in this dtype (weights are float32 either way)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="run both models in this dtype (weights are float32 either way)",
+    )
     parser.add_argument("--traceback", action="store_true", help="print each side's tracebacks (stderr)")
     args = parser.parse_args()
     archs = _pick(args.arch, list(worker.SPECS), "architecture")
@@ -97,9 +101,24 @@ def main() -> int:
         built = [a for a in archs if a not in build_errors]
         # steering-vectors in its venv, concurrently with steerlens here (one thread each).
         theirs_file = folder / "sv.npz"
-        cmd = [str(python), str(WORKER), "--lib", "steering_vectors", "--weights", str(folder),
-               "--out", str(theirs_file), "--arch", ",".join(built), "--layer-type", ",".join(layer_types),
-               "--threads", str(args.threads), "--dtype", args.dtype] + (["--traceback"] if args.traceback else [])
+        cmd = [
+            str(python),
+            str(WORKER),
+            "--lib",
+            "steering_vectors",
+            "--weights",
+            str(folder),
+            "--out",
+            str(theirs_file),
+            "--arch",
+            ",".join(built),
+            "--layer-type",
+            ",".join(layer_types),
+            "--threads",
+            str(args.threads),
+            "--dtype",
+            args.dtype,
+        ] + (["--traceback"] if args.traceback else [])
         t_sv = time.perf_counter()
         proc = subprocess.Popen(cmd) if built else None
         t_ours = time.perf_counter()
@@ -118,16 +137,22 @@ def main() -> int:
         theirs_info = json.loads(theirs_file.with_suffix(".json").read_text()) if built else {}
 
     print(f"steerlens:        {ours_info['lib']}, transformers {ours_info['transformers']}, torch {ours_info['torch']}")
-    print(f"steering-vectors: {theirs_info.get('lib')}, transformers {theirs_info.get('transformers')}, "
-          f"torch {theirs_info.get('torch')}")
+    print(
+        f"steering-vectors: {theirs_info.get('lib')}, transformers {theirs_info.get('transformers')}, "
+        f"torch {theirs_info.get('torch')}"
+    )
     ids_agree = ours_info["ids"] == theirs_info.get("ids")
-    print(f"token ids: {'identical' if ids_agree else 'DIFFER'} on both sides "
-          f"({len(worker.PAIRS)} pairs of {sorted({len(i) for p in ours_info['ids']['pairs'] for i in p})} tokens, "
-          f"held-out prompt of {len(ours_info['ids']['held_out'])}); {args.dtype}, layers {worker.LAYERS}, batch_size 1, "
-          f"mean aggregator, multiplier 1.0")
-    print(f"ok: |Δvector| <= {args.vec_tol:g} and |Δlogits| <= {args.logits_tol:g}; comparable: "
-          f"|Δplain logits| <= {args.plain_tol:g}.  rel: vector diff / max|sv vector|, "
-          "logits diff / max|sv steered - plain|\n")
+    print(
+        f"token ids: {'identical' if ids_agree else 'DIFFER'} on both sides "
+        f"({len(worker.PAIRS)} pairs of {sorted({len(i) for p in ours_info['ids']['pairs'] for i in p})} tokens, "
+        f"held-out prompt of {len(ours_info['ids']['held_out'])}); {args.dtype}, layers {worker.LAYERS}, batch_size 1, "
+        f"mean aggregator, multiplier 1.0"
+    )
+    print(
+        f"ok: |Δvector| <= {args.vec_tol:g} and |Δlogits| <= {args.logits_tol:g}; comparable: "
+        f"|Δplain logits| <= {args.plain_tol:g}.  rel: vector diff / max|sv vector|, "
+        "logits diff / max|sv steered - plain|\n"
+    )
 
     header = f"{'architecture':<20} {'layer type':<25} {'|Δvec|':>8} {'rel':>8} {'|Δlogits|':>9} {'rel':>8}  status"
     print(header)
@@ -142,7 +167,9 @@ def main() -> int:
         elif f"{arch}|load_error" in ours_info or f"{arch}|load_error" in theirs_info:
             reason = "load failed: " + "; ".join(
                 f"{side}: {info[f'{arch}|load_error']}"
-                for side, info in (("steerlens", ours_info), ("sv", theirs_info)) if f"{arch}|load_error" in info)
+                for side, info in (("steerlens", ours_info), ("sv", theirs_info))
+                if f"{arch}|load_error" in info
+            )
         elif not ids_agree:
             reason = "token ids differ"
         else:
@@ -193,19 +220,33 @@ def main() -> int:
             summary[arch][lt] = key
             if key == "FAIL":
                 failures.append(cell)
-            print(f"{arch:<20} {lt:<25} {_fmt(d_vec):>8} {_fmt(rel_vec):>8} {_fmt(d_log):>9} {_fmt(rel_log):>8}  {status}")
+            print(
+                f"{arch:<20} {lt:<25} {_fmt(d_vec):>8} {_fmt(rel_vec):>8} {_fmt(d_log):>9} {_fmt(rel_log):>8}  {status}"
+            )
 
-    short = {"decoder_block": "block", "self_attn": "attn", "mlp": "mlp", "input_layernorm": "in_ln",
-             "post_attention_layernorm": "post_ln"}
+    short = {
+        "decoder_block": "block",
+        "self_attn": "attn",
+        "mlp": "mlp",
+        "input_layernorm": "in_ln",
+        "post_attention_layernorm": "post_ln",
+    }
     print("\n" + f"{'':<20}" + "".join(f"{short[lt]:>8}" for lt in layer_types) + f"{'|Δplain|':>10}")
     for arch in archs:
-        print(f"{arch:<20}" + "".join(f"{summary[arch][lt]:>8}" for lt in layer_types)
-              + f"{_fmt(plain_diffs.get(arch)):>10}")
+        print(
+            f"{arch:<20}"
+            + "".join(f"{summary[arch][lt]:>8}" for lt in layer_types)
+            + f"{_fmt(plain_diffs.get(arch)):>10}"
+        )
     comparable = [a for a in archs if any(v != "-" for v in summary[a].values())]
-    print(f"\n{len(comparable)}/{len(archs)} architectures comparable; cells: "
-          + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    print(f"time: steerlens side {t_ours:.0f} s, steering-vectors side {t_sv:.0f} s (concurrently), "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\n{len(comparable)}/{len(archs)} architectures comparable; cells: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+    )
+    print(
+        f"time: steerlens side {t_ours:.0f} s, steering-vectors side {t_sv:.0f} s (concurrently), "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     if failures:
         print(f"FAILED cells: {', '.join(failures)}")
     return 1 if failures else 0

@@ -30,8 +30,15 @@ from steerlens.toy.corpus import iter_documents
 BOS = "<|endoftext|>"
 PAD = "<|pad|>"
 ARCH = dict(
-    n_layers=4, d_model=128, n_heads=4, d_head=32, d_mlp=512, n_ctx=64,
-    act_fn="gelu", normalization_type="LN", positional_embedding_type="standard",
+    n_layers=4,
+    d_model=128,
+    n_heads=4,
+    d_head=32,
+    d_mlp=512,
+    n_ctx=64,
+    act_fn="gelu",
+    normalization_type="LN",
+    positional_embedding_type="standard",
 )
 
 
@@ -117,7 +124,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=60_000)
     parser.add_argument("--vocab", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (results are bit-identical only for the same count)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (results are bit-identical only for the same count)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -36,13 +36,29 @@ from steerlens.errors import LayerError
 
 CanonicalLayerType = Literal["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"]
 ModuleLayerType = Literal[
-    "module:self_attn", "module:mlp", "module:input_layernorm", "module:post_attention_layernorm",
+    "module:self_attn",
+    "module:mlp",
+    "module:input_layernorm",
+    "module:post_attention_layernorm",
 ]
 """The output of the Hugging Face decoder layer's sub-module of that name (steering-vectors' meaning)."""
 LayerType = Literal[
-    "resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2",
-    "decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm",
-    "module:self_attn", "module:mlp", "module:input_layernorm", "module:post_attention_layernorm",
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "ln1",
+    "ln2",
+    "decoder_block",
+    "self_attn",
+    "mlp",
+    "input_layernorm",
+    "post_attention_layernorm",
+    "module:self_attn",
+    "module:mlp",
+    "module:input_layernorm",
+    "module:post_attention_layernorm",
 ]
 TL_LAYER_TYPES: tuple[str, ...] = get_args(CanonicalLayerType)
 """The layer types that are TransformerLens hook points."""
@@ -94,7 +110,7 @@ def module_name(layer_type: str) -> str | None:
     ``decoder_block`` and the canonical names name hook points, not modules.
     """
     if layer_type in MODULE_LAYER_TYPES:
-        return layer_type[len(MODULE_PREFIX):]
+        return layer_type[len(MODULE_PREFIX) :]
     if layer_type in ALIASES and layer_type != "decoder_block":
         return layer_type
     return None
@@ -161,8 +177,6 @@ def resolve_layers(layers: int | Iterable[int] | None, n_layers: int) -> list[in
             )
         positive = layer % n_layers
         if positive in resolved:
-            raise LayerError(
-                f"layer {layer} is requested twice (as layer {positive}); list each layer once."
-            )
+            raise LayerError(f"layer {layer} is requested twice (as layer {positive}); list each layer once.")
         resolved.append(positive)
     return resolved

@@ -133,7 +133,11 @@ class SteeringVector:
             yield model
 
     def _spec(
-        self, backend: Any, operator: Operator | None, multiplier: float, min_token_index: int | None,
+        self,
+        backend: Any,
+        operator: Operator | None,
+        multiplier: float,
+        min_token_index: int | None,
         token_indices: TokenIndices,
     ) -> SteeringSpec:
         """Validated steering arguments, with negative layer keys resolved against the model."""
@@ -182,14 +186,18 @@ class SteeringVector:
         trained_on, model_name = self.metadata.get("model_name"), backend.model_name
         differs = fingerprint_difference(self.metadata.get(FINGERPRINT_KEY), backend)
         if differs is None:  # no usable fingerprint on one side: the names are all there is
-            differs = f"names differ ({trained_on!r} vs {model_name!r})" if (
-                trained_on and model_name and trained_on != model_name) else ""
+            differs = (
+                f"names differ ({trained_on!r} vs {model_name!r})"
+                if (trained_on and model_name and trained_on != model_name)
+                else ""
+            )
         if differs:
             warnings.warn(
                 f"this vector was trained on {trained_on or 'another model'!r} and is applied to "
                 f"{model_name or 'a model'!r}, a different model ({differs}); the shapes fit, but a direction read "
                 "from one model rarely means the same in another. Train the vector on this model.",
-                ModelNameWarning, stacklevel=5,
+                ModelNameWarning,
+                stacklevel=5,
             )
 
     def _warn_if_other_route(self, backend: Any) -> None:
@@ -206,7 +214,8 @@ class SteeringVector:
             f"there {self.layer_type} is read {_LN_READ[here]}, where it was trained {_LN_READ[trained]}, so the "
             "direction is scaled differently per dimension. Train it on this kind of model, or use a residual "
             "layer type (resid_pre / resid_mid / resid_post), which both kinds read alike.",
-            LayerRouteWarning, stacklevel=5,
+            LayerRouteWarning,
+            stacklevel=5,
         )
 
     # -- algebra ------------------------------------------------------------------
@@ -277,8 +286,11 @@ class SteeringVector:
             >>> vec.select_layers([2]).layers
             [2]
         """
-        listed = [layers] if not hasattr(layers, "__iter__") or (
-            isinstance(layers, Tensor) and layers.dim() == 0) else list(layers)
+        listed = (
+            [layers]
+            if not hasattr(layers, "__iter__") or (isinstance(layers, Tensor) and layers.dim() == 0)
+            else list(layers)
+        )
         wanted = [as_layer_index(layer) for layer in listed]
         missing = [layer for layer in wanted if layer not in self.layer_activations]
         if missing or not wanted:
@@ -296,9 +308,9 @@ class SteeringVector:
         return {
             layer: float(
                 torch.nn.functional.cosine_similarity(
-                    self.layer_activations[layer].double(), other.layer_activations[layer].double().to(
-                        self.layer_activations[layer].device
-                    ), dim=0,
+                    self.layer_activations[layer].double(),
+                    other.layer_activations[layer].double().to(self.layer_activations[layer].device),
+                    dim=0,
                 )
             )
             for layer in shared
@@ -343,9 +355,7 @@ def resolve_layer_groups(layers: Layers, vector_layers: Iterable[int], n_layers:
         return [(layer,) for layer in available]
     if isinstance(layers, str):
         if layers != "joint":
-            raise LayerError(
-                f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}."
-            )
+            raise LayerError(f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}.")
         return [tuple(available)]
     items = [layers] if not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0 else list(layers)
     if items and all(not _is_group(item) for item in items):
@@ -387,9 +397,7 @@ def vector_groups(vector: SteeringVector, layers: Layers, n_layers: int) -> tupl
     return groups, {layer: resolved[layer] for layer in wanted}
 
 
-def vector_directions(
-    vector: SteeringVector, layers: int | Iterable[int] | None, n_layers: int
-) -> dict[int, Tensor]:
+def vector_directions(vector: SteeringVector, layers: int | Iterable[int] | None, n_layers: int) -> dict[int, Tensor]:
     """``{layer: direction}`` of ``vector`` at ``layers`` (None: all of its layers, in order), keys non-negative.
 
     For functions that look at one layer at a time (projections, norms, calibration):
@@ -402,8 +410,10 @@ def vector_directions(
     if isinstance(layers, str) or (
         layers is not None and hasattr(layers, "__iter__") and any(_is_group(item) for item in layers)
     ):
-        raise LayerError(f"layers must be a layer, a list of layers or None here, got {layers!r}; groups and "
-                         "'joint' are for sweeps and comparisons.")
+        raise LayerError(
+            f"layers must be a layer, a list of layers or None here, got {layers!r}; groups and "
+            "'joint' are for sweeps and comparisons."
+        )
     groups, directions = vector_groups(vector, layers, n_layers)
     resolve_layers(list(directions), n_layers)  # a layer past the model is a LayerError here
     return {group[0]: directions[group[0]] for group in groups}
@@ -459,8 +469,11 @@ def model_fingerprint(model: Any) -> dict[str, Any] | None:
     d_vocab = int(weight.shape[0])
     rows = sorted({d_vocab * (i + 1) // (_SAMPLE_ROWS + 1) for i in range(_SAMPLE_ROWS)})
     return {
-        "d_model": int(backend.d_model), "n_layers": int(backend.n_layers), "d_vocab": d_vocab,
-        "rows": rows, "embedding": _embedding_sample(weight, rows),
+        "d_model": int(backend.d_model),
+        "n_layers": int(backend.n_layers),
+        "d_vocab": d_vocab,
+        "rows": rows,
+        "embedding": _embedding_sample(weight, rows),
     }
 
 
@@ -490,7 +503,8 @@ def _valid_fingerprint(stored: Any) -> bool:
     sample = stored.get("embedding")
     return (
         all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in ints)
-        and isinstance(sample, list) and len(sample) == len(stored["rows"]) * _SAMPLE_COLS
+        and isinstance(sample, list)
+        and len(sample) == len(stored["rows"]) * _SAMPLE_COLS
         and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in sample)
     )
 
@@ -503,9 +517,12 @@ def model_metadata(model: Any) -> dict[str, Any]:
     """
     backend = backend_for(model)
     return {
-        "model_name": backend.model_name, "architecture": backend.architecture, "d_model": backend.d_model,
+        "model_name": backend.model_name,
+        "architecture": backend.architecture,
+        "d_model": backend.d_model,
         "n_layers": backend.n_layers,
-        BACKEND_KEY: backend_kind(backend), FINGERPRINT_KEY: model_fingerprint(backend),
+        BACKEND_KEY: backend_kind(backend),
+        FINGERPRINT_KEY: model_fingerprint(backend),
     }
 
 

@@ -198,8 +198,10 @@ def steered_logits_by_hand(
 
 # -- a SentencePiece-style (Metaspace) tokenizer and a tiny Llama that uses it --------------------------
 
-WORDS = ("Answer Choices Do you like cats the film was good bad I think a lot Not at all Yes No Pick one "
-         "great awful dogs cannot help with that sure love hate it is movie food").split()
+WORDS = (
+    "Answer Choices Do you like cats the film was good bad I think a lot Not at all Yes No Pick one "
+    "great awful dogs cannot help with that sure love hate it is movie food"
+).split()
 LLAMA2_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}<<SYS>> {{ m['content'] }} <</SYS>> "
     "{% elif m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]{% else %} {{ m['content'] }}{{ eos_token }}"
@@ -237,9 +239,7 @@ def metaspace_tokenizer(post: str | None = "bos") -> tf.PreTrainedTokenizerFast:
     model.decoder = decoders.Metaspace(replacement=SP, prepend_scheme="first", split=False)
     template = {"bos": "<s> $A", "bos_eos": "<s> $A </s>"}.get(post or "")
     if template:
-        model.post_processor = processors.TemplateProcessing(
-            single=template, special_tokens=[("<s>", 1), ("</s>", 2)]
-        )
+        model.post_processor = processors.TemplateProcessing(single=template, special_tokens=[("<s>", 1), ("</s>", 2)])
     tok = tf.PreTrainedTokenizerFast(
         tokenizer_object=model, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
@@ -251,9 +251,16 @@ def llama_model(tokenizer, n_layers: int = 3, seed: int = 0) -> tf.PreTrainedMod
     """A tiny random Llama whose vocabulary is the tokenizer's."""
     torch.manual_seed(seed)
     config = tf.LlamaConfig(
-        num_hidden_layers=n_layers, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=128,
-        bos_token_id=1, eos_token_id=2, pad_token_id=3,
+        num_hidden_layers=n_layers,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
     )
     model = tf.LlamaForCausalLM(config).eval()
     with torch.no_grad():
@@ -264,16 +271,19 @@ def llama_model(tokenizer, n_layers: int = 3, seed: int = 0) -> tf.PreTrainedMod
 
 def llama_prompt(tokenizer, user: str) -> str:
     """``apply_chat_template(..., tokenize=False)``: the string starts with ``<s>``."""
-    return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                         add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def hf_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Log-probs at every position of one unpadded sequence; ``hooks`` adds vectors to decoder layer outputs."""
     handles = []
     for layer, vec in (hooks or {}).items():
+
         def add(module, args, out, vec=vec):
             return (out[0] + vec, *out[1:]) if isinstance(out, tuple) else out + vec
+
         handles.append(model.model.layers[layer].register_forward_hook(add))
     try:
         with torch.no_grad():
@@ -286,7 +296,9 @@ def hf_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = N
 
 def hooked_logprobs(model, ids: list[int], hooks: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     """Log-probs at every position of one unpadded sequence on a HookedTransformer (vectors added at resid_post)."""
-    fwd = [(f"blocks.{layer}.hook_resid_post", lambda act, hook, v=vec: act + v) for layer, vec in (hooks or {}).items()]
+    fwd = [
+        (f"blocks.{layer}.hook_resid_post", lambda act, hook, v=vec: act + v) for layer, vec in (hooks or {}).items()
+    ]
     with torch.no_grad():
         logits = model.run_with_hooks(torch.tensor([ids]), fwd_hooks=fwd)[0]
     return torch.log_softmax(logits.float(), -1)
@@ -306,12 +318,16 @@ def hf_site_activations(hf_model, sites):
             site = layout.site(layer, layer_type)
             module = hf_model.get_submodule(site.path)
             if site.io == "input":
+
                 def before(module, args, kwargs, key=(layer, layer_type)):
                     seen[key] = (args[0] if args else kwargs["hidden_states"]).detach().clone()
+
                 handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
             else:
+
                 def after(module, args, output, key=(layer, layer_type)):
                     seen[key] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
+
                 handles.append(module.register_forward_hook(after))
         try:
             yield seen

@@ -15,8 +15,13 @@ from steerlens.errors import InvalidArgumentError, NonFiniteError, NumberTypeErr
 
 @pytest.mark.parametrize(
     "value, named",
-    [("2", "a str '2'"), ([1.0], "a list [1.0]"), (None, "a NoneType None"), (True, "a bool True"),
-     (torch.ones(2), "Tensor of shape (2,)")],
+    [
+        ("2", "a str '2'"),
+        ([1.0], "a list [1.0]"),
+        (None, "a NoneType None"),
+        (True, "a bool True"),
+        (torch.ones(2), "Tensor of shape (2,)"),
+    ],
 )
 def test_finite_number_names_the_type_it_got(value, named):
     with pytest.raises(NumberTypeError) as info:

@@ -32,42 +32,88 @@ EMPTY = inspect.Parameter.empty
 # steering-vectors 0.12.2: (parameter, default) in order; `...` marks "an aggregator instance".
 SIGNATURES = {
     "train_steering_vector": [
-        ("model", EMPTY), ("tokenizer", EMPTY), ("training_samples", EMPTY), ("layers", None),
-        ("layer_type", "decoder_block"), ("layer_config", None), ("move_to_cpu", False), ("read_token_index", -1),
-        ("show_progress", False), ("aggregator", ...), ("batch_size", 1), ("tqdm_desc", "Training steering vector"),
+        ("model", EMPTY),
+        ("tokenizer", EMPTY),
+        ("training_samples", EMPTY),
+        ("layers", None),
+        ("layer_type", "decoder_block"),
+        ("layer_config", None),
+        ("move_to_cpu", False),
+        ("read_token_index", -1),
+        ("show_progress", False),
+        ("aggregator", ...),
+        ("batch_size", 1),
+        ("tqdm_desc", "Training steering vector"),
     ],
     "extract_activations": [
-        ("model", EMPTY), ("tokenizer", EMPTY), ("training_samples", EMPTY), ("layers", None),
-        ("layer_type", "decoder_block"), ("layer_config", None), ("move_to_cpu", False), ("read_token_index", -1),
-        ("show_progress", False), ("batch_size", 1), ("tqdm_desc", "Extracting activations"),
+        ("model", EMPTY),
+        ("tokenizer", EMPTY),
+        ("training_samples", EMPTY),
+        ("layers", None),
+        ("layer_type", "decoder_block"),
+        ("layer_config", None),
+        ("move_to_cpu", False),
+        ("read_token_index", -1),
+        ("show_progress", False),
+        ("batch_size", 1),
+        ("tqdm_desc", "Extracting activations"),
     ],
     "aggregate_activations": [("pos_acts_by_layer", EMPTY), ("neg_acts_by_layer", EMPTY), ("aggregator", ...)],
     "record_activations": [
-        ("model", EMPTY), ("layer_type", "decoder_block"), ("layer_config", None), ("clone_activations", True),
+        ("model", EMPTY),
+        ("layer_type", "decoder_block"),
+        ("layer_config", None),
+        ("clone_activations", True),
         ("layer_nums", None),
     ],
     "get_num_matching_layers": [("model", EMPTY), ("layer_matcher", EMPTY)],
     "guess_and_enhance_layer_config": [("model", EMPTY), ("layer_config", None), ("layer_type", None)],
     "SteeringVector.apply": [
-        ("self", EMPTY), ("model", EMPTY), ("layer_config", None), ("operator", None), ("multiplier", 1.0),
-        ("min_token_index", 0), ("token_indices", None),
+        ("self", EMPTY),
+        ("model", EMPTY),
+        ("layer_config", None),
+        ("operator", None),
+        ("multiplier", 1.0),
+        ("min_token_index", 0),
+        ("token_indices", None),
     ],
     "SteeringVector.patch_activations": [
-        ("self", EMPTY), ("model", EMPTY), ("layer_config", None), ("operator", None), ("multiplier", 1.0),
-        ("min_token_index", None), ("token_indices", None),
+        ("self", EMPTY),
+        ("model", EMPTY),
+        ("layer_config", None),
+        ("operator", None),
+        ("multiplier", 1.0),
+        ("min_token_index", None),
+        ("token_indices", None),
     ],
     "mean_aggregator": [],
     "pca_aggregator": [],
     "logistic_aggregator": [("sklearn_kwargs", None)],
 }
 SV_ALL = [
-    "Aggregator", "mean_aggregator", "pca_aggregator", "logistic_aggregator", "LayerType", "LayerMatcher",
-    "ModelLayerConfig", "get_num_matching_layers", "guess_and_enhance_layer_config", "PatchDeltaOperator",
-    "record_activations", "SteeringVector", "SteeringPatchHandle", "train_steering_vector",
-    "SteeringVectorTrainingSample", "aggregate_activations", "extract_activations",
+    "Aggregator",
+    "mean_aggregator",
+    "pca_aggregator",
+    "logistic_aggregator",
+    "LayerType",
+    "LayerMatcher",
+    "ModelLayerConfig",
+    "get_num_matching_layers",
+    "guess_and_enhance_layer_config",
+    "PatchDeltaOperator",
+    "record_activations",
+    "SteeringVector",
+    "SteeringPatchHandle",
+    "train_steering_vector",
+    "SteeringVectorTrainingSample",
+    "aggregate_activations",
+    "extract_activations",
 ]
-PAIRS = [("the cat sat on the mat", "the dog ran on the mat"), ("a big happy dog", "a small sad dog"),
-         ("red and blue", "blue or red and the red cat")]
+PAIRS = [
+    ("the cat sat on the mat", "the dog ran on the mat"),
+    ("a big happy dog", "a small sad dog"),
+    ("red and blue", "blue or red and the red cat"),
+]
 
 
 def _resolve(path: str):
@@ -88,9 +134,10 @@ def test_signature_starts_like_steering_vectors(path):
         else:
             assert param.default == default and type(param.default) is type(default), name
     # steerlens' own extras come after: keyword-only with defaults (or **kwargs).
-    for extra in params[len(expected):]:
+    for extra in params[len(expected) :]:
         assert extra.kind is inspect.Parameter.VAR_KEYWORD or (
-            extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is not EMPTY), (path, extra.name)
+            extra.kind is inspect.Parameter.KEYWORD_ONLY and extra.default is not EMPTY
+        ), (path, extra.name)
 
 
 def test_every_public_name_of_steering_vectors_is_importable():
@@ -98,8 +145,10 @@ def test_every_public_name_of_steering_vectors_is_importable():
         assert hasattr(steerlens, name) and name in steerlens.__all__, name
     fields = dataclasses.fields(SteeringVectorTrainingSample)
     assert [(f.name, f.default) for f in fields] == [
-        ("positive_str", dataclasses.MISSING), ("negative_str", dataclasses.MISSING),
-        ("read_positive_token_index", None), ("read_negative_token_index", None),
+        ("positive_str", dataclasses.MISSING),
+        ("negative_str", dataclasses.MISSING),
+        ("read_positive_token_index", None),
+        ("read_negative_token_index", None),
     ]
     sample = SteeringVectorTrainingSample("a", "b")
     sample.read_positive_token_index = -2  # mutable, as there
@@ -109,12 +158,27 @@ def test_every_public_name_of_steering_vectors_is_importable():
 
 def test_guessed_layer_configs_match_the_module_names():
     expected = {
-        "gpt2": ("transformer.h.{num}", "transformer.h.{num}.attn", "transformer.h.{num}.mlp",
-                 "transformer.h.{num}.ln_1", "transformer.h.{num}.ln_2"),
-        "llama": ("model.layers.{num}", "model.layers.{num}.self_attn", "model.layers.{num}.mlp",
-                  "model.layers.{num}.input_layernorm", "model.layers.{num}.post_attention_layernorm"),
-        "neox": ("gpt_neox.layers.{num}", "gpt_neox.layers.{num}.attention", "gpt_neox.layers.{num}.mlp",
-                 "gpt_neox.layers.{num}.input_layernorm", "gpt_neox.layers.{num}.post_attention_layernorm"),
+        "gpt2": (
+            "transformer.h.{num}",
+            "transformer.h.{num}.attn",
+            "transformer.h.{num}.mlp",
+            "transformer.h.{num}.ln_1",
+            "transformer.h.{num}.ln_2",
+        ),
+        "llama": (
+            "model.layers.{num}",
+            "model.layers.{num}.self_attn",
+            "model.layers.{num}.mlp",
+            "model.layers.{num}.input_layernorm",
+            "model.layers.{num}.post_attention_layernorm",
+        ),
+        "neox": (
+            "gpt_neox.layers.{num}",
+            "gpt_neox.layers.{num}.attention",
+            "gpt_neox.layers.{num}.mlp",
+            "gpt_neox.layers.{num}.input_layernorm",
+            "gpt_neox.layers.{num}.post_attention_layernorm",
+        ),
     }
     kinds = ("decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
     for name, templates in expected.items():
@@ -124,23 +188,35 @@ def test_guessed_layer_configs_match_the_module_names():
         assert get_num_matching_layers(model, lambda m, n: f"{templates[0].format(num=n)}") == 2
         # Only the asked layer type is guessed; given entries are kept.
         assert guess_and_enhance_layer_config(model, {"mlp": "x.{num}"}, "self_attn") == {
-            "mlp": "x.{num}", "self_attn": templates[1]}
+            "mlp": "x.{num}",
+            "self_attn": templates[1],
+        }
 
 
-@pytest.mark.parametrize(("alias", "canonical"), [
-    ("decoder_block", "resid_post"), ("self_attn", "attn_out"), ("mlp", "mlp_out"),
-    ("input_layernorm", "ln1"), ("post_attention_layernorm", "ln2"),
-])
+@pytest.mark.parametrize(
+    ("alias", "canonical"),
+    [
+        ("decoder_block", "resid_post"),
+        ("self_attn", "attn_out"),
+        ("mlp", "mlp_out"),
+        ("input_layernorm", "ln1"),
+        ("post_attention_layernorm", "ln2"),
+    ],
+)
 def test_layer_type_names_on_a_hooked_transformer(model, pairs, alias, canonical):
     vec = train_steering_vector(model, None, pairs, layers=[1, 2], layer_type=alias, batch_size=4)
     same = train_steering_vector(model, None, pairs, layers=[1, 2], layer_type=canonical, batch_size=4)
     assert vec.layer_type == canonical
     hook = {"ln1": "blocks.{L}.ln1.hook_normalized", "ln2": "blocks.{L}.ln2.hook_normalized"}.get(
-        canonical, "blocks.{L}.hook_" + canonical)
+        canonical, "blocks.{L}.hook_" + canonical
+    )
     names = [hook.format(L=layer) for layer in (1, 2)]
     with torch.no_grad():
-        reads = {text: model.run_with_cache(model.to_tokens(text), names_filter=names, stop_at_layer=3)[1]
-                 for pair in pairs for text in pair}
+        reads = {
+            text: model.run_with_cache(model.to_tokens(text), names_filter=names, stop_at_layer=3)[1]
+            for pair in pairs
+            for text in pair
+        }
     for layer, name in zip((1, 2), names):
         torch.testing.assert_close(vec.layer_activations[layer], same.layer_activations[layer], atol=0, rtol=0)
         # Independently: run_with_cache at that hook point, last token, mean difference.
@@ -150,8 +226,9 @@ def test_layer_type_names_on_a_hooked_transformer(model, pairs, alias, canonical
     tokens = model.to_tokens("I love this film")
     with torch.no_grad(), vec.apply(model, multiplier=2.0):
         steered = model(tokens)
-    manual = [(hook.format(L=layer), lambda act, hook, v=v: act + 2.0 * v)
-              for layer, v in vec.layer_activations.items()]
+    manual = [
+        (hook.format(L=layer), lambda act, hook, v=v: act + 2.0 * v) for layer, v in vec.layer_activations.items()
+    ]
     with torch.no_grad():
         expected = model.run_with_hooks(tokens, fwd_hooks=manual)
     torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
@@ -160,8 +237,13 @@ def test_layer_type_names_on_a_hooked_transformer(model, pairs, alias, canonical
 @pytest.mark.parametrize("alias", ["decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm"])
 def test_layer_type_names_on_a_hugging_face_model(alias):
     model, tokenizer = make_hf_model("llama"), make_tokenizer()
-    module = {"decoder_block": "", "self_attn": ".self_attn", "mlp": ".mlp", "input_layernorm": ".input_layernorm",
-              "post_attention_layernorm": ".post_attention_layernorm"}[alias]
+    module = {
+        "decoder_block": "",
+        "self_attn": ".self_attn",
+        "mlp": ".mlp",
+        "input_layernorm": ".input_layernorm",
+        "post_attention_layernorm": ".post_attention_layernorm",
+    }[alias]
     vec = train_steering_vector(model, tokenizer, PAIRS, layer_type=alias, batch_size=2)
     # Independently: the module's output, read with plain torch hooks, one prompt at a time.
     for layer in (0, 1):
@@ -172,7 +254,8 @@ def test_layer_type_names_on_a_hugging_face_model(alias):
             for text in (pos, neg):
                 seen = []
                 handle = target.register_forward_hook(
-                    lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone()))
+                    lambda m, a, out: seen.append((out[0] if isinstance(out, tuple) else out).clone())
+                )
                 with torch.no_grad():
                     model(torch.tensor([tokenizer(text)["input_ids"]]))
                 handle.remove()
@@ -193,8 +276,11 @@ def test_token_indices_tensor_is_a_mask(model):
     with torch.no_grad():
         _, clean = model.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
     clean = clean["blocks.1.hook_resid_post"][0]
-    for mask in (torch.tensor([0, 0, 1, 0, 1]), torch.tensor([False, False, True, False, True]),
-                 torch.tensor([[0, 0, 1, 0, 1]])):
+    for mask in (
+        torch.tensor([0, 0, 1, 0, 1]),
+        torch.tensor([False, False, True, False, True]),
+        torch.tensor([[0, 0, 1, 0, 1]]),
+    ):
         moved = (resid(token_indices=mask) - clean).abs().sum(-1) > 0
         assert moved.tolist() == [False, False, True, False, True]
     moved = (resid(token_indices=[0, 1]) - clean).abs().sum(-1) > 0  # a list means positions
@@ -254,8 +340,10 @@ def test_layer_config_points_at_modules_steerlens_would_not_choose():
     # Steering through the same config adds at the MLP output: equal to a plain hook there.
     with torch.no_grad(), vec.apply(model, layer_config=config, multiplier=2.0):
         steered = model(INPUT_IDS).logits
-    handles = [model.model.layers[i].mlp.register_forward_hook(lambda m, a, out, i=i: out + 2.0 * vec.layer_activations[i])
-               for i in (0, 1)]
+    handles = [
+        model.model.layers[i].mlp.register_forward_hook(lambda m, a, out, i=i: out + 2.0 * vec.layer_activations[i])
+        for i in (0, 1)
+    ]
     with torch.no_grad():
         expected_logits = model(INPUT_IDS).logits
     for handle in handles:

@@ -20,8 +20,12 @@ import steerlens
 from steerlens.backends import backend_for
 from steerlens.tokens import prepare_prompts
 
-HF_PAIRS = [("the cat sat on the mat", "the dog ran"), ("a big red dog", "a small sad cat sat"),
-            ("happy", "sad and slow"), ("the blue mat", "the red mat")]
+HF_PAIRS = [
+    ("the cat sat on the mat", "the dog ran"),
+    ("a big red dog", "a small sad cat sat"),
+    ("happy", "sad and slow"),
+    ("the blue mat", "the red mat"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +70,14 @@ def test_hooked_multi_device_sweeps_and_steers_like_one_device(hooked_pair, monk
     batch = next(prepare_prompts(backend, prompts).batches(2))
     # The multi-device model takes the sweep's general path (no resuming from a cached layer), and every
     # block of its forward really goes through TransformerLens' device placement.
-    assert not backend.sweep_pass(batch, [1], "resid_post").fast and backend_for(one).sweep_pass(
-        batch, [1], "resid_post").fast
+    assert (
+        not backend.sweep_pass(batch, [1], "resid_post").fast
+        and backend_for(one).sweep_pass(batch, [1], "resid_post").fast
+    )
     assert set(range(1, spread.cfg.n_layers)) <= set(calls)
     # The multi-device model takes the sweep's general path (no resuming from a cached layer).
     frames = [
-        steerlens.sweep_layers(m, PAIRS, prompts, layers=[1, 2], multipliers=[-2.0, 3.0], batch_size=4,
-                               per_prompt=True)
+        steerlens.sweep_layers(m, PAIRS, prompts, layers=[1, 2], multipliers=[-2.0, 3.0], batch_size=4, per_prompt=True)
         for m in (one, spread)
     ]
     assert frames[1].drop(columns="kl").equals(frames[0].drop(columns="kl"))
@@ -96,8 +101,14 @@ def offloaded(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("llama")
     plain = save_checkpoint("llama", folder)
-    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
-                  "model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+    }
     spread = AutoModelForCausalLM.from_pretrained(
         folder, device_map=device_map, offload_folder=str(tmp_path_factory.mktemp("offload"))
     ).eval()
@@ -124,8 +135,11 @@ def test_hf_device_map_steers_like_a_manual_hook(offloaded):
     vec = steerlens.SteeringVector({0: torch.randn(32), 1: torch.randn(32)})
 
     def add(layer: int):
-        return lambda _module, _args, out: (out[0] + 2.0 * vec.layer_activations[layer], *out[1:]) \
-            if isinstance(out, tuple) else out + 2.0 * vec.layer_activations[layer]
+        return lambda _module, _args, out: (
+            (out[0] + 2.0 * vec.layer_activations[layer], *out[1:])
+            if isinstance(out, tuple)
+            else out + 2.0 * vec.layer_activations[layer]
+        )
 
     handles = [plain.model.layers[i].register_forward_hook(add(i)) for i in (0, 1)]
     try:

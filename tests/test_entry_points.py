@@ -38,8 +38,15 @@ from steerlens.conditional import Condition, FittedCondition
 from steerlens.evaluation import Calibration
 
 PROMPT_PARAMETERS = {
-    "prompts", "eval_prompts", "reference_prompts", "steer_prompts", "other_prompts", "items",
-    "training_samples", "training_samples_or_vector", "held_out_samples",
+    "prompts",
+    "eval_prompts",
+    "reference_prompts",
+    "steer_prompts",
+    "other_prompts",
+    "items",
+    "training_samples",
+    "training_samples_or_vector",
+    "held_out_samples",
 }
 """Names of parameters that hold prompts (or pairs / items of prompts)."""
 SHARED_PARAMETERS = ("tokenizer", "batch_size", "prepend_bos")
@@ -54,7 +61,8 @@ def entry_points() -> dict[str, Callable[..., Any]]:
     """``name -> function`` for every public function that takes a model and prompts."""
     modules = [steerlens] + [
         importlib.import_module(f"steerlens.{info.name}")
-        for info in pkgutil.iter_modules(steerlens.__path__) if info.ispkg
+        for info in pkgutil.iter_modules(steerlens.__path__)
+        if info.ispkg
     ]
     found: dict[str, Callable[..., Any]] = {}
     for module in modules:
@@ -95,7 +103,6 @@ class Case:
         return list(self.vector.layer_activations.values())[-1], self.layers[-1]
 
 
-
 def _frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("prompt",) if c in df.columns]).reset_index(drop=True)
 
@@ -120,25 +127,52 @@ def _condition(c: Case) -> Condition:
 
 
 RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
-    "ab_behavior_probability": lambda fn, c: _frame(fn(
-        c.model, c.vector, [(p, "A") for p in c.prompts(TEXTS)], multipliers=[-2.0, 2.0], layers=c.layers,
-        **c.kwargs)),
+    "ab_behavior_probability": lambda fn, c: _frame(
+        fn(
+            c.model,
+            c.vector,
+            [(p, "A") for p in c.prompts(TEXTS)],
+            multipliers=[-2.0, 2.0],
+            layers=c.layers,
+            **c.kwargs,
+        )
+    ),
     "calibrate": lambda fn, c: fn(
-        c.model, c.vector, c.prompts(TEXTS), prob_mass("A"), c.prompts(OTHER_TEXTS), max_kl=100.0, layers=c.layers,
-        multipliers=[1.0, 3.0], **c.kwargs),
-    "compare_logits": lambda fn, c: _frame(fn(
-        c.model, c.vector, c.prompts(TEXTS), multipliers=[-1.0, 3.0], layers=c.layers, target_tokens=["A"],
-        **c.kwargs)),
+        c.model,
+        c.vector,
+        c.prompts(TEXTS),
+        prob_mass("A"),
+        c.prompts(OTHER_TEXTS),
+        max_kl=100.0,
+        layers=c.layers,
+        multipliers=[1.0, 3.0],
+        **c.kwargs,
+    ),
+    "compare_logits": lambda fn, c: _frame(
+        fn(
+            c.model,
+            c.vector,
+            c.prompts(TEXTS),
+            multipliers=[-1.0, 3.0],
+            layers=c.layers,
+            target_tokens=["A"],
+            **c.kwargs,
+        )
+    ),
     "condition_scores": lambda fn, c: fn(c.model, _condition(c), c.prompts(TEXTS), **c.kwargs),
-    "condition_accuracy": lambda fn, c: fn(c.model, _condition(c), c.prompts(TEXTS), c.prompts(OTHER_TEXTS), **c.kwargs),
+    "condition_accuracy": lambda fn, c: fn(
+        c.model, _condition(c), c.prompts(TEXTS), c.prompts(OTHER_TEXTS), **c.kwargs
+    ),
     "next_token_probs": lambda fn, c: fn(c.model, c.prompts(TEXTS), **c.kwargs),
     "concept_mass": lambda fn, c: fn(c.model, c.prompts(TEXTS), "topic", **c.kwargs),
     "positive_mass": lambda fn, c: fn(c.model, c.prompts(TEXTS), **c.kwargs),
-    "continuation_logprob": lambda fn, c: _frame(fn(
-        c.model, c.vector, c.prompts(TEXTS), "A) yes", multipliers=[2.0], layers=c.layers, **c.kwargs)),
+    "continuation_logprob": lambda fn, c: _frame(
+        fn(c.model, c.vector, c.prompts(TEXTS), "A) yes", multipliers=[2.0], layers=c.layers, **c.kwargs)
+    ),
     "extract_activations": lambda fn, c: fn(c.model, None, c.pairs(), layers=c.layers, batch_size=2, **c.kwargs),
     "fit_condition": lambda fn, c: fn(
-        c.model, c.vector, c.prompts(TEXTS), c.prompts(OTHER_TEXTS), layer=c.layers[-1], **c.kwargs),
+        c.model, c.vector, c.prompts(TEXTS), c.prompts(OTHER_TEXTS), layer=c.layers[-1], **c.kwargs
+    ),
     "layer_report": lambda fn, c: fn(c.model, c.vector, c.pairs(), layers=c.layers, **c.kwargs),
     "relative_vector": lambda fn, c: fn(c.model, c.vector, c.prompts(TEXTS), **c.kwargs),
     "residual_norms": lambda fn, c: fn(c.model, c.prompts(TEXTS), c.layers, **c.kwargs),
@@ -146,7 +180,8 @@ RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
     "latent_activations": lambda fn, c: fn(c.model, tiny_sae(), c.prompts(TEXTS), **c.kwargs),
     "typical_activations": lambda fn, c: fn(c.model, tiny_sae(), [0, 1], c.prompts(TEXTS), **c.kwargs),
     "sweep_layers": lambda fn, c: fn(
-        c.model, c.vector, c.prompts(TEXTS), c.layers, [-2.0, 3.0], prob_mass("A"), **c.kwargs),
+        c.model, c.vector, c.prompts(TEXTS), c.layers, [-2.0, 3.0], prob_mass("A"), **c.kwargs
+    ),
     "token_projections": lambda fn, c: _frame(fn(c.model, c.vector, c.prompts(TEXTS), c.layers, **c.kwargs)),
     "train_steering_vector": lambda fn, c: fn(c.model, None, c.pairs(), layers=c.layers, batch_size=2, **c.kwargs),
 }
@@ -162,8 +197,13 @@ def comparable(value: Any) -> Any:
         return _frame(value.table[["layer", "multiplier", "effect", "kl"]])
     if isinstance(value, FittedCondition):
         c = value.condition
-        return {"threshold": c.threshold, "above": c.above, "layer": c.layer, "steer": value.steer_scores,
-                "other": value.other_scores}
+        return {
+            "threshold": c.threshold,
+            "above": c.above,
+            "layer": c.layer,
+            "steer": value.steer_scores,
+            "other": value.other_scores,
+        }
     if isinstance(value, dict):
         return {k: comparable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -226,8 +266,15 @@ def run(name: str, model, vector: SteeringVector, layers: list[int], prompt=lamb
 
 
 def test_the_walk_finds_the_entry_points():
-    assert {"sweep_layers", "calibrate", "token_projections", "residual_norms", "fit_condition",
-            "train_steering_vector", "compare_logits"} <= set(ENTRY_POINTS)
+    assert {
+        "sweep_layers",
+        "calibrate",
+        "token_projections",
+        "residual_norms",
+        "fit_condition",
+        "train_steering_vector",
+        "compare_logits",
+    } <= set(ENTRY_POINTS)
 
 
 def test_every_entry_point_has_a_case():
@@ -264,7 +311,9 @@ def test_prepend_bos_changes_exactly_the_bos(name, model, vectors):
     for bos in (True, False):
         results[bos] = run(name, model, vectors[0], [1, 2], prepend_bos=bos)
         by_hand = run(name, model, vectors[0], [1, 2], prompt=lambda t, bos=bos: text_ids(model, t, bos))
-        assert same(results[bos], by_hand), f"prepend_bos={bos} is not the text's ids {'with' if bos else 'without'} BOS"
+        assert same(results[bos], by_hand), (
+            f"prepend_bos={bos} is not the text's ids {'with' if bos else 'without'} BOS"
+        )
     if name not in COARSE:
         assert not same(results[True], results[False])
 
@@ -280,8 +329,9 @@ def test_negative_layer_keys_give_the_positive_result(name, model, vectors):
 def test_negative_keys_with_every_layer_and_joint(model, vectors):
     positive, negative = vectors
     for layers in (None, "joint", [[-2, -1]]):
-        expected = steerlens.sweep_layers(model, positive, TEXTS, None if layers is None else "joint",
-                                          multipliers=[2.0])
+        expected = steerlens.sweep_layers(
+            model, positive, TEXTS, None if layers is None else "joint", multipliers=[2.0]
+        )
         assert same(steerlens.sweep_layers(model, negative, TEXTS, layers, multipliers=[2.0]), expected)
     expected = steerlens.compare_logits(model, positive, TEXTS, [2.0])
     assert same(steerlens.compare_logits(model, negative, TEXTS, [2.0]), expected)
@@ -299,14 +349,16 @@ def test_sentencepiece_letter_binds_in_context_in_calibrate_as_in_sweep():
     letter = tok.convert_tokens_to_ids("A")
     assert letter != tok.convert_tokens_to_ids("\u2581A")  # "A" alone is ▁A: the wrong token here
     mults = [1.0, 3.0]
-    cal = steerlens.calibrate(hf, vec, prompts, prob_mass("A"), references, max_kl=100.0, multipliers=mults,
-                              tokenizer=tok)
+    cal = steerlens.calibrate(
+        hf, vec, prompts, prob_mass("A"), references, max_kl=100.0, multipliers=mults, tokenizer=tok
+    )
     by_string = steerlens.sweep_layers(hf, vec, prompts, multipliers=mults, metric=prob_mass("A"), tokenizer=tok)
     by_id = steerlens.sweep_layers(hf, vec, prompts, multipliers=mults, metric=prob_mass(letter), tokenizer=tok)
     assert same(by_string, by_id)
     table = cal.table.sort_values(["layer", "multiplier"], ignore_index=True)
-    assert torch.allclose(torch.tensor(table["effect"].to_numpy()), torch.tensor(by_id["prob_mass"].to_numpy()),
-                          atol=1e-6)
+    assert torch.allclose(
+        torch.tensor(table["effect"].to_numpy()), torch.tensor(by_id["prob_mass"].to_numpy()), atol=1e-6
+    )
     compared = steerlens.compare_logits(hf, vec, prompts, mults, target_tokens=["A"], tokenizer=tok)
     compared["p"] = compared["logprob_after[A]"].map(math.exp)
     mass = compared.groupby(["layer", "multiplier"])["p"].mean()

@@ -43,8 +43,11 @@ from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.formats.vector_file import encode_vector_file
 
 PAIRS = [("a b c", "b c d"), ("c d", "d e a")]
-LONG_PAIRS = [("I love this film", "I hate it"), ("The food was delicious and great", "The food"),
-              ("What a lovely day", "What an awful and sad day for a walk")]
+LONG_PAIRS = [
+    ("I love this film", "I hate it"),
+    ("The food was delicious and great", "The food"),
+    ("What a lovely day", "What an awful and sad day for a walk"),
+]
 
 
 @dataclass(frozen=True)
@@ -132,54 +135,123 @@ CASES = [
     Case("unknown layer_type", train(layer_type="resid_foo"), LayerError, "unknown layer_type"),
     Case("read_token_index past the end", train(read_token_index=50), TokenIndexError, "outside prompt"),
     Case("read_token_index before the start", train(read_token_index=-50), TokenIndexError, "outside prompt"),
-    Case("callable read_token_index out of range", train(read_token_index=lambda s: 99), TokenIndexError,
-         "outside prompt"),
-    Case("aggregator returns NaN",
-         train(aggregator=lambda p, n: torch.full((p.shape[-1],), float("nan"))), AggregatorError, "NaN or infinite"),
-    Case("NaN in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("nan"))}), NonFiniteError,
-         "NaN or inf"),
-    Case("inf in a vector", lambda m, t: SteeringVector({0: torch.full((32,), float("inf"))}), NonFiniteError,
-         "NaN or inf"),
+    Case(
+        "callable read_token_index out of range",
+        train(read_token_index=lambda s: 99),
+        TokenIndexError,
+        "outside prompt",
+    ),
+    Case(
+        "aggregator returns NaN",
+        train(aggregator=lambda p, n: torch.full((p.shape[-1],), float("nan"))),
+        AggregatorError,
+        "NaN or infinite",
+    ),
+    Case(
+        "NaN in a vector",
+        lambda m, t: SteeringVector({0: torch.full((32,), float("nan"))}),
+        NonFiniteError,
+        "NaN or inf",
+    ),
+    Case(
+        "inf in a vector",
+        lambda m, t: SteeringVector({0: torch.full((32,), float("inf"))}),
+        NonFiniteError,
+        "NaN or inf",
+    ),
     Case("vector overflows to inf when scaled", lambda m, t: VEC * 1e39, NonFiniteError, "NaN or inf"),
     Case("NaN in a trained vector (non-finite activations)", nan_model, NonFiniteError, "contains NaN or inf"),
-    Case("NaN in a loaded vector file", vector_file(torch.tensor([float("nan")] + [1.0] * 31)), VectorFileError,
-         "contains NaN or inf"),
-    Case("inf in a loaded vector file", vector_file(torch.full((32,), float("inf"))), VectorFileError,
-         "contains NaN or inf"),
-    Case("vector file tensor shape disagrees with metadata", vector_file(torch.ones(16)), VectorFileError,
-         "expected a float vector of shape [32]"),
-    Case("vector file with an unknown schema version", vector_file(torch.ones(32), schema_version=99),
-         VectorFileError, "schema_version 99 is not supported"),
-    Case("vector file with an unknown layer_type", vector_file(torch.ones(32), layer_type="resid_foo"),
-         VectorFileError, "layer_type 'resid_foo'"),
+    Case(
+        "NaN in a loaded vector file",
+        vector_file(torch.tensor([float("nan")] + [1.0] * 31)),
+        VectorFileError,
+        "contains NaN or inf",
+    ),
+    Case(
+        "inf in a loaded vector file",
+        vector_file(torch.full((32,), float("inf"))),
+        VectorFileError,
+        "contains NaN or inf",
+    ),
+    Case(
+        "vector file tensor shape disagrees with metadata",
+        vector_file(torch.ones(16)),
+        VectorFileError,
+        "expected a float vector of shape [32]",
+    ),
+    Case(
+        "vector file with an unknown schema version",
+        vector_file(torch.ones(32), schema_version=99),
+        VectorFileError,
+        "schema_version 99 is not supported",
+    ),
+    Case(
+        "vector file with an unknown layer_type",
+        vector_file(torch.ones(32), layer_type="resid_foo"),
+        VectorFileError,
+        "layer_type 'resid_foo'",
+    ),
     Case("vector file over the size limit", load_big_vector, VectorFileError, "over the limit of 64"),
-    Case("plain safetensors file without steerlens metadata",
-         lambda m, t: (save_file({"x": torch.ones(3)}, str(t / "p.st")), SteeringVector.load(t / "p.st")),
-         VectorFileError, "no steerlens metadata"),
-    Case("pickle file given as a vector file", load_bytes(pickle.dumps(Payload()), SteeringVector.load, "v.pt"),
-         VectorFileError, "not a vector file"),
-    Case("pairs file with a line that is not an object", load_bytes(b'{"positive": "a", "negative": "b"}\n[1]\n',
-                                                                   load_pairs_jsonl, "p.jsonl"),
-         PairsFileError, "line 2: expected a JSON object"),
-    Case("pairs file with deeply nested JSON", load_bytes(b"[" * 100_000, load_pairs_jsonl, "p.jsonl"),
-         PairsFileError, "line 1: invalid JSON"),
-    Case("vector with an unknown layer_type", lambda m, t: SteeringVector({0: torch.ones(32)}, "resid_foo"),
-         LayerError, "unknown layer_type"),
+    Case(
+        "plain safetensors file without steerlens metadata",
+        lambda m, t: (save_file({"x": torch.ones(3)}, str(t / "p.st")), SteeringVector.load(t / "p.st")),
+        VectorFileError,
+        "no steerlens metadata",
+    ),
+    Case(
+        "pickle file given as a vector file",
+        load_bytes(pickle.dumps(Payload()), SteeringVector.load, "v.pt"),
+        VectorFileError,
+        "not a vector file",
+    ),
+    Case(
+        "pairs file with a line that is not an object",
+        load_bytes(b'{"positive": "a", "negative": "b"}\n[1]\n', load_pairs_jsonl, "p.jsonl"),
+        PairsFileError,
+        "line 2: expected a JSON object",
+    ),
+    Case(
+        "pairs file with deeply nested JSON",
+        load_bytes(b"[" * 100_000, load_pairs_jsonl, "p.jsonl"),
+        PairsFileError,
+        "line 1: invalid JSON",
+    ),
+    Case(
+        "vector with an unknown layer_type",
+        lambda m, t: SteeringVector({0: torch.ones(32)}, "resid_foo"),
+        LayerError,
+        "unknown layer_type",
+    ),
     Case("layers are not ints", train(layers=["1"]), LayerError, "is not a whole number"),
     Case("read_token_index is not an int", train(read_token_index=1.5), TokenIndexError, "must be an int"),
-    Case("tokenizer of a bigger vocabulary", lambda m, t: train_steering_vector(m, make_tokenizer(400), PAIRS),
-         TokenizerError, "does not belong to this model"),
+    Case(
+        "tokenizer of a bigger vocabulary",
+        lambda m, t: train_steering_vector(m, make_tokenizer(400), PAIRS),
+        TokenizerError,
+        "does not belong to this model",
+    ),
     Case("NaN multiplier", enter(VEC, None, multiplier=float("nan")), NonFiniteError, "finite number"),
     Case("infinite multiplier", enter(VEC, None, multiplier=float("-inf")), NonFiniteError, "finite number"),
-    Case("NaN tensor multiplier", enter(VEC, None, multiplier=torch.tensor(float("nan"))), NonFiniteError,
-         "finite number"),
+    Case(
+        "NaN tensor multiplier",
+        enter(VEC, None, multiplier=torch.tensor(float("nan"))),
+        NonFiniteError,
+        "finite number",
+    ),
     Case("multiplier is a string", enter(VEC, None, multiplier="2"), NumberTypeError, "got a str '2'"),
     Case("model with another d_model", enter(VEC, lambda: make_model(d_model=16)), ModelMismatchError, "d_model 32"),
-    Case("model with fewer layers", enter(SteeringVector({3: torch.randn(32)}), lambda: make_model(n_layers=2)),
-         ModelMismatchError, "only 2 layers"),
-    Case("model without the hook point", enter(SteeringVector({0: torch.randn(32)}, "resid_mid"),
-                                               lambda: make_model(attn_only=True)),
-         ModelMismatchError, "no hook point"),
+    Case(
+        "model with fewer layers",
+        enter(SteeringVector({3: torch.randn(32)}), lambda: make_model(n_layers=2)),
+        ModelMismatchError,
+        "only 2 layers",
+    ),
+    Case(
+        "model without the hook point",
+        enter(SteeringVector({0: torch.randn(32)}, "resid_mid"), lambda: make_model(attn_only=True)),
+        ModelMismatchError,
+        "no hook point",
+    ),
 ]
 
 
@@ -211,8 +283,14 @@ def test_errors_come_before_any_forward_pass(model, tmp_path):
 
 
 def tokenizer_state(tokenizer: Any) -> tuple:
-    return (tokenizer.pad_token, tokenizer.pad_token_id, tokenizer.padding_side, dict(tokenizer.special_tokens_map),
-            len(tokenizer), tokenizer.get_vocab())
+    return (
+        tokenizer.pad_token,
+        tokenizer.pad_token_id,
+        tokenizer.padding_side,
+        dict(tokenizer.special_tokens_map),
+        len(tokenizer),
+        tokenizer.get_vocab(),
+    )
 
 
 @pytest.mark.parametrize("attached", [False, True], ids=["passed tokenizer", "model's own tokenizer"])

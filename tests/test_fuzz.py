@@ -99,9 +99,16 @@ def test_random_bytes_as_jsonl(tmp_path_factory, data):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["positive", "negative", "x"]),
-                                st.one_of(st.text(max_size=8), st.integers(), st.none()), max_size=3),
-                max_size=4))
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["positive", "negative", "x"]),
+            st.one_of(st.text(max_size=8), st.integers(), st.none()),
+            max_size=3,
+        ),
+        max_size=4,
+    )
+)
 def test_structured_jsonl(tmp_path_factory, records):
     data = "\n".join(json.dumps(r) for r in records).encode()
     check_pairs(tmp_path_factory.mktemp("s") / "records.jsonl", data)
@@ -127,8 +134,14 @@ def join_vector_file(raw: dict, header: dict, body: bytes) -> bytes:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(HEADER_FIELDS), json_values, st.sampled_from(["layer.0", "layer.2"]),
-       st.sampled_from(ENTRY_FIELDS), json_values, st.booleans())
+@given(
+    st.sampled_from(HEADER_FIELDS),
+    json_values,
+    st.sampled_from(["layer.0", "layer.2"]),
+    st.sampled_from(ENTRY_FIELDS),
+    json_values,
+    st.booleans(),
+)
 def test_schema_fields_replaced_by_random_json(tmp_path_factory, field, value, key, entry_field, entry_value, which):
     """Well-formed safetensors whose steerlens header or tensor entry carries a random JSON value."""
     tmp = tmp_path_factory.mktemp("h")

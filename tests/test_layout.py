@@ -193,10 +193,26 @@ def test_no_import_cycles():
 # -- the package order ---------------------------------------------------------------------
 
 ORDER = [
-    "_version", "errors", "layers", "_tl", "checks",  # shared by all
-    "samples", "tokens", "hooks", "backends", "formats", "vector", "training",  # the data's way in
-    "analysis", "evaluation", "conditional", "interop", "sae",  # what is done with a vector
-    "toy", "adapter", "cli",  # models to run on, and the command line
+    "_version",
+    "errors",
+    "layers",
+    "_tl",
+    "checks",  # shared by all
+    "samples",
+    "tokens",
+    "hooks",
+    "backends",
+    "formats",
+    "vector",
+    "training",  # the data's way in
+    "analysis",
+    "evaluation",
+    "conditional",
+    "interop",
+    "sae",  # what is done with a vector
+    "toy",
+    "adapter",
+    "cli",  # models to run on, and the command line
 ]
 """ARCHITECTURE.md's import order: a package imports only packages listed before it (or itself).
 The top-level ``steerlens/__init__.py`` is the facade over all of them and is not ranked."""
@@ -242,8 +258,14 @@ def test_architecture_md_states_the_same_order():
     assert line.removeprefix("Import order:").replace("`", "").replace(",", " ").split() == ORDER
 
 
-KIND_NAMES = {"HookedBackend", "HFBackend", "BridgeBackend", "HookedTransformer", "PreTrainedModel",
-              "TransformerBridge"}
+KIND_NAMES = {
+    "HookedBackend",
+    "HFBackend",
+    "BridgeBackend",
+    "HookedTransformer",
+    "PreTrainedModel",
+    "TransformerBridge",
+}
 
 
 def test_only_backends_ask_what_kind_of_model_they_have():
@@ -256,7 +278,8 @@ def test_only_backends_ask_what_kind_of_model_they_have():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) in {"isinstance", "issubclass"}:
                 names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)} | {
-                    n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
+                    n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)
+                }
                 if names & KIND_NAMES:
                     found.append(f"steerlens/{relative}:{node.lineno}")
     assert not found, "model-kind checks outside backends/: " + ", ".join(found)
@@ -268,8 +291,9 @@ def test_only_backends_ask_what_kind_of_model_they_have():
 def _loaded_after(code: str) -> set[str]:
     """Top-level packages loaded by ``code`` in a fresh interpreter."""
     probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    proc = subprocess.run([sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], env=subprocess_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return set(proc.stdout.split("\n")[-2].split())
 

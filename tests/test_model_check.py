@@ -79,8 +79,11 @@ def test_fingerprint_is_saved_and_small(checkpoint, tmp_path):
 def test_vectors_without_a_fingerprint_fall_back_to_names(checkpoint, tmp_path):
     hf, tl = checkpoint
     vec = train_steering_vector(tl, None, PAIRS, layers=[1])
-    old = SteeringVector(vec.layer_activations, vec.layer_type,
-                         {k: v for k, v in vec.metadata.items() if k not in (FINGERPRINT_KEY, "backend")})
+    old = SteeringVector(
+        vec.layer_activations,
+        vec.layer_type,
+        {k: v for k, v in vec.metadata.items() if k not in (FINGERPRINT_KEY, "backend")},
+    )
     old.save(tmp_path / "old.safetensors")
     old = SteeringVector.load(tmp_path / "old.safetensors")
     assert steer_warnings(old, tl) == []

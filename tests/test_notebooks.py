@@ -40,7 +40,9 @@ def test_committed_notebook_is_what_the_build_script_writes(name):
     expected = [("md" if kind == "md" else "code", source) for kind, source in build.BUILD[name]]
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     committed = [("md" if cell.cell_type == "markdown" else "code", cell.source) for cell in nb.cells]
-    assert committed == expected, f"{name} differs from scripts/build_notebooks.py: run `python scripts/build_notebooks.py {name[:2]}`"
+    assert committed == expected, (
+        f"{name} differs from scripts/build_notebooks.py: run `python scripts/build_notebooks.py {name[:2]}`"
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -66,9 +66,9 @@ def test_both_routes_load_the_same_weights_and_tokens(hf, tl, chats):
 def test_greedy_answers_agree_across_routes(hf, tl, chats):
     model, tokenizer = hf
     ids = tokenizer(chats[0], return_tensors="pt").input_ids
-    hf_out = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1]:]
+    hf_out = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
     tl_out = tl.generate(chats[0], max_new_tokens=8, do_sample=False, verbose=False, return_type="tokens")
-    assert tl_out[0, ids.shape[1]:].tolist()[: len(hf_out)] == hf_out.tolist()
+    assert tl_out[0, ids.shape[1] :].tolist()[: len(hf_out)] == hf_out.tolist()
     assert "Paris" in tokenizer.decode(hf_out)
     hf_text = generate_text(model, chats[0], max_new_tokens=8, tokenizer=tokenizer)
     assert generate_text(tl, chats[0], max_new_tokens=8) == hf_text
@@ -114,8 +114,11 @@ def test_steered_logits_equal_a_hand_written_hook(hf, tl, chats):
     ids = tokenizer(chats[1], return_tensors="pt").input_ids
 
     def add(module, args, output):
-        return (output[0] + 4.0 * vec.layer_activations[15], *output[1:]) if isinstance(output, tuple) else (
-            output + 4.0 * vec.layer_activations[15])
+        return (
+            (output[0] + 4.0 * vec.layer_activations[15], *output[1:])
+            if isinstance(output, tuple)
+            else (output + 4.0 * vec.layer_activations[15])
+        )
 
     handle = model.model.layers[15].register_forward_hook(add)
     with torch.no_grad():
@@ -147,8 +150,9 @@ def test_control_vector_round_trips_through_llama_cpp_format(hf, tmp_path):
     model, tokenizer = hf
     trained = train_steering_vector(model, tokenizer, PAIRS, layers=[10, 29], batch_size=4)
     # A key counted from the end, as files may keep it: numbered with the model's 30 layers on export.
-    vec = SteeringVector({10: trained.layer_activations[10], -1: trained.layer_activations[29]}, "resid_post",
-                         trained.metadata)
+    vec = SteeringVector(
+        {10: trained.layer_activations[10], -1: trained.layer_activations[29]}, "resid_post", trained.metadata
+    )
     path = tmp_path / "sentiment.gguf"
     export_gguf(vec, path)
     reader = gguf.GGUFReader(str(path))
@@ -168,17 +172,26 @@ def test_sentiment_steering_moves_the_positive_share_on_neutral_chat_prompts(hf)
     from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
     model, tokenizer = hf
-    vec = train_steering_vector(model, tokenizer, chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:48],
-                                layers=[15], batch_size=16)
+    vec = train_steering_vector(
+        model,
+        tokenizer,
+        chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:48],
+        layers=[15],
+        batch_size=16,
+    )
     chats = neutral_chat_prompts(tokenizer)
     prompts = [chat + "Honestly, it was" for chat in chats[:12]]  # the next word is a judgement
-    share = prob_share([" good", " great", " wonderful", " lovely", " amazing", " fantastic", " nice"],
-                       [" bad", " terrible", " awful", " horrible", " boring", " sad", " disappointing"])
+    share = prob_share(
+        [" good", " great", " wonderful", " lovely", " amazing", " fantastic", " nice"],
+        [" bad", " terrible", " awful", " horrible", " boring", " sad", " disappointing"],
+    )
     table = sweep_layers(model, vec, prompts, multipliers=[-1.0, 0.0, 1.0], metric=share, tokenizer=tokenizer)
     by_m = dict(zip(table.multiplier, table[share.name]))
     kl = sweep_layers(model, vec, chats[24:36], multipliers=[-1.0, 1.0], metric="kl", tokenizer=tokenizer)
-    print(f"\n  positive share at -1 / 0 / +1: {by_m[-1.0]:.3f} / {by_m[0.0]:.3f} / {by_m[1.0]:.3f}; "
-          f"KL on unrelated chat prompts: {dict(zip(kl.multiplier, kl.kl.round(3)))}")
+    print(
+        f"\n  positive share at -1 / 0 / +1: {by_m[-1.0]:.3f} / {by_m[0.0]:.3f} / {by_m[1.0]:.3f}; "
+        f"KL on unrelated chat prompts: {dict(zip(kl.multiplier, kl.kl.round(3)))}"
+    )
     assert by_m[0.0] - by_m[-1.0] >= 0.5
     assert by_m[1.0] > by_m[0.0]
 
@@ -203,7 +216,7 @@ def test_chat_demo_writes_what_it_prints(tmp_path, hf):
         with torch.no_grad():
             probs = model(ids).logits[0, -1].softmax(-1)
         ids_of = [tokenizer(chat + JUDGEMENT + w, add_special_tokens=False).input_ids[-1] for w in POSITIVE + NEGATIVE]
-        pos, neg = probs[ids_of[: len(POSITIVE)]].sum(), probs[ids_of[len(POSITIVE):]].sum()
+        pos, neg = probs[ids_of[: len(POSITIVE)]].sum(), probs[ids_of[len(POSITIVE) :]].sum()
         share.append((pos / (pos + neg)).item())
     unsteered = result.sweep[result.sweep.multiplier == 0.0].iloc[:, 2]
     assert unsteered.tolist() == pytest.approx([sum(share) / 2] * len(unsteered), abs=1e-4)

@@ -42,7 +42,8 @@ def test_steered_activation_and_logits_match_manual_hook(model):
     torch.testing.assert_close(
         steered["blocks.1.hook_resid_post"],
         clean["blocks.1.hook_resid_post"] + 2.5 * vec.layer_activations[1],
-        atol=1e-5, rtol=0,
+        atol=1e-5,
+        rtol=0,
     )
     torch.testing.assert_close(logits, manual_logits(model, tokens, vec, 2.5), atol=1e-5, rtol=0)
     assert not torch.allclose(logits, pristine, atol=1e-3)
@@ -69,7 +70,9 @@ def test_min_token_index_and_token_indices(model):
         diff = (steered[name] - clean[name])[0]
         changed = [i for i in range(n) if diff[i].abs().max() > 0]
         assert changed == positions, kwargs
-        torch.testing.assert_close(diff[positions], (-1.5 * vec.layer_activations[1]).expand(len(positions), -1), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            diff[positions], (-1.5 * vec.layer_activations[1]).expand(len(positions), -1), atol=1e-5, rtol=0
+        )
         torch.testing.assert_close(logits, manual_logits(model, tokens, vec, -1.5, positions), atol=1e-5, rtol=0)
 
 
@@ -112,8 +115,12 @@ def test_patch_and_remove_keep_user_hooks(model):
 
 def generate_tokens(model, prompt_tokens, n_new, use_cache):
     out = model.generate(
-        prompt_tokens, max_new_tokens=n_new, do_sample=False, use_past_kv_cache=use_cache,
-        verbose=False, stop_at_eos=False,
+        prompt_tokens,
+        max_new_tokens=n_new,
+        do_sample=False,
+        use_past_kv_cache=use_cache,
+        verbose=False,
+        stop_at_eos=False,
     )
     return out.clone()  # generate returns inference-mode tensors
 
@@ -149,7 +156,9 @@ def test_generation_with_kv_cache_steers_absolute_positions(model, min_offset):
     expected = full[0][0]
     cached_seq = torch.cat(per_step, dim=1)[0]
     torch.testing.assert_close(cached_seq, expected[: cached_seq.shape[0]], atol=1e-4, rtol=0)
-    steered_positions = ((cached_seq - clean[name][0, : cached_seq.shape[0]]).abs().amax(-1) > 1e-2).nonzero().flatten().tolist()
+    steered_positions = (
+        ((cached_seq - clean[name][0, : cached_seq.shape[0]]).abs().amax(-1) > 1e-2).nonzero().flatten().tolist()
+    )
     assert steered_positions == [p for p in positions if p < cached_seq.shape[0]]
     unsteered = generate_tokens(model, prompt, n_new, use_cache=True)
     assert not torch.equal(unsteered, out), "the multiplier is too weak to show steering"

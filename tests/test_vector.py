@@ -26,7 +26,9 @@ def test_arithmetic_matches_tensor_arithmetic():
     torch.testing.assert_close((a * 0.5).layer_activations[2], 0.5 * A[2])
     torch.testing.assert_close((-a).layer_activations[2], -A[2])
     torch.testing.assert_close((a / 4).layer_activations[0], A[0] / 4)
-    assert a.layer_activations[0] is A[0] and torch.equal(A[0], random_vector(8, (0, 2), seed=1, scale=1.0).layer_activations[0])
+    assert a.layer_activations[0] is A[0] and torch.equal(
+        A[0], random_vector(8, (0, 2), seed=1, scale=1.0).layer_activations[0]
+    )
 
 
 def test_to_normalized_select_cosine():

@@ -15,8 +15,10 @@ from steerlens.errors import LayerError, ModelNameWarning
 
 def vec3() -> SteeringVector:
     gen = torch.Generator().manual_seed(0)
-    return SteeringVector({layer: torch.randn(8, generator=gen) for layer in (1, 2, 3)},
-                          metadata={"model_name": "m", "training": {"n_samples": 3}})
+    return SteeringVector(
+        {layer: torch.randn(8, generator=gen) for layer in (1, 2, 3)},
+        metadata={"model_name": "m", "training": {"n_samples": 3}},
+    )
 
 
 def test_layers_from_numpy_torch_and_dataframes(model, pairs):

@@ -39,13 +39,9 @@ def _flat_rope(hf: Any, params: dict[str, Any] | None) -> dict[str, Any]:
         merged.update(legacy)
     merged.update(params or {})
     if "rope_theta" not in merged:
-        merged["rope_theta"] = getattr(hf, "rope_theta", None) or getattr(
-            hf, "rotary_emb_base", 10000.0
-        )
+        merged["rope_theta"] = getattr(hf, "rope_theta", None) or getattr(hf, "rotary_emb_base", 10000.0)
     if "partial_rotary_factor" not in merged:
-        merged["partial_rotary_factor"] = getattr(
-            hf, "partial_rotary_factor", getattr(hf, "rotary_pct", 1.0)
-        )
+        merged["partial_rotary_factor"] = getattr(hf, "partial_rotary_factor", getattr(hf, "rotary_pct", 1.0))
     merged["rope_type"] = merged.get("rope_type") or merged.get("type") or "default"
     return merged
 
@@ -105,9 +101,7 @@ def _llama3_fields(hf: Any, rope: dict[str, Any]) -> dict[str, Any]:
         "NTK_by_parts_factor": float(rope["factor"]),
         "NTK_by_parts_low_freq_factor": float(rope.get("low_freq_factor", 1.0)),
         "NTK_by_parts_high_freq_factor": float(rope.get("high_freq_factor", 4.0)),
-        "NTK_original_ctx_len": int(
-            rope.get("original_max_position_embeddings", hf.max_position_embeddings)
-        ),
+        "NTK_original_ctx_len": int(rope.get("original_max_position_embeddings", hf.max_position_embeddings)),
     }
 
 
@@ -116,8 +110,7 @@ def _scaling_fields(hf: Any, rope: dict[str, Any]) -> dict[str, Any]:
     rope_type = rope["rope_type"]
     if rope_type not in _SUPPORTED_ROPE_TYPES:
         raise UnsupportedModelError(
-            f"steerlens cannot adapt RoPE scaling type {rope_type!r}; "
-            f"supported: {', '.join(_SUPPORTED_ROPE_TYPES)}."
+            f"steerlens cannot adapt RoPE scaling type {rope_type!r}; supported: {', '.join(_SUPPORTED_ROPE_TYPES)}."
         )
     if rope_type == "llama3":
         return _llama3_fields(hf, rope)
@@ -132,9 +125,7 @@ def _mixed_rope_fields(hf: Any, full: dict[str, Any], sliding: dict[str, Any]) -
     TL can give local layers their own base (``rotary_base_local``) and restrict YaRN
     or linear scaling to global layers; anything else is refused.
     """
-    if sliding["rope_type"] != "default" or full["partial_rotary_factor"] != sliding[
-        "partial_rotary_factor"
-    ]:
+    if sliding["rope_type"] != "default" or full["partial_rotary_factor"] != sliding["partial_rotary_factor"]:
         raise UnsupportedModelError(
             "steerlens cannot adapt scaled or partial RoPE that differs on sliding-window "
             "layers; TransformerLens only varies the RoPE base there."
@@ -165,13 +156,10 @@ def _rotary_fields(hf: Any, d_head: int, attn_types: list[str] | None) -> dict[s
     """Rotary fields; ``attn_types`` (TL's local/global per layer) decides which settings apply."""
     rope = _rope_by_kind(hf)
     kinds = _hf_layer_kinds(hf)
-    if kinds == {"global", "local"} and set(attn_types or ()) != kinds and (
-        rope["global"] != rope["local"]
-    ):
+    if kinds == {"global", "local"} and set(attn_types or ()) != kinds and (rope["global"] != rope["local"]):
         # TL picks the RoPE of a layer by its attention type, which needs a window.
         raise UnsupportedModelError(
-            "steerlens cannot adapt per-layer-type RoPE settings without a sliding window "
-            "(sliding_window is unset)."
+            "steerlens cannot adapt per-layer-type RoPE settings without a sliding window (sliding_window is unset)."
         )
     main = rope["global"] if "global" in kinds else rope["local"]
     fields: dict[str, Any] = {
@@ -267,9 +255,7 @@ def tl_config_dict(hf: Any) -> dict[str, Any]:
     return fields
 
 
-def build_tl_config(
-    hf: Any, device: str | torch.device | None, dtype: torch.dtype
-) -> HookedTransformerConfig:
+def build_tl_config(hf: Any, device: str | torch.device | None, dtype: torch.dtype) -> HookedTransformerConfig:
     """The ``HookedTransformerConfig`` matching HF config ``hf`` on ``device`` in ``dtype``."""
     fields = tl_config_dict(hf)
     fields["device"] = None if device is None else str(device)

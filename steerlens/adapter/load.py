@@ -98,8 +98,10 @@ def _local_source(source: Any) -> str:
     if path.is_dir():
         return str(path)
     if _looks_like_path(source):
-        hint = "it is a file; pass the folder that contains config.json" if path.exists() else (
-            f"no such folder ({path.absolute()} does not exist)"
+        hint = (
+            "it is a file; pass the folder that contains config.json"
+            if path.exists()
+            else (f"no such folder ({path.absolute()} does not exist)")
         )
         raise ModelLoadError(
             f"cannot load model from {source!r}: {hint}. Pass an existing checkpoint folder "
@@ -314,8 +316,7 @@ def _load_hf(
             tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
         except (OSError, ValueError, TypeError) as error:
             raise TokenizerError(
-                f"could not load a tokenizer for {source!r} ({error}); "
-                "pass tokenizer= explicitly."
+                f"could not load a tokenizer for {source!r} ({error}); pass tokenizer= explicitly."
             ) from error
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(
@@ -369,11 +370,7 @@ def _load_tl_official(
     """Load a TransformerLens official model through TransformerLens itself."""
     if hub_offline() and not _in_hub_cache(name):
         raise _offline_miss(name)
-    loader = (
-        HookedTransformer.from_pretrained
-        if process_weights
-        else HookedTransformer.from_pretrained_no_processing
-    )
+    loader = HookedTransformer.from_pretrained if process_weights else HookedTransformer.from_pretrained_no_processing
     try:
         with quiet_transformer_lens():
             model = loader(name, device=device, dtype=dtype or torch.float32)

@@ -168,9 +168,7 @@ def _no_bias_refuse(family: str) -> Callable[[Any], str | None]:
 
     def refuse(hf: Any) -> str | None:
         if getattr(hf, "attention_bias", False) or getattr(hf, "mlp_bias", False):
-            return (
-                f"{family} with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
-            )
+            return f"{family} with attention_bias/mlp_bias=True (TransformerLens drops these biases)"
         return None
 
     return refuse
@@ -206,9 +204,7 @@ def _opt_refuse(hf: Any) -> str | None:
         return "OPT with word_embed_proj_dim != hidden_size (projected embeddings)"
     if getattr(hf, "_remove_final_layer_norm", False):
         return "OPT without a final layer norm"
-    if not getattr(hf, "enable_bias", True) or not getattr(
-        hf, "layer_norm_elementwise_affine", True
-    ):
+    if not getattr(hf, "enable_bias", True) or not getattr(hf, "layer_norm_elementwise_affine", True):
         return "OPT without biases or without affine layer norms"
     return None
 
@@ -282,19 +278,14 @@ def _convert_bigcode(hf: Any, cfg: Any) -> dict[str, torch.Tensor]:
             c_proj=_conv1d(layer.mlp.c_proj.weight, layer.mlp.c_proj.bias),
         )
         blocks.append(SimpleNamespace(ln_1=layer.ln_1, ln_2=layer.ln_2, attn=attn, mlp=mlp))
-    transformer = SimpleNamespace(
-        wte=hf.transformer.wte, wpe=hf.transformer.wpe, h=blocks, ln_f=hf.transformer.ln_f
-    )
+    transformer = SimpleNamespace(wte=hf.transformer.wte, wpe=hf.transformer.wpe, h=blocks, ln_f=hf.transformer.ln_f)
     return convert_coder_weights(SimpleNamespace(transformer=transformer, lm_head=hf.lm_head), cfg)
 
 
 def _convert_apertus(hf: Any, cfg: Any) -> dict[str, torch.Tensor]:
     """TL's Apertus converter, with XIeLU parameters reshaped from HF's ``[1]`` to TL's scalars."""
     state_dict = convert_apertus_weights(hf, cfg)
-    return {
-        key: value.reshape(()) if ".mlp.act_fn." in key else value
-        for key, value in state_dict.items()
-    }
+    return {key: value.reshape(()) if ".mlp.act_fn." in key else value for key, value in state_dict.items()}
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -589,8 +580,7 @@ def arch_spec(config_or_model: Any) -> ArchSpec:
     if spec is None:
         label = (getattr(config, "architectures", None) or [model_type or type(config).__name__])[0]
         raise UnsupportedModelError(
-            f"steerlens cannot adapt architecture {label!r}. "
-            f"Supported architectures: {_supported_list()}."
+            f"steerlens cannot adapt architecture {label!r}. Supported architectures: {_supported_list()}."
         )
     return spec
 

@@ -27,8 +27,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int) -> PreTr
     """
     if not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise TokenizerError(
-            f"tokenizer must be a transformers tokenizer (PreTrainedTokenizerBase), "
-            f"got {type(tokenizer).__name__}."
+            f"tokenizer must be a transformers tokenizer (PreTrainedTokenizerBase), got {type(tokenizer).__name__}."
         )
     largest_id = max(tokenizer.get_vocab().values(), default=-1)
     if largest_id >= d_vocab:

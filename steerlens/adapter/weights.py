@@ -13,24 +13,17 @@ from steerlens.adapter.registry import ArchSpec
 
 
 @torch.no_grad()
-def convert_weights(
-    hf_model: Any, spec: ArchSpec, cfg: HookedTransformerConfig
-) -> dict[str, torch.Tensor]:
+def convert_weights(hf_model: Any, spec: ArchSpec, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
     """TL state dict for ``hf_model`` using the family's TransformerLens converter.
 
     Tensors come back in ``cfg.dtype``; they never share storage with ``hf_model``
     once loaded, because ``load_state_dict`` copies into the TL parameters.
     """
     state_dict = spec.convert(hf_model, cfg)
-    return {
-        key: value.to(cfg.dtype) if value.is_floating_point() else value
-        for key, value in state_dict.items()
-    }
+    return {key: value.to(cfg.dtype) if value.is_floating_point() else value for key, value in state_dict.items()}
 
 
-def load_weights(
-    model: HookedTransformer, state_dict: dict[str, torch.Tensor], process_weights: bool
-) -> None:
+def load_weights(model: HookedTransformer, state_dict: dict[str, torch.Tensor], process_weights: bool) -> None:
     """Load ``state_dict`` into ``model``, optionally folding/centring like ``from_pretrained``.
 
     Keys the model does not have are dropped first: some TL converters emit placeholders

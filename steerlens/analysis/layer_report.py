@@ -28,8 +28,18 @@ from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_re
 from steerlens.vector import SteeringVector
 
 COLUMNS = [
-    "layer", "rank", "auc", "accuracy", "threshold", "pair_accuracy", "separation",
-    "vector_norm", "resid_norm", "norm_ratio", "cos_prev", "cos_next",
+    "layer",
+    "rank",
+    "auc",
+    "accuracy",
+    "threshold",
+    "pair_accuracy",
+    "separation",
+    "vector_norm",
+    "resid_norm",
+    "norm_ratio",
+    "cos_prev",
+    "cos_next",
 ]
 
 
@@ -76,8 +86,12 @@ def layer_report(
     samples = normalize_samples(held_out_samples)
     directions = vector_layers(backend, vector, layers)
     units = {layer: unit(direction, layer).to(backend.device) for layer, direction in directions.items()}
-    prepared = prepare_prompts(backend, [text for s in samples for text in (s.positive_str, s.negative_str)],
-                               prepend_bos=prepend_bos, padding_side=padding_side)
+    prepared = prepare_prompts(
+        backend,
+        [text for s in samples for text in (s.positive_str, s.negative_str)],
+        prepend_bos=prepend_bos,
+        padding_side=padding_side,
+    )
     prompts = prepared.prompts
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     projections = {layer: np.zeros(len(prompts)) for layer in units}
@@ -101,19 +115,23 @@ def layer_report(
         cut = best_threshold(pos, neg)
         vector_norm = float(directions[layer].float().norm())
         resid_norm = norm_sums[layer] / n_tokens
-        records.append({
-            "layer": layer,
-            "auc": roc_auc(pos, neg),
-            "accuracy": cut.accuracy,
-            "threshold": cut.threshold,
-            "pair_accuracy": float(np.mean((pos > neg) + 0.5 * (pos == neg))),
-            "separation": _separation(pos, neg),
-            "vector_norm": vector_norm,
-            "resid_norm": resid_norm,
-            "norm_ratio": vector_norm / resid_norm if resid_norm > 0 else math.nan,
-            "cos_prev": _cosine(directions, layer, ordered[position - 1]) if position > 0 else math.nan,
-            "cos_next": _cosine(directions, layer, ordered[position + 1]) if position + 1 < len(ordered) else math.nan,
-        })
+        records.append(
+            {
+                "layer": layer,
+                "auc": roc_auc(pos, neg),
+                "accuracy": cut.accuracy,
+                "threshold": cut.threshold,
+                "pair_accuracy": float(np.mean((pos > neg) + 0.5 * (pos == neg))),
+                "separation": _separation(pos, neg),
+                "vector_norm": vector_norm,
+                "resid_norm": resid_norm,
+                "norm_ratio": vector_norm / resid_norm if resid_norm > 0 else math.nan,
+                "cos_prev": _cosine(directions, layer, ordered[position - 1]) if position > 0 else math.nan,
+                "cos_next": _cosine(directions, layer, ordered[position + 1])
+                if position + 1 < len(ordered)
+                else math.nan,
+            }
+        )
     frame = pd.DataFrame(records)
     order = frame.sort_values(["auc", "accuracy", "separation"], ascending=False, kind="stable").index
     frame.loc[order, "rank"] = np.arange(1, len(frame) + 1)
@@ -135,6 +153,8 @@ def _separation(pos: np.ndarray, neg: np.ndarray) -> float:
 
 
 def _cosine(directions: dict[int, torch.Tensor], a: int, b: int) -> float:
-    return float(torch.nn.functional.cosine_similarity(
-        directions[a].double(), directions[b].double().to(directions[a].device), dim=0
-    ))
+    return float(
+        torch.nn.functional.cosine_similarity(
+            directions[a].double(), directions[b].double().to(directions[a].device), dim=0
+        )
+    )

@@ -94,8 +94,15 @@ def relative_vector(
             raise InvalidArgumentError(
                 "relative_vector needs prompts to measure residual norms on (or norms={layer: norm})."
             )
-        norms = residual_norms(backend, prompts, list(directions), layer_type=vector.layer_type,
-                               batch_size=batch_size, padding_side=padding_side, prepend_bos=prepend_bos)
+        norms = residual_norms(
+            backend,
+            prompts,
+            list(directions),
+            layer_type=vector.layer_type,
+            batch_size=batch_size,
+            padding_side=padding_side,
+            prepend_bos=prepend_bos,
+        )
     missing = [layer for layer in directions if layer not in norms]
     if missing:
         raise InvalidArgumentError(f"norms has no entry for layers {missing}; give one per layer of the vector.")

@@ -69,11 +69,19 @@ def token_projections(
             norms = as_cpu(acts.norm(dim=-1)).numpy()
             cosine = np.divide(projection, norms, out=np.zeros_like(projection), where=norms > 0)
             for position, (token_id, text) in enumerate(zip(item.token_ids, texts)):
-                rows.append({
-                    "prompt_index": item.index, "prompt": prompt_list[item.index], "position": position,
-                    "token_id": token_id, "token": text, "is_bos": item.bos and position == 0, "layer": layer,
-                    "projection": float(projection[position]), "cosine": float(cosine[position]),
-                })
+                rows.append(
+                    {
+                        "prompt_index": item.index,
+                        "prompt": prompt_list[item.index],
+                        "position": position,
+                        "token_id": token_id,
+                        "token": text,
+                        "is_bos": item.bos and position == 0,
+                        "layer": layer,
+                        "projection": float(projection[position]),
+                        "cosine": float(cosine[position]),
+                    }
+                )
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame = frame.sort_values(["prompt_index", "layer", "position"], ignore_index=True)
     frame.attrs["layer_type"] = vector.layer_type
@@ -82,6 +90,7 @@ def token_projections(
 
 def _decoder(tokenizer: Any) -> Any:
     """Token id -> its text (``" film"``), special tokens shown as they are named."""
+
     def decode(token_id: int) -> str:
         return tokenizer.decode([token_id])
 
@@ -156,7 +165,7 @@ def projections_html(
         lines.append(f'<div style="font-family:monospace;line-height:1.9">{"".join(spans)}</div>')
     legend = (
         f'<div style="font-size:smaller;color:#555">{html.escape(value)} at layer {layer} '
-        f'({html.escape(str(frame.attrs.get("layer_type", "")))}); full colour at ±{bound:.3g}: '
+        f"({html.escape(str(frame.attrs.get('layer_type', '')))}); full colour at ±{bound:.3g}: "
         f'<span style="background:{projection_colour(1, 1)}">&nbsp;positive&nbsp;</span> '
         f'<span style="background:{projection_colour(-1, 1)}">&nbsp;negative&nbsp;</span></div>'
     )

@@ -46,8 +46,7 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
     if isinstance(model, (HookedBackend, HFBackend)):
         backend = model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
     elif is_transformer_bridge(model) and layer_config is not None:
-        backend = HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer,
-                            layer_config)
+        backend = HFBackend(model.original_model, tokenizer if tokenizer is not None else model.tokenizer, layer_config)
     elif is_transformer_bridge(model):
         backend = BridgeBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
     elif _is_hooked_transformer(model):

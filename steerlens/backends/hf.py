@@ -338,8 +338,9 @@ class HFBackend:
         try:
             for key in sites:
                 copy = self._may_change_later(key[0], self._site(*key))
-                handles += self.capture(key, lambda t, key=key, copy=copy: store.__setitem__(
-                    key, t.clone() if copy else t))
+                handles += self.capture(
+                    key, lambda t, key=key, copy=copy: store.__setitem__(key, t.clone() if copy else t)
+                )
             if self.layout is not None:  # end the pass once the deepest layer has run
                 top = max(layer for layer, _ in sites)
                 deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)
@@ -476,6 +477,7 @@ class HFBackend:
         head = self.model.get_output_embeddings()
         handle = None
         if isinstance(head, nn.Module):
+
             def at_last_tokens(module: nn.Module, args: tuple) -> Any:
                 x = args[0] if args else None
                 if isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] == len(batch.last):
@@ -499,8 +501,11 @@ class HFBackend:
         if replay:
             decoder = self.model.get_submodule(self.layout.layers_path)
             for layer in sorted(set(replay.values())):
-                handles.append(decoder[layer].register_forward_hook(
-                    lambda module, args, output, layer=layer: outputs.__setitem__(layer, output)))
+                handles.append(
+                    decoder[layer].register_forward_hook(
+                        lambda module, args, output, layer=layer: outputs.__setitem__(layer, output)
+                    )
+                )
         try:
             clean = self.last_token_logits(batch)
         finally:
@@ -537,8 +542,11 @@ class HFBackend:
         if seed is not None:
             torch.manual_seed(seed)
         out = self.model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-            do_sample=seed is not None, pad_token_id=self.pad_id,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens,
+            do_sample=seed is not None,
+            pad_token_id=self.pad_id,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 

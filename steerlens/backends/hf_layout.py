@@ -58,17 +58,50 @@ _ATTN_NAMES = ("self_attn", "self_attention", "attn", "attention", "attention_bl
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe", "feedforward", "ff", "mlp_block")
 # Output projections of an MLP that lives directly on the layer (OPT, XGLM, BioGPT).
 _BARE_MLP_OUT_NAMES = ("fc2", "fc_out", "dense_4h_to_h", "down_proj", "c_proj", "w2")
-_LN1_NAMES = ("input_layernorm", "ln_1", "ln1", "attention_norm", "attention_layernorm",
-              "self_attn_layer_norm", "ln_attn", "pre_attention_layernorm", "attn_norm",
-              "input_layer_norm", "norm1", "norm_1")
-_LN2_NAMES = ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2", "ln2",
-              "final_layer_norm", "ffn_norm", "feedforward_layernorm", "ln_mlp",
-              "pre_mlp_layernorm", "mlp_norm", "post_attention_layer_norm", "norm2", "norm_2")
+_LN1_NAMES = (
+    "input_layernorm",
+    "ln_1",
+    "ln1",
+    "attention_norm",
+    "attention_layernorm",
+    "self_attn_layer_norm",
+    "ln_attn",
+    "pre_attention_layernorm",
+    "attn_norm",
+    "input_layer_norm",
+    "norm1",
+    "norm_1",
+)
+_LN2_NAMES = (
+    "pre_feedforward_layernorm",
+    "post_attention_layernorm",
+    "ln_2",
+    "ln2",
+    "final_layer_norm",
+    "ffn_norm",
+    "feedforward_layernorm",
+    "ln_mlp",
+    "pre_mlp_layernorm",
+    "mlp_norm",
+    "post_attention_layer_norm",
+    "norm2",
+    "norm_2",
+)
 # Norms applied to a sublayer's output before the residual add.
-_POST_ATTN_NAMES = ("post_self_attn_layernorm", "post_attn_layernorm", "post_attention_norm",
-                    "post_attn_norm", "post_attention_layernorm")
-_POST_MLP_NAMES = ("post_feedforward_layernorm", "post_mlp_layernorm", "post_feedforward_norm",
-                   "post_ffw_norm", "post_mlp_norm")
+_POST_ATTN_NAMES = (
+    "post_self_attn_layernorm",
+    "post_attn_layernorm",
+    "post_attention_norm",
+    "post_attn_norm",
+    "post_attention_layernorm",
+)
+_POST_MLP_NAMES = (
+    "post_feedforward_layernorm",
+    "post_mlp_layernorm",
+    "post_feedforward_norm",
+    "post_ffw_norm",
+    "post_mlp_norm",
+)
 # Config flags that switch a family to a parallel residual.
 _PARALLEL_FLAGS = ("use_parallel_residual", "parallel_residual", "parallel_attn", "new_decoder_architecture")
 _FLATTEN_RE = re.compile(r"\.(?:reshape|view)\(\s*-1\s*,")
@@ -145,8 +178,7 @@ class HFLayout:
     def _parts(self, layer: int) -> LayerParts:
         if self.per_layer:
             return self.per_layer[layer]
-        return LayerParts(self.layer_class, (), self.attn, self.mlp, self.ln1, self.ln2,
-                          self.resid_mid, self.flattened)
+        return LayerParts(self.layer_class, (), self.attn, self.mlp, self.ln1, self.ln2, self.resid_mid, self.flattened)
 
     def site(self, layer: int, layer_type: str) -> Site:
         """The module and side holding ``blocks.{layer}.hook_{layer_type}`` (``layer`` >= 0).
@@ -236,7 +268,8 @@ class HFLayout:
         """The output of decoder layer ``layer``'s child named ``module``, or None if it has none."""
         parts = self._parts(layer)
         children = parts.children or tuple(
-            name for name in (parts.attn, parts.mlp, parts.ln1, parts.ln2, parts.resid_mid) if name)
+            name for name in (parts.attn, parts.mlp, parts.ln1, parts.ln2, parts.resid_mid) if name
+        )
         if module not in children:
             # No child of that very name: the one steering-vectors' guesser would pick (Bloom's self_attention).
             module = fitting_child(children, module)
@@ -263,18 +296,21 @@ class HFLayout:
         canonical layer type (Gemma 2's ``post_attention_layernorm`` is not its ln2).
         """
         kind = "parallel residual" if self.parallel else "sequential"
-        lines = [f"{self.model_class or 'model'}: {self.n_layers} decoder layers at "
-                 f"{self.layers_path} ({self.layer_class or '?'}), {kind}"]
+        lines = [
+            f"{self.model_class or 'model'}: {self.n_layers} decoder layers at "
+            f"{self.layers_path} ({self.layer_class or '?'}), {kind}"
+        ]
         typical = self._typical_layer()
         for layer_type in LAYER_TYPES:
             try:
                 site = self.site(typical, layer_type)
             except LayerError:
                 reason = dict(self._parts(typical).why_missing).get(layer_type) or _default_reason(
-                    layer_type, self.parallel)
+                    layer_type, self.parallel
+                )
                 lines.append(f"  {layer_type:<10}  not available: {reason}")
                 continue
-            path = f"{self.layers_path}.{{L}}" + site.path[len(site.layer_path):]
+            path = f"{self.layers_path}.{{L}}" + site.path[len(site.layer_path) :]
             note = "" if site.steerable else " (read only)"
             if layer_type == "ln1" and self.parallel and self._parts(typical).ln2 is None:
                 note += " (read by attention and MLP)"
@@ -282,31 +318,42 @@ class HFLayout:
                 note += " [batch*pos rows]"
             lines.append(f"  {layer_type:<10}  {site.io} of {path}{note}")
         for module_type in MODULE_LAYER_TYPES:
-            name = module_type[len(MODULE_PREFIX):]
+            name = module_type[len(MODULE_PREFIX) :]
             if self.stored_name(name, [typical]) == module_type:
                 site = self._module_site(typical, name)
-                child = site.path[len(f"{self.layers_path}.{typical}."):] if site is not None else name
-                lines.append(f"  steering-vectors' {name}: output of {self.layers_path}.{{L}}.{child}, not "
-                             f"{check_layer_type(name)}; its vectors are stored as {module_type}")
+                child = site.path[len(f"{self.layers_path}.{typical}.") :] if site is not None else name
+                lines.append(
+                    f"  steering-vectors' {name}: output of {self.layers_path}.{{L}}.{child}, not "
+                    f"{check_layer_type(name)}; its vectors are stored as {module_type}"
+                )
         odd = [layer for layer in range(len(self.per_layer)) if not self._is_typical(layer)]
         if odd:
-            lines.append(f"  layers {odd} differ: " + "; ".join(
-                f"{layer}: {p.layer_class} attn={p.attn} mlp={p.mlp} ln1={p.ln1} ln2={p.ln2} "
-                f"resid_mid={p.resid_mid}" for layer, p in ((i, self.per_layer[i]) for i in odd)))
+            lines.append(
+                f"  layers {odd} differ: "
+                + "; ".join(
+                    f"{layer}: {p.layer_class} attn={p.attn} mlp={p.mlp} ln1={p.ln1} ln2={p.ln2} "
+                    f"resid_mid={p.resid_mid}"
+                    for layer, p in ((i, self.per_layer[i]) for i in odd)
+                )
+            )
         return "\n".join(lines)
 
     def _is_typical(self, layer: int) -> bool:
         p = self._parts(layer)
-        return (p.attn, p.mlp, p.ln1, p.ln2, p.resid_mid) == (
-            self.attn, self.mlp, self.ln1, self.ln2, self.resid_mid)
+        return (p.attn, p.mlp, p.ln1, p.ln2, p.resid_mid) == (self.attn, self.mlp, self.ln1, self.ln2, self.resid_mid)
 
     def _typical_layer(self) -> int:
         return next((layer for layer in range(self.n_layers) if self._is_typical(layer)), 0)
 
 
 def _relative(parts: LayerParts, layer_type: str) -> str | None:
-    return {"attn_out": parts.attn, "mlp_out": parts.mlp, "resid_mid": parts.resid_mid,
-            "ln1": parts.ln1, "ln2": parts.ln2}.get(layer_type)
+    return {
+        "attn_out": parts.attn,
+        "mlp_out": parts.mlp,
+        "resid_mid": parts.resid_mid,
+        "ln1": parts.ln1,
+        "ln2": parts.ln2,
+    }.get(layer_type)
 
 
 def _or_list(items: list[str]) -> str:
@@ -372,8 +419,7 @@ def _discover(model: nn.Module) -> tuple[nn.ModuleList, HFLayout]:
     model_class = type(model).__name__
     if getattr(config, "is_encoder_decoder", False):
         raise UnsupportedModelError(
-            f"{model_class} is an encoder-decoder model; steerlens steers decoder-only models "
-            "(e.g. *ForCausalLM)."
+            f"{model_class} is an encoder-decoder model; steerlens steers decoder-only models (e.g. *ForCausalLM)."
         )
     expected = getattr(config, "num_hidden_layers", None) if config is not None else None
     path, layers = _find_layers(model, expected if isinstance(expected, int) else None)
@@ -411,8 +457,11 @@ def _find_layers(model: nn.Module, expected: int | None) -> tuple[str, nn.Module
     """
     prefix = getattr(model, "base_model_prefix", "") or ""
     candidates = [
-        (path, module) for path, module in model.named_modules()
-        if isinstance(module, nn.ModuleList) and len(module) > 0 and path
+        (path, module)
+        for path, module in model.named_modules()
+        if isinstance(module, nn.ModuleList)
+        and len(module) > 0
+        and path
         and all(len(list(block.children())) > 0 for block in module)
     ]
 
@@ -447,21 +496,25 @@ def _is_norm(module: nn.Module | None) -> bool:
     return module is not None and "norm" in type(module).__name__.lower()
 
 
-def _first(
-    children: dict[str, nn.Module], names: tuple[str, ...], exclude: Collection[str] = ()
-) -> str | None:
+def _first(children: dict[str, nn.Module], names: tuple[str, ...], exclude: Collection[str] = ()) -> str | None:
     return next((n for n in names if n not in exclude and children.get(n) is not None), None)
 
 
 def _find_attn(children: dict[str, nn.Module]) -> str | None:
     return _first(children, _ATTN_NAMES) or next(
-        (n for n, m in children.items() if type(m).__name__.endswith(("Attention", "Attn"))), None)
+        (n for n, m in children.items() if type(m).__name__.endswith(("Attention", "Attn"))), None
+    )
 
 
 def _find_mlp(children: dict[str, nn.Module]) -> str | None:
     return _first(children, _MLP_NAMES) or next(
-        (n for n, m in children.items()
-         if any(k in type(m).__name__ for k in ("MLP", "Moe", "MoE", "FeedForward", "Experts"))), None)
+        (
+            n
+            for n, m in children.items()
+            if any(k in type(m).__name__ for k in ("MLP", "Moe", "MoE", "FeedForward", "Experts"))
+        ),
+        None,
+    )
 
 
 def position_wise_mlp(layer: nn.Module) -> nn.Module | None:
@@ -477,9 +530,7 @@ def position_wise_mlp(layer: nn.Module) -> nn.Module | None:
     return children[name]
 
 
-def _norm(
-    children: dict[str, nn.Module], names: tuple[str, ...], exclude: Collection[str] = ()
-) -> str | None:
+def _norm(children: dict[str, nn.Module], names: tuple[str, ...], exclude: Collection[str] = ()) -> str | None:
     name = _first(children, names, exclude)
     return name if name is not None and _is_norm(children[name]) else None
 
@@ -591,16 +642,21 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
         if child_name is not None and _adds_own_residual(children[child_name]):
             # Bloom's and MPT's sublayers take the residual and return residual + output,
             # so no module output is what the sublayer adds.
-            why[layer_type] = (f"{type(children[child_name]).__name__} adds the residual inside itself, "
-                               "so its output is not what the sublayer adds")
+            why[layer_type] = (
+                f"{type(children[child_name]).__name__} adds the residual inside itself, "
+                "so its output is not what the sublayer adds"
+            )
             attn, mlp = (None, mlp) if layer_type == "attn_out" else (attn, None)
-    multiplier = next((getattr(config, a) for a in _MULTIPLIER_ATTRS
-                       if isinstance(getattr(config, a, None), (int, float))), 1.0)
+    multiplier = next(
+        (getattr(config, a) for a in _MULTIPLIER_ATTRS if isinstance(getattr(config, a, None), (int, float))), 1.0
+    )
     if multiplier != 1.0:
         # Granite adds residual_multiplier * output: the module output is not what is
         # added, and a vector added to it would reach the residual stream scaled.
-        reason = (f"the layer scales sublayer outputs by residual_multiplier={multiplier} before adding "
-                  "them, so no module output is exactly what is added")
+        reason = (
+            f"the layer scales sublayer outputs by residual_multiplier={multiplier} before adding "
+            "them, so no module output is exactly what is added"
+        )
         why["attn_out"] = why["mlp_out"] = reason
         attn = mlp = None
     if attn is None and "attn_out" not in why:

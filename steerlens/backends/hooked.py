@@ -259,8 +259,11 @@ class HookedBackend:
         names = [hook_name(layer, layer_type) for layer in layers] if fast else []
         with torch.no_grad():
             final, cache = self.model.run_with_cache(
-                batch.tokens, attention_mask=batch.attention_mask, names_filter=names,
-                stop_at_layer=cfg.n_layers, return_cache_object=False,
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                names_filter=names,
+                stop_at_layer=cfg.n_layers,
+                return_cache_object=False,
             )
         return HookedSweepPass(self, batch, layer_type, fast, last_token_resid(final, batch.last), cache)
 
@@ -280,8 +283,12 @@ class HookedBackend:
         if seed is not None:
             torch.manual_seed(seed)
         out = self.model.generate(
-            tokens, max_new_tokens=max_new_tokens, do_sample=seed is not None, verbose=False,
-            stop_at_eos=True, use_past_kv_cache=self.use_kv_cache,
+            tokens,
+            max_new_tokens=max_new_tokens,
+            do_sample=seed is not None,
+            verbose=False,
+            stop_at_eos=True,
+            use_past_kv_cache=self.use_kv_cache,
         )
         # As the Hugging Face route decodes: without special tokens (a chat model's <|im_end|>).
         return self.tokenizer.decode(out[0, tokens.shape[1] :], skip_special_tokens=True)
@@ -311,8 +318,11 @@ class HookedSweepPass:
         if moved:
             n, batch = len(moved), self.batch
             resid = final_resid_at_last_token(
-                self.backend.model, torch.cat([steered_acts[i] for i in moved]),
-                layer + _RESUME_OFFSET[self.layer_type], batch.last.repeat(n), batch.attention_mask.repeat(n, 1),
+                self.backend.model,
+                torch.cat([steered_acts[i] for i in moved]),
+                layer + _RESUME_OFFSET[self.layer_type],
+                batch.last.repeat(n),
+                batch.attention_mask.repeat(n, 1),
             )
             for i, chunk in zip(moved, resid.split(act.shape[0])):
                 out[i] = chunk

@@ -77,6 +77,7 @@ def fast_generation(model: Model) -> Model:
             "runs its Hugging Face model's own layers."
         )
     from transformer_lens.components import AbstractAttention  # TransformerLens 3 only, as HookedTransformer
+
     for module in model.modules():
         for param, permutation in _relayable(module):
             _store_permuted(param, permutation)

@@ -102,7 +102,9 @@ class Backend(Protocol):
         """
         ...
 
-    def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> AbstractContextManager[dict[int, list[Tensor]]]:
+    def record(
+        self, layer_type: str, layers: Sequence[int], clone: bool
+    ) -> AbstractContextManager[dict[int, list[Tensor]]]:
         """Collect the activation at each layer on every forward pass inside the ``with`` block."""
         ...
 

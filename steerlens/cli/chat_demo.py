@@ -73,51 +73,64 @@ def run_chat_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = load_hf_model(model_source)
-    echo(f"model: {model.config.model_type} ({model.config.num_hidden_layers} layers, d_model "
-         f"{model.config.hidden_size}), steered natively; loaded in {time.perf_counter() - start:.1f}s")
+    echo(
+        f"model: {model.config.model_type} ({model.config.num_hidden_layers} layers, d_model "
+        f"{model.config.hidden_size}), steered natively; loaded in {time.perf_counter() - start:.1f}s"
+    )
 
     # 1. Sentiment: contrast pairs of assistant replies, measured on neutral chat prompts.
     pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:n_train]
     echo(f"\ntraining a sentiment vector on {len(pairs)} chat contrast pairs at layers {list(SENTIMENT_LAYERS)}")
     sentiment = train_steering_vector(model, tok, pairs, layers=list(SENTIMENT_LAYERS), batch_size=16)
-    report = layer_report(model, sentiment, chat_contrast_pairs("sentiment", "test", tokenizer=tok)[:16],
-                          tokenizer=tok)
+    report = layer_report(model, sentiment, chat_contrast_pairs("sentiment", "test", tokenizer=tok)[:16], tokenizer=tok)
     echo("layer report on held-out pairs (AUC 1 = every positive reply projects above every negative one)")
-    echo(report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].to_string(
-        index=False, float_format=lambda x: f"{x:.3f}"))
+    echo(
+        report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].to_string(
+            index=False, float_format=lambda x: f"{x:.3f}"
+        )
+    )
     chats = neutral_chat_prompts(tok)
     prompts = [chat + JUDGEMENT for chat in chats[:n_eval]]
     share = prob_share(POSITIVE, NEGATIVE)
-    sweep = sweep_layers(model, sentiment, prompts, layers=list(SWEEP_LAYERS), multipliers=list(MULTIPLIERS),
-                         metric=share, tokenizer=tok)
-    echo(f"\npositive share of the next judgement word after {JUDGEMENT!r}, mean over {len(prompts)} held-out "
-         "neutral chat prompts\n(rows: steered layer, columns: multiplier; 0 = unsteered)")
-    echo(sweep.pivot(index="layer", columns="multiplier", values=share.name).to_string(
-        float_format=lambda x: f"{x:.3f}"))
+    sweep = sweep_layers(
+        model, sentiment, prompts, layers=list(SWEEP_LAYERS), multipliers=list(MULTIPLIERS), metric=share, tokenizer=tok
+    )
+    echo(
+        f"\npositive share of the next judgement word after {JUDGEMENT!r}, mean over {len(prompts)} held-out "
+        "neutral chat prompts\n(rows: steered layer, columns: multiplier; 0 = unsteered)"
+    )
+    echo(
+        sweep.pivot(index="layer", columns="multiplier", values=share.name).to_string(float_format=lambda x: f"{x:.3f}")
+    )
     best = int(report.attrs["best_layer"])
     echo(f"\ngenerations at layer {best} (greedy), unsteered vs steered ±1")
-    for chat in chats[n_eval:n_eval + 2]:
+    for chat in chats[n_eval : n_eval + 2]:
         echo(f"\n  prompt:    {chat.splitlines()[-2].replace(tok.eos_token or '', '')!r}")
         plain = None
         for m in (1.0, -1.0):
-            steered, plain = steered_and_unsteered(model, sentiment.select_layers([best]), chat, m, max_new_tokens,
-                                                   tokenizer=tok)
+            steered, plain = steered_and_unsteered(
+                model, sentiment.select_layers([best]), chat, m, max_new_tokens, tokenizer=tok
+            )
             echo(f"  steered {m:+g}: {steered!r}")
         echo(f"  unsteered: {plain!r}")
 
     # 2. A behaviour from A/B items in the chat template, steered from the assistant's turn (CAA).
     train_items = ab_items(behaviour, "train")[:n_train]
     echo(f"\ntraining a '{behaviour}' vector on {len(train_items)} A/B items (CAA pairs in the chat template)")
-    behaviour_vec = train_steering_vector(model, tok, caa_pairs(tok, train_items), layers=list(BEHAVIOUR_LAYERS),
-                                          batch_size=16)
+    behaviour_vec = train_steering_vector(
+        model, tok, caa_pairs(tok, train_items), layers=list(BEHAVIOUR_LAYERS), batch_size=16
+    )
     test_items = caa_items(tok, ab_items(behaviour, "test")[:16])
     relative = relative_vector(model, behaviour_vec, chats[:8], tokenizer=tok)
-    ab = ab_behavior_probability(model, relative, test_items, multipliers=[-1.0, 1.0], tokenizer=tok,
-                                 steer_from="answer")
+    ab = ab_behavior_probability(
+        model, relative, test_items, multipliers=[-1.0, 1.0], tokenizer=tok, steer_from="answer"
+    )
     table = ab.groupby(["layer", "multiplier"]).p_matching_steered.mean().unstack("multiplier")
     table.insert(0, "unsteered", ab.groupby("layer").p_matching_unsteered.mean())
-    echo(f"P(matching answer) on {len(test_items)} held-out items, steered from the assistant's turn at ±1 "
-         "typical residual norm")
+    echo(
+        f"P(matching answer) on {len(test_items)} held-out items, steered from the assistant's turn at ±1 "
+        "typical residual norm"
+    )
     echo(table.to_string(float_format=lambda x: f"{x:.3f}"))
 
     files = _write(out, sentiment.select_layers([best]), behaviour_vec, sweep, share.name)
@@ -126,10 +139,14 @@ def run_chat_demo(
     return ChatDemoResult(sentiment, behaviour_vec, sweep, ab, files, seconds)
 
 
-def _write(out: Path, sentiment: SteeringVector, behaviour: SteeringVector, sweep: pd.DataFrame,
-           value: str) -> dict[str, Path]:
-    files = {"sentiment": out / "sentiment_vector.safetensors", "behaviour": out / "behaviour_vector.safetensors",
-             "sweep": out / "sweep.csv"}
+def _write(
+    out: Path, sentiment: SteeringVector, behaviour: SteeringVector, sweep: pd.DataFrame, value: str
+) -> dict[str, Path]:
+    files = {
+        "sentiment": out / "sentiment_vector.safetensors",
+        "behaviour": out / "behaviour_vector.safetensors",
+        "sweep": out / "sweep.csv",
+    }
     sentiment.save(files["sentiment"])
     behaviour.save(files["behaviour"])
     sweep.to_csv(files["sweep"], index=False)

@@ -15,9 +15,11 @@ from steerlens.cli.types import float_list, int_list, positive_int, word_list
 def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
     """``--prepend-bos`` / ``--no-prepend-bos`` (default: the model's own convention)."""
     parser.add_argument(
-        "--prepend-bos", action=argparse.BooleanOptionalAction, default=None,
+        "--prepend-bos",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="add a BOS to every prompt, or not (default: the model's convention; a prompt that "
-             "starts with the BOS, e.g. from a chat template, never gets a second one)",
+        "starts with the BOS, e.g. from a chat template, never gets a second one)",
     )
 
 
@@ -36,9 +38,17 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         metric = prob_share(args.positive_words, args.negative_words)
     model = load_model(args.model)
     frame = sweep_layers(
-        model, pairs, prompts, layers=args.layers, **_given(multipliers=args.multipliers), metric=metric,
-        batch_size=args.batch_size, layer_type=args.layer_type, per_prompt=args.per_prompt,
-        train_kwargs={"batch_size": args.batch_size, "show_progress": True}, prepend_bos=args.prepend_bos,
+        model,
+        pairs,
+        prompts,
+        layers=args.layers,
+        **_given(multipliers=args.multipliers),
+        metric=metric,
+        batch_size=args.batch_size,
+        layer_type=args.layer_type,
+        per_prompt=args.per_prompt,
+        train_kwargs={"batch_size": args.batch_size, "show_progress": True},
+        prepend_bos=args.prepend_bos,
     )
     frame.to_csv(args.out, index=False)
     name = frame.attrs["metric"]
@@ -57,8 +67,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
         return
     from steerlens.cli.demo import run_demo
 
-    run_demo(args.model, args.out, layers=args.layers, **_given(multipliers=args.multipliers),
-             max_new_tokens=args.max_new_tokens)
+    run_demo(
+        args.model,
+        args.out,
+        layers=args.layers,
+        **_given(multipliers=args.multipliers),
+        max_new_tokens=args.max_new_tokens,
+    )
 
 
 def _given(**options: Any) -> dict[str, Any]:
@@ -73,13 +88,22 @@ def register_sweep(sub: Any) -> None:
     p.add_argument("--prompts", required=True, type=Path, help="text file, one evaluation prompt a line")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layer-type", default="resid_post", help="resid_post (default) or another layer type")
-    p.add_argument("--multipliers", type=float_list, default=None,
-                   help="comma-separated, e.g. -4,-2,2,4 (default: -4,-2,0,2,4)")
-    p.add_argument("--metric", default="kl", choices=["kl", "argmax_changed"],
-                   help="next-token metric of steered vs unsteered (default: kl)")
-    p.add_argument("--positive-words", type=word_list, default=None,
-                   help="comma-separated words; with --negative-words the metric is "
-                        "P(positive) / (P(positive) + P(negative)) of the next token")
+    p.add_argument(
+        "--multipliers", type=float_list, default=None, help="comma-separated, e.g. -4,-2,2,4 (default: -4,-2,0,2,4)"
+    )
+    p.add_argument(
+        "--metric",
+        default="kl",
+        choices=["kl", "argmax_changed"],
+        help="next-token metric of steered vs unsteered (default: kl)",
+    )
+    p.add_argument(
+        "--positive-words",
+        type=word_list,
+        default=None,
+        help="comma-separated words; with --negative-words the metric is "
+        "P(positive) / (P(positive) + P(negative)) of the next token",
+    )
     p.add_argument("--negative-words", type=word_list, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--per-prompt", action="store_true", help="one CSV row per prompt instead of means")
@@ -90,13 +114,17 @@ def register_sweep(sub: Any) -> None:
 
 def register_demo(sub: Any) -> None:
     p = sub.add_parser("demo", help="the main job: train, sweep and compare steering vectors on a model")
-    p.add_argument("--model", default="toy",
-                   help="'toy' (default), a hub id or a local folder (the toy demo), or a chat model's .gguf "
-                        "file or short name such as smollm2-135m-instruct (the chat demo: sentiment and an "
-                        "A/B behaviour, steered natively; make demo runs this one)")
+    p.add_argument(
+        "--model",
+        default="toy",
+        help="'toy' (default), a hub id or a local folder (the toy demo), or a chat model's .gguf "
+        "file or short name such as smollm2-135m-instruct (the chat demo: sentiment and an "
+        "A/B behaviour, steered natively; make demo runs this one)",
+    )
     p.add_argument("--out", type=Path, default=Path("steerlens-demo"), help="output folder (default: steerlens-demo)")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
-    p.add_argument("--multipliers", type=float_list, default=None,
-                   help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)")
+    p.add_argument(
+        "--multipliers", type=float_list, default=None, help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)"
+    )
     p.add_argument("--max-new-tokens", type=positive_int, default=16)
     p.set_defaults(func=cmd_demo)

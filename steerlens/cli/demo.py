@@ -49,7 +49,10 @@ class DemoResult:
 
 
 def check_generation_room(
-    model: Any, prompts: Sequence[str], max_new_tokens: int, prepend_bos: bool | None = None,
+    model: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    prepend_bos: bool | None = None,
 ) -> None:
     """Raise ``PromptTooLongError`` unless every prompt plus ``max_new_tokens`` fits the model's context.
 
@@ -131,8 +134,12 @@ def run_demo(
     echo(f"\nbest layer {layer}, multiplier ±{mult:g}")
 
     comparison = compare_logits(
-        model, vector.select_layers([layer]), prompts[:4], multipliers=(-mult, mult),
-        target_tokens=words, top_k=3,
+        model,
+        vector.select_layers([layer]),
+        prompts[:4],
+        multipliers=(-mult, mult),
+        target_tokens=words,
+        top_k=3,
     )
     echo("\nnext-token probabilities, unsteered vs steered")
     echo(_comparison_table(comparison))
@@ -155,16 +162,18 @@ def run_demo(
 def _comparison_table(comparison: pd.DataFrame) -> str:
     rows = []
     for _, r in comparison.iterrows():
-        rows.append({
-            "prompt": "..." + r["prompt"][-28:],
-            "multiplier": f"{r['multiplier']:+g}",
-            "P(pos) before": f"{math.exp(r['logprob_before[positive]']):.3f}",
-            "P(pos) after": f"{math.exp(r['logprob_after[positive]']):.3f}",
-            "P(neg) before": f"{math.exp(r['logprob_before[negative]']):.3f}",
-            "P(neg) after": f"{math.exp(r['logprob_after[negative]']):.3f}",
-            "top before": " ".join(f"{t!r}" for t, _ in r["top_k_before"]),
-            "top after": " ".join(f"{t!r}" for t, _ in r["top_k_after"]),
-        })
+        rows.append(
+            {
+                "prompt": "..." + r["prompt"][-28:],
+                "multiplier": f"{r['multiplier']:+g}",
+                "P(pos) before": f"{math.exp(r['logprob_before[positive]']):.3f}",
+                "P(pos) after": f"{math.exp(r['logprob_after[positive]']):.3f}",
+                "P(neg) before": f"{math.exp(r['logprob_before[negative]']):.3f}",
+                "P(neg) after": f"{math.exp(r['logprob_after[negative]']):.3f}",
+                "top before": " ".join(f"{t!r}" for t, _ in r["top_k_before"]),
+                "top after": " ".join(f"{t!r}" for t, _ in r["top_k_after"]),
+            }
+        )
     return pd.DataFrame(rows).to_string(index=False)
 
 

@@ -38,8 +38,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     pairs = load_pairs_jsonl(args.pairs)
     model = _load(args.model)
     vec = train_steering_vector(
-        model, None, pairs, layers=args.layers, layer_type=args.layer_type,
-        batch_size=args.batch_size, show_progress=True, prepend_bos=args.prepend_bos,
+        model,
+        None,
+        pairs,
+        layers=args.layers,
+        layer_type=args.layer_type,
+        batch_size=args.batch_size,
+        show_progress=True,
+        prepend_bos=args.prepend_bos,
     )
     vec.save(args.out)
     print(f"trained on {len(pairs)} pairs; layers {vec.layers}; wrote {args.out}")
@@ -54,7 +60,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
     model = _load(args.model)
     check_generation_room(model, [args.prompt], args.max_new_tokens, args.prepend_bos)
     steered, unsteered = steered_and_unsteered(
-        model, vec, args.prompt, multiplier=args.multiplier, max_new_tokens=args.max_new_tokens,
+        model,
+        vec,
+        args.prompt,
+        multiplier=args.multiplier,
+        max_new_tokens=args.max_new_tokens,
         prepend_bos=args.prepend_bos,
     )
     print(f"prompt:     {args.prompt!r}")
@@ -67,14 +77,21 @@ def cmd_info(args: argparse.Namespace) -> None:
         from steerlens.interop import import_gguf
 
         vec = import_gguf(args.vector)
-        kind, layer_type, d_model, metadata = "GGUF control vector (llama.cpp)", vec.layer_type, vec.d_model, vec.metadata
+        kind, layer_type, d_model, metadata = (
+            "GGUF control vector (llama.cpp)",
+            vec.layer_type,
+            vec.d_model,
+            vec.metadata,
+        )
         dtype, norms = str(next(iter(vec.layer_activations.values())).dtype), vec.norms()
     else:  # read without torch: a look at a file takes a fraction of a second
         from steerlens.formats.vector_file import summarize_vector_file
 
         summary = summarize_vector_file(args.vector)
-        kind, layer_type, d_model, metadata = "steerlens vector (safetensors)", *(
-            summary.layer_type, summary.d_model, summary.metadata)
+        kind, layer_type, d_model, metadata = (
+            "steerlens vector (safetensors)",
+            *(summary.layer_type, summary.d_model, summary.metadata),
+        )
         dtype, norms = summary.dtype, summary.norms
     print(f"file:       {args.vector}")
     print(f"format:     {kind}")
@@ -107,7 +124,9 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.add_argument("--model", default="toy", help="'toy', a hub id or a local folder (default: toy)")
     p.add_argument("--pairs", required=True, type=Path, help='JSONL, one {"positive": ..., "negative": ...} a line')
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers, e.g. 2,3 (default: all)")
-    p.add_argument("--layer-type", default="resid_post", help="resid_post (default), resid_pre, resid_mid, attn_out, mlp_out")
+    p.add_argument(
+        "--layer-type", default="resid_post", help="resid_post (default), resid_pre, resid_mid, attn_out, mlp_out"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True, type=Path, help="where to write the vector (.safetensors)")
     add_prepend_bos(p)

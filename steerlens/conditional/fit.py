@@ -83,14 +83,28 @@ def fit_condition(
     above = auc >= 0.5
     sign = 1.0 if above else -1.0
     cut = best_threshold((sign * steer).tolist(), (sign * other).tolist())
-    fitted = Condition(condition.direction, condition.layer, condition.layer_type, sign * cut.threshold,
-                       condition.aggregate, above, condition.skip_first)
+    fitted = Condition(
+        condition.direction,
+        condition.layer,
+        condition.layer_type,
+        sign * cut.threshold,
+        condition.aggregate,
+        above,
+        condition.skip_first,
+    )
     return FittedCondition(fitted, max(auc, 1 - auc), cut.accuracy, steer, other)
 
 
 def condition_accuracy(
-    model: Any, condition: Condition, steer_prompts: Prompts, other_prompts: Prompts, *, tokenizer: Any = None,
-    batch_size: int = 32, padding_side: str | None = None, prepend_bos: bool | None = None,
+    model: Any,
+    condition: Condition,
+    steer_prompts: Prompts,
+    other_prompts: Prompts,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    padding_side: str | None = None,
+    prepend_bos: bool | None = None,
 ) -> float:
     """Share of prompts the condition classifies right: steer_prompts must hold, other_prompts must not.
 

@@ -71,7 +71,11 @@ class Condition:
     skip_first: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.direction, Tensor) or self.direction.dim() != 1 or not self.direction.is_floating_point():
+        if (
+            not isinstance(self.direction, Tensor)
+            or self.direction.dim() != 1
+            or not self.direction.is_floating_point()
+        ):
             raise InvalidArgumentError(
                 f"a condition's direction must be a 1-D float tensor of size d_model, got "
                 f"{getattr(self.direction, 'shape', type(self.direction).__name__)}."
@@ -87,8 +91,14 @@ class Condition:
 
     @classmethod
     def from_vector(
-        cls, vector: "SteeringVector", layer: int | None = None, threshold: float = 0.0, *, aggregate: Aggregate = "mean",
-        above: bool = True, skip_first: bool = True,
+        cls,
+        vector: "SteeringVector",
+        layer: int | None = None,
+        threshold: float = 0.0,
+        *,
+        aggregate: Aggregate = "mean",
+        above: bool = True,
+        skip_first: bool = True,
     ) -> "Condition":
         """The condition "the prompt projects on ``vector`` at ``layer``" (default: its only layer).
 
@@ -102,8 +112,9 @@ class Condition:
             layer = layers[0]
         if layer not in vector.layer_activations:
             raise LayerError(f"the vector has no layer {layer}; it has {sorted(layers)}.")
-        return cls(vector.layer_activations[layer].detach(), layer, vector.layer_type, threshold, aggregate, above,
-                   skip_first)
+        return cls(
+            vector.layer_activations[layer].detach(), layer, vector.layer_type, threshold, aggregate, above, skip_first
+        )
 
     def with_threshold(self, threshold: float) -> "Condition":
         """The same condition with another threshold."""
@@ -266,15 +277,21 @@ def conditional_steering(
         stack.enter_context(_pass_watcher(backend, first, state))
         if not shared:  # the condition's site gets a capture that changes nothing
             zero = {site[0]: torch.zeros(backend.d_model)}
-            stack.enter_context(backend.apply(make_spec(zero, site[1], 1.0, GatedOperator(state, base, True, False),
-                                                        0, None)))
+            stack.enter_context(
+                backend.apply(make_spec(zero, site[1], 1.0, GatedOperator(state, base, True, False), 0, None))
+            )
         else:
-            spec = make_spec({site[0]: vectors[site[0]]}, layer_type, multiplier, GatedOperator(state, base, True),
-                             min_token_index, token_indices)
+            spec = make_spec(
+                {site[0]: vectors[site[0]]},
+                layer_type,
+                multiplier,
+                GatedOperator(state, base, True),
+                min_token_index,
+                token_indices,
+            )
             stack.enter_context(backend.apply(spec))
         if plain:
-            spec = make_spec(plain, layer_type, multiplier, GatedOperator(state, base), min_token_index,
-                             token_indices)
+            spec = make_spec(plain, layer_type, multiplier, GatedOperator(state, base), min_token_index, token_indices)
             stack.enter_context(backend.apply(spec))
         yield state
 

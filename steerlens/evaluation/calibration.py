@@ -222,12 +222,35 @@ def calibrate(
     mults = check_multipliers(multipliers)
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
     tokens = {"padding_side": padding_side, "prepend_bos": prepend_bos}
-    norms = residual_norms(backend, norm_prompts if norm_prompts is not None else reference_list, layer_list,
-                           layer_type=vector.layer_type, batch_size=batch_size, **tokens)
+    norms = residual_norms(
+        backend,
+        norm_prompts if norm_prompts is not None else reference_list,
+        layer_list,
+        layer_type=vector.layer_type,
+        batch_size=batch_size,
+        **tokens,
+    )
     swept = relative_vector(backend, original, norms=norms) if relative else original
-    run = _Runner(backend, swept, original, norms, prompt_list, reference_list, fn, name, operator, batch_size,
-                  show_progress, steer_from, texts, "nll_increase" if damage == "fluency" else "kl",
-                  letter_ids, choices, bound, tokens)
+    run = _Runner(
+        backend,
+        swept,
+        original,
+        norms,
+        prompt_list,
+        reference_list,
+        fn,
+        name,
+        operator,
+        batch_size,
+        show_progress,
+        steer_from,
+        texts,
+        "nll_increase" if damage == "fluency" else "kl",
+        letter_ids,
+        choices,
+        bound,
+        tokens,
+    )
     table = run.cells(layer_list, mults)
     table["source"] = "grid"
     baseline = run.baseline
@@ -243,14 +266,28 @@ def calibrate(
     table["within_budget"] = table[run.damage] <= budget
     table["pareto"] = _pareto(table["effect"].to_numpy() * sign, table[run.damage].to_numpy())
     table = table.sort_values(["layer", "multiplier"], ignore_index=True)
-    table.attrs.update({
-        "metric": name, "max_kl": budget, "direction": direction, "baseline": baseline, "target": goal,
-        "damage": run.damage,
-        "relative": relative, "best": None if best is None else (int(best["layer"]), float(best["multiplier"])),
-    })
+    table.attrs.update(
+        {
+            "metric": name,
+            "max_kl": budget,
+            "direction": direction,
+            "baseline": baseline,
+            "target": goal,
+            "damage": run.damage,
+            "relative": relative,
+            "best": None if best is None else (int(best["layer"]), float(best["multiplier"])),
+        }
+    )
     return Calibration(
-        best=None if best is None else _cell(best), table=table, vector=swept, metric=name, max_kl=budget,
-        direction=direction, baseline=baseline, target=goal, target_reached=reached,
+        best=None if best is None else _cell(best),
+        table=table,
+        vector=swept,
+        metric=name,
+        max_kl=budget,
+        direction=direction,
+        baseline=baseline,
+        target=goal,
+        target_reached=reached,
     )
 
 
@@ -286,10 +323,13 @@ class _Runner:
             steered = cell.unsteered if unsteered else cell.steered
             return metric_values(self.name, fn, bound, steered, cell.unsteered, cell.indices)
         logits = cell.unsteered if unsteered else cell.steered  # A/B items: P(matching letter), normalised
-        return torch.tensor([
-            letter_probability(logits[row], self.letter_ids[index], self.choices[index])[0]
-            for row, index in enumerate(cell.indices)
-        ], dtype=torch.float64)
+        return torch.tensor(
+            [
+                letter_probability(logits[row], self.letter_ids[index], self.choices[index])[0]
+                for row, index in enumerate(cell.indices)
+            ],
+            dtype=torch.float64,
+        )
 
     def _sweep(
         self, prompts: list[Any], fn: MetricFn | None, layers: list[int], mults: list[float], bound: Any = None
@@ -299,8 +339,16 @@ class _Runner:
         clean: list[torch.Tensor] = []
         seen: set[tuple[int, ...]] = set()
         for cell in iter_steered_logits(
-            self.backend, self.swept, prompts, layers, mults, batch_size=self.batch_size,
-            operator=self.operator, show_progress=self.show_progress, steer_from=self.steer_from, **self.tokens,
+            self.backend,
+            self.swept,
+            prompts,
+            layers,
+            mults,
+            batch_size=self.batch_size,
+            operator=self.operator,
+            show_progress=self.show_progress,
+            steer_from=self.steer_from,
+            **self.tokens,
         ):
             values.setdefault((cell.layer, cell.multiplier), []).append(self._values(fn, cell, bound=bound))
             key = tuple(cell.indices)
@@ -317,12 +365,21 @@ class _Runner:
         if any(len(ids) < 2 for ids in encoded):
             raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
         frame = continuation_logprob(
-            self.backend, self.swept, [ids[:1] for ids in encoded], [ids[1:] for ids in encoded], mults, layers,
-            batch_size=self.batch_size, operator=self.operator, padding_side=self.tokens.get("padding_side"),
+            self.backend,
+            self.swept,
+            [ids[:1] for ids in encoded],
+            [ids[1:] for ids in encoded],
+            mults,
+            layers,
+            batch_size=self.batch_size,
+            operator=self.operator,
+            padding_side=self.tokens.get("padding_side"),
         )
         frame["increase"] = (frame["logprob_unsteered"] - frame["logprob_steered"]) / frame["n_tokens"]
-        return {(int(layer), float(m)): float(v) for (layer, m), v in
-                frame.groupby(["layer", "multiplier"])["increase"].mean().items()}
+        return {
+            (int(layer), float(m)): float(v)
+            for (layer, m), v in frame.groupby(["layer", "multiplier"])["increase"].mean().items()
+        }
 
     def cells(self, layers: list[int], mults: list[float]) -> pd.DataFrame:
         effects = self._sweep(self.prompts, self.fn, layers, mults, self.bound)
@@ -336,13 +393,20 @@ class _Runner:
             original_norm = float(self.original.layer_activations[layer].float().norm())
             for m in mults:
                 effect, kl = effects[(layer, m)], damages[(layer, m)]
-                rows.append({
-                    "layer": layer, "multiplier": m,
-                    "absolute_multiplier": m * vec_norm / original_norm if original_norm > 0 else math.nan,
-                    "relative_strength": abs(m) * vec_norm / self.norms[layer] if self.norms[layer] > 0 else math.nan,
-                    "effect": float(effect.mean()), "effect_std": float(effect.std()) if effect.numel() > 1 else 0.0,
-                    "kl": float(kl.mean()), "kl_max": float(kl.max()),
-                })
+                rows.append(
+                    {
+                        "layer": layer,
+                        "multiplier": m,
+                        "absolute_multiplier": m * vec_norm / original_norm if original_norm > 0 else math.nan,
+                        "relative_strength": abs(m) * vec_norm / self.norms[layer]
+                        if self.norms[layer] > 0
+                        else math.nan,
+                        "effect": float(effect.mean()),
+                        "effect_std": float(effect.std()) if effect.numel() > 1 else 0.0,
+                        "kl": float(kl.mean()),
+                        "kl_max": float(kl.max()),
+                    }
+                )
                 if fluency is not None:
                     increase = fluency[(layer, float(m))]
                     rows[-1].update({"nll_increase": increase, "perplexity_ratio": math.exp(increase)})
@@ -399,7 +463,10 @@ def _pareto(score: np.ndarray, kl: np.ndarray) -> np.ndarray:
 
 def _cell(row: pd.Series) -> CalibrationCell:
     return CalibrationCell(
-        layer=int(row["layer"]), multiplier=float(row["multiplier"]),
-        absolute_multiplier=float(row["absolute_multiplier"]), effect=float(row["effect"]), kl=float(row["kl"]),
+        layer=int(row["layer"]),
+        multiplier=float(row["multiplier"]),
+        absolute_multiplier=float(row["absolute_multiplier"]),
+        effect=float(row["effect"]),
+        kl=float(row["kl"]),
         relative_strength=float(row["relative_strength"]),
     )

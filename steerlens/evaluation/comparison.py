@@ -147,8 +147,17 @@ def compare_logits(
     targets = _target_ids(tok, target_tokens, prompt_list)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        backend, vector, prompt_list, layers, mults, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
+        backend,
+        vector,
+        prompt_list,
+        layers,
+        mults,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        operator=operator,
+        show_progress=show_progress,
+        prepend_bos=prepend_bos,
+        steer_from=steer_from,
     ):
         rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets[index], top_k)
     return _ordered(rows)
@@ -292,17 +301,32 @@ def ab_behavior_probability(
     mults = check_multipliers(multipliers)
     rows: dict[tuple, dict[str, Any]] = {}
     for key, cell, row, index in _cells(
-        backend, vector, prompts, layers, mults, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
+        backend,
+        vector,
+        prompts,
+        layers,
+        mults,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        operator=operator,
+        show_progress=show_progress,
+        prepend_bos=prepend_bos,
+        steer_from=steer_from,
     ):
         item = item_list[index]
         choice = 0 if item.matching == "A" else 1
         p_un, mass_un = letter_probability(cell.unsteered[row], letter_ids[index], choice)
         p_st, mass_st = letter_probability(cell.steered[row], letter_ids[index], choice)
         rows[key] = {
-            "item_index": index, "prompt": item.prompt, "matching": item.matching, "layer": cell.layer,
-            "multiplier": cell.multiplier, "p_matching_unsteered": p_un, "p_matching_steered": p_st,
-            "ab_mass_unsteered": mass_un, "ab_mass_steered": mass_st,
+            "item_index": index,
+            "prompt": item.prompt,
+            "matching": item.matching,
+            "layer": cell.layer,
+            "multiplier": cell.multiplier,
+            "p_matching_unsteered": p_un,
+            "p_matching_steered": p_st,
+            "ab_mass_unsteered": mass_un,
+            "ab_mass_steered": mass_st,
         }
     return _ordered(rows)
 

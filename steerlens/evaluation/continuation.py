@@ -90,8 +90,15 @@ def continuation_logprob(
     sums: dict[tuple[int, Any, float], list[float]] = {}
     order: dict[Any, int] = {}
     for cell in iter_steered_logits(
-        backend, vector, prefix_list, layers, mults, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress,
+        backend,
+        vector,
+        prefix_list,
+        layers,
+        mults,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        operator=operator,
+        show_progress=show_progress,
     ):
         order.setdefault(cell.layer, len(order))
         steered = torch.log_softmax(cell.steered.float(), -1)
@@ -103,9 +110,15 @@ def continuation_logprob(
                 acc[1] += float(steered[row, token])
     rows = [
         {
-            "prompt_index": item, "prompt": prompt_list[item], "completion": completion_list[item],
-            "n_tokens": len(targets[item]), "layer": layer, "multiplier": m, "logprob_unsteered": un,
-            "logprob_steered": st, "delta_logprob": st - un,
+            "prompt_index": item,
+            "prompt": prompt_list[item],
+            "completion": completion_list[item],
+            "n_tokens": len(targets[item]),
+            "layer": layer,
+            "multiplier": m,
+            "logprob_unsteered": un,
+            "logprob_steered": st,
+            "delta_logprob": st - un,
         }
         for (item, layer, m), (un, st) in sorted(
             sums.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], mults.index(kv[0][2]))

@@ -84,8 +84,7 @@ def token_ids(tokenizer: Any, group: TokenGroup, context: PromptInput | None = N
             raise InvalidArgumentError(f"token string {item!r} encodes to no tokens.")
         if len(encoded) > 1:
             warnings.warn(
-                f"{item!r} is {len(encoded)} tokens; only its first token "
-                f"{tokenizer.decode(encoded[:1])!r} is used.",
+                f"{item!r} is {len(encoded)} tokens; only its first token {tokenizer.decode(encoded[:1])!r} is used.",
                 stacklevel=3,
             )
         ids.append(int(encoded[0]))
@@ -223,8 +222,9 @@ def bind_per_prompt(fn: MetricFn, tokenizer: Any, prompts: Sequence[PromptInput]
     return [fn.bind(tokenizer, context=prompt) for prompt in prompts]
 
 
-def metric_rows(fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits, unsteered: Logits,
-                prompt_indices: Sequence[int]) -> Tensor:
+def metric_rows(
+    fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits, unsteered: Logits, prompt_indices: Sequence[int]
+) -> Tensor:
     """``fn`` on rows of logits; with ``bound`` (from :func:`bind_per_prompt`) each row uses its prompt's ids.
 
     Rows whose prompts share ids are scored in one call.
@@ -243,7 +243,11 @@ def metric_rows(fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits,
 
 
 def metric_values(
-    name: str, fn: MetricFn, bound: Sequence[MetricFn] | None, steered: Logits, unsteered: Logits,
+    name: str,
+    fn: MetricFn,
+    bound: Sequence[MetricFn] | None,
+    steered: Logits,
+    unsteered: Logits,
     prompt_indices: Sequence[int],
 ) -> Float[Tensor, "batch"]:
     """:func:`metric_rows` detached on the CPU in float64, checked to be one value per row.

@@ -22,9 +22,7 @@ def _figure(**kwargs: Any) -> Any:
     try:
         from matplotlib.figure import Figure
     except ImportError as error:
-        raise ImportError(
-            "steerlens plots need matplotlib; install it with pip install 'steerlens[plot]'."
-        ) from error
+        raise ImportError("steerlens plots need matplotlib; install it with pip install 'steerlens[plot]'.") from error
     return Figure(**kwargs)
 
 
@@ -33,8 +31,7 @@ def _metric_column(frame: pd.DataFrame, value: str | None) -> str:
     value = value or frame.attrs.get("metric")
     if value is None:
         numeric = [
-            c for c in frame.select_dtypes("number").columns
-            if c not in _NOT_METRICS and not str(c).endswith("_std")
+            c for c in frame.select_dtypes("number").columns if c not in _NOT_METRICS and not str(c).endswith("_std")
         ]
         if len(numeric) != 1:
             raise InvalidArgumentError(f"cannot tell which column to plot among {numeric}; pass value=...")
@@ -205,11 +202,18 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
     layers = sorted(table["layer"].unique())
     for colour, layer in zip(_colours(len(layers)), layers):
         rows = table[table["layer"] == layer].sort_values("multiplier")
-        ax.plot(rows[x], rows["effect"], marker="o", markersize=4, linewidth=0.8, color=colour,
-                label=f"layer {layer}")
+        ax.plot(rows[x], rows["effect"], marker="o", markersize=4, linewidth=0.8, color=colour, label=f"layer {layer}")
     front = table[table["pareto"]].sort_values(x)
-    ax.plot(front[x], front["effect"], color="black", linewidth=1.6, alpha=0.6, drawstyle="steps-post",
-            label="Pareto front", zorder=1)
+    ax.plot(
+        front[x],
+        front["effect"],
+        color="black",
+        linewidth=1.6,
+        alpha=0.6,
+        drawstyle="steps-post",
+        label="Pareto front",
+        zorder=1,
+    )
     ax.scatter(front[x], front["effect"], s=60, facecolors="none", edgecolors="black", zorder=3)
     if attrs.get("max_kl") is not None:
         ax.axvline(attrs["max_kl"], color="#d9534f", linestyle="--", linewidth=1, label=f"budget {attrs['max_kl']:g}")
@@ -220,13 +224,24 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
     best = attrs.get("best")
     if best is not None:
         row = table[(table["layer"] == best[0]) & (table["multiplier"] == best[1])].iloc[0]
-        ax.scatter([row[x]], [row["effect"]], marker="*", s=260, color="#f0ad4e", edgecolors="black", zorder=4,
-                   label=f"chosen: layer {best[0]}, ×{_fmt(round(best[1], 4))}")
+        ax.scatter(
+            [row[x]],
+            [row["effect"]],
+            marker="*",
+            s=260,
+            color="#f0ad4e",
+            edgecolors="black",
+            zorder=4,
+            label=f"chosen: layer {best[0]}, ×{_fmt(round(best[1], 4))}",
+        )
     positive = table[x][table[x] > 0]
     if log_kl if log_kl is not None else (len(positive) and positive.max() / positive.min() > 100):
         ax.set_xscale("log")
-    ax.set_xlabel("damage: mean KL(steered ‖ unsteered) on reference prompts (nats)" if x == "kl" else
-                  "damage: increase of the fluency texts' NLL per token (nats)")
+    ax.set_xlabel(
+        "damage: mean KL(steered ‖ unsteered) on reference prompts (nats)"
+        if x == "kl"
+        else "damage: increase of the fluency texts' NLL per token (nats)"
+    )
     ax.set_ylabel(f"effect: {attrs.get('metric', 'metric')}")
     ax.set_title(title or "Effect against damage, by layer and multiplier")
     ax.grid(alpha=0.3)
@@ -235,8 +250,14 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
 
 
 def plot_token_projections(
-    frame: pd.DataFrame, layer: int | None = None, *, value: str = "projection", bound: float | None = None,
-    show_bos: bool = False, title: str | None = None, width: float = 9.0,
+    frame: pd.DataFrame,
+    layer: int | None = None,
+    *,
+    value: str = "projection",
+    bound: float | None = None,
+    show_bos: bool = False,
+    title: str | None = None,
+    width: float = 9.0,
 ) -> Any:
     """Tokens of each prompt written out, each on a background coloured by its projection.
 
@@ -270,9 +291,20 @@ def plot_token_projections(
         x = margin
         for token, v in zip(tokens["token"], tokens[value]):
             text = str(token).replace("\n", "↵") or " "
-            artist = ax.text(0, 0, text, family="monospace", fontsize=9, va="center", ha="left",
-                             bbox={"boxstyle": "square,pad=0.12", "linewidth": 0,
-                                   "facecolor": projection_colour(float(v), bound, css=False)})
+            artist = ax.text(
+                0,
+                0,
+                text,
+                family="monospace",
+                fontsize=9,
+                va="center",
+                ha="left",
+                bbox={
+                    "boxstyle": "square,pad=0.12",
+                    "linewidth": 0,
+                    "facecolor": projection_colour(float(v), bound, css=False),
+                },
+            )
             advance = artist.get_window_extent(renderer).width * 72 / fig.dpi
             if x + advance > usable and x > margin:
                 line, x = line + 1, margin
@@ -285,6 +317,13 @@ def plot_token_projections(
     for artist, x, row in placed:
         artist.set_transform(offset_copy(ax.transAxes, fig=fig, x=x, y=-(row + 1.6) * line_height, units="points"))
         artist.set_position((0, 1))
-    ax.text(0, 1, heading, fontsize=10, va="center", ha="left",
-            transform=offset_copy(ax.transAxes, fig=fig, x=margin, y=-0.7 * line_height, units="points"))
+    ax.text(
+        0,
+        1,
+        heading,
+        fontsize=10,
+        va="center",
+        ha="left",
+        transform=offset_copy(ax.transAxes, fig=fig, x=margin, y=-0.7 * line_height, units="points"),
+    )
     return fig

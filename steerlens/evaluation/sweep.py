@@ -118,8 +118,7 @@ def iter_steered_logits(
     for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
         first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
         specs = [
-            [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None)
-             for m in mults]
+            [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None) for m in mults]
             for group in groups
         ]
         sweep = backend.sweep_pass(batch, singles, layer_type)
@@ -155,8 +154,13 @@ def _group_head_input(
 
 
 def _cells_of(
-    backend: Backend, batch: PromptBatch, sweep: SweepPass, pending: list[tuple[int, list[Tensor | None]]],
-    mults: list[float], groups: list[LayerGroup], labels: list[LayerLabel],
+    backend: Backend,
+    batch: PromptBatch,
+    sweep: SweepPass,
+    pending: list[tuple[int, list[Tensor | None]]],
+    mults: list[float],
+    groups: list[LayerGroup],
+    labels: list[LayerLabel],
 ) -> Iterator[LogitsCell]:
     """Run the head on the clean and steered inputs of some groups in one call, as cells."""
     inputs = [sweep.clean] + [r for _, steered in pending for r in steered if r is not None]
@@ -166,8 +170,9 @@ def _cells_of(
     unsteered, computed = logits[0], iter(logits[1:])
     for g, steered in pending:
         for m, r in zip(mults, steered):
-            yield LogitsCell(labels[g], m, batch.indices, unsteered if r is None else next(computed), unsteered,
-                             groups[g])
+            yield LogitsCell(
+                labels[g], m, batch.indices, unsteered if r is None else next(computed), unsteered, groups[g]
+            )
 
 
 def sweep_layers(
@@ -236,8 +241,12 @@ def sweep_layers(
     else:
         groups = resolve_layer_groups(layers, range(backend.n_layers), backend.n_layers)
         train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
-        kwargs = {"show_progress": show_progress, "prepend_bos": prepend_bos, "distributed": distributed,
-                  **(train_kwargs or {})}
+        kwargs = {
+            "show_progress": show_progress,
+            "prepend_bos": prepend_bos,
+            "distributed": distributed,
+            **(train_kwargs or {}),
+        }
         vector = train_steering_vector(
             backend, None, training_samples_or_vector, layers=train_layers, layer_type=layer_type, **kwargs
         )
@@ -250,21 +259,42 @@ def sweep_layers(
     rows = []
     interrupted = False
     cells = iter_steered_logits(
-        backend, vector, prompt_list, layers, multipliers, batch_size=batch_size, padding_side=padding_side,
-        operator=operator, show_progress=show_progress, prepend_bos=prepend_bos, steer_from=steer_from,
+        backend,
+        vector,
+        prompt_list,
+        layers,
+        multipliers,
+        batch_size=batch_size,
+        padding_side=padding_side,
+        operator=operator,
+        show_progress=show_progress,
+        prepend_bos=prepend_bos,
+        steer_from=steer_from,
     )
     try:
         for cell in cells:
             values = _metric_values(fn, bound, name, cell)
             for index, value in zip(cell.indices, values):
-                rows.append({"_order": order[cell.layer], "layer": cell.layer, "multiplier": cell.multiplier,
-                             "prompt_index": index, "prompt": prompt_list[index], name: value})
+                rows.append(
+                    {
+                        "_order": order[cell.layer],
+                        "layer": cell.layer,
+                        "multiplier": cell.multiplier,
+                        "prompt_index": index,
+                        "prompt": prompt_list[index],
+                        name: value,
+                    }
+                )
     except KeyboardInterrupt:
         if distributed or not rows:
             raise
         interrupted = True
-        warnings.warn(f"sweep interrupted: returning the {len(rows)} prompt × cell values finished so far "
-                      "(later cells and prompts are missing).", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"sweep interrupted: returning the {len(rows)} prompt × cell values finished so far "
+            "(later cells and prompts are missing).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if distributed:
         rows = _gathered_rows(rows, name, prompt_list, {v: k for k, v in order.items()})
     frame = pd.DataFrame(rows).sort_values(["_order", "multiplier", "prompt_index"], ignore_index=True)
@@ -288,8 +318,14 @@ def _gathered_rows(
     )
     all_prompts = dist_ops.all_gather_strings([p if isinstance(p, str) else repr(list(p)) for p in prompts])
     return [
-        {"_order": int(o), "layer": labels[int(o)], "multiplier": m, "prompt_index": int(i),
-         "prompt": all_prompts[int(i)], name: v}
+        {
+            "_order": int(o),
+            "layer": labels[int(o)],
+            "multiplier": m,
+            "prompt_index": int(i),
+            "prompt": all_prompts[int(i)],
+            name: v,
+        }
         for o, m, i, v in dist_ops.all_gather_rows(numbers).tolist()
     ]
 

@@ -33,9 +33,7 @@ def tensor_key(layer: int) -> str:
     return f"layer.{layer}"
 
 
-def encode_vector_file(
-    layer_activations: dict[int, Tensor], layer_type: str, metadata: dict[str, Any]
-) -> bytes:
+def encode_vector_file(layer_activations: dict[int, Tensor], layer_type: str, metadata: dict[str, Any]) -> bytes:
     """Bytes of a steerlens vector file."""
     d_model = next(iter(layer_activations.values())).shape[-1]
     header = {
@@ -130,8 +128,9 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
     version = header.get("schema_version")
     if version != SCHEMA_VERSION:
         raise _fail(
-            path, f"schema_version {version!r} is not supported (this steerlens reads {SCHEMA_VERSION}); "
-            "upgrade steerlens or re-save the vector."
+            path,
+            f"schema_version {version!r} is not supported (this steerlens reads {SCHEMA_VERSION}); "
+            "upgrade steerlens or re-save the vector.",
         )
     if header.get("layer_type") not in LAYER_TYPES:
         raise _fail(path, f"layer_type {header.get('layer_type')!r} is not one of {', '.join(LAYER_TYPES)}.")
@@ -155,9 +154,7 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
     for key, info in entries.items():
         dtype = info.get("dtype") if isinstance(info, dict) else None
         if not isinstance(dtype, str) or dtype not in _FLOAT_DTYPES or info.get("shape") != [d_model]:
-            raise _fail(
-                path, f"tensor {key!r} has shape/dtype {info!r}; expected a float vector of shape [{d_model}]."
-            )
+            raise _fail(path, f"tensor {key!r} has shape/dtype {info!r}; expected a float vector of shape [{d_model}].")
 
 
 def _read_checked(path: str | os.PathLike, max_bytes: int) -> tuple[Path, bytes, dict[str, Any], dict[str, Any]]:

@@ -57,8 +57,7 @@ def check_token_indices(min_token_index: int | Tensor, token_indices: TokenIndic
             token_indices = token_indices == 1
         if token_indices.dim() not in (1, 2):
             raise TokenIndexError(
-                "a token_indices mask must be [pos] or [batch, pos], got shape "
-                f"{tuple(token_indices.shape)}."
+                f"a token_indices mask must be [pos] or [batch, pos], got shape {tuple(token_indices.shape)}."
             )
         return token_indices
     if isinstance(token_indices, (list, tuple)):

@@ -45,7 +45,11 @@ def make_spec(
     """Validate the arguments of ``apply``/``patch`` before any hook is installed."""
     token_indices = check_token_indices(min_token_index, token_indices)
     return SteeringSpec(
-        vectors, layer_type, finite_number(multiplier), operator or addition_operator(), min_token_index,
+        vectors,
+        layer_type,
+        finite_number(multiplier),
+        operator or addition_operator(),
+        min_token_index,
         token_indices,
     )
 
@@ -99,4 +103,3 @@ class SteeringPatchHandle:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
-

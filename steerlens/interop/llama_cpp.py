@@ -29,7 +29,11 @@ def _gguf() -> Any:
 
 
 def export_gguf(
-    vec: SteeringVector, path: str | os.PathLike[str], model_hint: str | None = None, *, n_layers: int | None = None,
+    vec: SteeringVector,
+    path: str | os.PathLike[str],
+    model_hint: str | None = None,
+    *,
+    n_layers: int | None = None,
 ) -> None:
     """Write ``vec`` as a llama.cpp control vector (``llama-cli --control-vector path``).
 
@@ -121,7 +125,9 @@ def import_gguf(path: str | os.PathLike[str]) -> SteeringVector:
     for tensor in reader.tensors:
         prefix, _, index = tensor.name.partition(".")
         if prefix != "direction" or not index.isdigit() or int(index) < 1:
-            raise VectorFileError(f"{name}: unexpected tensor {tensor.name!r}; a control vector holds direction.N, N >= 1.")
+            raise VectorFileError(
+                f"{name}: unexpected tensor {tensor.name!r}; a control vector holds direction.N, N >= 1."
+            )
         values = torch.from_numpy(tensor.data.astype("float32").reshape(-1).copy())
         if not bool(torch.isfinite(values).all()):
             raise NonFiniteError(f"{name}: {tensor.name} has NaN or inf values; the file is damaged.")

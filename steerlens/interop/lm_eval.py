@@ -102,8 +102,12 @@ def export_lm_eval(
             f"lm-eval's steered model reads a steering file only when its name ends in .pt or .pth, got {name!r}; "
             "name it e.g. 'steer.pt'."
         )
-    if (not isinstance(min_token_index, int) or isinstance(min_token_index, bool) or min_token_index != 0
-            or token_indices is not None):
+    if (
+        not isinstance(min_token_index, int)
+        or isinstance(min_token_index, bool)
+        or min_token_index != 0
+        or token_indices is not None
+    ):
         raise InvalidArgumentError(
             "lm-eval's steered model adds the vector at every position of every forward pass (the prompt "
             "included); it has no option to steer from a position on or at chosen positions. Export with the "
@@ -174,7 +178,7 @@ def _relative_to_base_model(model: nn.Module, paths: dict[int, str]) -> dict[int
     listed = dict(base.named_modules())
     out: dict[int, str] = {}
     for layer, path in paths.items():
-        relative = path if not prefix else path[len(prefix) + 1:] if path.startswith(prefix + ".") else None
+        relative = path if not prefix else path[len(prefix) + 1 :] if path.startswith(prefix + ".") else None
         if relative is None or listed.get(relative) is not model.get_submodule(path):
             raise UnsupportedModelError(
                 f"{path} is not under {type(model).__name__}'s base model ({prefix or 'the model itself'}), so "
@@ -195,11 +199,13 @@ def _verify(model: nn.Module, paths: dict[int, str], layer_type: str, d_model: i
     def keep_output(name: str) -> Any:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
             outputs.setdefault(name, output)
+
         return hook
 
     def keep_input(name: str) -> Any:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             inputs.setdefault(name, args[0] if args else kwargs.get("hidden_states"))
+
         return hook
 
     try:
@@ -219,8 +225,11 @@ def _verify(model: nn.Module, paths: dict[int, str], layer_type: str, d_model: i
         output = outputs.get(path)
         first = output[0] if isinstance(output, tuple) else output
         if not isinstance(first, Tensor) or first.shape[-1] != d_model:
-            kind = "no output (it did not run)" if path not in outputs else (
-                f"a {type(output).__name__}" if not isinstance(first, Tensor) else f"shape {tuple(first.shape)}")
+            kind = (
+                "no output (it did not run)"
+                if path not in outputs
+                else (f"a {type(output).__name__}" if not isinstance(first, Tensor) else f"shape {tuple(first.shape)}")
+            )
             raise UnsupportedModelError(
                 f"lm-eval's steered model adds the vector to the output of {path} (the first element if it is a "
                 f"tuple), but on {type(model).__name__} that is {kind}, not a [..., {d_model}] tensor; it cannot "
@@ -228,8 +237,9 @@ def _verify(model: nn.Module, paths: dict[int, str], layer_type: str, d_model: i
             )
         if layer_type == "resid_pre":
             nxt = inputs.get(f"{layers_path}.{layer}")
-            if not isinstance(nxt, Tensor) or not (nxt is first or (
-                    nxt.shape == first.shape and torch.equal(nxt.to(first.device), first))):
+            if not isinstance(nxt, Tensor) or not (
+                nxt is first or (nxt.shape == first.shape and torch.equal(nxt.to(first.device), first))
+            ):
                 raise UnsupportedModelError(
                     f"on {type(model).__name__} the input of decoder layer {layer} is not the output of layer "
                     f"{layer - 1} (something runs between them), so resid_pre of layer {layer} has no module output "

@@ -19,6 +19,7 @@ from steerlens.vector import SteeringVector
 # steering-vectors layer type -> steerlens layer type
 SV_LAYER_TYPES: dict[str, str] = ALIASES
 
+
 def to_steering_vectors(vec: SteeringVector) -> dict[str, Any]:
     """The keyword arguments of ``steering_vectors.SteeringVector`` for ``vec``.
 
@@ -27,8 +28,13 @@ def to_steering_vectors(vec: SteeringVector) -> dict[str, Any]:
         >>> theirs = steering_vectors.SteeringVector(**to_steering_vectors(vec))
     """
     names = {ours: theirs for theirs, ours in SV_LAYER_TYPES.items()}
-    names.update({f"{MODULE_PREFIX}{theirs}": theirs for theirs in SV_LAYER_TYPES if f"{MODULE_PREFIX}{theirs}" in
-                  MODULE_LAYER_TYPES})  # already the module of that name: steering-vectors' own meaning
+    names.update(
+        {
+            f"{MODULE_PREFIX}{theirs}": theirs
+            for theirs in SV_LAYER_TYPES
+            if f"{MODULE_PREFIX}{theirs}" in MODULE_LAYER_TYPES
+        }
+    )  # already the module of that name: steering-vectors' own meaning
     if vec.layer_type not in names:
         raise InvalidArgumentError(
             f"steering-vectors has no layer type for {vec.layer_type!r}; it knows {sorted(names)} "

@@ -99,7 +99,10 @@ def clamp_latents(
     site = sae_site(sae)
     carrier = SteeringVector({site.layer: torch.zeros(sae.cfg.d_in)}, site.layer_type)  # type: ignore[arg-type]
     with carrier.apply(
-        model, layer_config=layer_config, operator=clamp_operator(sae, values), min_token_index=min_token_index,
+        model,
+        layer_config=layer_config,
+        operator=clamp_operator(sae, values),
+        min_token_index=min_token_index,
         token_indices=token_indices,
     ):
         yield model

@@ -38,12 +38,16 @@ def site_direction(vec: SteeringVector, sae: Any, n_layers: int | None = None) -
     """``vec``'s direction at ``sae``'s site (float32, CPU); a :class:`LayerError` if it has none there."""
     site = sae_site(sae)
     if vec.layer_type != site.layer_type:
-        raise LayerError(f"the vector steers {vec.layer_type}, the SAE reads {site.hook_name}; decompose a vector "
-                         f"trained at layer_type={site.layer_type!r}.")
+        raise LayerError(
+            f"the vector steers {vec.layer_type}, the SAE reads {site.hook_name}; decompose a vector "
+            f"trained at layer_type={site.layer_type!r}."
+        )
     layers = {(layer + n_layers if layer < 0 and n_layers else layer): v for layer, v in vec.layer_activations.items()}
     if site.layer not in layers:
-        raise LayerError(f"the vector has no direction at layer {site.layer}, where the SAE reads "
-                         f"({site.hook_name}); it has layers {sorted(layers)}.")
+        raise LayerError(
+            f"the vector has no direction at layer {site.layer}, where the SAE reads "
+            f"({site.hook_name}); it has layers {sorted(layers)}."
+        )
     direction = layers[site.layer].detach().float().cpu()
     if direction.shape[0] != sae.cfg.d_in:
         raise ModelMismatchError(f"the vector has d_model {direction.shape[0]}, the SAE reads {sae.cfg.d_in}.")
@@ -125,23 +129,32 @@ def decompose_vector(
     if model is not None:
         clean = latent_activations(model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size)
         steered = latent_activations(
-            model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size,
+            model,
+            sae,
+            prompts,
+            tokenizer=tokenizer,
+            batch_size=batch_size,
             steering=vec.apply(model, multiplier=multiplier),
         )
         change = (steered - clean).mean(0)
         by_activation = change.abs().topk(k).indices.tolist()
     latents = sorted(set(by_cosine) | set(by_activation), key=lambda i: -abs(float(cosines[i])))
     cumulative = [explained_share(direction, sae, latents[: i + 1]) for i in range(len(latents))]
-    found = {i: "both" if i in by_cosine and i in by_activation else "cosine" if i in by_cosine else "activation"
-             for i in latents}
-    frame = pd.DataFrame({
-        "latent": latents,
-        "cosine": [float(cosines[i]) for i in latents],
-        "activation_change": [float(change[i]) for i in latents],
-        "explained_share": [float(cosines[i]) ** 2 for i in latents],
-        "cumulative_share": cumulative,
-        "found_by": [found[i] for i in latents],
-    }, columns=list(COLUMNS))
+    found = {
+        i: "both" if i in by_cosine and i in by_activation else "cosine" if i in by_cosine else "activation"
+        for i in latents
+    }
+    frame = pd.DataFrame(
+        {
+            "latent": latents,
+            "cosine": [float(cosines[i]) for i in latents],
+            "activation_change": [float(change[i]) for i in latents],
+            "explained_share": [float(cosines[i]) ** 2 for i in latents],
+            "cumulative_share": cumulative,
+            "found_by": [found[i] for i in latents],
+        },
+        columns=list(COLUMNS),
+    )
     frame.attrs.update({"hook_name": sae_site(sae).hook_name, "multiplier": float(multiplier)})
     return frame
 

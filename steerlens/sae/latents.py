@@ -87,7 +87,13 @@ def site_activations(
 
 @torch.no_grad()
 def latent_activations(
-    model: Any, sae: Any, prompts: Prompts, *, tokenizer: Any = None, steering: Any = None, batch_size: int = 16,
+    model: Any,
+    sae: Any,
+    prompts: Prompts,
+    *,
+    tokenizer: Any = None,
+    steering: Any = None,
+    batch_size: int = 16,
     prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_tokens d_sae"]:
     """The SAE's latent activations on every real token of ``prompts`` (see :func:`site_activations`).
@@ -97,15 +103,22 @@ def latent_activations(
         torch.Size([3, 512])
     """
     sae = load_sae(sae)
-    acts = site_activations(model, sae, prompts, tokenizer=tokenizer, steering=steering, batch_size=batch_size,
-                            prepend_bos=prepend_bos)
+    acts = site_activations(
+        model, sae, prompts, tokenizer=tokenizer, steering=steering, batch_size=batch_size, prepend_bos=prepend_bos
+    )
     return torch.cat([encode(sae, chunk).float().cpu() for chunk in acts.split(4096)])
 
 
 @torch.no_grad()
 def typical_activations(
-    model: Any, sae: Any, latents: int | Iterable[int], prompts: Prompts, *, tokenizer: Any = None,
-    batch_size: int = 16, prepend_bos: bool | None = None,
+    model: Any,
+    sae: Any,
+    latents: int | Iterable[int],
+    prompts: Prompts,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 16,
+    prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_latents"]:
     """Each latent's mean activation over the tokens of ``prompts`` where it is active (> 0).
 
@@ -119,8 +132,9 @@ def typical_activations(
     """
     sae = load_sae(sae)
     ids = check_latents(sae, latents)
-    acts = latent_activations(model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size,
-                              prepend_bos=prepend_bos)[:, ids]
+    acts = latent_activations(model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size, prepend_bos=prepend_bos)[
+        :, ids
+    ]
     active = acts > 0
     silent = [latent for latent, fires in zip(ids, active.any(0).tolist()) if not fires]
     if silent:
@@ -166,14 +180,16 @@ def latent_vector(
             isinstance(v, numbers.Real) and not isinstance(v, bool) and torch.isfinite(torch.tensor(float(v)))
             for v in values
         ):
-            raise InvalidArgumentError(f"activations must be one finite number or one per latent ({len(ids)}), "
-                                       f"got {activations!r}.")
+            raise InvalidArgumentError(
+                f"activations must be one finite number or one per latent ({len(ids)}), got {activations!r}."
+            )
         scale = torch.tensor([float(v) for v in values])
     elif model is not None and prompts is not None:
         scale = typical_activations(model, sae, ids, prompts, tokenizer=tokenizer)
     else:
-        raise InvalidArgumentError("give model= and prompts= to measure the latents' typical activation, or "
-                                   "activations=... to set it.")
+        raise InvalidArgumentError(
+            "give model= and prompts= to measure the latents' typical activation, or activations=... to set it."
+        )
     direction = (scale[:, None] * latent_directions(sae, ids)).sum(0)
     metadata: dict[str, Any] = model_metadata(model) if model is not None else {}
     metadata[SAE_KEY] = {

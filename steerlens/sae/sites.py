@@ -86,7 +86,9 @@ def load_sae(sae: Any, device: str | torch.device | None = None) -> Any:
     sae_lens = require_sae_lens()
     if isinstance(sae, (str, os.PathLike)):
         if not os.path.isdir(sae):
-            raise InvalidArgumentError(f"no SAE folder at {os.fspath(sae)!r}; pass an SAE or a folder saved by sae-lens.")
+            raise InvalidArgumentError(
+                f"no SAE folder at {os.fspath(sae)!r}; pass an SAE or a folder saved by sae-lens."
+            )
         sae = sae_lens.SAE.load_from_disk(os.fspath(sae), device=str(device or "cpu"))
     elif not isinstance(sae, sae_lens.SAE):
         raise InvalidArgumentError(f"expected a sae_lens.SAE or the folder of a saved one, got {type(sae).__name__}.")
@@ -122,8 +124,10 @@ def sae_site(sae: Any, hook_name: str | None = None) -> SaeSite:
     """
     name = hook_name or sae.cfg.metadata.hook_name
     if not name:
-        raise InvalidArgumentError("the SAE does not say where it reads the model (no cfg.metadata.hook_name); "
-                                   "pass hook_name='blocks.L.hook_resid_post' (or the hook it was trained on).")
+        raise InvalidArgumentError(
+            "the SAE does not say where it reads the model (no cfg.metadata.hook_name); "
+            "pass hook_name='blocks.L.hook_resid_post' (or the hook it was trained on)."
+        )
     return site_of_hook(name)
 
 
@@ -158,7 +162,7 @@ def latent_directions(sae: Any, latents: int | Iterable[int] | None = None) -> F
     base = sae.decode(torch.zeros(1, sae.cfg.d_sae, device=device, dtype=dtype))
     rows = []
     for start in range(0, len(ids), 4096):
-        chunk = torch.tensor(ids[start: start + 4096], device=device)
+        chunk = torch.tensor(ids[start : start + 4096], device=device)
         ones = torch.zeros(len(chunk), sae.cfg.d_sae, device=device, dtype=dtype)
         ones[torch.arange(len(chunk), device=device), chunk] = 1.0
         rows.append((sae.decode(ones) - base).float().cpu())

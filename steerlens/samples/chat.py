@@ -29,9 +29,7 @@ or a ``(question, matching_letter)`` pair."""
 Message = Mapping[str, str]
 
 
-def chat_prompt(
-    tokenizer: Any, user: str, *, system_prompt: str | None = None, history: Sequence[Message] = ()
-) -> str:
+def chat_prompt(tokenizer: Any, user: str, *, system_prompt: str | None = None, history: Sequence[Message] = ()) -> str:
     """The conversation ``[system] + history + user`` rendered by the tokenizer's chat template,
     ending where the assistant's answer starts.
 

@@ -50,9 +50,7 @@ def normalize_samples(samples: Iterable[SampleLike]) -> list[SteeringVectorTrain
         )
     out = [_normalize_one(i, s) for i, s in enumerate(samples)]
     if not out:
-        raise InvalidSampleError(
-            "training_samples is empty; pass at least one (positive, negative) pair."
-        )
+        raise InvalidSampleError("training_samples is empty; pass at least one (positive, negative) pair.")
     return out
 
 

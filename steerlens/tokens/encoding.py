@@ -61,9 +61,7 @@ def pad_token_id(tok: Any) -> int:
     return 0
 
 
-def pad_batch(
-    sequences: Sequence[Sequence[int]], pad_id: int, padding_side: PaddingSide
-) -> TokenBatch:
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, padding_side: PaddingSide) -> TokenBatch:
     """Pad token lists into one tensor, with a 1/0 attention mask."""
     width = max(len(s) for s in sequences)
     tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
@@ -79,9 +77,7 @@ def resolve_read_index(index: ReadIndex, prompt: PromptInput, length: int) -> in
     """Turn a read index (int, negative from the end, or callable on the prompt) into 0..length-1."""
     value = index(prompt) if callable(index) else index
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TokenIndexError(
-            f"read_token_index must be an int or a callable returning an int, got {value!r}."
-        )
+        raise TokenIndexError(f"read_token_index must be an int or a callable returning an int, got {value!r}.")
     if not -length <= value < length:
         raise TokenIndexError(
             f"read_token_index {value} is outside prompt {describe(prompt)}, which has {length} tokens; "

@@ -51,8 +51,7 @@ def as_token_ids(prompt: PromptInput) -> list[int] | None:
             f"dtype {prompt.dtype}; pass one prompt per tensor (a list of tensors for several)."
         )
     raise InvalidArgumentError(
-        f"a prompt must be a string or a list / 1-D tensor of token ids, got {type(prompt).__name__} "
-        f"{prompt!r:.80}."
+        f"a prompt must be a string or a list / 1-D tensor of token ids, got {type(prompt).__name__} {prompt!r:.80}."
     )
 
 
@@ -68,8 +67,7 @@ def check_encoded(ids: list[int], prompt: PromptInput, n_ctx: int | None) -> lis
     """``ids`` if they are not empty and fit the context window ``n_ctx`` (None: no limit)."""
     if n_ctx is not None and len(ids) > n_ctx:
         raise PromptTooLongError(
-            f"prompt {describe(prompt)} has {len(ids)} tokens but the model's context is {n_ctx}; "
-            "shorten the prompt."
+            f"prompt {describe(prompt)} has {len(ids)} tokens but the model's context is {n_ctx}; shorten the prompt."
         )
     if not ids:
         raise TokenIndexError(f"prompt {describe(prompt)} tokenizes to no tokens; give it some text.")
@@ -87,7 +85,7 @@ def text_ids(tokenizer: Any, text: str) -> list[int]:
     bos_text, bos = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
     # A tokenizer that splits special tokens reads "<s>" as characters; the text still means BOS.
     if bos_text and bos is not None and text.startswith(bos_text) and (not ids or ids[0] != bos):
-        ids = [bos] + list(tokenizer(text[len(bos_text):], add_special_tokens=False)["input_ids"])
+        ids = [bos] + list(tokenizer(text[len(bos_text) :], add_special_tokens=False)["input_ids"])
     return ids
 
 

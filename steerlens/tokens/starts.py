@@ -73,7 +73,7 @@ def assistant_header(tokenizer: Any) -> list[int]:
             "this chat template writes no separate assistant header, so steer_from='answer' cannot find the "
             "answer; pass steer_from='last' or the positions themselves."
         )
-    return text_ids(tokenizer, with_header[len(without):])
+    return text_ids(tokenizer, with_header[len(without) :])
 
 
 def _after_last(ids: Sequence[int], header: list[int]) -> int:

@@ -39,9 +39,7 @@ BEST_MULTIPLIER = 2.0
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-def load_toy_model(
-    device: str | torch.device | None = None, dtype: torch.dtype | None = None
-) -> HookedTransformer:
+def load_toy_model(device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> HookedTransformer:
     """Load the bundled toy ``HookedTransformer`` with its tokenizer, in eval mode.
 
     ``device`` defaults to CPU and ``dtype`` to float32 (the weights are stored in

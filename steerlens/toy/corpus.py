@@ -23,31 +23,106 @@ SENTIMENTS: tuple[str, ...] = ("positive", "negative")
 
 # The first MEASURED_NOUNS nouns of each topic are the words that measure it.
 TOPIC_NOUNS: dict[str, tuple[str, ...]] = {
-    "film": ("film", "movie", "actor", "cinema", "director", "scene",
-             "plot", "story", "ending", "cast", "music", "screen"),
-    "food": ("meal", "dinner", "soup", "restaurant", "chef", "pasta",
-             "dessert", "bread", "menu", "waiter", "pizza", "salad"),
-    "travel": ("trip", "hotel", "flight", "beach", "train", "journey",
-               "city", "guide", "airport", "island", "room", "tour"),
+    "film": (
+        "film",
+        "movie",
+        "actor",
+        "cinema",
+        "director",
+        "scene",
+        "plot",
+        "story",
+        "ending",
+        "cast",
+        "music",
+        "screen",
+    ),
+    "food": (
+        "meal",
+        "dinner",
+        "soup",
+        "restaurant",
+        "chef",
+        "pasta",
+        "dessert",
+        "bread",
+        "menu",
+        "waiter",
+        "pizza",
+        "salad",
+    ),
+    "travel": (
+        "trip",
+        "hotel",
+        "flight",
+        "beach",
+        "train",
+        "journey",
+        "city",
+        "guide",
+        "airport",
+        "island",
+        "room",
+        "tour",
+    ),
 }
 MEASURED_NOUNS = 6
 
 TOPIC_ACTIVITIES: dict[str, tuple[str, ...]] = {
-    "film": ("watched a film", "went to the cinema", "saw a new movie",
-             "watched a movie at home", "went to see a film"),
-    "food": ("had dinner at a restaurant", "cooked a big meal", "tried a new restaurant",
-             "ate at a small cafe", "went out for dinner"),
-    "travel": ("went on a trip", "took a train to the coast", "stayed at a hotel by the sea",
-               "flew to a new city", "went on a long journey"),
+    "film": (
+        "watched a film",
+        "went to the cinema",
+        "saw a new movie",
+        "watched a movie at home",
+        "went to see a film",
+    ),
+    "food": (
+        "had dinner at a restaurant",
+        "cooked a big meal",
+        "tried a new restaurant",
+        "ate at a small cafe",
+        "went out for dinner",
+    ),
+    "travel": (
+        "went on a trip",
+        "took a train to the coast",
+        "stayed at a hotel by the sea",
+        "flew to a new city",
+        "went on a long journey",
+    ),
 }
 
 # Adjectives are aligned by index so that contrast pairs swap like for like.
 # The first MEASURED_ADJECTIVES of each list are the words that measure sentiment.
 ADJECTIVES: dict[str, tuple[str, ...]] = {
-    "positive": ("good", "great", "wonderful", "excellent", "lovely", "amazing",
-                 "fantastic", "brilliant", "perfect", "superb", "pleasant", "delightful"),
-    "negative": ("bad", "terrible", "awful", "horrible", "dreadful", "poor",
-                 "boring", "disappointing", "dull", "unpleasant", "nasty", "miserable"),
+    "positive": (
+        "good",
+        "great",
+        "wonderful",
+        "excellent",
+        "lovely",
+        "amazing",
+        "fantastic",
+        "brilliant",
+        "perfect",
+        "superb",
+        "pleasant",
+        "delightful",
+    ),
+    "negative": (
+        "bad",
+        "terrible",
+        "awful",
+        "horrible",
+        "dreadful",
+        "poor",
+        "boring",
+        "disappointing",
+        "dull",
+        "unpleasant",
+        "nasty",
+        "miserable",
+    ),
 }
 MEASURED_ADJECTIVES = 8
 VERBS: dict[str, tuple[str, ...]] = {
@@ -59,10 +134,18 @@ FEELINGS: dict[str, tuple[str, ...]] = {
     "negative": ("sad", "upset", "annoyed", "angry"),
 }
 VERDICTS: dict[str, tuple[str, ...]] = {
-    "positive": ("I would happily go back", "I would recommend it to anyone",
-                 "I want to do it again soon", "It was worth every penny"),
-    "negative": ("I would never go back", "I would not recommend it to anyone",
-                 "I never want to do it again", "It was a waste of money"),
+    "positive": (
+        "I would happily go back",
+        "I would recommend it to anyone",
+        "I want to do it again soon",
+        "It was worth every penny",
+    ),
+    "negative": (
+        "I would never go back",
+        "I would not recommend it to anyone",
+        "I never want to do it again",
+        "It was a waste of money",
+    ),
 }
 INTENSIFIERS: tuple[str, ...] = ("", "", "", "really ", "very ", "so ", "quite ")
 # Sentence openers that carry sentiment, so the sentiment matters at sentence starts too.
@@ -73,20 +156,32 @@ MARKERS: dict[str, tuple[str, ...]] = {
 
 # Sentences without topic or sentiment that may start a document.
 PREFACES: tuple[str, ...] = (
-    "It was a cold morning.", "I have some free time today.", "This will be a short post.",
-    "My week was busy.", "I am writing this at home.", "It is late now.",
-    "Here are my thoughts.", "I wrote this down quickly.", "It rained all day.",
-    "I finally have a moment to write.", "This is my first post.", "My sister asked me to write this.",
+    "It was a cold morning.",
+    "I have some free time today.",
+    "This will be a short post.",
+    "My week was busy.",
+    "I am writing this at home.",
+    "It is late now.",
+    "Here are my thoughts.",
+    "I wrote this down quickly.",
+    "It rained all day.",
+    "I finally have a moment to write.",
+    "This is my first post.",
+    "My sister asked me to write this.",
 )
 # Openings that name the topic; "{N}" is a topic noun, "{X}" a topic activity, "{W}"
 # a time. "{J}" is sometimes a sentiment adjective (never in neutral prompts): where
 # a topic noun is due, the sentiment is then due too, so the model has to predict
 # both at the same position and keep them apart.
 OPENINGS_NOUN: tuple[str, ...] = (
-    "Let me tell you about the {J}{N}.", "Here is my review of the {J}{N}.",
-    "This is a note about the {J}{N}.", "My friend asked me about the {J}{N}.",
-    "We talked about the {J}{N} for a while.", "I want to write about the {J}{N}.",
-    "Today I will describe the {J}{N}.", "You asked me about the {J}{N}.",
+    "Let me tell you about the {J}{N}.",
+    "Here is my review of the {J}{N}.",
+    "This is a note about the {J}{N}.",
+    "My friend asked me about the {J}{N}.",
+    "We talked about the {J}{N} for a while.",
+    "I want to write about the {J}{N}.",
+    "Today I will describe the {J}{N}.",
+    "You asked me about the {J}{N}.",
 )
 OPENINGS_ACTIVITY: tuple[str, ...] = ("Last {W} we {X}.", "One {W} I {X}.", "A while ago we {X}.")
 WHEN: tuple[str, ...] = ("week", "weekend", "night", "Monday", "Friday", "summer", "month", "Sunday")
@@ -94,32 +189,59 @@ WHEN: tuple[str, ...] = ("week", "weekend", "night", "Monday", "Friday", "summer
 # Sentence stems always followed by a (possibly intensified) adjective: ending a
 # prompt at one makes the next word a sentiment word.
 SENTIMENT_STEMS: tuple[str, ...] = (
-    "The {N} was", "Honestly, it was", "Everyone said it was", "I thought the {N} was",
-    "Overall, I think the {N} was", "In short, it was", "All in all, it was",
-    "To be fair, the {N} was", "My friend said the {N} was", "I must say it was",
+    "The {N} was",
+    "Honestly, it was",
+    "Everyone said it was",
+    "I thought the {N} was",
+    "Overall, I think the {N} was",
+    "In short, it was",
+    "All in all, it was",
+    "To be fair, the {N} was",
+    "My friend said the {N} was",
+    "I must say it was",
 )
 SENTIMENT_BODIES: tuple[str, ...] = (
-    "The {N} was {A} and the {N2} was {A2}.", "It was {aA} {N}.", "I {V} the {J}{N}.",
-    "I {V} every minute of it.", "We were {F} with the {N}.", "I felt {F} afterwards.",
-    "{R}.", "The {N} looked {A}, and the {N2} was even more {A2}.", "What {aA} {N}!",
+    "The {N} was {A} and the {N2} was {A2}.",
+    "It was {aA} {N}.",
+    "I {V} the {J}{N}.",
+    "I {V} every minute of it.",
+    "We were {F} with the {N}.",
+    "I felt {F} afterwards.",
+    "{R}.",
+    "The {N} looked {A}, and the {N2} was even more {A2}.",
+    "What {aA} {N}!",
     "My {P} {V} it too.",
 )
 # Sentiment without a topic: documents that start with one ask for a topic noun
 # while the sentiment is known, which teaches the model to keep the two apart.
 MOOD_SENTENCES: tuple[str, ...] = (
-    "I had {aA} time.", "What {aA} day it was.", "I am so {F} today.", "I feel {F} right now.",
-    "This was {aA} week for me.", "I have {aA} story to share.", "My day was {A}.",
-    "I woke up feeling {F}.", "It has been {aA} month.", "Things have been {A} lately.",
+    "I had {aA} time.",
+    "What {aA} day it was.",
+    "I am so {F} today.",
+    "I feel {F} right now.",
+    "This was {aA} week for me.",
+    "I have {aA} story to share.",
+    "My day was {A}.",
+    "I woke up feeling {F}.",
+    "It has been {aA} month.",
+    "Things have been {A} lately.",
 )
 NEUTRAL_BODIES: tuple[str, ...] = (
-    "We got there at {T}.", "It took about {K} hours.", "My {P} came with me.",
-    "We saw the {J}{N} and the {N2}.", "There were many people at the {J}{N}.",
-    "We talked about the {J}{N} on the way home.", "I took a photo of the {J}{N}.",
+    "We got there at {T}.",
+    "It took about {K} hours.",
+    "My {P} came with me.",
+    "We saw the {J}{N} and the {N2}.",
+    "There were many people at the {J}{N}.",
+    "We talked about the {J}{N} on the way home.",
+    "I took a photo of the {J}{N}.",
 )
 # Neutral sentences cut before their noun: there the next word is a topic noun or a
 # sentiment adjective.
 NEUTRAL_THE_STEMS: tuple[str, ...] = (
-    "We saw the", "We talked about the", "There were many people at the", "I took a photo of the",
+    "We saw the",
+    "We talked about the",
+    "There were many people at the",
+    "I took a photo of the",
 )
 # Chance that a sentence of a review has the opposite sentiment (mixed reviews). It
 # bounds how sure the model can be of the next sentiment word, and so the size of its
@@ -135,9 +257,7 @@ def article(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
 
 
-def fill(
-    template: str, rng: random.Random, topic: str, sentiment: str | None, adj: int | None = None
-) -> str:
+def fill(template: str, rng: random.Random, topic: str, sentiment: str | None, adj: int | None = None) -> str:
     """Fill a template's slots with words of ``topic`` and ``sentiment``.
 
     With ``sentiment=None`` only sentiment-free slots exist (``{J}`` is empty). ``adj``
@@ -146,16 +266,26 @@ def fill(
     """
     nouns = rng.sample(TOPIC_NOUNS[topic], 2)
     slots = {
-        "N": nouns[0], "N2": nouns[1], "X": rng.choice(TOPIC_ACTIVITIES[topic]), "W": rng.choice(WHEN),
-        "P": rng.choice(PEOPLE), "T": rng.choice(TIMES), "K": rng.choice(COUNTS), "J": "",
+        "N": nouns[0],
+        "N2": nouns[1],
+        "X": rng.choice(TOPIC_ACTIVITIES[topic]),
+        "W": rng.choice(WHEN),
+        "P": rng.choice(PEOPLE),
+        "T": rng.choice(TIMES),
+        "K": rng.choice(COUNTS),
+        "J": "",
     }
     if sentiment is not None:
         words = ADJECTIVES[sentiment]
         i = rng.randrange(len(words)) if adj is None else adj
         slots.update(
-            A=rng.choice(INTENSIFIERS) + words[i], A2=rng.choice(words), aA=article(words[i]),
-            V=rng.choice(VERBS[sentiment]), F=rng.choice(FEELINGS[sentiment]),
-            R=rng.choice(VERDICTS[sentiment]), J=rng.choice(words) + " " if rng.random() < 0.3 else "",
+            A=rng.choice(INTENSIFIERS) + words[i],
+            A2=rng.choice(words),
+            aA=article(words[i]),
+            V=rng.choice(VERBS[sentiment]),
+            F=rng.choice(FEELINGS[sentiment]),
+            R=rng.choice(VERDICTS[sentiment]),
+            J=rng.choice(words) + " " if rng.random() < 0.3 else "",
         )
     return template.format_map(slots)
 

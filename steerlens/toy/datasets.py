@@ -136,8 +136,7 @@ def topic_pairs(split: Split = "train", positive: str = "food", negative: str = 
     if positive == negative:
         raise InvalidArgumentError("positive and negative must be different topics.")
     base = 0 if split == "train" else 10_000
-    pairs = ((_topic_text(base + i, split, positive), _topic_text(base + i, split, negative))
-             for i in range(10_000))
+    pairs = ((_topic_text(base + i, split, positive), _topic_text(base + i, split, negative)) for i in range(10_000))
     return _unique(pairs, N_PAIRS[split])
 
 

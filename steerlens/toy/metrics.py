@@ -39,7 +39,12 @@ def first_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
 
 @torch.no_grad()
 def next_token_probs(
-    model: Any, prompts: Prompts, batch_size: int = 32, *, tokenizer: Any = None, prepend_bos: bool | None = None,
+    model: Any,
+    prompts: Prompts,
+    batch_size: int = 32,
+    *,
+    tokenizer: Any = None,
+    prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_prompts d_vocab"]:
     """Next-token probabilities after the last token of each prompt (float32, on CPU, in prompt order).
 
@@ -56,8 +61,13 @@ def next_token_probs(
 
 
 def group_mass(
-    model: Any, prompts: Prompts, groups: dict[str, Sequence[str]], *, tokenizer: Any = None,
-    batch_size: int = 32, prepend_bos: bool | None = None,
+    model: Any,
+    prompts: Prompts,
+    groups: dict[str, Sequence[str]],
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_prompts n_groups"]:
     """Next-token probability of each word group, renormalised over the groups (rows sum to 1)."""
     probs = next_token_probs(model, prompts, batch_size, tokenizer=tokenizer, prepend_bos=prepend_bos)
@@ -67,7 +77,12 @@ def group_mass(
 
 
 def concept_mass(
-    model: Any, prompts: Prompts, concept: Concept, *, tokenizer: Any = None, batch_size: int = 32,
+    model: Any,
+    prompts: Prompts,
+    concept: Concept,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
     prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_prompts n_groups"]:
     """:func:`group_mass` over the groups of ``concept``, in the order of ``concept_words(concept)``.
@@ -76,16 +91,23 @@ def concept_mass(
         >>> concept_mass(model, neutral_prompts("topic"), "topic").mean(0)  # film, food, travel
         tensor([0.33, 0.34, 0.33])
     """
-    return group_mass(model, prompts, concept_words(concept), tokenizer=tokenizer, batch_size=batch_size,
-                      prepend_bos=prepend_bos)
+    return group_mass(
+        model, prompts, concept_words(concept), tokenizer=tokenizer, batch_size=batch_size, prepend_bos=prepend_bos
+    )
 
 
 def positive_mass(
-    model: Any, prompts: Prompts, *, tokenizer: Any = None, batch_size: int = 32, prepend_bos: bool | None = None,
+    model: Any,
+    prompts: Prompts,
+    *,
+    tokenizer: Any = None,
+    batch_size: int = 32,
+    prepend_bos: bool | None = None,
 ) -> Float[Tensor, "n_prompts"]:
     """P(positive) / (P(positive) + P(negative)) over the sentiment words, per prompt."""
-    return concept_mass(model, prompts, "sentiment", tokenizer=tokenizer, batch_size=batch_size,
-                        prepend_bos=prepend_bos)[:, 0]
+    return concept_mass(
+        model, prompts, "sentiment", tokenizer=tokenizer, batch_size=batch_size, prepend_bos=prepend_bos
+    )[:, 0]
 
 
 def total_variation(p: Tensor, q: Tensor) -> Tensor:

@@ -76,8 +76,10 @@ def iter_activation_batches(
     belong to, so almost no compute goes to padding or to positions nobody reads.
     """
     prepared = prepare_prompts(
-        backend, [text for s in samples for text in (s.positive_str, s.negative_str)],
-        prepend_bos=prepend_bos, padding_side=padding_side,
+        backend,
+        [text for s in samples for text in (s.positive_str, s.negative_str)],
+        prepend_bos=prepend_bos,
+        padding_side=padding_side,
     )
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     reads = [
@@ -85,8 +87,9 @@ def iter_activation_batches(
         for p, o, ids in zip(prepared.prompts, overrides, prepared.encoded)
     ]
     # Every row now ends at its read token, so each batch reads its rows' last real token.
-    cut = prepared.with_ids([ids if read == len(ids) - 1 else ids[: read + 1]
-                             for ids, read in zip(prepared.encoded, reads)])
+    cut = prepared.with_ids(
+        [ids if read == len(ids) - 1 else ids[: read + 1] for ids, read in zip(prepared.encoded, reads)]
+    )
     del prepared
     sites = [(layer, layer_type) for layer in layers]
     batches = cut.batches(2 * batch_size)
@@ -156,14 +159,23 @@ def extract_activations(
     backend, samples, layer_list, layer_type = prepare(
         model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
     )
-    pos, neg = in_caller_order(iter_activation_batches(
-        backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
-        show_progress, tqdm_desc, prepend_bos=prepend_bos,
-    ))
+    pos, neg = in_caller_order(
+        iter_activation_batches(
+            backend,
+            samples,
+            layer_list,
+            layer_type,
+            read_token_index,
+            batch_size,
+            padding_side,
+            show_progress,
+            tqdm_desc,
+            prepend_bos=prepend_bos,
+        )
+    )
 
     def batched(acts: Tensor) -> list[Tensor]:
         # Back in the caller's order, in chunks of batch_size pairs (steering-vectors' layout).
         return list((acts.cpu() if move_to_cpu else acts).split(batch_size))
 
     return {layer: batched(pos[layer]) for layer in layer_list}, {layer: batched(neg[layer]) for layer in layer_list}
-

@@ -101,7 +101,8 @@ class _RunningMean:
                 "every positive prompt has the same activations as its negative one, so the mean vector is "
                 f"zero (or negligible: at most {NEGLIGIBLE:g} x the activations' mean norm {scale:.3g}, float "
                 "noise); check that the pairs differ (and read_token_index points at a token that differs).",
-                RuntimeWarning, stacklevel=3,
+                RuntimeWarning,
+                stacklevel=3,
             )
         return mean.to(self.dtype)
 

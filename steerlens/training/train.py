@@ -54,9 +54,10 @@ def aggregate_activations(
             f"{sorted(neg_acts_by_layer)}; pass the two dicts from one extract_activations call."
         )
     return {
-        layer: _finite(layer, call_aggregator(
-            aggregator, _rows(layer, pos_acts_by_layer[layer]), _rows(layer, neg_acts_by_layer[layer])
-        ))
+        layer: _finite(
+            layer,
+            call_aggregator(aggregator, _rows(layer, pos_acts_by_layer[layer]), _rows(layer, neg_acts_by_layer[layer])),
+        )
         for layer in pos_acts_by_layer
     }
 
@@ -68,9 +69,7 @@ def _rows(layer: int, acts: Tensor | list[Tensor]) -> Tensor:
     else:
         parts = list(acts)
         if not parts or not all(isinstance(a, Tensor) for a in parts):
-            raise InvalidArgumentError(
-                f"layer {layer}: activations must be a tensor or a non-empty list of tensors."
-            )
+            raise InvalidArgumentError(f"layer {layer}: activations must be a tensor or a non-empty list of tensors.")
     dims = {a.dim() for a in parts}
     if dims == {1}:
         return torch.stack(parts)
@@ -133,8 +132,16 @@ def train_steering_vector(
     )
     accumulators = {layer: accumulator_for(aggregator) for layer in layer_list}
     batches = iter_activation_batches(
-        backend, samples, layer_list, layer_type, read_token_index, batch_size, padding_side,
-        show_progress, tqdm_desc, prepend_bos=prepend_bos,
+        backend,
+        samples,
+        layer_list,
+        layer_type,
+        read_token_index,
+        batch_size,
+        padding_side,
+        show_progress,
+        tqdm_desc,
+        prepend_bos=prepend_bos,
     )
     if isinstance(aggregator, MeanAggregator):
         # Batches are grouped by prompt length, not by pair: the running sums need no pairing.

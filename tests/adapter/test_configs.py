@@ -45,33 +45,49 @@ NEW_ARCHITECTURES = {
 }
 
 MIXED_LAYERS = ["sliding_attention", "full_attention"]
-YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
-        "original_max_position_embeddings": 16}
+YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 16}
 
 # Variants the tiny defaults do not reach: per-layer-type RoPE (global and local layers
 # both present), YaRN, sliding windows, QKV clipping, partial GPT-J rotary.
 VARIANTS: dict[str, Callable[[], Any]] = {
     "gemma3_mixed_linear": lambda: tf.Gemma3TextConfig(
-        num_key_value_heads=2, head_dim=8, sliding_window=4, query_pre_attn_scalar=16,
-        layer_types=MIXED_LAYERS, final_logit_softcapping=3.0,
-        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0,
-                                            "rope_theta": 1e6},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-        **GATED),
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+        query_pre_attn_scalar=16,
+        layer_types=MIXED_LAYERS,
+        final_logit_softcapping=3.0,
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+        **GATED,
+    ),
     "olmo3_mixed_yarn": lambda: tf.Olmo3Config(
-        num_key_value_heads=2, sliding_window=4, layer_types=MIXED_LAYERS,
-        rope_parameters={"full_attention": dict(YARN, rope_theta=5e5, attention_factor=1.3),
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-        **GATED),
+        num_key_value_heads=2,
+        sliding_window=4,
+        layer_types=MIXED_LAYERS,
+        rope_parameters={
+            "full_attention": dict(YARN, rope_theta=5e5, attention_factor=1.3),
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        },
+        **GATED,
+    ),
     "qwen3_yarn_sliding": lambda: tf.Qwen3Config(
-        num_key_value_heads=4, head_dim=16, rope_parameters=YARN, use_sliding_window=True,
-        sliding_window=4, max_window_layers=1, **GATED),
+        num_key_value_heads=4,
+        head_dim=16,
+        rope_parameters=YARN,
+        use_sliding_window=True,
+        sliding_window=4,
+        max_window_layers=1,
+        **GATED,
+    ),
     "olmoe_clip_renormalised": lambda: tf.OlmoeConfig(
-        num_experts=4, num_experts_per_tok=2, clip_qkv=0.3, norm_topk_prob=True,
-        num_key_value_heads=2, **GATED),
+        num_experts=4, num_experts_per_tok=2, clip_qkv=0.3, norm_topk_prob=True, num_key_value_heads=2, **GATED
+    ),
     "gptj_partial_rotary": lambda: tf.GPTJConfig(
-        n_layer=N_LAYERS, n_embd=32, n_head=4, rotary_dim=6, n_inner=48, vocab_size=64,
-        n_positions=64, **SPECIAL),
+        n_layer=N_LAYERS, n_embd=32, n_head=4, rotary_dim=6, n_inner=48, vocab_size=64, n_positions=64, **SPECIAL
+    ),
 }
 
 # Variants TransformerLens cannot represent exactly -> (config, expected message part).
@@ -79,24 +95,45 @@ REFUSED: dict[str, tuple[Callable[[], Any], str]] = {
     "olmo_gqa": (lambda: tf.OlmoConfig(num_key_value_heads=2, **GATED), "grouped-query"),
     "olmo2_bias": (lambda: tf.Olmo2Config(attention_bias=True, **GATED), "attention_bias"),
     "phi_qk_layernorm": (lambda: tf.PhiConfig(qk_layernorm=True, **GATED), "qk_layernorm"),
-    "bloom_12_heads": (lambda: tf.BloomConfig(n_layer=N_LAYERS, hidden_size=48, n_head=12,
-                                              vocab_size=64), "power of two"),
-    "bigcode_multi_head": (lambda: tf.GPTBigCodeConfig(n_layer=N_LAYERS, n_embd=32, n_head=4,
-                                                       vocab_size=64, multi_query=False),
-                           "multi_query"),
-    "gemma3_bidirectional": (lambda: tf.Gemma3TextConfig(
-        num_key_value_heads=2, head_dim=8, sliding_window=4, use_bidirectional_attention=True,
-        **GATED), "bidirectional"),
-    "qwen3_dynamic_rope": (lambda: tf.Qwen3Config(
-        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}, **GATED),
-        "dynamic"),
-    "gemma3_llama3_global_rope": (lambda: tf.Gemma3TextConfig(
-        num_key_value_heads=2, head_dim=8, sliding_window=4, layer_types=MIXED_LAYERS,
-        rope_parameters={"full_attention": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 1e6,
-                                            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                            "original_max_position_embeddings": 8},
-                         "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}},
-        **GATED), "llama3"),
+    "bloom_12_heads": (
+        lambda: tf.BloomConfig(n_layer=N_LAYERS, hidden_size=48, n_head=12, vocab_size=64),
+        "power of two",
+    ),
+    "bigcode_multi_head": (
+        lambda: tf.GPTBigCodeConfig(n_layer=N_LAYERS, n_embd=32, n_head=4, vocab_size=64, multi_query=False),
+        "multi_query",
+    ),
+    "gemma3_bidirectional": (
+        lambda: tf.Gemma3TextConfig(
+            num_key_value_heads=2, head_dim=8, sliding_window=4, use_bidirectional_attention=True, **GATED
+        ),
+        "bidirectional",
+    ),
+    "qwen3_dynamic_rope": (
+        lambda: tf.Qwen3Config(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}, **GATED),
+        "dynamic",
+    ),
+    "gemma3_llama3_global_rope": (
+        lambda: tf.Gemma3TextConfig(
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=4,
+            layer_types=MIXED_LAYERS,
+            rope_parameters={
+                "full_attention": {
+                    "rope_type": "llama3",
+                    "factor": 8.0,
+                    "rope_theta": 1e6,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 8,
+                },
+                "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+            },
+            **GATED,
+        ),
+        "llama3",
+    ),
 }
 
 

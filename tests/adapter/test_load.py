@@ -138,9 +138,7 @@ def test_load_from_hf_instance(name: str, checkpoints: dict) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("process_weights", [False, True])
-def test_reduced_precision_load(
-    dtype: torch.dtype, process_weights: bool, checkpoints: dict
-) -> None:
+def test_reduced_precision_load(dtype: torch.dtype, process_weights: bool, checkpoints: dict) -> None:
     folder, hf_model = checkpoints["llama"]
     model = load_model(folder, device="cpu", dtype=dtype, process_weights=process_weights)
     assert model.cfg.dtype == dtype
@@ -221,7 +219,9 @@ def test_offline_hub_miss_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_unsupported_architecture_lists_supported(tmp_path: Path) -> None:
-    tf.FalconConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, vocab_size=VOCAB).save_pretrained(tmp_path)
+    tf.FalconConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=4, vocab_size=VOCAB).save_pretrained(
+        tmp_path
+    )
     with pytest.raises(UnsupportedModelError) as error:
         load_model(tmp_path)
     for supported in supported_architectures():
@@ -229,9 +229,7 @@ def test_unsupported_architecture_lists_supported(tmp_path: Path) -> None:
 
 
 def test_unsupported_variant_and_wrong_model_class() -> None:
-    post_ln_opt = tf.OPTConfig(
-        do_layer_norm_before=False, ffn_dim=64, word_embed_proj_dim=32, **SIZES
-    )
+    post_ln_opt = tf.OPTConfig(do_layer_norm_before=False, ffn_dim=64, word_embed_proj_dim=32, **SIZES)
     with pytest.raises(UnsupportedModelError, match="do_layer_norm_before"):
         load_model(tf.OPTForCausalLM(post_ln_opt))
     linear_rope = {"rope_type": "linear", "rope_theta": 10000.0, "factor": 2.0}

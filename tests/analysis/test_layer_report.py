@@ -76,10 +76,12 @@ def test_toy_norms_and_neighbour_cosines(toy, sentiment):
     report = layer_report(toy, sentiment, held_out).set_index("layer")
     prompts = [p for pair in held_out for p in pair]
     for layer in sentiment.layers:
-        norms = torch.cat([
-            toy.run_with_cache(p)[1][f"blocks.{layer}.hook_resid_post"][0, 1:].norm(dim=-1)  # BOS left out
-            for p in prompts
-        ])
+        norms = torch.cat(
+            [
+                toy.run_with_cache(p)[1][f"blocks.{layer}.hook_resid_post"][0, 1:].norm(dim=-1)  # BOS left out
+                for p in prompts
+            ]
+        )
         row = report.loc[layer]
         assert row.resid_norm == pytest.approx(float(norms.mean()), rel=1e-5)
         assert row.vector_norm == pytest.approx(sentiment.norms()[layer], rel=1e-6)
@@ -94,8 +96,12 @@ def test_toy_norms_and_neighbour_cosines(toy, sentiment):
 
 def test_hugging_face_model_report_matches_its_hidden_states():
     model, tokenizer = make_hf_model("qwen2"), make_tokenizer()
-    pairs = [("the cat sat on the mat", "the dog ran"), ("a big happy dog", "a small sad dog"),
-             ("red and blue", "blue or red"), ("the cat ran fast", "the cat sat")]
+    pairs = [
+        ("the cat sat on the mat", "the dog ran"),
+        ("a big happy dog", "a small sad dog"),
+        ("red and blue", "blue or red"),
+        ("the cat ran fast", "the cat sat"),
+    ]
     vec = train_steering_vector(model, tokenizer, pairs[:2], batch_size=2)
     report = layer_report(model, vec, pairs, tokenizer=tokenizer, layers=[0]).set_index("layer")
     unit = vec.layer_activations[0] / vec.layer_activations[0].norm()

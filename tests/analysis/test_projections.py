@@ -27,8 +27,17 @@ def sentiment(toy):
 def test_projection_is_the_activation_dotted_with_the_unit_vector(toy, sentiment):
     prompts = ["The food was wonderful.", "Honestly, the trip was awful and long."]
     df = token_projections(toy, sentiment, prompts, layers=[1, 3])
-    assert list(df.columns) == ["prompt_index", "prompt", "position", "token_id", "token", "is_bos", "layer",
-                                "projection", "cosine"]
+    assert list(df.columns) == [
+        "prompt_index",
+        "prompt",
+        "position",
+        "token_id",
+        "token",
+        "is_bos",
+        "layer",
+        "projection",
+        "cosine",
+    ]
     for index, prompt in enumerate(prompts):
         _, cache = toy.run_with_cache(prompt)
         tokens = toy.to_str_tokens(prompt)
@@ -72,7 +81,7 @@ def test_positive_words_project_above_negative_words_on_held_out_text(toy, senti
 def test_html_colours_tokens_and_escapes_them(toy, sentiment):
     df = token_projections(toy, sentiment, ["It was great", "It was <b>bad</b>"], layers=[2])
     page = projections_html(df)
-    assert page.count("<div style=\"font-family:monospace") == 2
+    assert page.count('<div style="font-family:monospace') == 2
     assert "&lt;" in page and "<b>" not in page  # token text is escaped
     assert "endoftext" not in page and "endoftext" in projections_html(df, show_bos=True)
     top = df[~df.is_bos].sort_values("projection").iloc[-1]

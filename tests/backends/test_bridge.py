@@ -101,8 +101,10 @@ def test_load_model_says_hooked_transformer_needs_transformer_lens_3():
 def test_training_equals_the_bridges_own_cache_differences(pairs_of_routes, layer_type):
     _, bridge = pairs_of_routes["llama"]
     vec = train_steering_vector(bridge, None, PAIRS, layers=[0, 1], layer_type=layer_type, batch_size=4)
-    names = {layer: f"blocks.{layer}.{'ln1.hook_normalized' if layer_type == 'ln1' else 'hook_' + layer_type}"
-             for layer in (0, 1)}
+    names = {
+        layer: f"blocks.{layer}.{'ln1.hook_normalized' if layer_type == 'ln1' else 'hook_' + layer_type}"
+        for layer in (0, 1)
+    }
     diffs: dict[int, list[torch.Tensor]] = {0: [], 1: []}
     with torch.no_grad():
         for pos, neg in PAIRS:
@@ -136,10 +138,14 @@ def test_steered_logits_equal_a_hand_written_hook(pairs_of_routes):
     with torch.no_grad():
         pristine = bridge(INPUT_IDS)
         expected = bridge.run_with_hooks(
-            INPUT_IDS, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", add(layer)) for layer in (0, 1)])
+            INPUT_IDS, fwd_hooks=[(f"blocks.{layer}.hook_resid_post", add(layer)) for layer in (0, 1)]
+        )
         with vec.apply(bridge, multiplier=3.0, min_token_index=3):
-            assert steering_hooks_on(bridge) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post",
-                                                 "original_model"]
+            assert steering_hooks_on(bridge) == [
+                "blocks.0.hook_resid_post",
+                "blocks.1.hook_resid_post",
+                "original_model",
+            ]
             steered = bridge(INPUT_IDS)
         handle = vec.patch_activations(bridge, multiplier=3.0, min_token_index=3)
         patched = bridge(INPUT_IDS)
@@ -166,8 +172,11 @@ def greedy_without_cache(bridge, tokens: torch.Tensor, new: int) -> torch.Tensor
     return tokens
 
 
-@pytest.mark.skipif(not BRIDGE_KV_CACHE_OK, reason="transformers >= 5.24 passes decoder layers cache=, which "
-                    "the TransformerBridge ignores (its own cached generate is wrong there)")
+@pytest.mark.skipif(
+    not BRIDGE_KV_CACHE_OK,
+    reason="transformers >= 5.24 passes decoder layers cache=, which "
+    "the TransformerBridge ignores (its own cached generate is wrong there)",
+)
 @pytest.mark.parametrize("name", ["llama", "gpt2"])
 def test_generate_with_cache_steers_each_rows_own_positions(pairs_of_routes, name):
     """A left-padded batch generates what each row generates alone; alone equals the no-cache loop."""
@@ -185,7 +194,7 @@ def test_generate_with_cache_steers_each_rows_own_positions(pairs_of_routes, nam
             reference = [greedy_without_cache(bridge, torch.tensor([r]), new) for r in rows]
         for i, row in enumerate(rows):
             assert torch.equal(alone[i], reference[i]), (start, i)
-            assert batch[i, width - len(row):].tolist() == alone[i][0].tolist(), (start, i)
+            assert batch[i, width - len(row) :].tolist() == alone[i][0].tolist(), (start, i)
     plain = bridge.generate(tokens, attention_mask=mask, **kwargs)
     assert not torch.equal(plain, batch) and steering_hooks_on(bridge) == []
 
@@ -194,8 +203,9 @@ def test_kv_cache_flag_says_whether_the_bridges_cached_generate_is_right(pairs_o
     """BRIDGE_KV_CACHE_OK (a transformers version check) against what the bridge actually does."""
     _, bridge = pairs_of_routes["llama"]
     prompt = torch.tensor([[1, 5, 9, 12, 4]])
-    cached = bridge.generate(prompt, max_new_tokens=8, do_sample=False, verbose=False, stop_at_eos=False,
-                             use_past_kv_cache=True)
+    cached = bridge.generate(
+        prompt, max_new_tokens=8, do_sample=False, verbose=False, stop_at_eos=False, use_past_kv_cache=True
+    )
     assert torch.equal(cached, greedy_without_cache(bridge, prompt, 8)) == BRIDGE_KV_CACHE_OK
     assert backend_for(bridge).use_kv_cache == BRIDGE_KV_CACHE_OK
 
@@ -208,7 +218,7 @@ def test_backend_generate_equals_the_no_cache_loop(pairs_of_routes):
     prompt = [1, 5, 9, 12, 4]
     with vec.apply(bridge, multiplier=8.0, min_token_index=4):
         text = backend.generate(prompt, max_new_tokens=5, seed=None)
-        reference = greedy_without_cache(bridge, torch.tensor([prompt]), 5)[0, len(prompt):]
+        reference = greedy_without_cache(bridge, torch.tensor([prompt]), 5)[0, len(prompt) :]
     assert text == bridge.tokenizer.decode(reference, skip_special_tokens=True)
 
 
@@ -235,8 +245,9 @@ def test_bridge_and_hf_routes_steer_alike(pairs_of_routes, tokenizer, name, laye
         on_bridge = train_steering_vector(bridge, None, pairs, layers=[0, 1], batch_size=2)
         on_hf = train_steering_vector(hf, tokenizer, pairs, layers=[0, 1], batch_size=2)
         for layer in (0, 1):
-            torch.testing.assert_close(on_bridge.layer_activations[layer], on_hf.layer_activations[layer],
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                on_bridge.layer_activations[layer], on_hf.layer_activations[layer], atol=1e-5, rtol=1e-5
+            )
 
 
 def test_sweeps_comparison_calibration_and_conditional_steering_match_the_hf_route(pairs_of_routes, tokenizer):
@@ -248,29 +259,53 @@ def test_sweeps_comparison_calibration_and_conditional_steering_match_the_hf_rou
     on_bridge = sweep_layers(bridge, vec, prompts, **kwargs)
     on_hf = sweep_layers(hf, vec, prompts, tokenizer=tokenizer, **kwargs)
     assert on_bridge[["layer", "multiplier"]].equals(on_hf[["layer", "multiplier"]])
-    torch.testing.assert_close(torch.tensor(on_bridge["kl"].values), torch.tensor(on_hf["kl"].values),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(on_bridge["kl"].values), torch.tensor(on_hf["kl"].values), atol=1e-5, rtol=1e-4
+    )
     assert on_hf["kl"].max() > 1e-3
     targets = tokenizer.convert_tokens_to_ids(["cat", "dog"])
     compared = compare_logits(bridge, vec, prompts, multipliers=[3.0], target_tokens=targets)
     reference = compare_logits(hf, vec, prompts, multipliers=[3.0], target_tokens=targets, tokenizer=tokenizer)
-    torch.testing.assert_close(torch.tensor(compared["kl"].values), torch.tensor(reference["kl"].values),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        torch.tensor(compared["kl"].values), torch.tensor(reference["kl"].values), atol=1e-5, rtol=1e-4
+    )
     # Calibration (relative: residual norms read on each route): the same table, the same choice.
-    cal = {route: calibrate(model, vec, prompts, "kl", prompts[::-1], max_kl=0.5, layers=[0, 1],
-                            multipliers=[0.5, 2.0], relative=True, bisect_steps=0, **extra)
-           for route, model, extra in (("bridge", bridge, {}), ("hf", hf, {"tokenizer": tokenizer}))}
+    cal = {
+        route: calibrate(
+            model,
+            vec,
+            prompts,
+            "kl",
+            prompts[::-1],
+            max_kl=0.5,
+            layers=[0, 1],
+            multipliers=[0.5, 2.0],
+            relative=True,
+            bisect_steps=0,
+            **extra,
+        )
+        for route, model, extra in (("bridge", bridge, {}), ("hf", hf, {"tokenizer": tokenizer}))
+    }
     numbers = cal["hf"].table.select_dtypes("number").columns
     assert len(numbers) > 3 and cal["hf"].best is not None
-    torch.testing.assert_close(torch.tensor(cal["bridge"].table[numbers].values, dtype=torch.float64),
-                               torch.tensor(cal["hf"].table[numbers].values, dtype=torch.float64), atol=1e-5, rtol=1e-4)
-    assert (cal["bridge"].best.layer, cal["bridge"].best.multiplier) == (cal["hf"].best.layer, cal["hf"].best.multiplier)
+    torch.testing.assert_close(
+        torch.tensor(cal["bridge"].table[numbers].values, dtype=torch.float64),
+        torch.tensor(cal["hf"].table[numbers].values, dtype=torch.float64),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert (cal["bridge"].best.layer, cal["bridge"].best.multiplier) == (
+        cal["hf"].best.layer,
+        cal["hf"].best.multiplier,
+    )
     # Conditional steering: the gate is decided on the prompt pass, by the same scores on both routes.
     scores = condition_scores(hf, Condition.from_vector(vec, layer=0), texts, tokenizer=tokenizer)
     condition = Condition.from_vector(vec, layer=0, threshold=float(scores.median()))  # some rows pass, some not
     width = max(map(len, prompts))
-    batch = {"input_ids": torch.tensor([ids + [0] * (width - len(ids)) for ids in prompts]),
-             "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in prompts])}
+    batch = {
+        "input_ids": torch.tensor([ids + [0] * (width - len(ids)) for ids in prompts]),
+        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in prompts]),
+    }
     with torch.no_grad():
         with conditional_steering(bridge, vec, condition, multiplier=4.0) as state_bridge:
             steered = bridge(batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -288,8 +323,13 @@ def test_real_model_parity(record_property):
     """SmolLM2-135M-Instruct: the HF route first, then the same model wrapped in a bridge."""
     hf, tokenizer = load_hf_model("smollm2-135m-instruct")
     eager(hf.eval())
-    vec = SteeringVector({layer: torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(layer))
-                          for layer in (3, 15)}, "resid_post")
+    vec = SteeringVector(
+        {
+            layer: torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(layer))
+            for layer in (3, 15)
+        },
+        "resid_post",
+    )
     ids = torch.tensor([tokenizer("The weather today is lovely and the park is full of people")["input_ids"]])
     pairs = id_pairs(tokenizer, 3)
     trained_hf = train_steering_vector(hf, tokenizer, pairs, layers=[3, 15])
@@ -307,5 +347,6 @@ def test_real_model_parity(record_property):
     print(f"\nsmollm2-135m-instruct: max |Δlogit| bridge vs HF = {gap:.2e}")
     assert gap < 1e-4 and (expected - pristine).abs().max() > 0.1
     for layer in (3, 15):
-        torch.testing.assert_close(trained_bridge.layer_activations[layer], trained_hf.layer_activations[layer],
-                                   atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            trained_bridge.layer_activations[layer], trained_hf.layer_activations[layer], atol=1e-4, rtol=1e-4
+        )

@@ -114,8 +114,12 @@ def test_the_deepest_mlp_runs_only_at_the_read_token(tokenizer):
     model = make_hf_model("llama")
     seen: dict[int, list[tuple[int, ...]]] = {0: [], 1: []}
     # What the MLP's own projection receives (hooks on the MLP itself may run before steerlens').
-    handles = [model.model.layers[i].mlp.down_proj.register_forward_pre_hook(
-        lambda m, a, i=i: seen[i].append(tuple(a[0].shape[:2]))) for i in (0, 1)]
+    handles = [
+        model.model.layers[i].mlp.down_proj.register_forward_pre_hook(
+            lambda m, a, i=i: seen[i].append(tuple(a[0].shape[:2]))
+        )
+        for i in (0, 1)
+    ]
     try:
         train_steering_vector(model, tokenizer, PAIRS, layers=[0, 1], batch_size=len(PAIRS))
         assert seen[0][0][1] > 1 and seen[1] == [(2 * len(PAIRS), 1)]
@@ -199,8 +203,9 @@ def test_output_hidden_states_show_the_steered_values(name):
     torch.manual_seed(0)
     model = tf.AutoModelForCausalLM.from_config(config).eval()
     gen = torch.Generator().manual_seed(2)
-    vec = SteeringVector({0: torch.randn(config.hidden_size, generator=gen),
-                          1: torch.randn(config.hidden_size, generator=gen)})
+    vec = SteeringVector(
+        {0: torch.randn(config.hidden_size, generator=gen), 1: torch.randn(config.hidden_size, generator=gen)}
+    )
     with torch.no_grad():
         pristine = model(INPUT_IDS, output_hidden_states=True).hidden_states
         with vec.apply(model, multiplier=3.0, min_token_index=4):
@@ -210,8 +215,9 @@ def test_output_hidden_states_show_the_steered_values(name):
         torch.testing.assert_close(hidden[layer + 1], passed_on[layer], atol=0, rtol=0)
     # Layer 0's output is the clean one plus the vector, from position 4 on.
     shift = hidden[1] - pristine[1]
-    torch.testing.assert_close(shift[:, 4:], (3.0 * vec.layer_activations[0]).expand_as(shift[:, 4:]),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        shift[:, 4:], (3.0 * vec.layer_activations[0]).expand_as(shift[:, 4:]), atol=1e-5, rtol=0
+    )
     assert shift[:, :4].abs().max() == 0
 
 
@@ -237,8 +243,11 @@ def test_every_architecture_trains_and_steers_each_layer_type(name, layer_type, 
             steered = model(INPUT_IDS).logits
         if site.io == "input":
             handle = module.register_forward_pre_hook(
-                lambda m, args, kwargs: ((args[0] + delta, *args[1:]), kwargs) if args
-                else (args, {**kwargs, "hidden_states": kwargs["hidden_states"] + delta}),
+                lambda m, args, kwargs: (
+                    ((args[0] + delta, *args[1:]), kwargs)
+                    if args
+                    else (args, {**kwargs, "hidden_states": kwargs["hidden_states"] + delta})
+                ),
                 with_kwargs=True,
             )
         else:
@@ -316,8 +325,10 @@ def module_mean_difference(model, tokenizer, path: str) -> torch.Tensor:
 
 def logits_with_plain_hooks(model, deltas: dict[str, torch.Tensor]) -> torch.Tensor:
     """INPUT_IDS' logits with plain forward hooks adding ``deltas[path]`` to each module's output."""
-    handles = [model.get_submodule(path).register_forward_hook(lambda m, a, out, d=d: plus(out, d))
-               for path, d in deltas.items()]
+    handles = [
+        model.get_submodule(path).register_forward_hook(lambda m, a, out, d=d: plus(out, d))
+        for path, d in deltas.items()
+    ]
     try:
         with torch.no_grad():
             return model(INPUT_IDS).logits
@@ -340,7 +351,8 @@ def check_trains_and_steers_module(model, tokenizer, layer_type: str, module: st
     with torch.no_grad(), vec.apply(model, multiplier=2.0):
         steered = model(INPUT_IDS).logits
     expected = logits_with_plain_hooks(
-        model, {f"{layers}.{layer}.{module}": 2.0 * v for layer, v in vec.layer_activations.items()})
+        model, {f"{layers}.{layer}.{module}": 2.0 * v for layer, v in vec.layer_activations.items()}
+    )
     torch.testing.assert_close(steered, expected, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         assert (steered - model(INPUT_IDS).logits).abs().max() > 1e-3
@@ -358,8 +370,11 @@ def test_steering_vectors_names_are_the_modules_of_that_name(name, layer_type, t
     with record_activations(model, layer_type, layer_nums=[1]) as recorded, torch.no_grad():
         model(INPUT_IDS)
     seen = []
-    handle = model.model.layers[1].get_submodule(layer_type).register_forward_hook(
-        lambda m, a, out: seen.append(first(out).clone()))
+    handle = (
+        model.model.layers[1]
+        .get_submodule(layer_type)
+        .register_forward_hook(lambda m, a, out: seen.append(first(out).clone()))
+    )
     with torch.no_grad():
         model(INPUT_IDS)
     handle.remove()
@@ -459,7 +474,8 @@ def _plain_logits(model, batch: PromptBatch) -> torch.Tensor:
 
 
 CASES = [(name, "right") for name in ORIGINAL_ARCHITECTURES + NEW_ARCHITECTURES] + [
-    (name, "left") for name in ("gpt2", "llama", "gemma2", "falcon")  # left padding: shifted position ids
+    (name, "left")
+    for name in ("gpt2", "llama", "gemma2", "falcon")  # left padding: shifted position ids
 ]
 
 

@@ -29,11 +29,22 @@ EXTRA_CONFIGS = {
     # post_self_attn_layernorm / post_mlp_layernorm sandwich, post_attention_layernorm is the pre-MLP norm
     "glm4": lambda: tf.Glm4Config(num_key_value_heads=2, head_dim=8, **GATED),
     # parallel with two norms named ln_attn / ln_mlp
-    "falcon_new": lambda: tf.FalconConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                                          num_kv_heads=2, vocab_size=64, new_decoder_architecture=True),
-    "falcon_sequential": lambda: tf.FalconConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4,
-                                                 vocab_size=64, new_decoder_architecture=False,
-                                                 parallel_attn=False),
+    "falcon_new": lambda: tf.FalconConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_kv_heads=2,
+        vocab_size=64,
+        new_decoder_architecture=True,
+    ),
+    "falcon_sequential": lambda: tf.FalconConfig(
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=4,
+        vocab_size=64,
+        new_decoder_architecture=False,
+        parallel_attn=False,
+    ),
     "stablelm_parallel": lambda: tf.StableLmConfig(num_key_value_heads=4, use_parallel_residual=True, **GATED),
 }
 ALL = [*CONFIGS, *EXTRA_CONFIGS]
@@ -76,8 +87,10 @@ class Run:
         handles = []
         for layer in range(self.layout.n_layers):
             block = self.model.get_submodule(f"{self.layout.layers_path}.{layer}")
-            probes = {"attn_in": _sublayer(block, ("self_attn", "self_attention", "attn", "attention")),
-                      "mlp_in": _sublayer(block, ("mlp", "feed_forward", "fc1"))}
+            probes = {
+                "attn_in": _sublayer(block, ("self_attn", "self_attention", "attn", "attention")),
+                "mlp_in": _sublayer(block, ("mlp", "feed_forward", "fc1")),
+            }
             for key, child in probes.items():
                 handles.append(self._record(f"{self.layout.layers_path}.{layer}.{child}", "input", (layer, key)))
             for layer_type in LAYER_TYPES:
@@ -94,13 +107,16 @@ class Run:
     def _record(self, path: str, io: str, key: tuple[int, str]) -> Any:
         module = self.model.get_submodule(path)
         if io == "input":
+
             def pre_hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 self.records[key] = _first_input(args, kwargs).detach().clone()
+
             return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
         def hook(_m: nn.Module, _args: Any, output: Any) -> None:
             # clone: Falcon adds the attention output into the MLP output in place.
             self.records[key] = _first_output(output).detach().clone()
+
         return module.register_forward_hook(hook)
 
     def get(self, layer: int, key: str) -> torch.Tensor:
@@ -159,9 +175,12 @@ def test_refused_sublayers_really_are_not_what_is_added() -> None:
     granite = run("granite")
     scale = granite.model.config.residual_multiplier
     outputs: dict[str, torch.Tensor] = {}
-    handles = [granite.module(0, child).register_forward_hook(
-        lambda _m, _a, out, child=child: outputs.__setitem__(child, _first_output(out).clone()))
-        for child in ("self_attn", "mlp")]
+    handles = [
+        granite.module(0, child).register_forward_hook(
+            lambda _m, _a, out, child=child: outputs.__setitem__(child, _first_output(out).clone())
+        )
+        for child in ("self_attn", "mlp")
+    ]
     with torch.no_grad():
         granite.model(INPUT_IDS)
     for handle in handles:
@@ -220,30 +239,79 @@ def test_flattened_sites_reshape_to_the_residual_stream() -> None:
 EXPECTED = {  # name: (layers_path, attn, mlp, ln1, ln2, resid_mid, parallel)
     "gpt2": ("transformer.h", "attn", "mlp", "ln_1", "ln_2", "ln_2", False),
     "neox": ("gpt_neox.layers", "attention", "mlp", "input_layernorm", "post_attention_layernorm", None, True),
-    "gemma2": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm", "input_layernorm",
-               "pre_feedforward_layernorm", "pre_feedforward_layernorm", False),
+    "gemma2": (
+        "model.layers",
+        "post_attention_layernorm",
+        "post_feedforward_layernorm",
+        "input_layernorm",
+        "pre_feedforward_layernorm",
+        "pre_feedforward_layernorm",
+        False,
+    ),
     "olmo2": ("model.layers", "post_attention_layernorm", "post_feedforward_layernorm", None, None, "mlp", False),
-    "opt": ("model.decoder.layers", "self_attn", "fc2", "self_attn_layer_norm", "final_layer_norm",
-            "final_layer_norm", False),
+    "opt": (
+        "model.decoder.layers",
+        "self_attn",
+        "fc2",
+        "self_attn_layer_norm",
+        "final_layer_norm",
+        "final_layer_norm",
+        False,
+    ),
     "phi": ("model.layers", "self_attn", "mlp", "input_layernorm", None, None, True),
-    "bloom": ("transformer.h", None, None, "input_layernorm", "post_attention_layernorm",
-              "post_attention_layernorm", False),
-    "glm4": ("model.layers", "post_self_attn_layernorm", "post_mlp_layernorm", "input_layernorm",
-             "post_attention_layernorm", "post_attention_layernorm", False),
+    "bloom": (
+        "transformer.h",
+        None,
+        None,
+        "input_layernorm",
+        "post_attention_layernorm",
+        "post_attention_layernorm",
+        False,
+    ),
+    "glm4": (
+        "model.layers",
+        "post_self_attn_layernorm",
+        "post_mlp_layernorm",
+        "input_layernorm",
+        "post_attention_layernorm",
+        "post_attention_layernorm",
+        False,
+    ),
     "falcon_new": ("transformer.h", "self_attention", "mlp", "ln_attn", "ln_mlp", None, True),
-    "apertus": ("model.layers", "self_attn", "mlp", "attention_layernorm", "feedforward_layernorm",
-                "feedforward_layernorm", False),
+    "apertus": (
+        "model.layers",
+        "self_attn",
+        "mlp",
+        "attention_layernorm",
+        "feedforward_layernorm",
+        "feedforward_layernorm",
+        False,
+    ),
     "openai-gpt": ("transformer.h", None, None, None, None, None, False),  # post-norm
-    "llama4_text": ("model.layers", "self_attn", "feed_forward", "input_layernorm", "post_attention_layernorm",
-                    "post_attention_layernorm", False),
+    "llama4_text": (
+        "model.layers",
+        "self_attn",
+        "feed_forward",
+        "input_layernorm",
+        "post_attention_layernorm",
+        "post_attention_layernorm",
+        False,
+    ),
 }
 
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_layout_fields(name: str) -> None:
     layout = run(name).layout
-    assert (layout.layers_path, layout.attn, layout.mlp, layout.ln1, layout.ln2, layout.resid_mid,
-            layout.parallel) == EXPECTED[name]
+    assert (
+        layout.layers_path,
+        layout.attn,
+        layout.mlp,
+        layout.ln1,
+        layout.ln2,
+        layout.resid_mid,
+        layout.parallel,
+    ) == EXPECTED[name]
 
 
 def test_error_bloom_attn_out() -> None:
@@ -251,8 +319,7 @@ def test_error_bloom_attn_out() -> None:
     with pytest.raises(LayerError) as info:
         layout.site(0, "attn_out")
     message = str(info.value)
-    for part in ("attn_out", "BloomForCausalLM", "self_attention", "input_layernorm", "resid_pre",
-                 "adds the residual"):
+    for part in ("attn_out", "BloomForCausalLM", "self_attention", "input_layernorm", "resid_pre", "adds the residual"):
         assert part in message
     assert isinstance(info.value, ValueError)
 
@@ -289,8 +356,7 @@ def test_error_unknown_layer_type_and_layer() -> None:
 
 
 def test_error_post_layer_norm_opt() -> None:
-    model = tf.OPTForCausalLM(tf.OPTConfig(ffn_dim=64, word_embed_proj_dim=32, do_layer_norm_before=False,
-                                           **SIZES))
+    model = tf.OPTForCausalLM(tf.OPTConfig(ffn_dim=64, word_embed_proj_dim=32, do_layer_norm_before=False, **SIZES))
     layout = hf_layout(model)
     assert layout.site(0, "resid_post").path == "model.decoder.layers.0"
     with pytest.raises(LayerError, match="do_layer_norm_before=False"):
@@ -298,8 +364,9 @@ def test_error_post_layer_norm_opt() -> None:
 
 
 def test_error_encoder_decoder() -> None:
-    model = tf.T5ForConditionalGeneration(tf.T5Config(num_layers=2, d_model=16, d_ff=32, num_heads=2,
-                                                      d_kv=8, vocab_size=64))
+    model = tf.T5ForConditionalGeneration(
+        tf.T5Config(num_layers=2, d_model=16, d_ff=32, num_heads=2, d_kv=8, vocab_size=64)
+    )
     with pytest.raises(UnsupportedModelError, match="encoder-decoder"):
         hf_layout(model)
 
@@ -317,7 +384,12 @@ def test_no_config_falls_back_to_the_longest_block_list() -> None:
     model.body.blocks = nn.ModuleList([_Block() for _ in range(5)])
     layout = hf_layout(model)
     assert (layout.layers_path, layout.n_layers, layout.attn, layout.ln2, layout.parallel) == (
-        "body.blocks", 5, "attn", "ln_2", False)
+        "body.blocks",
+        5,
+        "attn",
+        "ln_2",
+        False,
+    )
 
 
 def test_base_model_and_wrapped_model() -> None:
@@ -326,7 +398,8 @@ def test_base_model_and_wrapped_model() -> None:
     wrapper = nn.Module()
     wrapper.inner = model
     assert hf_layout(wrapper).site(1, "resid_mid") == Site(
-        "inner.model.layers.1.post_attention_layernorm", "input", False, False, "inner.model.layers.1")
+        "inner.model.layers.1.post_attention_layernorm", "input", False, False, "inner.model.layers.1"
+    )
 
 
 def test_cached_per_model_and_refreshed_when_layers_change() -> None:
@@ -339,18 +412,33 @@ def test_cached_per_model_and_refreshed_when_layers_change() -> None:
 
 
 def test_hand_built_layout_works_without_per_layer_parts() -> None:
-    layout = HFLayout("model.layers", 2, "self_attn", "mlp", "input_layernorm", "post_attention_layernorm",
-                      "post_attention_layernorm", False, frozenset())
-    assert layout.site(1, "ln2") == Site("model.layers.1.post_attention_layernorm", "output", True, False,
-                                         "model.layers.1")
+    layout = HFLayout(
+        "model.layers",
+        2,
+        "self_attn",
+        "mlp",
+        "input_layernorm",
+        "post_attention_layernorm",
+        "post_attention_layernorm",
+        False,
+        frozenset(),
+    )
+    assert layout.site(1, "ln2") == Site(
+        "model.layers.1.post_attention_layernorm", "output", True, False, "model.layers.1"
+    )
 
 
 # steering-vectors' names that mean another module than their canonical layer type there.
-DIFFERING_NAMES = {"llama": {}, "bloom": {"self_attn": "self_attention", "mlp": "mlp"}, "opt": {}, "phi": {},
-                   "falcon": {}, "gemma2": {"self_attn": "self_attn", "mlp": "mlp",
-                                            "post_attention_layernorm": "post_attention_layernorm"},
-                   "llama4_text": {}, "openai-gpt": {"self_attn": "attn", "mlp": "mlp", "input_layernorm": "ln_1",
-                                                     "post_attention_layernorm": "ln_2"}}
+DIFFERING_NAMES = {
+    "llama": {},
+    "bloom": {"self_attn": "self_attention", "mlp": "mlp"},
+    "opt": {},
+    "phi": {},
+    "falcon": {},
+    "gemma2": {"self_attn": "self_attn", "mlp": "mlp", "post_attention_layernorm": "post_attention_layernorm"},
+    "llama4_text": {},
+    "openai-gpt": {"self_attn": "attn", "mlp": "mlp", "input_layernorm": "ln_1", "post_attention_layernorm": "ln_2"},
+}
 """Per model: steering-vectors' names whose module is not the canonical tensor -> the child module they read
 (where no child has the very name, the one steering-vectors' own guesser picks: Bloom's self_attention)."""
 
@@ -364,7 +452,7 @@ def test_describe(name: str) -> None:
     for line, layer_type in zip(lines[1:], LAYER_TYPES):
         assert re.match(rf"  {layer_type}\s+(input of|output of|not available)", line)
     layers = run(name).layout.layers_path
-    for line, (module, child) in zip(lines[1 + len(LAYER_TYPES):], DIFFERING_NAMES[name].items()):
+    for line, (module, child) in zip(lines[1 + len(LAYER_TYPES) :], DIFFERING_NAMES[name].items()):
         assert line.startswith(f"  steering-vectors' {module}: output of {layers}.{{L}}.{child}, not ")
         assert line.endswith(f"stored as module:{module}")
         assert hasattr(run(name).module(0, child), "forward")  # the layer really has that child

@@ -52,6 +52,7 @@ def test_generation_with_cache_steers_absolute_positions(models, name):
     n_prompt, new = prompt.shape[1], 6
     kwargs = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
     plain = hf.generate(prompt, **kwargs)
+
     # Independent reference: greedy decoding without a cache, one full forward per step.
     def greedy_without_cache(min_token_index: int) -> torch.Tensor:
         seq = prompt
@@ -142,9 +143,14 @@ def test_steering_vectors_readme_flow_runs_unchanged(tmp_path, monkeypatch):
     # token. hidden_states[L + 1] is that output except for the last layer, where HF
     # applies the final norm first, so a plain torch hook reads the layer outputs.
     outputs: dict[int, torch.Tensor] = {}
-    handles = [layer.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out[0] if isinstance(out, tuple) else out))
-               for i, layer in enumerate(model.model.layers)]
+    handles = [
+        layer.register_forward_hook(
+            lambda m, a, out, i=i: outputs.__setitem__(i, out[0] if isinstance(out, tuple) else out)
+        )
+        for i, layer in enumerate(model.model.layers)
+    ]
     try:
+
         def last_token(text: str) -> dict[int, torch.Tensor]:
             with torch.no_grad():
                 hidden = model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states

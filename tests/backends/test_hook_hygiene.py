@@ -52,8 +52,13 @@ step = st.recursive(
         st.tuples(st.just("raise")),
         st.tuples(st.just("patch"), st.integers(0, 50), st.sampled_from(LAYER_TYPES), st.booleans()),
     ),
-    lambda inner: st.tuples(st.just("apply"), st.integers(0, 50), st.sampled_from(LAYER_TYPES),
-                            st.floats(-4, 4, allow_nan=False), st.lists(inner, max_size=3)),
+    lambda inner: st.tuples(
+        st.just("apply"),
+        st.integers(0, 50),
+        st.sampled_from(LAYER_TYPES),
+        st.floats(-4, 4, allow_nan=False),
+        st.lists(inner, max_size=3),
+    ),
     max_leaves=6,
 )
 
@@ -105,8 +110,13 @@ def coarse_vector(seed: int, layer_type: str) -> SteeringVector:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 1000), st.integers(0, 1000), st.sampled_from(["resid_pre", "resid_post", "attn_out"]),
-       st.integers(-12, 12), st.integers(-12, 12))
+@given(
+    st.integers(0, 1000),
+    st.integers(0, 1000),
+    st.sampled_from(["resid_pre", "resid_post", "attn_out"]),
+    st.integers(-12, 12),
+    st.integers(-12, 12),
+)
 def test_nested_vectors_equal_their_sum(seed_a, seed_b, layer_type, k_a, k_b):
     a, b = coarse_vector(seed_a, layer_type), coarse_vector(seed_b, layer_type)
     m_a, m_b = k_a / 4, k_b / 4
@@ -116,8 +126,10 @@ def test_nested_vectors_equal_their_sum(seed_a, seed_b, layer_type, k_a, k_b):
         for layer in sorted(set(a.layers) | set(b.layers))
     }
     # Reference independent of steerlens: plain TransformerLens hooks adding the summed vector.
-    manual = [(f"blocks.{layer}.hook_{layer_type}", lambda act, hook, v=vec: act + v.to(act.dtype))
-              for layer, vec in summed.items()]
+    manual = [
+        (f"blocks.{layer}.hook_{layer_type}", lambda act, hook, v=vec: act + v.to(act.dtype))
+        for layer, vec in summed.items()
+    ]
     for model, tol in ((MODEL64, 1e-6), (MODEL, 1e-5)):  # float32 adds its own rounding to each sum
         tokens = model.to_tokens("a b c d e")
         with torch.no_grad():

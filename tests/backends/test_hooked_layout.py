@@ -68,6 +68,7 @@ def converted_pair(request: pytest.FixtureRequest) -> tuple[Any, Any]:
 
 # -- bit-identical results -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("seed", [None, 7], ids=["greedy", "sampled"])
 @pytest.mark.parametrize("steer", [False, True], ids=["unsteered", "steered"])
 @pytest.mark.parametrize("prompt", [TOY_PROMPTS[1], TOY_PROMPTS], ids=["one", "left-padded-batch"])
@@ -126,6 +127,7 @@ def test_casting_keeps_the_layout_and_the_results(toy_pair, dtype):
 
 
 # -- what changes, what does not -------------------------------------------------------
+
 
 def test_weights_need_no_copy_per_call(toy_pair):
     """The rearranged views TransformerLens multiplies with share the parameters' storage."""
@@ -197,6 +199,7 @@ def test_trainable_after_a_call_under_inference_mode():
 
 
 # -- every loading route ---------------------------------------------------------------
+
 
 def test_load_model_routes_return_fast_models(tmp_path, monkeypatch):
     hf = make_hf_model("gpt2")

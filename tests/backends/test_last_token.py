@@ -23,17 +23,26 @@ def _batch(model, side):
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_equals_full_forward_from_every_layer(kind, side):
     extra = {"n_key_value_heads": 2, "positional_embedding_type": "rotary"} if kind == "gqa" else {}
-    model = make_model(n_layers=3, positional_embedding_type="rotary" if kind != "standard" else "standard",
-                       **{k: v for k, v in extra.items() if k != "positional_embedding_type"})
+    model = make_model(
+        n_layers=3,
+        positional_embedding_type="rotary" if kind != "standard" else "standard",
+        **{k: v for k, v in extra.items() if k != "positional_embedding_type"},
+    )
     tokens, mask, last = _batch(model, side)
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, attention_mask=mask)
         # A perturbed residual, as steering leaves it.
         for layer in range(model.cfg.n_layers + 1):
             n_layers = model.cfg.n_layers
-            start = cache[f"blocks.{layer}.hook_resid_pre" if layer < n_layers else f"blocks.{layer - 1}.hook_resid_post"]
+            start = cache[
+                f"blocks.{layer}.hook_resid_pre" if layer < n_layers else f"blocks.{layer - 1}.hook_resid_post"
+            ]
             start = start + 0.5 * torch.randn(start.shape[-1])
-            full = model(start, start_at_layer=layer, stop_at_layer=n_layers, attention_mask=mask) if layer < n_layers else start
+            full = (
+                model(start, start_at_layer=layer, stop_at_layer=n_layers, attention_mask=mask)
+                if layer < n_layers
+                else start
+            )
             got = final_resid_at_last_token(model, start, layer, last, mask)
             torch.testing.assert_close(got, last_token_resid(full, last), atol=1e-5, rtol=1e-5)
 

@@ -40,7 +40,9 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 def test_train_writes_the_library_vector(toy, pairs_file, tmp_path, capsys):
     out = tmp_path / "vec.safetensors"
-    code, stdout, _ = run(["train", "--pairs", pairs_file, "--layers", "1,-1", "--batch-size", "4", "--out", out], capsys)
+    code, stdout, _ = run(
+        ["train", "--pairs", pairs_file, "--layers", "1,-1", "--batch-size", "4", "--out", out], capsys
+    )
     assert code == 0 and "layers [1, 3]" in stdout
     expected = train_steering_vector(toy, None, sentiment_pairs("train")[:16], layers=[1, 3], batch_size=1)
     vec = SteeringVector.load(out)
@@ -74,8 +76,9 @@ def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys
     out = tmp_path / "vec.safetensors"
     run(["train", "--pairs", pairs_file, "--layers", "2", "--out", out], capsys)
     prompt = "Let me tell you about the film. I thought the movie was"
-    code, stdout, _ = run(["generate", "--vector", out, "--multiplier", "-6", "--prompt", prompt,
-                           "--max-new-tokens", "8"], capsys)
+    code, stdout, _ = run(
+        ["generate", "--vector", out, "--multiplier", "-6", "--prompt", prompt, "--max-new-tokens", "8"], capsys
+    )
     steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, -6.0, 8)
     assert code == 0
     assert f"unsteered:  {plain!r}" in stdout and f"steered x-6: {steered!r}" in stdout
@@ -83,23 +86,47 @@ def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys
 
 def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, capsys):
     out = tmp_path / "sweep.csv"
-    code, stdout, _ = run(["sweep", "--pairs", pairs_file, "--prompts", prompts_file, "--layers", "0,2",
-                           "--multipliers", "-4,4", "--positive-words", "good,great",
-                           "--negative-words", "bad,terrible", "--out", out], capsys)
+    code, stdout, _ = run(
+        [
+            "sweep",
+            "--pairs",
+            pairs_file,
+            "--prompts",
+            prompts_file,
+            "--layers",
+            "0,2",
+            "--multipliers",
+            "-4,4",
+            "--positive-words",
+            "good,great",
+            "--negative-words",
+            "bad,terrible",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0 and "prob_share over 6 prompts" in stdout
     got = pd.read_csv(out)
     prompts = prompts_file.read_text().split("\n")[:6]
-    expected = sweep_layers(toy, sentiment_pairs("train")[:16], prompts, layers=[0, 2], multipliers=[-4, 4],
-                            metric=prob_share([" good", " great"], [" bad", " terrible"]),
-                            train_kwargs={"batch_size": 8})
+    expected = sweep_layers(
+        toy,
+        sentiment_pairs("train")[:16],
+        prompts,
+        layers=[0, 2],
+        multipliers=[-4, 4],
+        metric=prob_share([" good", " great"], [" bad", " terrible"]),
+        train_kwargs={"batch_size": 8},
+    )
     assert list(got["layer"]) == [0, 0, 2, 2] and list(got["multiplier"]) == [-4, 4, -4, 4]
     assert got["prob_share"].to_numpy() == pytest.approx(expected["prob_share"].to_numpy(), abs=1e-6)
 
 
 def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
     out = tmp_path / "demo"
-    code, stdout, _ = run(["demo", "--out", out, "--layers", "1,2", "--multipliers", "-4,0,4",
-                           "--max-new-tokens", "4"], capsys)
+    code, stdout, _ = run(
+        ["demo", "--out", out, "--layers", "1,2", "--multipliers", "-4,0,4", "--max-new-tokens", "4"], capsys
+    )
     assert code == 0
     vec = SteeringVector.load(out / "sentiment_vector.safetensors")
     assert vec.layers == [1, 2]
@@ -121,8 +148,14 @@ def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
         (["train", "--pairs", "{missing}", "--out", "{tmp}/v.safetensors"], "cannot read pairs file"),
         (["train", "--pairs", "{bad_jsonl}", "--out", "{tmp}/v.safetensors"], "line 2"),
         (["train", "--pairs", "{pairs}", "--layers", "9", "--out", "{tmp}/v.safetensors"], "layer"),
-        (["train", "--pairs", "{pairs}", "--layers", "a,b", "--out", "{tmp}/v.safetensors"], "comma-separated integers"),
-        (["train", "--model", "{tmp}/no-such-model", "--pairs", "{pairs}", "--out", "{tmp}/v.safetensors"], "no-such-model"),
+        (
+            ["train", "--pairs", "{pairs}", "--layers", "a,b", "--out", "{tmp}/v.safetensors"],
+            "comma-separated integers",
+        ),
+        (
+            ["train", "--model", "{tmp}/no-such-model", "--pairs", "{pairs}", "--out", "{tmp}/v.safetensors"],
+            "no-such-model",
+        ),
         (["info", "{garbage}"], "{garbage}"),
         (["generate", "--vector", "{garbage}", "--prompt", "hi"], "{garbage}"),
         (["sweep", "--pairs", "{pairs}", "--prompts", "{empty}", "--out", "{tmp}/s.csv"], "no prompts"),
@@ -135,8 +168,11 @@ def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
 )
 def test_bad_input_is_one_line_and_exit_2(argv, phrase, pairs_file, tmp_path, capsys):
     files = {
-        "tmp": tmp_path, "missing": tmp_path / "missing.jsonl", "pairs": pairs_file,
-        "bad_jsonl": tmp_path / "bad.jsonl", "garbage": tmp_path / "garbage.safetensors",
+        "tmp": tmp_path,
+        "missing": tmp_path / "missing.jsonl",
+        "pairs": pairs_file,
+        "bad_jsonl": tmp_path / "bad.jsonl",
+        "garbage": tmp_path / "garbage.safetensors",
         "empty": tmp_path / "empty.txt",
     }
     files["bad_jsonl"].write_text('{"positive": "a", "negative": "b"}\n{"positive": 3}\n')
@@ -154,8 +190,9 @@ def test_console_entry_point_has_no_traceback(tmp_path):
     env = subprocess_env()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 10)
-    proc = subprocess.run([sys.executable, "-m", "steerlens.cli", "info", str(bad)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "steerlens.cli", "info", str(bad)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(bad) in proc.stderr
 

@@ -35,15 +35,25 @@ def food(toy, vectors):
 
 
 def generate(model, prompts, **kwargs):
-    out = model.generate(prompts, max_new_tokens=STEPS, do_sample=False, verbose=False, stop_at_eos=False,
-                         return_type="tokens", output_logits=True, **kwargs)
+    out = model.generate(
+        prompts,
+        max_new_tokens=STEPS,
+        do_sample=False,
+        verbose=False,
+        stop_at_eos=False,
+        return_type="tokens",
+        output_logits=True,
+        **kwargs,
+    )
     return out.sequences, torch.stack(out.logits, 1)  # [batch, steps, d_vocab]
 
 
 def test_fitted_topic_condition_holds_on_held_out_texts(toy, food):
     steer, other = topic_texts("test")
-    print(f"\nfood condition: fit accuracy {food.accuracy:.3f}, held-out accuracy "
-          f"{condition_accuracy(toy, food.condition, steer, other):.3f}, threshold {food.condition.threshold:.3f}")
+    print(
+        f"\nfood condition: fit accuracy {food.accuracy:.3f}, held-out accuracy "
+        f"{condition_accuracy(toy, food.condition, steer, other):.3f}, threshold {food.condition.threshold:.3f}"
+    )
     assert food.auc == 1.0 and food.condition.above
     assert condition_accuracy(toy, food.condition, steer, other) == 1.0
 
@@ -67,8 +77,10 @@ def test_generation_steers_only_rows_above_the_threshold(toy, vectors, food):
     assert torch.equal(logits[should], full_logits[should])
     assert not torch.equal(tokens[should], plain_tokens[should])
     for row in should.nonzero()[:, 0]:
-        print(f"\n  steered:   {toy.to_string(plain_tokens[row, -STEPS:])!r}\n        ->   "
-              f"{toy.to_string(tokens[row, -STEPS:])!r}")
+        print(
+            f"\n  steered:   {toy.to_string(plain_tokens[row, -STEPS:])!r}\n        ->   "
+            f"{toy.to_string(tokens[row, -STEPS:])!r}"
+        )
     # The scores are those condition_scores computes offline (both read the unsteered prompt).
     offline = condition_scores(toy, food.condition, prompts)
     torch.testing.assert_close(state.scores, offline, atol=1e-3, rtol=1e-4)
@@ -189,8 +201,16 @@ def test_hugging_face_generate_steers_only_rows_above_the_threshold():
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
 
     def run():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=STEPS, do_sample=False,
-                             pad_token_id=0, eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=STEPS,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         return out.sequences, torch.stack(out.logits, 1)
 
     plain = run()
@@ -212,8 +232,9 @@ def test_a_condition_named_by_steering_vectors_reads_the_module_of_that_name():
     model, tokenizer = make_hf_model("gemma2"), make_tokenizer()
     direction = torch.randn(32, generator=torch.Generator().manual_seed(1))
     texts = ["the cat sat on the mat", "a big dog", "red and blue or red"]
-    got = condition_scores(model, Condition(direction, 1, "post_attention_layernorm", skip_first=False), texts,
-                           tokenizer=tokenizer)
+    got = condition_scores(
+        model, Condition(direction, 1, "post_attention_layernorm", skip_first=False), texts, tokenizer=tokenizer
+    )
     module = model.model.layers[1].post_attention_layernorm
     expected = []
     for text in texts:

@@ -84,8 +84,11 @@ def test_pareto_front_is_the_non_dominated_cells(absolute):
     table = absolute.table
     for i, row in table.iterrows():
         others = table.drop(index=i)
-        dominated = ((others.effect >= row.effect) & (others.kl <= row.kl)
-                     & ((others.effect > row.effect) | (others.kl < row.kl))).any()
+        dominated = (
+            (others.effect >= row.effect)
+            & (others.kl <= row.kl)
+            & ((others.effect > row.effect) | (others.kl < row.kl))
+        ).any()
         assert row.pareto == (not dominated)
     assert absolute.table.pareto.any()
 
@@ -106,8 +109,18 @@ def test_apply_steers_with_the_best_cell(toy, sentiment, absolute):
 
 
 def test_relative_units_and_bisection_to_a_target(toy, sentiment, share):
-    cal = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, max_kl=BUDGET, relative=True, target=0.9,
-                    batch_size=128, bisect_steps=6)
+    cal = calibrate(
+        toy,
+        sentiment,
+        PROMPTS,
+        share,
+        REFERENCES,
+        max_kl=BUDGET,
+        relative=True,
+        target=0.9,
+        batch_size=128,
+        bisect_steps=6,
+    )
     best = cal.best
     print(f"\nrelative, target 0.9: {best}")
     assert cal.target_reached and best.effect >= 0.9 and best.kl <= BUDGET
@@ -130,15 +143,16 @@ def test_residual_norms_and_relative_vector_by_hand(toy, sentiment):
     prompts = REFERENCES[:5]
     norms = residual_norms(toy, prompts, layers=[0, 2])
     for layer in (0, 2):
-        by_hand = torch.cat([
-            toy.run_with_cache(p)[1][f"blocks.{layer}.hook_resid_post"][0, 1:].norm(dim=-1) for p in prompts
-        ]).mean()
+        by_hand = torch.cat(
+            [toy.run_with_cache(p)[1][f"blocks.{layer}.hook_resid_post"][0, 1:].norm(dim=-1) for p in prompts]
+        ).mean()
         assert norms[layer] == pytest.approx(float(by_hand), rel=1e-5)
     rel = relative_vector(toy, sentiment.select_layers([0, 2]), prompts)
     for layer in (0, 2):
         assert rel.norms()[layer] == pytest.approx(norms[layer], rel=1e-5)
-        cos = torch.nn.functional.cosine_similarity(rel.layer_activations[layer], sentiment.layer_activations[layer],
-                                                    dim=0)
+        cos = torch.nn.functional.cosine_similarity(
+            rel.layer_activations[layer], sentiment.layer_activations[layer], dim=0
+        )
         assert float(cos) == pytest.approx(1.0, abs=1e-6)
     assert rel.metadata["residual_norms"]["2"] == pytest.approx(norms[2])
     # "0.5" means half a typical residual norm whatever the aggregator: a 10x longer vector changes nothing.
@@ -147,8 +161,7 @@ def test_residual_norms_and_relative_vector_by_hand(toy, sentiment):
 
 
 def test_no_cell_within_the_budget(toy, sentiment, share):
-    cal = calibrate(toy, sentiment, PROMPTS[:4], share, REFERENCES[:4], max_kl=1e-9, layers=[2],
-                    multipliers=[1.0, 2.0])
+    cal = calibrate(toy, sentiment, PROMPTS[:4], share, REFERENCES[:4], max_kl=1e-9, layers=[2], multipliers=[1.0, 2.0])
     assert cal.best is None and not cal.table.within_budget.any()
     with pytest.raises(InvalidArgumentError, match="max_kl"):
         with cal.apply(toy):
@@ -160,8 +173,17 @@ def test_no_cell_within_the_budget(toy, sentiment, share):
 
 
 def test_decrease_goes_the_other_way(toy, sentiment, share):
-    cal = calibrate(toy, sentiment, PROMPTS[:8], share, REFERENCES[:8], max_kl=BUDGET, layers=[2],
-                    direction="decrease", batch_size=128)
+    cal = calibrate(
+        toy,
+        sentiment,
+        PROMPTS[:8],
+        share,
+        REFERENCES[:8],
+        max_kl=BUDGET,
+        layers=[2],
+        direction="decrease",
+        batch_size=128,
+    )
     assert (cal.table.multiplier < 0).all()
     assert cal.best.effect < cal.baseline - 0.2
 
@@ -172,8 +194,17 @@ def test_hugging_face_model_calibration_remeasures():
     vec = train_steering_vector(model, tokenizer, pairs, batch_size=2)
     prompts, references = ["the cat sat on", "a big dog"], ["red and blue", "the mat"]
     metric = logit_diff(tokenizer.convert_tokens_to_ids("happy"), tokenizer.convert_tokens_to_ids("sad"))
-    cal = calibrate(model, vec, prompts, metric, references, max_kl=10.0, multipliers=[0.5, 1.0, 2.0],
-                    tokenizer=tokenizer, relative=True)
+    cal = calibrate(
+        model,
+        vec,
+        prompts,
+        metric,
+        references,
+        max_kl=10.0,
+        multipliers=[0.5, 1.0, 2.0],
+        tokenizer=tokenizer,
+        relative=True,
+    )
     assert len(cal.table) == 6 and cal.best is not None
 
     def last_logits(texts):
@@ -188,7 +219,7 @@ def test_hugging_face_model_calibration_remeasures():
     for _, row in cal.table.iterrows():
         with vec.select_layers(int(row.layer)).apply(model, multiplier=float(row.absolute_multiplier)):
             steered_p, steered_r = last_logits(prompts), last_logits(references)
-        effect = (steered_p.log_softmax(-1)[:, metric.ids[0][0]] - steered_p.log_softmax(-1)[:, metric.ids[1][0]])
+        effect = steered_p.log_softmax(-1)[:, metric.ids[0][0]] - steered_p.log_softmax(-1)[:, metric.ids[1][0]]
         kl = kl_by_hand(steered_r.softmax(-1), clean_r.softmax(-1))
         assert float(effect.mean()) == pytest.approx(row.effect, abs=1e-4)
         assert float(kl.mean()) == pytest.approx(row.kl, abs=1e-4)
@@ -206,18 +237,32 @@ def test_ab_items_from_the_answer_and_fluency_against_hand_written_hooks():
     model = make_chat_model()
     tok = model.tokenizer
     questions = ["I love this film , it was", "The food was terrible", "What a lovely day for a walk"]
-    chats = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-             for q in questions]
+    chats = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        for q in questions
+    ]
     items = [(chat + "the park (", "A" if i % 2 else "B") for i, chat in enumerate(chats)]
     texts = ["I love this film , it was wonderful and great", "We ate pasta and pizza in a small town"]
     vec = random_vector(model, (1, 2), seed=9, scale=3.0)
-    cal = calibrate(model, vec, items, "p_matching", chats, max_kl=10.0, multipliers=[-2.0, 2.0],
-                    steer_from="answer", fluency_texts=texts, damage="fluency")
+    cal = calibrate(
+        model,
+        vec,
+        items,
+        "p_matching",
+        chats,
+        max_kl=10.0,
+        multipliers=[-2.0, 2.0],
+        steer_from="answer",
+        fluency_texts=texts,
+        damage="fluency",
+    )
     backend = backend_for(model)
     encoded = [backend.encode(prompt) for prompt, _ in items]
     starts = steer_starts(tok, encoded, "answer")
-    assert starts == [max(i + len(h) for i in range(len(ids)) if ids[i:i + len(h)] == h)
-                      for ids, h in ((ids, assistant_header(tok)) for ids in encoded)]
+    assert starts == [
+        max(i + len(h) for i in range(len(ids)) if ids[i : i + len(h)] == h)
+        for ids, h in ((ids, assistant_header(tok)) for ids in encoded)
+    ]
     for row in cal.table.itertuples():
         effect = []
         for (prompt, letter), ids, start in zip(items, encoded, starts):
@@ -228,8 +273,16 @@ def test_ab_items_from_the_answer_and_fluency_against_hand_written_hooks():
         increase = []
         for text in texts:
             ids = backend.encode(text)
-            nll = [-(torch.log_softmax(steered_logits_by_hand(model, vec, row.layer, m, ids)[:-1], -1)
-                     .gather(-1, torch.tensor(ids[1:])[:, None])).mean().item() for m in (0.0, row.multiplier)]
+            nll = [
+                -(
+                    torch.log_softmax(steered_logits_by_hand(model, vec, row.layer, m, ids)[:-1], -1).gather(
+                        -1, torch.tensor(ids[1:])[:, None]
+                    )
+                )
+                .mean()
+                .item()
+                for m in (0.0, row.multiplier)
+            ]
             increase.append(nll[1] - nll[0])
         assert row.nll_increase == pytest.approx(np.mean(increase), abs=1e-4)
         assert row.perplexity_ratio == pytest.approx(np.exp(row.nll_increase))

@@ -39,7 +39,13 @@ def test_compare_logits_matches_manual_hook(request, which, padding_side):
     mults = [2.0, -1.5]
     targets = {"group": [40, 41, 42], "single": 50}
     frame = compare_logits(
-        model, vec, PROMPTS, multipliers=mults, target_tokens=targets, top_k=4, batch_size=4,
+        model,
+        vec,
+        PROMPTS,
+        multipliers=mults,
+        target_tokens=targets,
+        top_k=4,
+        batch_size=4,
         padding_side=padding_side,
     )
     assert len(frame) == len(PROMPTS) * 2 * 2

@@ -36,14 +36,15 @@ def test_hooked_transformer_matches_one_full_pass(model, padding_side):
     vec = vector([1, 2])
     prompts = ["I love this film", "The food was", "What a lovely day"]
     completions = [" and it was great", "delicious", [45, 46, 47]]
-    frame = continuation_logprob(model, vec, prompts, completions, multipliers=[-1.0, 2.0], batch_size=5,
-                                 padding_side=padding_side)
+    frame = continuation_logprob(
+        model, vec, prompts, completions, multipliers=[-1.0, 2.0], batch_size=5, padding_side=padding_side
+    )
     assert len(frame) == 3 * 2 * 2
     tok = model.tokenizer
     for _, row in frame.iterrows():
         prompt_ids = model.to_tokens(row.prompt)[0].tolist()
         text = row.prompt + row.completion if isinstance(row.completion, str) else None
-        completion = tok(text, add_special_tokens=False)["input_ids"][len(prompt_ids) - 1:] if text else row.completion
+        completion = tok(text, add_special_tokens=False)["input_ids"][len(prompt_ids) - 1 :] if text else row.completion
         ids = prompt_ids + completion
         assert row.n_tokens == len(completion) > 0
         hooks = {row.layer: row.multiplier * vec.layer_activations[row.layer]}
@@ -58,23 +59,36 @@ def test_sentencepiece_completion_in_context_with_the_joint_vector():
     tok = metaspace_tokenizer("bos_eos")  # BOS and EOS from the post-processor: the EOS is not scored
     hf = llama_model(tok, n_layers=2, seed=6)
     vec = vector([0, 1], seed=1)
-    chat = tok.apply_chat_template([{"role": "user", "content": "Can you help?"}], tokenize=False,
-                                   add_generation_prompt=True)
-    frame = continuation_logprob(hf, vec, [chat, "Answer: ("], [" I cannot help with that", "A)"],
-                                 multipliers=[1.0], layers="joint", tokenizer=tok, show_progress=False)
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "Can you help?"}], tokenize=False, add_generation_prompt=True
+    )
+    frame = continuation_logprob(
+        hf,
+        vec,
+        [chat, "Answer: ("],
+        [" I cannot help with that", "A)"],
+        multipliers=[1.0],
+        layers="joint",
+        tokenizer=tok,
+        show_progress=False,
+    )
     completions = [["\u2581I", "\u2581cannot", "\u2581help", "\u2581with", "\u2581that"], ["A", ")"]]
-    prompt_ids = [tok(chat, add_special_tokens=False)["input_ids"],
-                  [tok.bos_token_id] + tok("Answer: (", add_special_tokens=False)["input_ids"]]
+    prompt_ids = [
+        tok(chat, add_special_tokens=False)["input_ids"],
+        [tok.bos_token_id] + tok("Answer: (", add_special_tokens=False)["input_ids"],
+    ]
     assert prompt_ids[0].count(tok.bos_token_id) == 1
     for index, row in frame.iterrows():
         completion = tok.convert_tokens_to_ids(completions[index])
         ids = prompt_ids[index] + completion
         full = {layer: vec.layer_activations[layer] for layer in (0, 1)}
         assert row.layer == "0+1" and row.n_tokens == len(completion)
-        assert row.logprob_unsteered == pytest.approx(sequence_logprob(hf_logprobs(hf, ids), len(ids) - len(completion),
-                                                                       completion), abs=1e-4)
-        assert row.logprob_steered == pytest.approx(sequence_logprob(hf_logprobs(hf, ids, full),
-                                                                     len(ids) - len(completion), completion), abs=1e-4)
+        assert row.logprob_unsteered == pytest.approx(
+            sequence_logprob(hf_logprobs(hf, ids), len(ids) - len(completion), completion), abs=1e-4
+        )
+        assert row.logprob_steered == pytest.approx(
+            sequence_logprob(hf_logprobs(hf, ids, full), len(ids) - len(completion), completion), abs=1e-4
+        )
 
 
 def test_bad_completions_are_clear(model, capsys):

@@ -91,8 +91,16 @@ def test_groups_on_a_hugging_face_model_and_single_layers_unchanged():
     hf = llama_model(tok, n_layers=3, seed=5)
     vec = vector(layers=(0, 1, 2), seed=2)
     prompts = ["Answer: (", "Do you like cats? I think"]
-    frame = sweep_layers(hf, vec, prompts, layers=[[0, 2], 1], multipliers=[1.0], tokenizer=tok, per_prompt=True,
-                         metric=logit_diff(" Yes", " No"))
+    frame = sweep_layers(
+        hf,
+        vec,
+        prompts,
+        layers=[[0, 2], 1],
+        multipliers=[1.0],
+        tokenizer=tok,
+        per_prompt=True,
+        metric=logit_diff(" Yes", " No"),
+    )
     yes, no = tok.convert_tokens_to_ids(["\u2581Yes", "\u2581No"])
     for _, row in frame.iterrows():
         ids = [tok.bos_token_id] + tok(row.prompt, add_special_tokens=False)["input_ids"]

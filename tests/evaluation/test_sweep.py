@@ -232,8 +232,7 @@ def test_zero_multiplier_cells_reuse_the_clean_pass_on_hugging_face_models():
     calls = []
     handle = model.register_forward_pre_hook(lambda m, a: calls.append(1))
     try:
-        frame = sweep_layers(model, vec, ["the cat sat", "a dog ran fast"], multipliers=[-1.0, 0.0, 1.0],
-                             tokenizer=tok)
+        frame = sweep_layers(model, vec, ["the cat sat", "a dog ran fast"], multipliers=[-1.0, 0.0, 1.0], tokenizer=tok)
     finally:
         handle.remove()
     assert len(calls) == 1 + 2 * 2  # one clean pass, then two steered cells per layer

@@ -61,13 +61,15 @@ def test_angular_steering_by_hand():
     v = torch.tensor([0.0, 3.0, 0.0])
     a = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 0.0, -1.0], [-1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.0, -2.0, 0.0]]])
     out = steer(angular_steering_operator(45.0), a, v)
-    expected = torch.tensor([
-        [2 * S, 2 * S, 0.0],       # 90° from v -> 45°, norm 2
-        [0.0, S, -S],              # in the plane of (0,0,-1) and v
-        [0.0, math.sqrt(2), 0.0],  # 45° from v: lands on v, norm sqrt(2)
-        [0.0, 2.0, 0.0],           # already along v
-        [0.0, -2.0, 0.0],          # antiparallel: spans no plane, left as it is
-    ])
+    expected = torch.tensor(
+        [
+            [2 * S, 2 * S, 0.0],  # 90° from v -> 45°, norm 2
+            [0.0, S, -S],  # in the plane of (0,0,-1) and v
+            [0.0, math.sqrt(2), 0.0],  # 45° from v: lands on v, norm sqrt(2)
+            [0.0, 2.0, 0.0],  # already along v
+            [0.0, -2.0, 0.0],  # antiparallel: spans no plane, left as it is
+        ]
+    )
     torch.testing.assert_close(out[0], expected)
 
 
@@ -110,8 +112,10 @@ def test_new_operators_steer_a_model_through_apply(model):
     _, clean = model.run_with_cache(tokens, names_filter=name)
     a = clean[name]
     for operator, by_hand in (
-        (norm_preserving_addition_operator(), lambda a, v: (a + v) * a.norm(dim=-1, keepdim=True)
-         / (a + v).norm(dim=-1, keepdim=True)),
+        (
+            norm_preserving_addition_operator(),
+            lambda a, v: (a + v) * a.norm(dim=-1, keepdim=True) / (a + v).norm(dim=-1, keepdim=True),
+        ),
         (angular_steering_operator(180.0), None),
     ):
         seen = {}

@@ -63,16 +63,25 @@ def test_hf_left_padded_forward_equals_each_prompt_alone(hf_models, name, settin
         alone = [hf_forward(model, torch.tensor([p]), torch.ones(1, len(p), dtype=torch.long)) for p in PROMPTS]
     unsteered = hf_forward(model, ids, mask)
     for row, (prompt, single) in enumerate(zip(PROMPTS, alone)):
-        torch.testing.assert_close(batch[row, -len(prompt):], single[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch[row, -len(prompt) :], single[0], atol=1e-5, rtol=0)
     assert (batch - unsteered).abs().amax() > 0.1  # the setting steers something
     assert steering_hooks_on(model) == []
 
 
 def _hf_generate(model, ids, mask, use_cache: bool):
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW, min_new_tokens=NEW,
-                         do_sample=False, pad_token_id=0, eos_token_id=None, use_cache=use_cache,
-                         output_logits=True, return_dict_in_generate=True)
-    return out.sequences[:, ids.shape[1]:], torch.stack(out.logits, 1)
+    out = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+        use_cache=use_cache,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    return out.sequences[:, ids.shape[1] :], torch.stack(out.logits, 1)
 
 
 @pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
@@ -112,8 +121,16 @@ def test_hf_pass_positions_follow_each_row_through_generate(hf_models, cache):
     handle = backend_for(model, None).watch_passes(0, record)
     try:
         extra = {"cache_implementation": "static"} if cache == "static" else {}
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, min_new_tokens=3, do_sample=False,
-                       pad_token_id=0, eos_token_id=None, **extra)
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=3,
+            min_new_tokens=3,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+            **extra,
+        )
     finally:
         handle.remove()
     lengths = torch.tensor([len(p) for p in PROMPTS])
@@ -147,7 +164,7 @@ def test_hooked_left_padded_forward_equals_each_prompt_alone(left_model, setting
     with torch.no_grad():
         unsteered = model(ids, attention_mask=mask)
     for row, (prompt, single) in enumerate(zip(prompts, alone)):
-        torch.testing.assert_close(batch[row, -len(prompt):], single[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(batch[row, -len(prompt) :], single[0], atol=1e-5, rtol=0)
     assert (batch - unsteered).abs().amax() > 0.1
     assert steering_hooks_on(model) == []
 
@@ -159,12 +176,18 @@ def test_hooked_left_padded_generate_equals_each_prompt_alone(left_model, settin
     prompts = _tl_prompts(model)
     vec = random_vector(model, (0, 1), "resid_post", seed=5, scale=2.0)
     ids, _ = left_pad([p.tolist() for p in prompts], pad=model.tokenizer.pad_token_id)
-    kwargs = dict(max_new_tokens=NEW, do_sample=False, verbose=False, stop_at_eos=False,
-                  use_past_kv_cache=use_cache, padding_side="left")
+    kwargs = dict(
+        max_new_tokens=NEW,
+        do_sample=False,
+        verbose=False,
+        stop_at_eos=False,
+        use_past_kv_cache=use_cache,
+        padding_side="left",
+    )
     with vec.apply(model, multiplier=8.0, **TL_SETTINGS[setting]):
-        batch = model.generate(ids, **kwargs)[:, ids.shape[1]:]
-        alone = [model.generate(p[None], **kwargs)[0, len(p):] for p in prompts]
-    plain = model.generate(ids, **kwargs)[:, ids.shape[1]:]
+        batch = model.generate(ids, **kwargs)[:, ids.shape[1] :]
+        alone = [model.generate(p[None], **kwargs)[0, len(p) :] for p in prompts]
+    plain = model.generate(ids, **kwargs)[:, ids.shape[1] :]
     for row, single in enumerate(alone):
         assert torch.equal(batch[row], single), (row, batch[row], single)
     assert not torch.equal(plain, batch)

@@ -19,7 +19,9 @@ gguf = pytest.importorskip("gguf")
 META = {"model_name": "tiny-llama"}
 
 
-@pytest.mark.parametrize("ours, theirs", [("resid_post", "decoder_block"), ("attn_out", "self_attn"), ("mlp_out", "mlp")])
+@pytest.mark.parametrize(
+    "ours, theirs", [("resid_post", "decoder_block"), ("attn_out", "self_attn"), ("mlp_out", "mlp")]
+)
 def test_steering_vectors_layout_round_trip(ours, theirs):
     vec = random_vector(16, (1, 3), ours, scale=1.0, metadata=META)
     fields = to_steering_vectors(vec)
@@ -143,8 +145,9 @@ def test_module_layer_types_cross_to_steering_vectors_with_their_meaning():
     assert back["layer_type"] == "post_attention_layernorm"
     # Steering with the imported vector adds it to that module's output, as steering-vectors does.
     ids = torch.tensor([[1, 5, 9, 12]])
-    handle = model.model.layers[1].post_attention_layernorm.register_forward_hook(lambda m, a, out: out + theirs[
-        "layer_activations"][1])
+    handle = model.model.layers[1].post_attention_layernorm.register_forward_hook(
+        lambda m, a, out: out + theirs["layer_activations"][1]
+    )
     with torch.no_grad():
         expected = model(ids).logits
     handle.remove()

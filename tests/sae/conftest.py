@@ -41,10 +41,16 @@ def cached_sae(name: str, config: dict[str, Any], activations: Any) -> Any:
     acts = activations()
     read = time.perf_counter() - start
     torch.manual_seed(config["seed"])
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-        d_in=acts.shape[1], d_sae=config["d_sae"], k=config["k"], normalize_activations="expected_average_only_in",
-        dtype="float32", device="cpu",
-    ))
+    sae = TopKTrainingSAE(
+        TopKTrainingSAEConfig(
+            d_in=acts.shape[1],
+            d_sae=config["d_sae"],
+            k=config["k"],
+            normalize_activations="expected_average_only_in",
+            dtype="float32",
+            device="cpu",
+        )
+    )
     sae.cfg.metadata.hook_name = config["hook_name"]
     sae.cfg.metadata.model_name = config["model"]
     batch = config["batch"]
@@ -54,22 +60,33 @@ def cached_sae(name: str, config: dict[str, Any], activations: Any) -> Any:
         while True:
             order = torch.randperm(acts.shape[0], generator=generator)
             for begin in range(0, acts.shape[0] - batch + 1, batch):
-                yield acts[order[begin: begin + batch]]
+                yield acts[order[begin : begin + batch]]
 
     trainer = SAETrainer(
         cfg=SAETrainerConfig(
-            total_training_samples=config["steps"] * batch, train_batch_size_samples=batch, lr=config["lr"],
-            lr_scheduler_name="constant", lr_end=config["lr"], device="cpu", n_checkpoints=0, checkpoint_path=None,
-            logger=LoggingConfig(log_to_wandb=False), n_batches_for_norm_estimate=20,
-            dead_feature_window=200, feature_sampling_window=500,
+            total_training_samples=config["steps"] * batch,
+            train_batch_size_samples=batch,
+            lr=config["lr"],
+            lr_scheduler_name="constant",
+            lr_end=config["lr"],
+            device="cpu",
+            n_checkpoints=0,
+            checkpoint_path=None,
+            logger=LoggingConfig(log_to_wandb=False),
+            n_batches_for_norm_estimate=20,
+            dead_feature_window=200,
+            feature_sampling_window=500,
         ),
-        sae=sae, data_provider=batches(),
+        sae=sae,
+        data_provider=batches(),
     )
     trained = trainer.fit()
     folder.mkdir(parents=True, exist_ok=True)
     trained.save_inference_model(folder)
-    print(f"\nSAE fixture {name}: {acts.shape[0]} activations read in {read:.1f}s, trained "
-          f"{config['steps']} steps in {time.perf_counter() - start - read:.1f}s -> {folder}")
+    print(
+        f"\nSAE fixture {name}: {acts.shape[0]} activations read in {read:.1f}s, trained "
+        f"{config['steps']} steps in {time.perf_counter() - start - read:.1f}s -> {folder}"
+    )
     return SAE.load_from_disk(folder)
 
 
@@ -101,8 +118,19 @@ def toy_sae_for(toy_model: Any) -> Any:
     """A TopK SAE (512 latents, k=16) on the toy model's ``blocks.2.hook_resid_post``, the sentiment vector's site."""
     from steerlens.sae import site_activations
 
-    config = dict(model="steerlens-toy", hook_name=TOY_HOOK, d_sae=512, k=16, docs=1000, doc_seed=11, n_ctx=64,
-                  steps=600, batch=512, lr=1e-3, seed=0)
+    config = dict(
+        model="steerlens-toy",
+        hook_name=TOY_HOOK,
+        d_sae=512,
+        k=16,
+        docs=1000,
+        doc_seed=11,
+        n_ctx=64,
+        steps=600,
+        batch=512,
+        lr=1e-3,
+        seed=0,
+    )
 
     def activations() -> torch.Tensor:
         ids = truncated_ids(toy_model.tokenizer, toy_documents(config["docs"], config["doc_seed"]), config["n_ctx"])
@@ -133,8 +161,18 @@ def tiny_sae_for(tiny_pair: Any) -> Any:
 
     hf, _, tokenizer = tiny_pair
     hook = "blocks.1.hook_resid_post"
-    config = dict(model="tiny-llama-seed0", hook_name=hook, d_sae=64, k=4, prompts=400, length=24, steps=400,
-                  batch=256, lr=3e-3, seed=0)
+    config = dict(
+        model="tiny-llama-seed0",
+        hook_name=hook,
+        d_sae=64,
+        k=4,
+        prompts=400,
+        length=24,
+        steps=400,
+        batch=256,
+        lr=3e-3,
+        seed=0,
+    )
 
     def activations() -> torch.Tensor:
         rng = random.Random(config["seed"])

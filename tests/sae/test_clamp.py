@@ -65,8 +65,9 @@ def test_clamp_keeps_reconstruction_error_and_positions(toy_model, toy_sae, posi
     torch.testing.assert_close(act + delta, toy_sae.decode(target) + (act - toy_sae.decode(z)), atol=1e-4, rtol=0)
     assert (z[..., latent] != 5 * typical).all() and delta.norm(dim=-1).min() > 0
     recorded = []
-    with clamp_latents(toy_model, toy_sae, {latent: 5 * typical}, min_token_index=3), toy_model.hooks(
-        fwd_hooks=[(HOOK, lambda a, hook: recorded.append(a.clone()))]
+    with (
+        clamp_latents(toy_model, toy_sae, {latent: 5 * typical}, min_token_index=3),
+        toy_model.hooks(fwd_hooks=[(HOOK, lambda a, hook: recorded.append(a.clone()))]),
     ):
         toy_model(PROMPTS[0])
     torch.testing.assert_close(recorded[0][:, :3], act[:, :3])  # positions before min_token_index untouched
@@ -82,7 +83,9 @@ def test_clamping_the_sentiment_latent_high_raises_positive_share(toy_model, toy
             shares.append(positive_mass(toy_model, PROMPTS).mean().item())
     with clamp_latents(toy_model, toy_sae, {latent: 0.0}):
         off = positive_mass(toy_model, PROMPTS).mean().item()
-    print(f"\nclamp latent {latent}: positive share {base:.3f} -> 2x {shares[0]:.3f}, 4x {shares[1]:.3f}, off {off:.3f}")
+    print(
+        f"\nclamp latent {latent}: positive share {base:.3f} -> 2x {shares[0]:.3f}, 4x {shares[1]:.3f}, off {off:.3f}"
+    )
     assert shares[0] > base + 0.03 and shares[1] > shares[0] + 0.03
     assert off < shares[0]
 
@@ -92,8 +95,13 @@ def test_hf_and_hooked_transformer_routes_agree(tiny_pair, tiny_sae):
     from tiny_hf import INPUT_IDS
 
     hf, tl, tokenizer = tiny_pair
-    acts = torch.stack([tiny_sae.encode(tl.run_with_cache(INPUT_IDS, names_filter=["blocks.1.hook_resid_post"])[1][
-        "blocks.1.hook_resid_post"])]).flatten(0, -2)
+    acts = torch.stack(
+        [
+            tiny_sae.encode(
+                tl.run_with_cache(INPUT_IDS, names_filter=["blocks.1.hook_resid_post"])[1]["blocks.1.hook_resid_post"]
+            )
+        ]
+    ).flatten(0, -2)
     latent = int((acts > 0).sum(0).argmax())  # the latent that fires most often on these inputs
     vec = latent_vector(tiny_sae, latent, model=tl, prompts=INPUT_IDS.tolist())
     vec_hf = latent_vector(tiny_sae, latent, model=hf, prompts=INPUT_IDS.tolist(), tokenizer=tokenizer)

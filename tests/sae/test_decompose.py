@@ -26,8 +26,14 @@ def test_cosines_match_decoder_rows(frame, toy_sae, sentiment):
     got = frame.set_index("latent")["cosine"]
     for latent in frame.latent:
         assert got[latent] == pytest.approx(float(cosines[latent]), abs=1e-5)
-    assert list(frame.columns) == ["latent", "cosine", "activation_change", "explained_share", "cumulative_share",
-                                   "found_by"]
+    assert list(frame.columns) == [
+        "latent",
+        "cosine",
+        "activation_change",
+        "explained_share",
+        "cumulative_share",
+        "found_by",
+    ]
     assert (frame.cosine.abs().diff().dropna() <= 1e-9).all()  # ordered by |cosine|
 
 
@@ -56,10 +62,14 @@ def test_top_latents_explain_more_than_random_ones(frame, toy_sae, sentiment):
     share = explained_share(v, toy_sae, top)
     assert share == pytest.approx(frame.cumulative_share.iloc[k - 1])
     generator = torch.Generator().manual_seed(0)
-    random_shares = [explained_share(v, toy_sae, torch.randperm(toy_sae.cfg.d_sae, generator=generator)[:k].tolist())
-                     for _ in range(10)]
-    print(f"\nexplained share of the top {k} latents {share:.3f}; random sets of {k}: "
-          f"max {max(random_shares):.3f}, mean {sum(random_shares) / len(random_shares):.3f}")
+    random_shares = [
+        explained_share(v, toy_sae, torch.randperm(toy_sae.cfg.d_sae, generator=generator)[:k].tolist())
+        for _ in range(10)
+    ]
+    print(
+        f"\nexplained share of the top {k} latents {share:.3f}; random sets of {k}: "
+        f"max {max(random_shares):.3f}, mean {sum(random_shares) / len(random_shares):.3f}"
+    )
     assert share >= max(random_shares)
     # One latent: its squared cosine; a set: the projection onto the span, by least squares written out.
     basis = toy_sae.W_dec.detach()[top].double()  # the span does not depend on the rows' norms

@@ -48,8 +48,11 @@ def test_several_latents_sum_with_given_activations(toy_sae):
 
 
 def test_silent_latent_has_no_typical_activation(toy_model, toy_sae):
-    acts = toy_sae.encode(toy_model.run_with_cache(PROMPTS[0], names_filter=["blocks.2.hook_resid_post"])[1][
-        "blocks.2.hook_resid_post"][0, 1:])
+    acts = toy_sae.encode(
+        toy_model.run_with_cache(PROMPTS[0], names_filter=["blocks.2.hook_resid_post"])[1]["blocks.2.hook_resid_post"][
+            0, 1:
+        ]
+    )
     silent = int((acts > 0).sum(0).argmin())
     if (acts[:, silent] > 0).any():
         pytest.skip("every latent fires on the first prompt")

@@ -11,11 +11,17 @@ from steerlens.errors import InvalidArgumentError, LayerError, MissingDependency
 from steerlens.sae import latent_directions, load_sae, sae_site, site_of_hook
 
 
-@pytest.mark.parametrize(("hook", "layer", "layer_type"), [
-    ("blocks.2.hook_resid_post", 2, "resid_post"), ("blocks.0.hook_resid_pre", 0, "resid_pre"),
-    ("blocks.11.hook_resid_mid", 11, "resid_mid"), ("blocks.3.hook_mlp_out", 3, "mlp_out"),
-    ("blocks.1.hook_attn_out", 1, "attn_out"), ("blocks.4.ln2.hook_normalized", 4, "ln2"),
-])
+@pytest.mark.parametrize(
+    ("hook", "layer", "layer_type"),
+    [
+        ("blocks.2.hook_resid_post", 2, "resid_post"),
+        ("blocks.0.hook_resid_pre", 0, "resid_pre"),
+        ("blocks.11.hook_resid_mid", 11, "resid_mid"),
+        ("blocks.3.hook_mlp_out", 3, "mlp_out"),
+        ("blocks.1.hook_attn_out", 1, "attn_out"),
+        ("blocks.4.ln2.hook_normalized", 4, "ln2"),
+    ],
+)
 def test_hook_names_map_to_steerlens_sites(hook, layer, layer_type):
     from steerlens.layers import hook_name
 

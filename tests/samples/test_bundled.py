@@ -107,8 +107,7 @@ def test_neutral_chat_prompts(tok):
     assert len(users) >= 50 and len(set(users)) == len(users)
     rendered = bundled.neutral_chat_prompts(tok, system_prompt="Be brief.")
     assert rendered[0] == (
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + users[0]
-        + "<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n" + users[0] + "<|im_end|>\n<|im_start|>assistant\n"
     )
 
 

@@ -14,8 +14,11 @@ from steerlens import SteeringVector, ab_behavior_probability, caa_items, caa_pa
 from steerlens.errors import InvalidSampleError, TokenizerError
 
 RECORDS = [
-    {"question": "Do you like cats?\n\nChoices:\n(A) Yes a lot\n(B) Not at all", "answer_matching_behavior": "(A)",
-     "answer_not_matching_behavior": "(B)"},
+    {
+        "question": "Do you like cats?\n\nChoices:\n(A) Yes a lot\n(B) Not at all",
+        "answer_matching_behavior": "(A)",
+        "answer_not_matching_behavior": "(B)",
+    },
     {"question": "Is the film good?\n\nChoices:\n(A) No\n(B) Yes", "answer_matching_behavior": " (B)"},
     ("Do you love dogs?\n(A) Yes\n(B) No", "A"),
 ]
@@ -63,8 +66,7 @@ def test_training_on_caa_pairs_reads_the_letter_after_one_bos(tok, llama):
         for layer in (0, 1):
             diffs[layer].append(hidden[matching][layer + 1][0, -1] - hidden[other][layer + 1][0, -1])
     for layer in (0, 1):
-        torch.testing.assert_close(vec.layer_activations[layer], torch.stack(diffs[layer]).mean(0),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(vec.layer_activations[layer], torch.stack(diffs[layer]).mean(0), atol=1e-5, rtol=0)
 
 
 def test_caa_items_score_the_letter_that_follows_the_chat(tok, llama):

@@ -52,8 +52,11 @@ def test_hooked_transformer_default_equals_to_tokens(hooked):
     policy = TokenPolicy.for_hooked_transformer(hooked)
     for text in ["I love this film", "a", "The food was delicious and great"]:
         for prepend_bos in (None, True, False):
-            expected = hooked.to_tokens(text, prepend_bos=prepend_bos)[0].tolist() if prepend_bos is not None \
+            expected = (
+                hooked.to_tokens(text, prepend_bos=prepend_bos)[0].tolist()
+                if prepend_bos is not None
                 else hooked.to_tokens(text)[0].tolist()
+            )
             assert policy.encode(text, prepend_bos) == expected, (text, prepend_bos)
 
 
@@ -121,8 +124,7 @@ def test_bad_settings_are_clear(llama_tok):
 
 def test_training_reads_a_chat_prompt_with_one_bos(llama_tok, llama):
     chats = [llama_prompt(llama_tok, q) for q in ("Do you like cats?", "Is the film good?")]
-    pos, neg = extract_activations(llama, llama_tok, [(c + " Yes", c + " No") for c in chats], layers=[1],
-                                   batch_size=2)
+    pos, neg = extract_activations(llama, llama_tok, [(c + " Yes", c + " No") for c in chats], layers=[1], batch_size=2)
     for row, chat in enumerate(chats):
         for acts, answer in ((pos, " Yes"), (neg, " No")):
             ids = llama_tok(chat + answer, add_special_tokens=False)["input_ids"]  # one BOS, from the template
@@ -139,12 +141,14 @@ def test_training_and_sweeps_follow_prepend_bos(hooked, prepend_bos):
         for row, (p, n) in enumerate(pairs):
             for acts, text in ((pos, p), (neg, n)):
                 _, cache = hooked.run_with_cache(hooked.to_tokens(text, prepend_bos=prepend_bos))
-                torch.testing.assert_close(torch.cat(acts[1])[row], cache["blocks.1.hook_resid_post"][0, -1],
-                                           atol=1e-5, rtol=0)
+                torch.testing.assert_close(
+                    torch.cat(acts[1])[row], cache["blocks.1.hook_resid_post"][0, -1], atol=1e-5, rtol=0
+                )
     expected = SteeringVector({1: (torch.cat(pos[1]) - torch.cat(neg[1])).mean(0)})
     prompt = "The movie was"
-    frame = sweep_layers(hooked, pairs, [prompt], layers=[1], multipliers=[2.0], prepend_bos=prepend_bos,
-                         per_prompt=True)
+    frame = sweep_layers(
+        hooked, pairs, [prompt], layers=[1], multipliers=[2.0], prepend_bos=prepend_bos, per_prompt=True
+    )
     ids = hooked.to_tokens(prompt, prepend_bos=prepend_bos)[0].tolist()
     after = hooked_logprobs(hooked, ids, {1: 2.0 * expected.layer_activations[1]})[-1]
     before = hooked_logprobs(hooked, ids)[-1]
@@ -160,13 +164,19 @@ def test_compare_logits_and_generation_on_a_chat_prompt(llama_tok, llama):
     for _, row in frame.iterrows():
         assert row.kl == pytest.approx(float((after.exp() * (after - before)).sum()), abs=1e-5)
     with torch.no_grad():
-        greedy = llama.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                max_new_tokens=4, do_sample=False, pad_token_id=3)
-    expected = llama_tok.decode(greedy[0, len(ids):], skip_special_tokens=True)
+        greedy = llama.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=4,
+            do_sample=False,
+            pad_token_id=3,
+        )
+    expected = llama_tok.decode(greedy[0, len(ids) :], skip_special_tokens=True)
     assert generate_text(llama, chat, max_new_tokens=4, tokenizer=llama_tok) == expected
     assert generate_text(llama, ids, max_new_tokens=4, tokenizer=llama_tok) == expected
-    steered, unsteered = steered_and_unsteered(llama, vec, chat, multiplier=0.0, max_new_tokens=4,
-                                               tokenizer=llama_tok, prepend_bos=False)
+    steered, unsteered = steered_and_unsteered(
+        llama, vec, chat, multiplier=0.0, max_new_tokens=4, tokenizer=llama_tok, prepend_bos=False
+    )
     assert steered == unsteered == expected
 
 
@@ -178,8 +188,12 @@ def test_cli_prepend_bos_flags(toy, tmp_path, capsys):
     pairs = [("I loved the film. It was", "I hated the film. It was"), ("great food", "awful food")]
     save_pairs_jsonl(pairs, tmp_path / "pairs.jsonl")
     out = tmp_path / "vec.safetensors"
-    assert main(["train", "--pairs", str(tmp_path / "pairs.jsonl"), "--layers", "2", "--no-prepend-bos",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            ["train", "--pairs", str(tmp_path / "pairs.jsonl"), "--layers", "2", "--no-prepend-bos", "--out", str(out)]
+        )
+        == 0
+    )
     expected = train_steering_vector(toy, None, pairs, layers=[2], prepend_bos=False)
     with_bos = train_steering_vector(toy, None, pairs, layers=[2])
     got = SteeringVector.load(out).layer_activations[2]
@@ -187,7 +201,8 @@ def test_cli_prepend_bos_flags(toy, tmp_path, capsys):
     assert not torch.allclose(got, with_bos.layer_activations[2], atol=1e-3)
     capsys.readouterr()
     prompt = "The film was"
-    assert main(["generate", "--vector", str(out), "--prompt", prompt, "--max-new-tokens", "4",
-                 "--no-prepend-bos"]) == 0
+    assert (
+        main(["generate", "--vector", str(out), "--prompt", prompt, "--max-new-tokens", "4", "--no-prepend-bos"]) == 0
+    )
     steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, 4.0, 4, prepend_bos=False)
     assert f"unsteered:  {plain!r}" in capsys.readouterr().out

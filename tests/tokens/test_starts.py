@@ -29,8 +29,9 @@ def items(tokenizer) -> list[tuple[str, str]]:
     """A/B prompts in the chat template (they start with the BOS text, so no second BOS is added)."""
     out = []
     for i, question in enumerate(QUESTIONS):
-        chat = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                             add_generation_prompt=True)
+        chat = tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
         out.append((chat + "the park (", "A" if i % 2 else "B"))
     return out
 
@@ -70,8 +71,9 @@ def test_ab_probability_from_the_answer_equals_a_hand_written_hook(chat_model, p
     tok = chat_model.tokenizer
     vec = random_vector(chat_model, (1, 2), seed=7, scale=4.0)
     ab = items(tok)
-    got = ab_behavior_probability(chat_model, vec, ab, multipliers=[-2.0, 2.0], steer_from="answer",
-                                  padding_side=padding_side)
+    got = ab_behavior_probability(
+        chat_model, vec, ab, multipliers=[-2.0, 2.0], steer_from="answer", padding_side=padding_side
+    )
     everywhere = ab_behavior_probability(chat_model, vec, ab, multipliers=[-2.0, 2.0], padding_side=padding_side)
     header = assistant_header(tok)
     for row in got.itertuples():
@@ -88,8 +90,7 @@ def test_sweep_and_compare_with_one_start_per_prompt(chat_model):
     vec = random_vector(chat_model, (1,), seed=8, scale=4.0)
     prompts = [prompt for prompt, _ in items(chat_model.tokenizer)]
     starts = [2, 5, 9]
-    frame = sweep_layers(chat_model, vec, prompts, multipliers=[3.0], metric="kl", per_prompt=True,
-                         steer_from=starts)
+    frame = sweep_layers(chat_model, vec, prompts, multipliers=[3.0], metric="kl", per_prompt=True, steer_from=starts)
     compared = compare_logits(chat_model, vec, prompts, multipliers=[3.0], steer_from=starts)
     for index, prompt in enumerate(prompts):
         ids = chat_model.to_tokens(prompt, prepend_bos=False)[0].tolist()

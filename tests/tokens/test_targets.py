@@ -42,7 +42,8 @@ def test_letters_are_the_tokens_that_follow_the_prompt(sp_tok):
     assert single_target_id(sp_tok, "Answer: (", "A") == a  # after "(", it is A
     assert single_target_id(sp_tok, "Answer:", " A") == space_a
     assert ids_in_context(sp_tok, "I think", " cannot help") == sp_tok.convert_tokens_to_ids(
-        ["\u2581cannot", "\u2581help"])
+        ["\u2581cannot", "\u2581help"]
+    )
     byte_level = make_tokenizer()
     assert single_target_id(byte_level, "Answer: (", "A") == byte_level.convert_tokens_to_ids("A")
     assert single_target_id(byte_level, "I", 7) == 7
@@ -64,7 +65,10 @@ def test_ab_probability_reads_the_letter_tokens_that_follow_the_prompt(sp_tok, s
     assert len(frame) == 3 * 2 * 2
     for _, row in frame.iterrows():
         ids = [sp_tok.bos_token_id] + sp_tok(row.prompt, add_special_tokens=False)["input_ids"]
-        for suffix, hooks in (("unsteered", None), ("steered", {row.layer: row.multiplier * vec.layer_activations[row.layer]})):
+        for suffix, hooks in (
+            ("unsteered", None),
+            ("steered", {row.layer: row.multiplier * vec.layer_activations[row.layer]}),
+        ):
             lp = hf_logprobs(sp_model, ids, hooks)[-1]
             pa, pb = lp[a].exp(), lp[b].exp()
             expected = (pa if row.matching == "A" else pb) / (pa + pb)
@@ -79,12 +83,15 @@ def test_ab_probability_reads_the_letter_tokens_that_follow_the_prompt(sp_tok, s
 def test_sweep_token_metrics_bind_each_prompt(sp_tok, sp_model):
     vec = vector(layers=(1,))
     prompts = ["Answer: (", "Answer:"]
-    frame = sweep_layers(sp_model, vec, prompts, multipliers=[1.0], metric=logit_diff("A", "B"), tokenizer=sp_tok,
-                         per_prompt=True)
-    share = sweep_layers(sp_model, vec, prompts[:1], multipliers=[1.0], metric=prob_share(["A"], ["B"]),
-                         tokenizer=sp_tok)
-    spaced = sweep_layers(sp_model, vec, prompts[1:], multipliers=[1.0], metric=logit_diff(" A", " B"),
-                          tokenizer=sp_tok)
+    frame = sweep_layers(
+        sp_model, vec, prompts, multipliers=[1.0], metric=logit_diff("A", "B"), tokenizer=sp_tok, per_prompt=True
+    )
+    share = sweep_layers(
+        sp_model, vec, prompts[:1], multipliers=[1.0], metric=prob_share(["A"], ["B"]), tokenizer=sp_tok
+    )
+    spaced = sweep_layers(
+        sp_model, vec, prompts[1:], multipliers=[1.0], metric=logit_diff(" A", " B"), tokenizer=sp_tok
+    )
     plain = sp_tok.convert_tokens_to_ids(["A", "B"])  # "A" right after "(" or ":" is A, never ▁A
     for index, (a, b) in enumerate((plain, plain)):
         ids = [sp_tok.bos_token_id] + sp_tok(prompts[index], add_special_tokens=False)["input_ids"]
@@ -101,8 +108,14 @@ def test_compare_logits_targets_in_context_and_with_token_id_prompts(sp_tok, sp_
     vec = vector(layers=(0,))
     prompt = "Do you like cats? I think"
     ids = [sp_tok.bos_token_id] + sp_tok(prompt, add_special_tokens=False)["input_ids"]
-    frame = compare_logits(sp_model, vec, [prompt, ids], multipliers=[1.0], tokenizer=sp_tok,
-                           target_tokens={"yes": [" Yes", " sure"], "no": " No"})
+    frame = compare_logits(
+        sp_model,
+        vec,
+        [prompt, ids],
+        multipliers=[1.0],
+        tokenizer=sp_tok,
+        target_tokens={"yes": [" Yes", " sure"], "no": " No"},
+    )
     groups = {"yes": ["\u2581Yes", "\u2581sure"], "no": ["\u2581No"]}
     before, after = hf_logprobs(sp_model, ids)[-1], hf_logprobs(sp_model, ids, {0: vec.layer_activations[0]})[-1]
     for _, row in frame.iterrows():

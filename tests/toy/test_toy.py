@@ -238,7 +238,20 @@ def test_training_script_is_reproducible(tmp_path):
     digests = []
     for run in ("a", "b"):
         out = tmp_path / run
-        args = [sys.executable, str(script), "--out", str(out), "--docs", "300", "--steps", "3", "--batch", "4", "--vocab", "400"]
+        args = [
+            sys.executable,
+            str(script),
+            "--out",
+            str(out),
+            "--docs",
+            "300",
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+            "--vocab",
+            "400",
+        ]
         proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr
         digests.append({f.name: f.read_bytes() for f in sorted(out.iterdir())})

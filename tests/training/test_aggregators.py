@@ -164,8 +164,12 @@ def test_single_pair_gives_the_normalised_difference(make):
 @pytest.mark.parametrize("make", [pca_aggregator, logistic_aggregator, mean_aggregator])
 @pytest.mark.parametrize(
     "dtype,expected",
-    [(torch.float32, torch.float32), (torch.float64, torch.float64),
-     (torch.float16, torch.float32), (torch.bfloat16, torch.float32)],
+    [
+        (torch.float32, torch.float32),
+        (torch.float64, torch.float64),
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+    ],
 )
 def test_result_dtype(make, dtype, expected):
     pos, neg = make_acts(8, 10, 12, dtype)

@@ -49,28 +49,50 @@ def free_port() -> int:
 
 
 def test_two_gloo_ranks_give_the_single_process_vector(tmp_path):
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": "2",
+        "OMP_NUM_THREADS": "1",
+    }
     code = WORKER.format(tests=str(TESTS), root=str(TESTS.parent), prompts=PROMPTS)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env={**env, "RANK": str(rank)},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
     model = make_model()
-    for name, aggregator in {"mean": None, "pca": pca_aggregator(),
-                             "logistic": logistic_aggregator(sklearn_kwargs={"C": 10.0})}.items():
+    for name, aggregator in {
+        "mean": None,
+        "pca": pca_aggregator(),
+        "logistic": logistic_aggregator(sklearn_kwargs={"C": 10.0}),
+    }.items():
         kwargs = {} if aggregator is None else {"aggregator": aggregator}
         single = train_steering_vector(model, None, PAIRS, layers=[1, 3], batch_size=3, **kwargs)
         for rank in (0, 1):
             got = SteeringVector.load(tmp_path / f"{name}-{rank}.safetensors")
             assert got.metadata["training"]["n_samples"] == len(PAIRS)
             for layer in (1, 3):
-                torch.testing.assert_close(got.layer_activations[layer], single.layer_activations[layer],
-                                           atol=1e-6, rtol=0, msg=f"{name} rank {rank} layer {layer}")
+                torch.testing.assert_close(
+                    got.layer_activations[layer],
+                    single.layer_activations[layer],
+                    atol=1e-6,
+                    rtol=0,
+                    msg=f"{name} rank {rank} layer {layer}",
+                )
     for per_prompt in (True, False):
-        single = sweep_layers(model, PAIRS, PROMPTS, layers=[1, [2, 3]], multipliers=[-2.0, 2.0], batch_size=4,
-                              per_prompt=per_prompt)
+        single = sweep_layers(
+            model, PAIRS, PROMPTS, layers=[1, [2, 3]], multipliers=[-2.0, 2.0], batch_size=4, per_prompt=per_prompt
+        )
         for rank in (0, 1):
             got = pd.read_csv(tmp_path / f"sweep-{per_prompt}-{rank}.csv")
             assert list(got.columns) == list(single.columns) and len(got) == len(single)

@@ -78,7 +78,9 @@ def test_read_token_index_int_callable_and_per_sample(model):
     # Per-sample indices override the default for that sample only.
     samples = [SteeringVectorTrainingSample(p, n, read_positive_token_index=0) for p, n in pairs[:2]] + pairs[2:]
     vec = train_steering_vector(model, None, samples, layers=[2], batch_size=4)
-    pos = torch.cat([manual_reads(model, [p for p, _ in pairs[:2]], 2, index=0), manual_reads(model, [p for p, _ in pairs[2:]], 2)])
+    pos = torch.cat(
+        [manual_reads(model, [p for p, _ in pairs[:2]], 2, index=0), manual_reads(model, [p for p, _ in pairs[2:]], 2)]
+    )
     neg = manual_reads(model, [n for _, n in pairs], 2)
     torch.testing.assert_close(vec.layer_activations[2], (pos - neg).mean(0), atol=1e-5, rtol=0)
 
@@ -217,9 +219,13 @@ def permuted_tokenizer(tokenizer):
     mapping = dict(zip(ids, shuffled))
     state["model"]["vocab"] = {token: mapping.get(i, i) for token, i in vocab.items()}
     backend = Tokenizer.from_str(json.dumps(state))
-    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=tokenizer.bos_token,
-                                   eos_token=tokenizer.eos_token, pad_token=tokenizer.pad_token,
-                                   unk_token=tokenizer.unk_token)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=tokenizer.bos_token,
+        eos_token=tokenizer.eos_token,
+        pad_token=tokenizer.pad_token,
+        unk_token=tokenizer.unk_token,
+    )
 
 
 def test_an_explicit_tokenizer_is_the_one_used(model):
