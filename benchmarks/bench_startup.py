@@ -23,8 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(code: str, source: Path, *flags: str) -> subprocess.CompletedProcess:
+    # An editable install puts a finder for steerlens on sys.meta_path, ahead of PYTHONPATH: drop it, so
+    # that ``source`` is the steerlens measured.
+    prefix = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in "
+        f"type(f).__module__.lower()]; sys.path.insert(0, {str(source)!r})\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(source)}
-    return subprocess.run([sys.executable, *flags, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, *flags, "-c", prefix + code], env=env, capture_output=True, text=True, check=True
+    )
 
 
 def best_time(code: str, source: Path, repeats: int) -> float:
