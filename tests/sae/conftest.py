@@ -199,3 +199,46 @@ def top_latent(toy_sae, sentiment):
     row = decompose_vector(sentiment, toy_sae, top_k=5).iloc[0]  # geometry only: no prompts
     print(f"\nsentiment vector's top latent by cosine: {int(row.latent)} (cosine {row.cosine:.3f})")
     return int(row.latent), float(row.cosine)
+
+
+SMOL_HOOK = "blocks.15.hook_resid_post"
+
+
+@pytest.fixture(scope="session")
+def smol():
+    from steerlens import load_hf_model
+
+    return load_hf_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def smol_sae(smol):
+    """A TopK SAE (512 latents, k=16) on SmolLM2-135M-Instruct's layer 15 residual, from the bundled chat data."""
+    from steerlens.sae import site_activations
+    from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
+
+    model, tokenizer = smol
+    config = dict(
+        model="smollm2-135m-instruct",
+        hook_name=SMOL_HOOK,
+        d_sae=512,
+        k=16,
+        steps=300,
+        batch=256,
+        lr=1e-3,
+        seed=0,
+        data="chat sentiment+topic pairs (all), neutral chat prompts",
+    )
+
+    def activations() -> torch.Tensor:
+        texts = [
+            text
+            for kind in ("sentiment", "topic")
+            for pair in chat_contrast_pairs(kind, "all", tokenizer=tokenizer)
+            for text in pair
+        ]
+        return site_activations(
+            model, SMOL_HOOK, texts + neutral_chat_prompts(tokenizer), tokenizer=tokenizer, batch_size=32
+        )
+
+    return cached_sae("smollm2-L15-resid_post", config, activations)
