@@ -200,7 +200,10 @@ def _raise_stop(*_args) -> None:
 @torch.no_grad()
 def hf_forward(model, batches: list, stop_at_layer: int) -> None:
     """HF forward over ``batches`` (tensors, or (ids, mask) pairs), ended after decoder layer stop_at_layer - 1."""
-    handle = model.transformer.h[stop_at_layer - 1].register_forward_hook(_raise_stop)
+    from steerlens.backends.hf_layout import hf_layout
+
+    layers = model.get_submodule(hf_layout(model).layers_path)  # GPT-2's transformer.h, Llama's model.layers
+    handle = layers[stop_at_layer - 1].register_forward_hook(_raise_stop)
     try:
         for batch in batches:
             ids, mask = batch if isinstance(batch, tuple) else (batch, None)
