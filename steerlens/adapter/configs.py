@@ -15,6 +15,7 @@ from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATION
 
 from steerlens._tl import HookedTransformerConfig
 from steerlens.adapter.registry import ArchSpec, check_convertible
+from steerlens.backends.protocol import checkpoint_name
 from steerlens.errors import UnsupportedModelError
 
 # HF activation names that TransformerLens spells differently.
@@ -203,8 +204,7 @@ def _activation(hf: Any, spec: ArchSpec) -> str:
 
 def _model_name(hf: Any, spec: ArchSpec) -> str:
     """Last component of the checkpoint's name or path, else the model type."""
-    name = str(getattr(hf, "_name_or_path", "") or spec.model_type)
-    return name.rstrip("/\\").replace("\\", "/").split("/")[-1] or spec.model_type
+    return checkpoint_name(getattr(hf, "_name_or_path", "") or spec.model_type) or spec.model_type
 
 
 def _mlp_width(hf: Any, spec: ArchSpec, d_model: int) -> int:

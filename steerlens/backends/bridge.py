@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from steerlens.backends.hf import call_positions
 from steerlens.backends.hooked import HookedBackend
 from steerlens.backends.last_token import last_token_resid
-from steerlens.backends.protocol import numeric_matrix
+from steerlens.backends.protocol import checkpoint_name, numeric_matrix
 from steerlens.hooks import PassPositions, SteeringHook, SteeringSpec
 from steerlens.tokens import PromptBatch
 
@@ -116,7 +116,7 @@ class BridgeBackend(HookedBackend):
 
     @property
     def model_name(self) -> str | None:
-        name = str(getattr(self.model.cfg, "model_name", "") or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
+        name = checkpoint_name(getattr(self.model.cfg, "model_name", ""))
         return name or self.architecture
 
     @property

@@ -37,7 +37,7 @@ from steerlens.backends.layer_config import (
     get_num_matching_layers,
     matcher_path,
 )
-from steerlens.backends.protocol import Site, numeric_matrix
+from steerlens.backends.protocol import Site, checkpoint_name, numeric_matrix
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
 from steerlens.layers import check_layer_type
@@ -227,7 +227,7 @@ class HFBackend:
     @property
     def model_name(self) -> str | None:
         config = self.model.config
-        name = str(getattr(config, "_name_or_path", "") or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
+        name = checkpoint_name(getattr(config, "_name_or_path", ""))
         return name or getattr(config, "model_type", None)
 
     @property

@@ -23,6 +23,11 @@ Site = tuple[int, str]
 """``(layer, layer_type)``: one hook point, e.g. ``(3, "resid_post")``."""
 
 
+def checkpoint_name(name_or_path: Any) -> str:
+    """The last component of a checkpoint's hub name or folder (``"org/model/"`` -> ``"model"``), "" if none."""
+    return str(name_or_path or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
+
+
 def numeric_matrix(weight: Any) -> Tensor | None:
     """``weight`` if it is a 2-D float tensor holding numbers (not on the ``meta`` device), else None."""
     ok = isinstance(weight, Tensor) and weight.dim() == 2 and weight.is_floating_point() and not weight.is_meta

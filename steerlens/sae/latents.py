@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from steerlens.analysis.prompt_activations import content_rows, iter_prompt_activations
 from steerlens.backends import backend_for
 from steerlens.errors import InvalidArgumentError, ModelMismatchError
 from steerlens.sae.sites import SaeSite, check_latents, encode, latent_directions, load_sae, sae_site, site_of_hook
@@ -72,16 +73,11 @@ def site_activations(
     if site.layer >= backend.n_layers:
         raise ModelMismatchError(f"the SAE reads layer {site.layer}, the model has {backend.n_layers} layers.")
     prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos)
-    bos = getattr(backend.tokenizer, "bos_token_id", None)
-    rows = []
     with steering if steering is not None else nullcontext():
-        for batch in prepared.batches(batch_size):
-            acts = backend.read(batch, [(site.layer, site.layer_type)])[(site.layer, site.layer_type)]
-            for row, index in enumerate(batch.indices):
-                ids = prepared.encoded[index]
-                first = 1 if bos is not None and len(ids) > 1 and ids[0] == bos else 0
-                cols = [batch.column(row, i) for i in range(first, len(ids))]
-                rows.append(acts[row, cols].float().cpu())
+        rows = [
+            item.acts[site.layer][content_rows(item)].cpu()
+            for item in iter_prompt_activations(backend, prepared, [site.layer], site.layer_type, batch_size)
+        ]
     return torch.cat(rows)
 
 
