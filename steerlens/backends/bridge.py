@@ -103,6 +103,7 @@ class BridgeBackend(HookedBackend):
     """
 
     use_kv_cache = BRIDGE_KV_CACHE_OK
+    can_continue = False  # the bridge has no TransformerLens KV cache to run a prefix into: prompts are read whole
 
     def with_tokenizer(self, tokenizer: Any) -> "BridgeBackend":
         return BridgeBackend(self.model, tokenizer)

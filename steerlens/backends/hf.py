@@ -19,6 +19,7 @@ decoder-only architecture works and no second copy of the weights is made.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections import defaultdict
 from contextlib import contextmanager
@@ -333,22 +334,29 @@ class HFBackend:
 
     @torch.no_grad()
     def read(self, batch: PromptBatch, sites: Sequence[Site], *, last_only: bool = False) -> dict[Site, Tensor]:
+        return self._read_pass(self._forward_inputs(batch), sites, batch.last if last_only else None)
+
+    def _read_pass(self, inputs: dict[str, Any], sites: Sequence[Site], last: Tensor | None) -> dict[Site, Tensor]:
+        """One forward pass on ``inputs`` keeping ``sites``, ended after the deepest site's layer.
+
+        ``last`` (each row's read column) lets that layer's MLP run at those columns only.
+        """
         store: dict[Site, Tensor] = {}
         handles = []
         try:
             for key in sites:
-                copy = self._may_change_later(key[0], self._site(*key))
+                clone = self._may_change_later(key[0], self._site(*key))
                 handles += self.capture(
-                    key, lambda t, key=key, copy=copy: store.__setitem__(key, t.clone() if copy else t)
+                    key, lambda t, key=key, clone=clone: store.__setitem__(key, t.clone() if clone else t)
                 )
             if self.layout is not None:  # end the pass once the deepest layer has run
                 top = max(layer for layer, _ in sites)
                 deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)
                 handles.append(deepest.register_forward_hook(_stop, with_kwargs=True))
-                if last_only and self._reads_only_resid_post(sites, top):
-                    handles += self._mlp_at_last_tokens(deepest, batch)
+                if last is not None and self._reads_only_resid_post(sites, top):
+                    handles += self._mlp_at_columns(deepest, last)
             try:
-                self.model(**self._forward_inputs(batch))
+                self.model(**inputs)
             except _StopForward:
                 pass
         finally:
@@ -356,18 +364,72 @@ class HFBackend:
                 handle.remove()
         return store
 
+    @property
+    def can_continue(self) -> bool:
+        """Whether :meth:`read_continuations` can run the prefix once (the forward takes a KV cache)."""
+        return self.layout is not None and self._cache_keyword() is not None
+
+    def _cache_keyword(self) -> str | None:
+        # The forward's KV-cache argument: ``past_key_values`` up to transformers 5.24, ``cache`` since.
+        parameters = inspect.signature(self.model.forward).parameters
+        return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+    @torch.no_grad()
+    def read_continuations(
+        self, prefix: Tensor, continuations: Sequence[PromptBatch], sites: Sequence[Site]
+    ) -> list[dict[Site, Tensor]]:
+        """``sites`` at each continuation's last real token, the shared ``prefix`` run once.
+
+        The prefix pass fills the model's own KV cache up to the deepest site's layer (the
+        cache the model creates is picked up from that layer's call, whatever its class);
+        each continuation then runs on a copy of it. No attention mask is needed: the
+        prefix has no padding and continuations are right-padded, so no real token sees a pad.
+        """
+        keyword = self._cache_keyword()
+        top = max(layer for layer, _ in sites)
+        deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)  # type: ignore[union-attr]
+        found: list[Any] = []
+
+        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            found[:] = [v for v in (*args, *kwargs.values()) if hasattr(v, "get_seq_length")][:1]
+
+        handles = [
+            deepest.register_forward_pre_hook(grab, with_kwargs=True),
+            deepest.register_forward_hook(_stop, with_kwargs=True),
+            # Only the deepest layer's keys and values are needed from the prefix, not its MLP.
+            *self._mlp_at_columns(deepest, torch.zeros(prefix.shape[0], dtype=torch.long)),
+        ]
+        try:
+            try:
+                self.model(input_ids=prefix, use_cache=True)
+            except _StopForward:
+                pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if not found or keyword is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} passed no KV cache to its layers; read the prompts whole instead."
+            )
+        out = []
+        for k, batch in enumerate(continuations):
+            cache = found[0] if k == len(continuations) - 1 else copy.deepcopy(found[0])
+            inputs = {"input_ids": batch.tokens, keyword: cache, "use_cache": True}
+            out.append(self._read_pass(inputs, sites, batch.last))
+        return out
+
     def _reads_only_resid_post(self, sites: Sequence[Site], top: int) -> bool:
         return configured_matcher(self.layer_config, "resid_post") is None and all(
             check_layer_type(layer_type) == "resid_post" for layer, layer_type in sites if layer == top
         )
 
-    def _mlp_at_last_tokens(self, layer_module: nn.Module, batch: PromptBatch) -> list[Any]:
-        # Only the last real token of each row is read at the deepest layer, so its MLP
-        # (most of a layer's compute) need not run anywhere else.
+    def _mlp_at_columns(self, layer_module: nn.Module, columns: Tensor) -> list[Any]:
+        # Only one column of each row (its last real token) is read at the deepest layer,
+        # so its MLP (most of a layer's compute) need not run anywhere else.
         mlp = position_wise_mlp(layer_module)
         if mlp is None:
             return []
-        hooks = _MLPAtRows(batch.last)
+        hooks = _MLPAtRows(columns)
         return [
             mlp.register_forward_pre_hook(hooks.before, with_kwargs=True),
             mlp.register_forward_hook(hooks.after, with_kwargs=True, prepend=True),
@@ -592,7 +654,7 @@ class HFSweepPass:
         saved = [module.__dict__.get("forward") for module in swapped]
         handles = []
         if deepest < len(decoder) - 1:  # nothing steers the final layer: its MLP runs at the read tokens only
-            handles = backend._mlp_at_last_tokens(decoder[len(decoder) - 1], self.batch)
+            handles = backend._mlp_at_columns(decoder[len(decoder) - 1], self.batch.last)
         try:
             for module in swapped:
                 module.forward = lambda *args, **kwargs: kept

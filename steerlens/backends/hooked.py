@@ -145,6 +145,38 @@ class HookedBackend:
         )
         return {site: cache[name] for site, name in names.items()}
 
+    can_continue = True
+    """:meth:`read_continuations` runs a shared prefix once (TransformerLens' own KV cache)."""
+
+    @torch.no_grad()
+    def read_continuations(
+        self, prefix: Tensor, continuations: Sequence[PromptBatch], sites: Sequence[Site]
+    ) -> list[dict[Site, Tensor]]:
+        """``sites`` for each continuation of ``prefix`` (same rows), the prefix run once.
+
+        The prefix (no padding) fills a TransformerLens KV cache up to the deepest site's
+        layer, which is then frozen: every continuation attends to it without extending it.
+        """
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        names = {site: hook_name(*site) for site in sites}
+        stop = max(layer for layer, _ in sites) + 1
+        cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, prefix.shape[0])
+        self.model(prefix, attention_mask=torch.ones_like(prefix), past_kv_cache=cache, stop_at_layer=stop)
+        cache.freeze()
+        out = []
+        for batch in continuations:
+            _, acts = self.model.run_with_cache(
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                past_kv_cache=cache,
+                names_filter=list(names.values()),
+                stop_at_layer=stop,
+                return_cache_object=False,
+            )
+            out.append({site: acts[name] for site, name in names.items()})
+        return out
+
     @contextmanager
     def record(self, layer_type: str, layers: Sequence[int], clone: bool) -> Iterator[dict[int, list[Tensor]]]:
         records: dict[int, list[Tensor]] = defaultdict(list)

@@ -107,6 +107,21 @@ class Backend(Protocol):
         """
         ...
 
+    @property
+    def can_continue(self) -> bool:
+        """Whether :meth:`read_continuations` is available (the model runs a prefix into a KV cache)."""
+        ...
+
+    def read_continuations(
+        self, prefix: Tensor, continuations: Sequence[PromptBatch], sites: Sequence[Site]
+    ) -> list[dict[Site, Tensor]]:
+        """:meth:`read` with ``last_only`` of ``prefix + continuation`` per row, for each continuation batch.
+
+        ``prefix`` (``[batch, p]`` ids, no padding) runs once, into a KV cache; each right-padded
+        continuation batch (same rows) runs on it. Values are read at each row's last real token.
+        """
+        ...
+
     def record(
         self, layer_type: str, layers: Sequence[int], clone: bool
     ) -> AbstractContextManager[dict[int, list[Tensor]]]:

@@ -24,7 +24,7 @@ from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.checks import check_batch_size
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
-from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_read_index
+from steerlens.tokens import PaddingSide, PromptBatch, ReadIndex, iter_batches, prepare_prompts, resolve_read_index
 
 LayerActs = dict[int, Float[Tensor, "batch d_model"]]
 
@@ -54,6 +54,25 @@ def prepare(
     return backend, samples, layer_list, layer_type
 
 
+MIN_SHARED_PREFIX = 8
+"""Tokens a pair's two prompts must share at the start to be read as one prefix and two continuations
+(below that, two extra forward calls per batch cost more than the tokens they save)."""
+
+
+def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens ``a`` and ``b`` share at the start, leaving each at least its last (read) token.
+
+    Example:
+        >>> shared_prefix_length([1, 5, 6, 7], [1, 5, 6, 9])
+        3
+    """
+    limit = min(len(a), len(b)) - 1
+    k = 0
+    while k < limit and a[k] == b[k]:
+        k += 1
+    return k
+
+
 def iter_activation_batches(
     backend: Backend,
     samples: Sequence[SteeringVectorTrainingSample],
@@ -72,8 +91,11 @@ def iter_activation_batches(
     Row ``2i`` is pair ``i``'s positive prompt, row ``2i + 1`` its negative one; ``rows``
     says which rows a batch holds, in the order of its activations. Each prompt is cut
     right after its read token (attention is causal: later tokens cannot change what
-    is read), and prompts are batched by that length, longest first, whatever pair they
-    belong to, so almost no compute goes to padding or to positions nobody reads.
+    is read). Pairs whose prompts share a start of at least :data:`MIN_SHARED_PREFIX`
+    tokens (A/B items differ only in the answer) run that start once, into the model's KV
+    cache, and then each prompt's rest (:meth:`~steerlens.backends.Backend.read_continuations`).
+    Other prompts are batched by length, longest first, whatever pair they belong to, so
+    almost no compute goes to padding or to positions nobody reads.
     """
     prepared = prepare_prompts(
         backend,
@@ -87,21 +109,52 @@ def iter_activation_batches(
         for p, o, ids in zip(prepared.prompts, overrides, prepared.encoded)
     ]
     # Every row now ends at its read token, so each batch reads its rows' last real token.
-    cut = prepared.with_ids(
-        [ids if read == len(ids) - 1 else ids[: read + 1] for ids, read in zip(prepared.encoded, reads)]
-    )
-    del prepared
+    cut = [ids if read == len(ids) - 1 else ids[: read + 1] for ids, read in zip(prepared.encoded, reads)]
+    shared = {}
+    if backend.can_continue:
+        for pair in range(len(samples)):
+            k = shared_prefix_length(cut[2 * pair], cut[2 * pair + 1])
+            if k >= MIN_SHARED_PREFIX:
+                shared[pair] = k
+    whole = [row for row in range(len(cut)) if row // 2 not in shared]
+    # Pairs sharing the longest starts first; a batch runs the shortest start among its pairs.
+    by_start = sorted(shared, key=lambda pair: (-shared[pair], len(cut[2 * pair]) + len(cut[2 * pair + 1])))
+    paired = [by_start[i : i + batch_size] for i in range(0, len(by_start), batch_size)]
     sites = [(layer, layer_type) for layer in layers]
-    batches = cut.batches(2 * batch_size)
-    total = -(-len(cut) // (2 * batch_size))
-    for batch in tqdm(batches, total=total, desc=tqdm_desc, disable=not show_progress):
-        acts = backend.read(batch, sites, last_only=True)
-        last = batch.last
-        out: LayerActs = {
-            layer: last_token_resid(acts[site], last).to(backend.device) for layer, site in zip(layers, sites)
-        }
-        del acts
-        yield batch.indices, out
+    progress = tqdm(total=-(-len(whole) // (2 * batch_size)) + len(paired), desc=tqdm_desc, disable=not show_progress)
+    with progress:
+        for batch in iter_batches(
+            [cut[row] for row in whole], 2 * batch_size, prepared.pad_id, prepared.padding_side, prepared.device, True
+        ):
+            acts = backend.read(batch, sites, last_only=True)
+            yield [whole[i] for i in batch.indices], _at_last(acts, sites, batch, backend.device)
+            progress.update()
+        for pairs in paired:
+            start = min(shared[pair] for pair in pairs)
+            prefix = torch.tensor([cut[2 * pair][:start] for pair in pairs], device=prepared.device)
+            halves = [
+                next(
+                    iter_batches(
+                        [cut[2 * pair + side][start:] for pair in pairs],
+                        len(pairs),
+                        prepared.pad_id,
+                        "right",
+                        prepared.device,
+                    )
+                )
+                for side in (0, 1)
+            ]
+            acts = backend.read_continuations(prefix, halves, sites)
+            parts = [_at_last(a, sites, half, backend.device) for a, half in zip(acts, halves)]
+            rows = [2 * pair + side for side in (0, 1) for pair in pairs]
+            yield rows, {layer: torch.cat([part[layer] for part in parts]) for layer in layers}
+            progress.update()
+
+
+def _at_last(acts: dict, sites: list, batch: PromptBatch, device: torch.device) -> LayerActs:
+    """Each row's activation at its last real token, per layer."""
+    last = batch.last
+    return {site[0]: last_token_resid(acts[site], last).to(device) for site in sites}
 
 
 def split_pairs(rows: list[int], acts: LayerActs) -> tuple[LayerActs, LayerActs]:
