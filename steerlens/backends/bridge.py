@@ -173,7 +173,9 @@ class BridgeBackend(HookedBackend):
         logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
         return last_token_resid(logits, batch.last)
 
-    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "BridgeSweepPass":
+    def sweep_pass(
+        self, batch: PromptBatch, layers: Sequence[int], layer_type: str, start: int = 0
+    ) -> "BridgeSweepPass":
         return BridgeSweepPass(self, batch, self.last_token_logits(batch))
 
     def head(self, x: Tensor) -> Tensor:

@@ -528,7 +528,6 @@ class HFBackend:
 
     # -- evaluation ------------------------------------------------------------------
 
-    @torch.no_grad()
     def last_token_logits(self, batch: PromptBatch) -> Tensor:
         """Next-token logits at each row's last real token, with whatever hooks are installed.
 
@@ -536,28 +535,63 @@ class HFBackend:
         large vocabulary it costs as much as several layers per position. Whatever the
         model does after the head (Gemma's soft-cap, Cohere's scale) still applies.
         """
+        return self._logits_at(self._forward_inputs(batch), batch.last)
+
+    @torch.no_grad()
+    def _logits_at(self, inputs: dict[str, Any], last: Tensor) -> Tensor:
+        """Logits of one forward pass on ``inputs`` at column ``last[row]`` of each row (the head runs there only)."""
         head = self.model.get_output_embeddings()
         handle = None
         if isinstance(head, nn.Module):
 
             def at_last_tokens(module: nn.Module, args: tuple) -> Any:
                 x = args[0] if args else None
-                if isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] == len(batch.last):
-                    return (last_token_resid(x, batch.last).unsqueeze(1), *args[1:])
+                if isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] == len(last):
+                    return (last_token_resid(x, last).unsqueeze(1), *args[1:])
                 return None
 
             handle = head.register_forward_pre_hook(at_last_tokens, prepend=True)
         try:
-            logits = self.model(**self._forward_inputs(batch)).logits
+            logits = self.model(**inputs).logits
         finally:
             if handle is not None:
                 handle.remove()
         if logits.shape[1] == 1:
             return logits[:, 0]
-        return last_token_resid(logits, batch.last)  # a head that is not the output-embedding module
+        return last_token_resid(logits, last)  # a head that is not the output-embedding module
 
-    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HFSweepPass":
+    def _prefix_cache(self, prefix: Tensor) -> Any:
+        """The model's own KV cache after running ``prefix`` (``[batch, p]``, no padding) through every layer."""
+        first = self.model.get_submodule(f"{self.layout.layers_path}.0")  # type: ignore[union-attr]
+        found: list[Any] = []
+
+        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            found[:] = [v for v in (*args, *kwargs.values()) if hasattr(v, "get_seq_length")][:1]
+
+        handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self._logits_at({"input_ids": prefix, "use_cache": True}, torch.zeros(len(prefix), dtype=torch.long))
+        finally:
+            handle.remove()
+        return found[0] if found else None
+
+    def _sweep_rows(self, batch: PromptBatch, start: int) -> "SweepRows":
+        """What a sweep runs on: the columns from ``start`` on after a cached prefix, when that is exact.
+
+        Cells steer nothing before ``start``, so those columns are run once, into the KV cache.
+        Needs right padding (columns are positions) and every row's last token after ``start``.
+        """
+        start = min(start, min(batch.padded.lengths) - 1)
+        right = batch.padded.padding_side == "right" or len(set(batch.padded.lengths)) == 1
+        keyword = self._cache_keyword() if self.layout is not None else None
+        if start < 1 or not right or keyword is None:
+            return SweepRows(batch)
+        cache = self._prefix_cache(batch.tokens[:, :start])
+        return SweepRows(batch) if cache is None else SweepRows(batch, start, cache, keyword)
+
+    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str, start: int = 0) -> "HFSweepPass":
         replay = self._replay_layers(layers, layer_type)
+        rows = self._sweep_rows(batch, start)
         outputs: dict[int, Any] = {}
         handles = []
         if replay:
@@ -569,11 +603,11 @@ class HFBackend:
                     )
                 )
         try:
-            clean = self.last_token_logits(batch)
+            clean = self._logits_at(rows.inputs(self), rows.last)
         finally:
             for handle in handles:
                 handle.remove()
-        return HFSweepPass(self, batch, clean, replay, outputs)
+        return HFSweepPass(self, rows, clean, replay, outputs)
 
     def _replay_layers(self, layers: Sequence[int], layer_type: str) -> dict[int, int]:
         """For each sweep layer, the last decoder layer whose clean output a steered cell can reuse.
@@ -613,6 +647,33 @@ class HFBackend:
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
+@dataclass(frozen=True)
+class SweepRows:
+    """The columns a sweep's forward passes run: all of them, or those from ``start`` on after a cached prefix."""
+
+    batch: PromptBatch
+    start: int = 0
+    prefix: Any = None
+    """The model's KV cache of columns ``< start`` (each pass runs on a copy: passes extend it)."""
+    keyword: str = ""
+
+    @property
+    def last(self) -> Tensor:
+        """Each row's last real token, as a column of the run."""
+        return self.batch.last - self.start
+
+    def inputs(self, backend: HFBackend) -> dict[str, Any]:
+        if self.prefix is None:
+            return backend._forward_inputs(self.batch)
+        # Right padding: the mask covers cached and new columns, positions continue from the cache.
+        return {
+            "input_ids": self.batch.tokens[:, self.start :],
+            "attention_mask": self.batch.attention_mask,
+            self.keyword: copy.deepcopy(self.prefix),
+            "use_cache": True,
+        }
+
+
 @dataclass
 class HFSweepPass:
     """The clean logits of one sweep batch, and the decoder-layer outputs steered cells resume from.
@@ -626,7 +687,7 @@ class HFSweepPass:
     """
 
     backend: HFBackend
-    batch: PromptBatch
+    rows: "SweepRows"
     clean: Tensor
     replay: dict[int, int]
     """Sweep layer -> the deepest decoder layer whose clean output a cell reuses."""
@@ -637,7 +698,7 @@ class HFSweepPass:
         out: list[Tensor | None] = []
         for spec in specs:
             with self.backend.apply(spec), self._resume(min(spec.vectors), max(spec.vectors)):
-                out.append(self.backend.last_token_logits(self.batch))
+                out.append(self.backend._logits_at(self.rows.inputs(self.backend), self.rows.last))
         return out
 
     @contextmanager
@@ -654,7 +715,7 @@ class HFSweepPass:
         saved = [module.__dict__.get("forward") for module in swapped]
         handles = []
         if deepest < len(decoder) - 1:  # nothing steers the final layer: its MLP runs at the read tokens only
-            handles = backend._mlp_at_columns(decoder[len(decoder) - 1], self.batch.last)
+            handles = backend._mlp_at_columns(decoder[len(decoder) - 1], self.rows.last)
         try:
             for module in swapped:
                 module.forward = lambda *args, **kwargs: kept

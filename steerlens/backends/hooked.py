@@ -281,7 +281,9 @@ class HookedBackend:
 
     # -- evaluation ------------------------------------------------------------------
 
-    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> "HookedSweepPass":
+    def sweep_pass(
+        self, batch: PromptBatch, layers: Sequence[int], layer_type: str, start: int = 0
+    ) -> "HookedSweepPass":
         cfg = self.model.cfg
         fast = (
             layer_type in _RESUME_OFFSET

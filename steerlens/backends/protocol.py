@@ -152,8 +152,11 @@ class Backend(Protocol):
         """Where steerlens hooks are still installed (empty when the model is clean)."""
         ...
 
-    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str) -> SweepPass:
-        """Start a sweep over ``layers`` on one batch (runs the clean pass)."""
+    def sweep_pass(self, batch: PromptBatch, layers: Sequence[int], layer_type: str, start: int = 0) -> SweepPass:
+        """Start a sweep over ``layers`` on one batch (runs the clean pass).
+
+        No cell steers a column before ``start``: a backend may run those once, into a KV cache.
+        """
         ...
 
     def head(self, x: Tensor) -> Float[Tensor, "rows d_vocab"]:

@@ -121,7 +121,8 @@ def iter_steered_logits(
             [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None) for m in mults]
             for group in groups
         ]
-        sweep = backend.sweep_pass(batch, singles, layer_type)
+        # Columns before every row's start are the same in every cell (right padding: columns are positions).
+        sweep = backend.sweep_pass(batch, singles, layer_type, 0 if starts is None else int(first.min()))
         pending: list[tuple[int, list[Tensor | None]]] = []
         for g, group in enumerate(groups):
             if len(group) == 1:

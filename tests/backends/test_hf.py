@@ -473,14 +473,16 @@ def _plain_logits(model, batch: PromptBatch) -> torch.Tensor:
     return logits[torch.arange(len(batch.last)), batch.last]
 
 
-CASES = [(name, "right") for name in ORIGINAL_ARCHITECTURES + NEW_ARCHITECTURES] + [
-    (name, "left")
+CASES = [(name, "right", 0) for name in ORIGINAL_ARCHITECTURES + NEW_ARCHITECTURES] + [
+    (name, "left", 0)
     for name in ("gpt2", "llama", "gemma2", "falcon")  # left padding: shifted position ids
 ]
+# Steering from column 5 on (rows start at 5, 6, 5): the first 5 columns are run once, into the KV cache.
+STARTS = [(name, "right", 5) for name in ORIGINAL_ARCHITECTURES + NEW_ARCHITECTURES]
 
 
-@pytest.mark.parametrize(("name", "padding_side"), CASES)
-def test_sweep_cells_equal_the_whole_steered_model(name: str, padding_side: str):
+@pytest.mark.parametrize(("name", "padding_side", "start"), CASES + STARTS)
+def test_sweep_cells_equal_the_whole_steered_model(name: str, padding_side: str, start: int):
     model = make_hf_model(name)
     backend = backend_for(model, make_tokenizer())
     batch = _batch(backend, padding_side)
@@ -492,11 +494,12 @@ def test_sweep_cells_equal_the_whole_steered_model(name: str, padding_side: str)
         except LayerError:
             continue  # e.g. Bloom's attention adds the residual itself: no attn_out
         vectors = {layer: torch.randn(d) for layer in range(n)}
-        sweep = backend.sweep_pass(batch, list(range(n)), layer_type)
+        sweep = backend.sweep_pass(batch, list(range(n)), layer_type, start)
+        first = 1 if not start else torch.tensor([start, start + 1, start])
         with torch.no_grad():
             torch.testing.assert_close(sweep.clean, _plain_logits(model, batch), atol=1e-4, rtol=1e-4)
         for layer in range(n):
-            specs = [make_spec({layer: vectors[layer]}, layer_type, m, None, 1, None) for m in (-2.0, 1.5)]
+            specs = [make_spec({layer: vectors[layer]}, layer_type, m, None, first, None) for m in (-2.0, 1.5)]
             cells = sweep.steered(layer, specs)  # two cells in a row: the kept outputs must stay clean
             for spec, cell in zip(specs, cells):
                 with backend.apply(spec), torch.no_grad():
@@ -505,6 +508,20 @@ def test_sweep_cells_equal_the_whole_steered_model(name: str, padding_side: str)
                 torch.testing.assert_close(cell, expected, atol=1e-4, rtol=1e-4, msg=f"{layer_type} {layer}")
     assert backend.steering_hooks() == []
     assert all("forward" not in module.__dict__ for module in model.modules())
+
+
+def test_steered_cells_after_a_start_run_only_the_columns_after_it():
+    """With a start, the clean pass and every cell embed only the columns from the start on."""
+    model = make_hf_model("llama")
+    backend = backend_for(model, make_tokenizer())
+    batch = _batch(backend, "right")
+    widths = []
+    model.get_input_embeddings().register_forward_hook(lambda m, a, out: widths.append(out.shape[1]))
+    sweep = backend.sweep_pass(batch, [0], "resid_post", 5)
+    sweep.steered(0, [make_spec({0: torch.randn(backend.d_model)}, "resid_post", 1.0, None, 5, None)])
+    columns = batch.tokens.shape[1]
+    assert widths == [5, columns - 5, columns - 5]  # the prefix once, then the clean pass and the cell
+    assert sweep.rows.start == 5
 
 
 def test_steered_cells_skip_the_layers_before_the_site():
