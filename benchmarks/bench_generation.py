@@ -34,7 +34,7 @@ from _models import bench_tokenizer, random_sentences  # noqa: E402
 
 import steerlens  # noqa: E402
 from steerlens import SteeringVector  # noqa: E402
-from steerlens.backends.hooked_layout import OutputLayout, is_fast  # noqa: E402
+from steerlens.backends.hooked_layout import OutputLayout, is_fast, restore_tl_forward  # noqa: E402
 
 TARGET_VS_HF, TARGET_STEERING = 1.3, 1.05
 STEER_LAYER, MULTIPLIER = 6, 4.0
@@ -52,7 +52,8 @@ def build_checkpoint(folder: str) -> Any:
 
 
 def tl_layout(model: Any) -> Any:
-    """Undo ``fast_generation``: weights contiguous as TransformerLens makes them, no layout hooks."""
+    """Undo ``fast_generation``: weights contiguous as TransformerLens makes them, no layout hooks, its own forward."""
+    restore_tl_forward(model)
     with torch.no_grad():
         for param in model.parameters():
             param.data = param.data.contiguous()

@@ -1,12 +1,13 @@
-"""fast_generation: weights in the layout TransformerLens' forward reads, results bit-identical.
+"""fast_generation: weights in the layout TransformerLens' forward reads, a leaner block forward, results bit-identical.
 
-Every comparison is against the same model put back into TransformerLens' own layout
-(``tl_layout``): that is what generation computed before the fix.
+Every comparison is against the same model put back into TransformerLens' own layout and
+forward (``tl_layout``): that is what generation computed before the fix.
 """
 
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 import pytest
@@ -14,10 +15,12 @@ import torch
 from helpers import random_vector
 from tiny_hf import make_hf_model
 from tiny_hf import make_tokenizer as make_word_tokenizer
+from transformer_lens.components import TransformerBlock
 
 from steerlens import load_model
 from steerlens.adapter import convert_hf_model
-from steerlens.backends.hooked_layout import OutputLayout, fast_generation, is_fast
+from steerlens.backends import hooked_layout
+from steerlens.backends.hooked_layout import OutputLayout, fast_generation, is_fast, restore_tl_forward
 from steerlens.errors import UnsupportedModelError
 from steerlens.toy import load_toy_model
 
@@ -30,8 +33,8 @@ ARCHITECTURES = ("gpt2", "llama", "olmo", "gemma2", "bloom", "mixtral", "neox")
 
 
 def tl_layout(model: Any) -> Any:
-    """A copy of ``model`` as TransformerLens makes it: contiguous weights, no layout hooks."""
-    reference = copy.deepcopy(model)
+    """A copy of ``model`` as TransformerLens makes it: contiguous weights, no layout hooks, its own block forward."""
+    reference = restore_tl_forward(copy.deepcopy(model))
     with torch.no_grad():
         for param in reference.parameters():
             param.data = param.data.contiguous()
@@ -39,6 +42,7 @@ def tl_layout(model: Any) -> Any:
         for key in [k for k, hook in module._forward_pre_hooks.items() if isinstance(hook, OutputLayout)]:
             del module._forward_pre_hooks[key]
     assert not is_fast(reference)
+    assert all(type(block) is TransformerBlock for block in reference.blocks)
     return reference
 
 
@@ -196,6 +200,160 @@ def test_trainable_after_a_call_under_inference_mode():
     loss = model(model.to_tokens(TOY_PROMPTS[1]), return_type="loss")
     loss.backward()
     assert model.unembed.W_U.grad is not None
+
+
+# -- the lean block forward ------------------------------------------------------------
+
+# Architectures whose blocks TransformerLens runs down another path (soft caps and sandwich norms,
+# ALiBi, parallel attention and MLP): the lean forward steps aside for them.
+FALLBACK_ARCHITECTURES = {"Gemma2ForCausalLM", "BloomForCausalLM", "GPTNeoXForCausalLM"}
+RESIDUAL_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+
+
+@pytest.fixture
+def lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The attention modules the lean forward ran, in order (it is not TransformerLens' forward)."""
+    calls: list[Any] = []
+    original = hooked_layout._attention
+
+    def counting(parts: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(parts.attn)
+        return original(parts, *args, **kwargs)
+
+    monkeypatch.setattr(hooked_layout, "_attention", counting)
+    return calls
+
+
+def lean_expected(model: Any) -> int:
+    """How many blocks of one forward pass of ``model`` run the lean forward."""
+    return 0 if model.cfg.original_architecture in FALLBACK_ARCHITECTURES else model.cfg.n_layers
+
+
+def test_blocks_run_the_lean_forward(converted_pair, lean_calls):
+    fast, reference = converted_pair
+    assert all(isinstance(block, TransformerBlock) and type(block) is not TransformerBlock for block in fast.blocks)
+    assert repr(fast.blocks[0]).startswith("TransformerBlock(")  # prints as before
+    with torch.no_grad():
+        fast(fast.to_tokens(WORD_PROMPTS, padding_side="left"))
+    assert len(lean_calls) == lean_expected(fast)
+    assert lean_calls == [block.attn for block in fast.blocks][: len(lean_calls)]
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+def test_run_with_cache_is_unchanged(converted_pair, grad, lean_calls):
+    """Every hook point fires with the same values: all of them (TransformerLens' forward), or the residual ones."""
+    fast, reference = converted_pair
+    tokens = fast.to_tokens(WORD_PROMPTS, padding_side="left")
+    residual = lambda name: name.endswith(RESIDUAL_HOOKS)  # noqa: E731
+    for names_filter in (None, residual):
+        with torch.set_grad_enabled(grad):
+            logits, cache = fast.run_with_cache(tokens, names_filter=names_filter)
+            ref_logits, ref_cache = reference.run_with_cache(tokens, names_filter=names_filter)
+        assert torch.equal(logits, ref_logits)
+        assert list(cache.keys()) == list(ref_cache.keys()) and len(cache) > 0
+        for name in cache.keys():
+            assert torch.equal(cache[name], ref_cache[name]), name
+    # With every hook point hooked, or a gradient, TransformerLens' forward ran; residual hooks alone: the lean one.
+    assert len(lean_calls) == (0 if grad else lean_expected(fast))
+
+
+def test_hooks_fire_as_often_as_in_transformer_lens(converted_pair):
+    """A hook inside a block (here ln1's, called three times per block) sends that block down TransformerLens' path."""
+    fast, reference = converted_pair
+    tokens = fast.to_tokens(WORD_PROMPTS, padding_side="left")
+    seen: dict[int, list[tuple[str, torch.Tensor]]] = {id(fast): [], id(reference): []}
+    for model in (fast, reference):
+        record = lambda act, hook, log=seen[id(model)]: log.append((hook.name, act.clone()))  # noqa: E731
+        hooks = [(name, record) for name in ("blocks.0.ln1.hook_normalized", "blocks.1.hook_resid_post")]
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+            model(tokens)
+    fast_seen, ref_seen = seen[id(fast)], seen[id(reference)]
+    assert [name for name, _ in fast_seen] == [name for name, _ in ref_seen]
+    assert [name for name, _ in fast_seen].count("blocks.0.ln1.hook_normalized") == 3
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(fast_seen, ref_seen))
+
+
+@pytest.mark.parametrize(
+    "hook_name", ["blocks.0.attn.hook_pattern", "blocks.1.ln1.hook_normalized", "blocks.0.mlp.hook_post"]
+)
+def test_a_hook_that_changes_values_inside_a_block(converted_pair, hook_name, lean_calls):
+    fast, reference = converted_pair
+    if hook_name not in fast.hook_dict:  # a mixture of experts names its MLP hooks otherwise
+        pytest.skip(f"{fast.cfg.original_architecture} has no {hook_name}")
+    tokens = fast.to_tokens(WORD_PROMPTS, padding_side="left")
+    halve = lambda act, hook: act * 0.5  # noqa: E731
+    with torch.no_grad():
+        out = [model.run_with_hooks(tokens, fwd_hooks=[(hook_name, halve)]) for model in (fast, reference)]
+    assert torch.equal(*out)
+    if lean_expected(fast):  # only the hooked block steps aside; the MLP's hooks need no step aside (a module call)
+        steps_aside = ".mlp." not in hook_name
+        assert len(lean_calls) == fast.cfg.n_layers - steps_aside
+        assert (fast.blocks[int(hook_name.split(".")[1])].attn in lean_calls) != steps_aside
+
+
+def test_steering_at_ln1_generates_as_transformer_lens(converted_pair):
+    """A steering hook on ln1 (fired three times per block in TransformerLens) keeps every call."""
+    fast, reference = converted_pair
+    outs = []
+    for model in (fast, reference):
+        vector = random_vector(model, layers=[1], layer_type="ln1", scale=2.0)
+        with vector.apply(model, multiplier=1.5):
+            outs.append(model.generate(WORD_PROMPTS, max_new_tokens=6, verbose=False, do_sample=False))
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_a_mask_changed_in_place_between_passes(converted_pair, mode):
+    """Rotary ids and the causal mask are shared by a pass's blocks, never reused for another mask."""
+    from transformer_lens.utilities import get_attention_mask
+
+    fast, reference = converted_pair
+    tokens = fast.to_tokens(WORD_PROMPTS, padding_side="left")
+    side = fast.tokenizer.padding_side
+    fast.tokenizer.padding_side = "left"
+    try:
+        original = get_attention_mask(fast.tokenizer, tokens, fast.cfg.default_prepend_bos)
+    finally:
+        fast.tokenizer.padding_side = side
+    with mode():
+        mask = original.clone()
+        first = fast(tokens, attention_mask=mask)
+        assert torch.equal(first, reference(tokens, attention_mask=mask.clone()))
+        mask[:, -2] = 0  # the same tensor object, other values
+        second = fast(tokens, attention_mask=mask)
+        assert torch.equal(second, reference(tokens, attention_mask=mask.clone()))
+        assert not torch.equal(first, second)
+
+
+def test_rotary_tables_extended_on_the_way(lean_calls):
+    """Past its rotary table TransformerLens extends it; the lean forward lets it, then takes over again."""
+    fast = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    reference = tl_layout(fast)
+    for model in (fast, reference):
+        for block in model.blocks:
+            block.attn.rotary_cos, block.attn.rotary_sin = block.attn.rotary_cos[:3], block.attn.rotary_sin[:3]
+    tokens = fast.to_tokens(WORD_PROMPTS[2])
+    with torch.no_grad():
+        assert torch.equal(fast(tokens), reference(tokens))
+        assert not lean_calls and fast.blocks[0].attn.rotary_cos.shape[0] >= tokens.shape[1]
+        assert torch.equal(fast(tokens), reference(tokens))
+    assert len(lean_calls) == fast.cfg.n_layers
+
+
+def test_copies_keep_the_lean_forward(toy_pair):
+    fast, reference = toy_pair
+    tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
+    for copied in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
+        assert is_fast(copied) and type(copied.blocks[0]) is type(fast.blocks[0])
+        with torch.no_grad():
+            assert torch.equal(copied(tokens), reference(tokens))
+
+
+def test_restore_tl_forward_undoes_the_lean_blocks():
+    model = load_toy_model()
+    assert restore_tl_forward(model) is model
+    assert all(type(block) is TransformerBlock for block in model.blocks) and not is_fast(model)
+    assert is_fast(fast_generation(model))
 
 
 # -- every loading route ---------------------------------------------------------------
