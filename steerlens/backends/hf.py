@@ -144,6 +144,15 @@ class _Capture:
         self.keep(value.view(self.layer_shape["shape"]) if self.site.flattened else value)
 
 
+class _CacheGrab:
+    """Forward pre-hook on a decoder layer: keeps the KV cache the model hands it (found by what it is)."""
+
+    cache: Any = None
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self.cache = next((v for v in (*args, *kwargs.values()) if hasattr(v, "get_seq_length")), None)
+
+
 def _stop(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
     raise _StopForward
 
@@ -388,11 +397,7 @@ class HFBackend:
         keyword = self._cache_keyword()
         top = max(layer for layer, _ in sites)
         deepest = self.model.get_submodule(self.layout.site(top, "resid_post").path)  # type: ignore[union-attr]
-        found: list[Any] = []
-
-        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            found[:] = [v for v in (*args, *kwargs.values()) if hasattr(v, "get_seq_length")][:1]
-
+        grab = _CacheGrab()
         handles = [
             deepest.register_forward_pre_hook(grab, with_kwargs=True),
             deepest.register_forward_hook(_stop, with_kwargs=True),
@@ -407,13 +412,13 @@ class HFBackend:
         finally:
             for handle in handles:
                 handle.remove()
-        if not found or keyword is None:
+        if grab.cache is None or keyword is None:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} passed no KV cache to its layers; read the prompts whole instead."
             )
         out = []
         for k, batch in enumerate(continuations):
-            cache = found[0] if k == len(continuations) - 1 else copy.deepcopy(found[0])
+            cache = grab.cache if k == len(continuations) - 1 else copy.deepcopy(grab.cache)
             inputs = {"input_ids": batch.tokens, keyword: cache, "use_cache": True}
             out.append(self._read_pass(inputs, sites, batch.last))
         return out
@@ -563,17 +568,13 @@ class HFBackend:
     def _prefix_cache(self, prefix: Tensor) -> Any:
         """The model's own KV cache after running ``prefix`` (``[batch, p]``, no padding) through every layer."""
         first = self.model.get_submodule(f"{self.layout.layers_path}.0")  # type: ignore[union-attr]
-        found: list[Any] = []
-
-        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            found[:] = [v for v in (*args, *kwargs.values()) if hasattr(v, "get_seq_length")][:1]
-
+        grab = _CacheGrab()
         handle = first.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             self._logits_at({"input_ids": prefix, "use_cache": True}, torch.zeros(len(prefix), dtype=torch.long))
         finally:
             handle.remove()
-        return found[0] if found else None
+        return grab.cache
 
     def _sweep_rows(self, batch: PromptBatch, start: int) -> "SweepRows":
         """What a sweep runs on: the columns from ``start`` on after a cached prefix, when that is exact.
