@@ -49,6 +49,14 @@ def argmax_changed(steered: Logits, unsteered: Logits) -> Float[Tensor, "batch"]
 
 PRESETS: dict[str, MetricFn] = {"kl": kl_divergence, "argmax_changed": argmax_changed}
 
+DEGENERATE_FRACTION: float = 0.1
+"""A cell is ``degenerate`` when its metric's tokens keep less than this fraction of their unsteered
+probability: a ratio such as :func:`prob_share` can look perfect there while the model has stopped
+predicting any of the tokens it is taken of."""
+LOW_MASS: float = 0.01
+"""Below this unsteered probability, the metric's tokens are not what the model says next at all, and a
+ratio of them describes little of what steering does: the measuring verbs warn."""
+
 
 def token_ids(tokenizer: Any, group: TokenGroup, context: PromptInput | None = None) -> list[int]:
     """Token ids of a token or token group (duplicates dropped).
@@ -220,6 +228,55 @@ def bind_per_prompt(fn: MetricFn, tokenizer: Any, prompts: Sequence[PromptInput]
     if not isinstance(fn, TokenMetric) or fn.ids is not None:
         return None
     return [fn.bind(tokenizer, context=prompt) for prompt in prompts]
+
+
+def metric_token_ids(fn: MetricFn, bound: Sequence[MetricFn] | None, prompt_index: int) -> list[int] | None:
+    """Every token a token metric reads after prompt ``prompt_index`` (all groups), or None for other metrics."""
+    metric = bound[prompt_index] if bound is not None else fn
+    if not isinstance(metric, TokenMetric) or metric.ids is None:
+        return None
+    return list(dict.fromkeys(i for group in metric.ids for i in group))
+
+
+def target_mass(
+    fn: MetricFn, bound: Sequence[MetricFn] | None, logits: Logits, prompt_indices: Sequence[int]
+) -> Float[Tensor, "batch"] | None:
+    """The total next-token probability of the tokens a token metric reads, per row (None for other metrics).
+
+    This is the mass a ratio metric (:func:`prob_share`, P(matching) over two letters) is taken of:
+    printed beside the ratio, it shows when the ratio describes a model that no longer says any of them.
+
+    Example:
+        >>> share = prob_share([" good"], [" bad"]).bind(model.tokenizer)
+        >>> target_mass(share, None, logits, [0])          # P(" good") + P(" bad")
+    """
+    ids = [metric_token_ids(fn, bound, index) for index in prompt_indices]
+    if any(row is None for row in ids):
+        return None
+    probs = torch.softmax(logits.float(), dim=-1)
+    return torch.stack([probs[row, row_ids].sum() for row, row_ids in enumerate(ids)]).double().cpu()  # type: ignore[index]
+
+
+def degenerate(mass_steered: Tensor | float, mass_unsteered: Tensor | float) -> Tensor:
+    """True where the steered mass fell below :data:`DEGENERATE_FRACTION` of the unsteered mass."""
+    return torch.as_tensor(mass_steered) < DEGENERATE_FRACTION * torch.as_tensor(mass_unsteered)
+
+
+def damage_warning(n_degenerate: int, n_cells: int, unsteered_mass: float | None, what: str = "cells") -> str | None:
+    """The one warning the measuring verbs give about damage (None when there is nothing to say)."""
+    parts = []
+    if n_degenerate:
+        parts.append(
+            f"{n_degenerate} of {n_cells} {what} are degenerate: the metric's tokens keep less than "
+            f"{DEGENERATE_FRACTION:g} of their unsteered probability there, so the metric describes a broken "
+            "model (see the `degenerate` and `target_mass` columns; try smaller multipliers)"
+        )
+    if unsteered_mass is not None and unsteered_mass < LOW_MASS:
+        parts.append(
+            f"the metric's tokens hold only {unsteered_mass:.2%} of the next-token probability unsteered: a ratio "
+            "of them says little about what the model says next (choose prompts after which those tokens are likely)"
+        )
+    return "; ".join(parts) + "." if parts else None
 
 
 def metric_rows(

@@ -26,11 +26,20 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from steerlens.backends import Backend, SweepPass, backend_for
 from steerlens.checks import check_batch_size, check_multipliers
-from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, metric_values, resolve_metric
+from steerlens.evaluation.metrics import (
+    MetricFn,
+    bind_per_prompt,
+    damage_warning,
+    degenerate,
+    kl_divergence,
+    metric_values,
+    resolve_metric,
+    target_mass,
+)
+from steerlens.evaluation.progress import progress_bar
 from steerlens.hooks import Operator, SteeringSpec, make_spec
 from steerlens.samples import SampleLike
 from steerlens.tokens import PaddingSide, PromptBatch, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
@@ -80,9 +89,10 @@ def iter_steered_logits(
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     prepend_bos: bool | None = None,
     steer_from: SteerFrom = None,
+    progress: Any = None,
 ) -> Iterator[LogitsCell]:
     """Last-token logits, steered and unsteered, for each batch × layer (or group) × multiplier.
 
@@ -98,6 +108,9 @@ def iter_steered_logits(
     ``steer_from`` says where steering starts in each prompt: None (everywhere), a
     position, one per prompt, ``"answer"`` (after the chat template's assistant header,
     as in CAA) or ``"last"`` (see :mod:`steerlens.tokens.starts`).
+    ``show_progress``: a bar of cells with the time left (None: only once the call has run a
+    few seconds, see :mod:`steerlens.evaluation.progress`); ``progress`` is an outer bar to
+    advance instead (a caller running several sweeps as one job).
 
     Example:
         >>> for cell in iter_steered_logits(model, vec, ["I think"], multipliers=[-2, 2]):
@@ -113,31 +126,40 @@ def iter_steered_logits(
     singles = list(dict.fromkeys(group[0] for group in groups if len(group) == 1))
     per_batch = max(1, check_batch_size(batch_size) // len(mults))
     starts = steer_starts(backend.tokenizer, prepared.encoded, steer_from)
-    total = math.ceil(len(prepared) / per_batch)
-    batches = prepared.batches(per_batch)
-    for batch in tqdm(batches, total=total, desc="Sweeping", disable=not show_progress):
-        first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
-        specs = [
-            [make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None) for m in mults]
-            for group in groups
-        ]
-        # Columns before every row's start are the same in every cell (right padding: columns are positions).
-        sweep = backend.sweep_pass(batch, singles, layer_type, 0 if starts is None else int(first.min()))
-        pending: list[tuple[int, list[Tensor | None]]] = []
-        for g, group in enumerate(groups):
-            if len(group) == 1:
-                # Adding 0 x the vector changes nothing: that cell is the clean pass, on every backend.
-                live = [i for i, m in enumerate(mults) if operator is not None or m != 0]
-                computed = sweep.steered(group[0], [specs[g][i] for i in live]) if live else []
-                steered: list[Tensor | None] = [None] * len(mults)
-                for i, result in zip(live, computed):
-                    steered[i] = result
-            else:
-                steered = [_group_head_input(backend, batch, spec, operator) for spec in specs[g]]
-            pending.append((g, steered))
-            if sum(len(r) for _, r in pending) * len(batch.indices) >= _HEAD_ROWS or g == len(groups) - 1:
-                yield from _cells_of(backend, batch, sweep, pending, mults, groups, labels)
-                pending = []
+    total = math.ceil(len(prepared) / per_batch) * len(groups) * len(mults)
+    bar = progress if progress is not None else progress_bar(total, "Sweeping", show_progress)
+    try:
+        for batch in prepared.batches(per_batch):
+            first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
+            specs = [
+                [
+                    make_spec({layer: vectors[layer] for layer in group}, layer_type, m, operator, first, None)
+                    for m in mults
+                ]
+                for group in groups
+            ]
+            # Columns before every row's start are the same in every cell (right padding: columns are positions).
+            sweep = backend.sweep_pass(batch, singles, layer_type, 0 if starts is None else int(first.min()))
+            pending: list[tuple[int, list[Tensor | None]]] = []
+            for g, group in enumerate(groups):
+                if len(group) == 1:
+                    # Adding 0 x the vector changes nothing: that cell is the clean pass, on every backend.
+                    live = [i for i, m in enumerate(mults) if operator is not None or m != 0]
+                    computed = sweep.steered(group[0], [specs[g][i] for i in live]) if live else []
+                    steered: list[Tensor | None] = [None] * len(mults)
+                    for i, result in zip(live, computed):
+                        steered[i] = result
+                else:
+                    steered = [_group_head_input(backend, batch, spec, operator) for spec in specs[g]]
+                pending.append((g, steered))
+                if sum(len(r) for _, r in pending) * len(batch.indices) >= _HEAD_ROWS or g == len(groups) - 1:
+                    for cell in _cells_of(backend, batch, sweep, pending, mults, groups, labels):
+                        bar.update(1)
+                        yield cell
+                    pending = []
+    finally:
+        if progress is None:
+            bar.close()
 
 
 def _group_head_input(
@@ -191,7 +213,7 @@ def sweep_layers(
     operator: Operator | None = None,
     per_prompt: bool = False,
     train_kwargs: dict[str, Any] | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     prepend_bos: bool | None = None,
     distributed: bool = False,
     steer_from: SteerFrom = None,
@@ -220,7 +242,19 @@ def sweep_layers(
     <metric>`` (mean over prompts), ``<metric>_std`` and ``n_prompts``; with
     ``per_prompt=True``, one row per layer × multiplier × prompt with columns
     ``layer, multiplier, prompt_index, prompt, <metric>``. The metric's column name
-    is in ``df.attrs["metric"]``. ``batch_size`` is the number of sequences per
+    is in ``df.attrs["metric"]``.
+
+    Damage is always beside the effect: ``kl`` is KL(steered ‖ unsteered) of the
+    next-token distribution where the metric is read (nats; mean over prompts). A
+    token metric (``prob_share``, ``logit_diff``, ``prob_mass``) adds
+    ``target_mass`` and ``target_mass_unsteered``, the total probability of all its
+    tokens steered and unsteered, and ``degenerate``: True where ``target_mass`` fell
+    below :data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION` (0.1) of
+    ``target_mass_unsteered``. There the model has stopped saying any of the
+    metric's tokens, and a ratio of them can look perfect while describing a broken
+    model; a warning counts such cells (and says when the tokens carry under 1% of
+    the probability even unsteered). ``show_progress`` (default None) shows a bar of
+    cells with the time left once the call has run a few seconds. ``batch_size`` is the number of sequences per
     forward pass: prompts are run ``batch_size // len(multipliers)`` at a time (at
     least one), every multiplier of a prompt in the same pass.
 
@@ -274,8 +308,7 @@ def sweep_layers(
     )
     try:
         for cell in cells:
-            values = _metric_values(fn, bound, name, cell)
-            for index, value in zip(cell.indices, values):
+            for index, values in zip(cell.indices, _cell_values(fn, bound, name, cell)):
                 rows.append(
                     {
                         "_order": order[cell.layer],
@@ -283,7 +316,7 @@ def sweep_layers(
                         "multiplier": cell.multiplier,
                         "prompt_index": index,
                         "prompt": prompt_list[index],
-                        name: value,
+                        **values,
                     }
                 )
     except KeyboardInterrupt:
@@ -296,13 +329,25 @@ def sweep_layers(
             RuntimeWarning,
             stacklevel=2,
         )
+    columns = [c for c in rows[0] if c not in ("_order", "layer", "multiplier", "prompt_index", "prompt")]
     if distributed:
-        rows = _gathered_rows(rows, name, prompt_list, {v: k for k, v in order.items()})
+        rows = _gathered_rows(rows, columns, prompt_list, {v: k for k, v in order.items()})
     frame = pd.DataFrame(rows).sort_values(["_order", "multiplier", "prompt_index"], ignore_index=True)
     if not per_prompt:
-        grouped = frame.groupby(["_order", "layer", "multiplier"], sort=True)[name]
-        stats = {name: grouped.mean(), f"{name}_std": grouped.std(), "n_prompts": grouped.size()}
+        grouped = frame.groupby(["_order", "layer", "multiplier"], sort=True)
+        stats = {name: grouped[name].mean(), f"{name}_std": grouped[name].std(), "n_prompts": grouped.size()}
+        stats.update({column: grouped[column].mean() for column in columns if column != name})
         frame = pd.DataFrame(stats).reset_index()
+    if "target_mass" in frame:
+        frame["degenerate"] = degenerate(
+            torch.tensor(frame["target_mass"].to_numpy()), torch.tensor(frame["target_mass_unsteered"].to_numpy())
+        ).numpy()
+        unsteered = float(frame["target_mass_unsteered"].mean())
+        message = damage_warning(
+            int(frame["degenerate"].sum()), len(frame), unsteered, "rows" if per_prompt else "cells"
+        )
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
     frame = frame.drop(columns="_order")
     frame.attrs["metric"] = name
     frame.attrs["interrupted"] = interrupted
@@ -310,12 +355,13 @@ def sweep_layers(
 
 
 def _gathered_rows(
-    rows: list[dict[str, Any]], name: str, prompts: list[Any], labels: dict[int, Any]
+    rows: list[dict[str, Any]], columns: list[str], prompts: list[Any], labels: dict[int, Any]
 ) -> list[dict[str, Any]]:
     """Every rank's rows, with prompt indices global (this rank's shard follows the ranks before it)."""
     offset = dist_ops.rank_offset(len(prompts))
     numbers = torch.tensor(
-        [[r["_order"], r["multiplier"], r["prompt_index"] + offset, r[name]] for r in rows], dtype=torch.float64
+        [[r["_order"], r["multiplier"], r["prompt_index"] + offset, *(r[c] for c in columns)] for r in rows],
+        dtype=torch.float64,
     )
     all_prompts = dist_ops.all_gather_strings([p if isinstance(p, str) else repr(list(p)) for p in prompts])
     return [
@@ -325,11 +371,24 @@ def _gathered_rows(
             "multiplier": m,
             "prompt_index": int(i),
             "prompt": all_prompts[int(i)],
-            name: v,
+            **dict(zip(columns, values)),
         }
-        for o, m, i, v in dist_ops.all_gather_rows(numbers).tolist()
+        for o, m, i, *values in dist_ops.all_gather_rows(numbers).tolist()
     ]
 
 
-def _metric_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[float]:
-    return metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices).float().tolist()
+def _cell_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[dict[str, float]]:
+    """Per prompt of a cell: the metric, and its damage beside it.
+
+    ``kl`` is KL(steered ‖ unsteered) of the next-token distribution where the metric is read (the
+    same logits, no extra pass); for a token metric, ``target_mass`` / ``target_mass_unsteered`` are
+    the total probability of the tokens it reads, steered and unsteered (what a ratio is taken of).
+    """
+    columns = {name: metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices).tolist()}
+    if name != "kl":
+        columns["kl"] = kl_divergence(cell.steered, cell.unsteered).double().cpu().tolist()
+    steered = target_mass(fn, bound, cell.steered, cell.indices)
+    if steered is not None:
+        columns["target_mass"] = steered.tolist()
+        columns["target_mass_unsteered"] = target_mass(fn, bound, cell.unsteered, cell.indices).tolist()  # type: ignore[union-attr]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
