@@ -206,7 +206,8 @@ def _as_float64(dtype: str, raw: bytes) -> np.ndarray:
     values = np.frombuffer(raw, dtype=_NUMPY_DTYPES[dtype])
     if dtype == "BF16":  # bfloat16 is the top half of a float32
         values = (values.astype(np.uint32) << 16).view(np.float32)
-    return values.astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN stays NaN (and is refused by the caller), without a warning
+        return values.astype(np.float64)
 
 
 def _check_offsets(path: Any, header: dict[str, Any], entries: dict[str, Any], body_size: int) -> None:
