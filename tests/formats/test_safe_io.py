@@ -121,6 +121,17 @@ def test_a_fifo_swapped_in_after_the_path_check_is_caught_on_the_descriptor(tmp_
     assert "a FIFO (named pipe), not a regular file" in str(outcome[0])
 
 
+def test_a_symlink_to_a_regular_file_still_loads(tmp_path):
+    vec = SteeringVector({1: torch.randn(8)}, metadata={"k": 1})
+    vec.save(tmp_path / "real.safetensors")
+    (tmp_path / "link.safetensors").symlink_to(tmp_path / "real.safetensors")
+    save_pairs_jsonl([("good", "bad")], tmp_path / "real.jsonl")
+    (tmp_path / "link.jsonl").symlink_to("real.jsonl")  # relative, resolved from the link's folder
+    loaded = SteeringVector.load(tmp_path / "link.safetensors")
+    assert torch.equal(loaded.layer_activations[1], vec.layer_activations[1]) and loaded.metadata == {"k": 1}
+    assert load_pairs_jsonl(tmp_path / "link.jsonl") == [("good", "bad")]
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
 def test_a_file_larger_than_its_reported_size_is_not_read_past_the_limit():
     """/proc files report size 0 but hold more: the limit applies to what is read, not to what stat says."""
