@@ -57,6 +57,8 @@ class SteeringVector:
                     f"layer {layer}: expected a 1-D float tensor of size d_model, got "
                     f"{getattr(vec, 'shape', type(vec).__name__)}."
                 )
+            if vec.shape[0] == 0:
+                raise InvalidArgumentError(f"layer {layer}: the vector is empty (0 values); it needs d_model values.")
             if not torch.isfinite(vec).all():
                 raise NonFiniteError(f"layer {layer}: the vector contains NaN or inf; it cannot steer.")
             dims.add(vec.shape[0])

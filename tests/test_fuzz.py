@@ -1,7 +1,8 @@
 """Fuzzing the two file loaders: damaged input either loads or raises the documented error.
 
-``SteeringVector.load`` may only raise :class:`VectorFileError` (NaN/inf included) and
-``load_pairs_jsonl`` only :class:`PairsFileError`. Cases: every truncation of a valid
+``SteeringVector.load`` may only raise :class:`VectorFileError` (NaN/inf included), and
+``steerlens info``'s reader must refuse exactly the same inputs with the same message;
+``load_pairs_jsonl`` may only raise :class:`PairsFileError`. Cases: every truncation of a valid
 file, single-bit flips across it, random bytes and random JSON records (hypothesis),
 schema fields and tensor entries replaced by random JSON values in otherwise valid
 files, and pathological JSON (deep nesting, over-long ints, NaN literals, BOMs).
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from steerlens import SteeringVector
 from steerlens.errors import PairsFileError, VectorFileError
 from steerlens.formats.pairs import load_pairs_jsonl
+from steerlens.formats.vector_file import summarize_vector_file
 
 COUNTS: Counter[str] = Counter()
 
@@ -44,14 +46,22 @@ VALID_JSONL = "\n".join(
 
 
 def check_vector(path: Path, data: bytes) -> None:
+    """A load either succeeds or raises VectorFileError, and `steerlens info` (summarize_vector_file, read
+    without torch) does exactly the same: the same refusal with the same message, or the same norms."""
     path.write_bytes(data)
     COUNTS["vector"] += 1
     try:
         vec = SteeringVector.load(path)
-    except VectorFileError:
+    except VectorFileError as load_error:
         COUNTS["vector rejected"] += 1
+        with pytest.raises(VectorFileError) as info_error:
+            summarize_vector_file(path)
+        assert str(info_error.value) == str(load_error)
         return
     assert all(torch.isfinite(t).all() for t in vec.layer_activations.values())
+    summary = summarize_vector_file(path)
+    assert summary.norms == pytest.approx({k: float(v.double().norm()) for k, v in vec.layer_activations.items()})
+    assert (summary.layer_type, summary.d_model, summary.metadata) == (vec.layer_type, vec.d_model, vec.metadata)
 
 
 def check_pairs(path: Path, data: bytes) -> None:

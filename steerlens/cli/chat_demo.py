@@ -29,6 +29,7 @@ from steerlens.analysis import layer_report, relative_vector
 from steerlens.cli.demo import write_heatmap
 from steerlens.evaluation import ab_behavior_probability, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.formats.safe_io import write_atomic
 from steerlens.samples import caa_items, caa_pairs
 from steerlens.samples.bundled import ab_items, chat_contrast_pairs, neutral_chat_prompts
 from steerlens.training import train_steering_vector
@@ -149,7 +150,7 @@ def _write(
     }
     sentiment.save(files["sentiment"])
     behaviour.save(files["behaviour"])
-    sweep.to_csv(files["sweep"], index=False)
+    write_atomic(files["sweep"], sweep.to_csv(index=False).encode("utf-8"))
     try:
         from steerlens.interop import export_gguf
 

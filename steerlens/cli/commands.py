@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from steerlens.cli.types import float_list, int_list, positive_int, word_list
+from steerlens.cli.types import float_list, int_list, output_file, output_folder, positive_int, word_list
 
 # The parser is built for every command, `steerlens info` too: nothing here may import torch, so
 # defaults that live with the code (sweep_layers', run_demo's multipliers) are applied there.
@@ -28,6 +28,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.errors import InvalidArgumentError
     from steerlens.evaluation import prob_share, sweep_layers
     from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
+    from steerlens.formats.safe_io import write_atomic
 
     if (args.positive_words is None) != (args.negative_words is None):
         raise InvalidArgumentError("give both --positive-words and --negative-words, or neither.")
@@ -50,7 +51,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         train_kwargs={"batch_size": args.batch_size, "show_progress": True},
         prepend_bos=args.prepend_bos,
     )
-    frame.to_csv(args.out, index=False)
+    write_atomic(args.out, frame.to_csv(index=False).encode("utf-8"))
     name = frame.attrs["metric"]
     if not args.per_prompt:
         print(frame.pivot(index="layer", columns="multiplier", values=name).to_string(float_format="{:.4f}".format))
@@ -107,7 +108,7 @@ def register_sweep(sub: Any) -> None:
     p.add_argument("--negative-words", type=word_list, default=None)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--per-prompt", action="store_true", help="one CSV row per prompt instead of means")
-    p.add_argument("--out", required=True, type=Path, help="where to write the CSV")
+    p.add_argument("--out", required=True, type=output_file, help="where to write the CSV (checked before training)")
     add_prepend_bos(p)
     p.set_defaults(func=cmd_sweep)
 
@@ -121,7 +122,12 @@ def register_demo(sub: Any) -> None:
         "file or short name such as smollm2-135m-instruct (the chat demo: sentiment and an "
         "A/B behaviour, steered natively; make demo runs this one)",
     )
-    p.add_argument("--out", type=Path, default=Path("steerlens-demo"), help="output folder (default: steerlens-demo)")
+    p.add_argument(
+        "--out",
+        type=output_folder,
+        default="steerlens-demo",
+        help="output folder, created if missing (default: steerlens-demo; checked before training)",
+    )
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument(
         "--multipliers", type=float_list, default=None, help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)"

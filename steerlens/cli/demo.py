@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pandas as pd
 from steerlens.errors import PromptTooLongError
 from steerlens.evaluation import compare_logits, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.formats.safe_io import write_atomic
 from steerlens.toy.datasets import concept_words, neutral_prompts, sentiment_pairs
 from steerlens.training import train_steering_vector
 from steerlens.vector import SteeringVector
@@ -180,7 +182,7 @@ def _comparison_table(comparison: pd.DataFrame) -> str:
 def _write(out: Path, vector: SteeringVector, sweep: pd.DataFrame, value: str) -> dict[str, Path]:
     files = {"vector": out / "sentiment_vector.safetensors", "sweep": out / "sweep.csv"}
     vector.save(files["vector"])
-    sweep.to_csv(files["sweep"], index=False)
+    write_atomic(files["sweep"], sweep.to_csv(index=False).encode("utf-8"))
     heatmap = write_heatmap(out, sweep, value)
     return files if heatmap is None else {**files, "heatmap": heatmap}
 
@@ -195,5 +197,7 @@ def write_heatmap(out: Path, sweep: pd.DataFrame, value: str) -> Path | None:
 
     fig = plot_sweep_heatmap(sweep, value, title="positive share by layer and multiplier")
     path = out / "sweep_heatmap.png"
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    write_atomic(path, png.getvalue())
     return path

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from steerlens.cli.types import int_list, positive_int
+from steerlens.cli.types import int_list, output_file, positive_int
 from steerlens.errors import SteerlensError
 
 EXIT_USAGE = 2
@@ -106,12 +106,12 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def _is_gguf(path: str) -> bool:
-    """Whether ``path`` starts with GGUF's magic bytes (or, if unreadable, is named ``*.gguf``)."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"GGUF"
-    except OSError:
-        return str(path).lower().endswith(".gguf")
+    """Whether ``path`` starts with GGUF's magic bytes; anything but a regular file is refused here
+    (a FIFO would block, a device would never end), with the error a vector file's load gives."""
+    from steerlens.errors import VectorFileError
+    from steerlens.formats.safe_io import read_prefix
+
+    return read_prefix(path, 4, lambda problem: VectorFileError(f"{path}: cannot read the file: {problem}")) == b"GGUF"
 
 
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
@@ -128,7 +128,12 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
         "--layer-type", default="resid_post", help="resid_post (default), resid_pre, resid_mid, attn_out, mlp_out"
     )
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", required=True, type=Path, help="where to write the vector (.safetensors)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=output_file,
+        help="where to write the vector (.safetensors; checked before training)",
+    )
     add_prepend_bos(p)
     p.set_defaults(func=cmd_train)
 

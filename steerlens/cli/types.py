@@ -1,8 +1,9 @@
-"""Argument types of the command line: comma-separated lists with one-line errors."""
+"""Argument types of the command line: comma-separated lists and output paths, with one-line errors."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -45,3 +46,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def output_file(text: str) -> Path:
+    """An output file path that can be written, checked when the arguments are parsed (before any training):
+    not a folder, in an existing folder that accepts a new file. Anything else is a one-line usage error."""
+    from steerlens.formats.safe_io import output_path_problem
+
+    problem = output_path_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def output_folder(text: str) -> Path:
+    """An output folder (created later if missing) whose files can be written, checked when the arguments are
+    parsed: not a file, and its nearest existing folder accepts a new file."""
+    from steerlens.formats.safe_io import folder_problem
+
+    problem = folder_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)

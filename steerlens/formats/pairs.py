@@ -1,17 +1,18 @@
 """Contrast pairs and prompts on disk: JSONL pairs and plain-text prompt lists.
 
 Both formats are read without executing anything, and every malformed line is
-reported with its number and the fix.
+reported with its number and the fix. Only regular files are read, up to ``max_bytes``;
+writing is atomic (:mod:`steerlens.formats.safe_io`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from steerlens.errors import InvalidSampleError, InvalidSampleTypeError, PairsFileError, PromptsFileError
+from steerlens.formats.safe_io import DEFAULT_MAX_BYTES, read_regular_file, write_atomic
 
 Pair = tuple[str, str]
 
@@ -23,24 +24,24 @@ def _line_error(path: str, lineno: int, problem: str) -> PairsFileError:
     )
 
 
-def load_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
+def load_pairs_jsonl(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[Pair]:
     """Read ``(positive, negative)`` pairs from a JSONL file.
 
     Each non-blank line is a JSON object with non-empty string values under
     ``"positive"`` and ``"negative"``. Other keys (ids, sources...) are allowed and
     ignored. Raises :class:`PairsFileError`, naming the line number and the problem,
     for invalid JSON or UTF-8, a non-object line, a missing key, a non-string or
-    blank value, an unreadable file, or a file with no pairs.
+    blank value, an unreadable file, or a file with no pairs; and for anything but a regular
+    file (a folder, a FIFO, a device) or a file over ``max_bytes``.
 
     Example:
         >>> load_pairs_jsonl("pairs.jsonl")
         [('I love it', 'I hate it')]
     """
     name = os.fspath(path)
-    try:
-        raw = Path(name).read_bytes()
-    except OSError as exc:
-        raise PairsFileError(f"cannot read pairs file {name!r}: {exc.strerror or exc}.") from exc
+    raw = read_regular_file(
+        name, max_bytes, lambda problem: PairsFileError(f"cannot read pairs file {name!r}: {problem}")
+    )
     pairs: list[Pair] = []
     for lineno, line in enumerate(raw.splitlines(), start=1):
         try:
@@ -73,21 +74,22 @@ def load_pairs_jsonl(path: str | os.PathLike[str]) -> list[Pair]:
     return pairs
 
 
-def load_prompts_txt(path: str | os.PathLike[str]) -> list[str]:
+def load_prompts_txt(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
     """Read evaluation prompts from a UTF-8 text file, one prompt a line (blank lines skipped).
 
     Trailing whitespace is stripped (a prompt ending in a space would change its last
-    token). Raises :class:`PromptsFileError` for an unreadable, non-UTF-8 or empty file.
+    token). Raises :class:`PromptsFileError` for an unreadable, non-UTF-8 or empty file, and for
+    anything but a regular file or a file over ``max_bytes``.
 
     Example:
         >>> load_prompts_txt("prompts.txt")
         ['The film was', 'Honestly, the food was']
     """
     name = os.fspath(path)
+    fail = lambda problem: PromptsFileError(f"cannot read prompts file {name!r}: {problem}")  # noqa: E731
+    raw = read_regular_file(name, max_bytes, fail)
     try:
-        text = Path(name).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise PromptsFileError(f"cannot read prompts file {name!r}: {exc.strerror or exc}.") from exc
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise PromptsFileError(f"{name}: not valid UTF-8 ({exc.reason}); save the prompts as UTF-8 text.") from exc
     prompts = [line.rstrip() for line in text.splitlines() if line.strip()]
@@ -111,7 +113,7 @@ def save_pairs_jsonl(pairs: Iterable[Sequence[str]], path: str | os.PathLike[str
         if not all(s.strip() for s in pair):
             raise InvalidSampleError(f"pair {i} has an empty string: {pair!r}.")
         lines.append(json.dumps({"positive": pair[0], "negative": pair[1]}, ensure_ascii=False))
-    Path(path).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_atomic(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 __all__ = ["Pair", "load_pairs_jsonl", "load_prompts_txt", "save_pairs_jsonl"]

@@ -2,7 +2,8 @@
 
 Loading never executes code: the header is parsed as JSON and checked against a
 schema before safetensors reads any tensor, and every tensor is checked for
-shape and finiteness. Nothing is unpickled.
+shape and finiteness. Nothing is unpickled. Only regular files are read, never more
+than ``max_bytes``; saving is atomic (:mod:`steerlens.formats.safe_io`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from steerlens.errors import InvalidArgumentError, VectorFileError
+from steerlens.formats.safe_io import DEFAULT_MAX_BYTES, output_path_problem, read_regular_file, write_atomic
 from steerlens.layers import LAYER_TYPES
 
 FORMAT_NAME = "steerlens.steering_vector"
 SCHEMA_VERSION = 1
-DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB: far above any real vector, far below a surprise
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_ITEM_SIZES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+_FLOAT_DTYPES = set(_ITEM_SIZES)
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: `steerlens info` reads files without it
     from torch import Tensor
@@ -36,6 +39,10 @@ def tensor_key(layer: int) -> str:
 def encode_vector_file(layer_activations: dict[int, Tensor], layer_type: str, metadata: dict[str, Any]) -> bytes:
     """Bytes of a steerlens vector file."""
     d_model = next(iter(layer_activations.values())).shape[-1]
+    if d_model == 0:  # a file of width 0 could never be loaded back
+        raise InvalidArgumentError(
+            "the vector is empty (0 values per layer), so it cannot be saved; a steering vector holds d_model values."
+        )
     header = {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,
@@ -78,18 +85,15 @@ def _unstorable(value: Any, where: str = "metadata") -> str | None:
 
 
 def save_vector_file(path: str | os.PathLike, data: bytes) -> None:
+    """Write a vector file atomically (a unique temporary file in the same folder, then ``os.replace``):
+    a crash keeps the old file, and processes saving to one path at once never tear it."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise VectorFileError(
-            f"cannot save {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first "
-            "(Path(folder).mkdir(parents=True)) or choose another path."
-        )
-    tmp = path.with_name(path.name + ".tmp")
+    problem = output_path_problem(path)
+    if problem:
+        raise VectorFileError(f"cannot save {str(path)!r}: {problem}")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written vector behind
+        write_atomic(path, data)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         raise VectorFileError(f"cannot save {str(path)!r}: {error.strerror or error}.") from None
 
 
@@ -157,22 +161,82 @@ def _check_header(path: Any, header: dict[str, Any], entries: dict[str, Any]) ->
             raise _fail(path, f"tensor {key!r} has shape/dtype {info!r}; expected a float vector of shape [{d_model}].")
 
 
-def _read_checked(path: str | os.PathLike, max_bytes: int) -> tuple[Path, bytes, dict[str, Any], dict[str, Any]]:
-    """The file's bytes, its steerlens header and tensor entries, validated (no tensor read yet)."""
+@dataclass(frozen=True)
+class _CheckedFile:
+    """A vector file that passed every check: its steerlens header and each layer's (dtype, raw little-endian bytes)."""
+
+    path: Path
+    header: dict[str, Any]
+    tensors: dict[int, tuple[str, bytes]]
+
+
+def _read_checked(path: str | os.PathLike, max_bytes: int) -> _CheckedFile:
+    """Read and check a vector file: the one check that both a load and ``steerlens info`` run, so what one
+    refuses the other refuses too, with the same error.
+
+    The tensors are parsed by safetensors' own parser (``safetensors.deserialize``, what
+    ``safetensors.torch.load`` runs, no torch needed) after our schema and offset checks, and
+    every value is checked for NaN and inf.
+    """
+    from safetensors import deserialize
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
-    if size > max_bytes:
-        raise _fail(path, f"file is {size} bytes, over the limit of {max_bytes}; pass max_bytes=... if it is trusted.")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:  # e.g. a directory, or a permission error
-        raise _fail(path, f"cannot read the file ({exc.strerror}); check the path.") from None
+    data = read_regular_file(path, max_bytes, lambda problem: _fail(path, f"cannot read the file: {problem}"))
     header, entries = _read_header(path, data)
     _check_header(path, header, entries)
-    return path, data, header, entries
+    _check_offsets(path, header, entries, len(data) - 8 - struct.unpack("<Q", data[:8])[0])
+    try:
+        parsed = dict(deserialize(data))
+    except Exception as exc:  # safetensors raises its own error types on corrupt data
+        raise _fail(path, f"tensor data is corrupted ({exc}); re-save the vector.") from None
+    tensors = {}
+    for layer in header["layers"]:
+        key = tensor_key(layer)
+        view = parsed.get(key)
+        if view is None or view["dtype"] != entries[key]["dtype"] or list(view["shape"]) != [header["d_model"]]:
+            raise _fail(path, f"tensor {key!r} reads back differently from its header entry (corrupted file).")
+        if not np.isfinite(_as_float64(view["dtype"], view["data"])).all():
+            raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
+        tensors[layer] = (view["dtype"], bytes(view["data"]))
+    return _CheckedFile(path, header, tensors)
+
+
+def _as_float64(dtype: str, raw: bytes) -> np.ndarray:
+    """Little-endian safetensors bytes as float64 values (bfloat16 widened bit for bit)."""
+    values = np.frombuffer(raw, dtype=_NUMPY_DTYPES[dtype])
+    if dtype == "BF16":  # bfloat16 is the top half of a float32
+        values = (values.astype(np.uint32) << 16).view(np.float32)
+    with np.errstate(invalid="ignore"):  # NaN stays NaN (and is refused by the caller), without a warning
+        return values.astype(np.float64)
+
+
+def _check_offsets(path: Any, header: dict[str, Any], entries: dict[str, Any], body_size: int) -> None:
+    """Each tensor's ``data_offsets`` as safetensors requires them: ``[begin, end]`` ints of the tensor's
+    byte size, the tensors back to back from 0 to the end of the file (no gap, no overlap, no header bytes)."""
+    spans = []
+    for key, info in entries.items():
+        offsets = info.get("data_offsets")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) for x in offsets)
+        ):
+            raise _fail(path, f"tensor {key!r} has data_offsets {offsets!r}; expected [begin, end] (corrupted file).")
+        size = header["d_model"] * _ITEM_SIZES[info["dtype"]]
+        if offsets[0] < 0 or offsets[1] - offsets[0] != size:
+            raise _fail(
+                path,
+                f"tensor {key!r} has data_offsets {offsets!r}; expected {size} bytes from a non-negative offset "
+                "(corrupted file).",
+            )
+        spans.append((offsets[0], offsets[1], key))
+    end = 0
+    for begin, stop, key in sorted(spans):
+        if begin != end:
+            raise _fail(path, f"tensor {key!r} starts at byte {begin}, expected {end}: tensors overlap or leave a gap.")
+        end = stop
+    if end != body_size:
+        raise _fail(path, f"the tensors end at byte {end} but the file holds {body_size} (truncated or corrupted).")
 
 
 def load_vector_file(
@@ -180,18 +244,15 @@ def load_vector_file(
 ) -> tuple[dict[int, Tensor], str, dict[str, Any]]:
     """Read and validate a vector file: ``(layer_activations, layer_type, metadata)``."""
     import torch
-    from safetensors.torch import load as load_safetensors_bytes
 
-    path, data, header, _ = _read_checked(path, max_bytes)
-    try:
-        tensors = load_safetensors_bytes(data)
-    except Exception as exc:  # safetensors raises its own error types on corrupt data
-        raise _fail(path, f"tensor data is corrupted ({exc}); re-save the vector.") from None
-    vectors = {layer: tensors[tensor_key(layer)] for layer in header["layers"]}
-    for layer, vec in vectors.items():
-        if not torch.isfinite(vec).all():
-            raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
-    return vectors, header["layer_type"], dict(header.get("metadata", {}))
+    checked = _read_checked(path, max_bytes)
+    vectors = {}
+    for layer, (dtype, raw) in checked.tensors.items():
+        vec = torch.frombuffer(bytearray(raw), dtype=getattr(torch, _TORCH_NAMES[dtype].removeprefix("torch.")))
+        if sys.byteorder == "big":  # safetensors stores little-endian
+            vec = vec.view(torch.uint8).view(-1, vec.element_size()).flip(1).reshape(-1).view(vec.dtype)
+        vectors[layer] = vec
+    return vectors, checked.header["layer_type"], dict(checked.header.get("metadata", {}))
 
 
 @dataclass(frozen=True)
@@ -220,24 +281,10 @@ def summarize_vector_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_
         >>> summarize_vector_file("happy.safetensors").norms
         {2: 3.1416}
     """
-    path, data, header, entries = _read_checked(path, max_bytes)
-    start = 8 + struct.unpack("<Q", data[:8])[0]
-    norms, dtypes = {}, set()
-    for layer in header["layers"]:
-        info = entries[tensor_key(layer)]
-        begin, end = info.get("data_offsets", [0, -1])
-        raw = data[start + begin : start + end]
-        dtype = _NUMPY_DTYPES[info["dtype"]]
-        if len(raw) != header["d_model"] * np.dtype(dtype).itemsize:
-            raise _fail(path, f"tensor data of layer {layer} is corrupted (wrong size); re-save the vector.")
-        values = np.frombuffer(raw, dtype=dtype)
-        if info["dtype"] == "BF16":  # bfloat16 is the top half of a float32
-            values = (values.astype(np.uint32) << 16).view(np.float32)
-        values = values.astype(np.float64)
-        if not np.isfinite(values).all():
-            raise _fail(path, f"the vector for layer {layer} contains NaN or inf; the file is unusable.")
-        norms[layer] = float(np.sqrt((values * values).sum()))
-        dtypes.add(_TORCH_NAMES[info["dtype"]])
+    checked = _read_checked(path, max_bytes)
+    header = checked.header
+    norms = {layer: float(np.sqrt(np.square(_as_float64(*view)).sum())) for layer, view in checked.tensors.items()}
+    dtypes = {_TORCH_NAMES[dtype] for dtype, _ in checked.tensors.values()}
     return VectorFileSummary(
         header["layer_type"], header["d_model"], "/".join(sorted(dtypes)), norms, dict(header.get("metadata", {}))
     )

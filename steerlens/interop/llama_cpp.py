@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from steerlens.errors import InvalidArgumentError, NonFiniteError, VectorFileError
+from steerlens.formats.safe_io import atomic_output
 from steerlens.layers import resolve_layers
 from steerlens.vector import SteeringVector
 
@@ -62,16 +63,17 @@ def export_gguf(
         )
     # llama.cpp compares the hint with the model's architecture ("llama"), not with a file or folder name.
     hint = model_hint or str(vec.metadata.get("architecture") or vec.metadata.get("model_name") or "unknown")
-    writer = gguf.GGUFWriter(os.fspath(path), GGUF_ARCH)
-    writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
-    writer.add_int32(f"{GGUF_ARCH}.layer_count", len(layers))
-    for layer, key in sorted(layers.items()):
-        data = vec.layer_activations[key].detach().to("cpu", torch.float32).numpy()
-        writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    with atomic_output(path) as tmp:  # a unique temporary file, then os.replace: never a torn file
+        writer = gguf.GGUFWriter(os.fspath(tmp), GGUF_ARCH)
+        writer.add_string(f"{GGUF_ARCH}.model_hint", hint)
+        writer.add_int32(f"{GGUF_ARCH}.layer_count", len(layers))
+        for layer, key in sorted(layers.items()):
+            data = vec.layer_activations[key].detach().to("cpu", torch.float32).numpy()
+            writer.add_tensor(f"direction.{layer}", np.ascontiguousarray(data))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
 
 
 def _gguf_layers(vec: SteeringVector, n_layers: int | None) -> dict[int, int]:

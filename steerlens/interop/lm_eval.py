@@ -44,6 +44,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any
 
@@ -52,6 +53,7 @@ from torch import Tensor, nn
 
 from steerlens.backends import backend_for
 from steerlens.errors import InvalidArgumentError, UnsupportedModelError
+from steerlens.formats.safe_io import write_atomic
 from steerlens.hooks import TokenIndices
 
 LM_EVAL_INSTALL = "pip install 'steerlens[lm-eval]'"
@@ -162,7 +164,9 @@ def export_lm_eval(
         }
         for layer in sorted(paths)
     }
-    torch.save(config, name)
+    buffer = io.BytesIO()
+    torch.save(config, buffer)
+    write_atomic(name, buffer.getvalue())  # a unique temporary file, then os.replace: never a torn file
     return config
 
 

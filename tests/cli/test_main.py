@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -84,8 +85,9 @@ def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys
     assert f"unsteered:  {plain!r}" in stdout and f"steered x-6: {steered!r}" in stdout
 
 
-def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, capsys):
+def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "sweep.csv"
+    replaced = spy_on_replace(monkeypatch)
     code, stdout, _ = run(
         [
             "sweep",
@@ -120,10 +122,12 @@ def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, 
     )
     assert list(got["layer"]) == [0, 0, 2, 2] and list(got["multiplier"]) == [-4, 4, -4, 4]
     assert got["prob_share"].to_numpy() == pytest.approx(expected["prob_share"].to_numpy(), abs=1e-6)
+    assert_atomic(replaced, out)
 
 
-def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
+def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
+    replaced = spy_on_replace(monkeypatch)
     code, stdout, _ = run(
         ["demo", "--out", out, "--layers", "1,2", "--multipliers", "-4,0,4", "--max-new-tokens", "4"], capsys
     )
@@ -140,6 +144,28 @@ def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys):
     assert sweep.loc[sweep["multiplier"] == 0, "prob_share"].to_numpy() == pytest.approx([base, base], abs=1e-5)
     assert (out / "sweep_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best layer" in stdout and "unsteered:" in stdout and len(words["positive"]) == 8
+    for name in ("sentiment_vector.safetensors", "sweep.csv", "sweep_heatmap.png"):
+        assert_atomic(replaced, out / name)
+
+
+def spy_on_replace(monkeypatch) -> list[tuple[str, str]]:
+    """Every os.replace(src, dst) made from now on, still performed."""
+    calls: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append((os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def assert_atomic(calls: list[tuple[str, str]], target) -> None:
+    """``target`` was moved into place once, from a unique temporary file in its own folder (not target.tmp)."""
+    sources = [src for src, dst in calls if dst == os.fspath(target)]
+    assert len(sources) == 1 and os.path.dirname(sources[0]) == os.path.dirname(os.fspath(target)), calls
+    assert sources[0] != os.fspath(target) + ".tmp" and not os.path.exists(sources[0])
 
 
 @pytest.mark.parametrize(
@@ -249,3 +275,58 @@ def test_hub_errors_are_not_cut_mid_sentence(tmp_path, monkeypatch, capsys):
     SteeringVector({1: torch.ones(8)}).save(vec)
     err = one_line_error(main(["generate", "--model", "org/not-here", "--vector", str(vec), "--prompt", "hi"]), capsys)
     assert "load the files. Check your connection." in err and "HF_HUB_OFFLINE=1" in err
+
+
+@pytest.fixture()
+def unwritable_folder(tmp_path):
+    """A folder no new file can be created in: a read-only one, or /sys for root (who ignores permissions)."""
+    if os.geteuid() == 0:
+        folder = Path("/sys")
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    try:
+        probe = folder / ".probe"
+        probe.touch()
+        probe.unlink()
+        pytest.skip(f"{folder} is writable here")
+    except OSError:
+        pass
+    yield folder
+    if folder != Path("/sys"):
+        folder.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "argv, phrase",
+    [
+        (["train", "--pairs", "{pairs}", "--out", "{tmp}"], "is a folder"),
+        (["train", "--pairs", "{pairs}", "--out", "{tmp}/missing/v.safetensors"], "'{tmp}/missing' does not exist"),
+        (["train", "--pairs", "{pairs}", "--out", "{unwritable}/v.safetensors"], "cannot write in the folder"),
+        (["train", "--pairs", "{pairs}", "--out", "{pairs}/v.safetensors"], "is not a folder"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{pairs}", "--out", "."], "'.' is a folder"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{pairs}", "--out", "{tmp}/no/s.csv"], "does not exist"),
+        (["sweep", "--pairs", "{pairs}", "--prompts", "{pairs}", "--out", "{unwritable}/s.csv"], "cannot write"),
+        (["demo", "--out", "{pairs}"], "is a file, not a folder"),
+        (["demo", "--out", "{unwritable}/demo"], "cannot write in the folder"),
+    ],
+)
+def test_output_paths_are_checked_before_any_work(
+    argv, phrase, pairs_file, tmp_path, unwritable_folder, monkeypatch, capsys
+):
+    """A bad --out is one line and exit 2 before a model loads: training never runs only to lose its result."""
+    import steerlens.adapter
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a model was loaded before the output path was checked")
+
+    monkeypatch.setattr(steerlens.adapter, "load_model", no_work)
+    monkeypatch.setattr(steerlens.adapter, "load_hf_model", no_work)
+    monkeypatch.chdir(tmp_path)
+    names = {"tmp": tmp_path, "pairs": pairs_file, "unwritable": unwritable_folder}
+    code = main([a.format(**names) for a in argv])
+    message = capsys.readouterr().err
+    assert code == 2 and len(message.strip().splitlines()) == 1, message
+    assert "--out" in message and phrase.format(**names) in message, message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]

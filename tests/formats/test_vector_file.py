@@ -64,3 +64,59 @@ def test_summary_rejects_what_a_load_rejects(tmp_path):
 def _saved_bytes(tmp_path) -> bytes:
     SteeringVector({0: torch.ones(4)}).save(tmp_path / "ok.safetensors")
     return (tmp_path / "ok.safetensors").read_bytes()
+
+
+def _two_layer_file(tmp_path) -> tuple[dict, bytes]:
+    """(safetensors header, tensor bytes) of a valid file with layers 0 and 2, 4 float32 values each."""
+    from helpers import split_safetensors
+
+    SteeringVector({0: torch.ones(4), 2: torch.full((4,), 2.0)}).save(tmp_path / "two.safetensors")
+    return split_safetensors((tmp_path / "two.safetensors").read_bytes())
+
+
+OFFSET_DAMAGE = {
+    "negative begin (reads header bytes)": lambda raw: raw["layer.0"].update(data_offsets=[-16, 0]),
+    "not a list": lambda raw: raw["layer.0"].update(data_offsets=7),
+    "a string": lambda raw: raw["layer.0"].update(data_offsets="0,16"),
+    "three numbers": lambda raw: raw["layer.0"].update(data_offsets=[0, 16, 32]),
+    "booleans": lambda raw: raw["layer.0"].update(data_offsets=[False, 16]),
+    "floats": lambda raw: raw["layer.0"].update(data_offsets=[0.0, 16.0]),
+    "missing": lambda raw: raw["layer.0"].pop("data_offsets"),
+    "overlapping tensors": lambda raw: raw["layer.2"].update(data_offsets=[0, 16]),
+    "wrong size": lambda raw: raw["layer.0"].update(data_offsets=[0, 8]),
+    "past the end": lambda raw: raw["layer.2"].update(data_offsets=[24, 40]),
+}
+
+
+@pytest.mark.parametrize("damage", list(OFFSET_DAMAGE))
+def test_info_refuses_exactly_what_load_refuses(damage, tmp_path, capsys):
+    """`steerlens info` and a load run one check: bad data_offsets are one VectorFileError with one message
+    in both (today info read header bytes as floats for a negative offset and raised TypeError for a non-list)."""
+    from helpers import join_safetensors
+
+    from steerlens.cli import main
+    from steerlens.formats.vector_file import summarize_vector_file
+
+    raw, body = _two_layer_file(tmp_path)
+    OFFSET_DAMAGE[damage](raw)
+    path = tmp_path / "damaged.safetensors"
+    path.write_bytes(join_safetensors(raw, body))
+    with pytest.raises(VectorFileError) as load_error:
+        SteeringVector.load(path)
+    with pytest.raises(VectorFileError) as info_error:
+        summarize_vector_file(path)
+    assert str(info_error.value) == str(load_error.value)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"steerlens: error: {load_error.value}\n"
+
+
+def test_an_empty_vector_is_refused_when_made_and_when_saved(tmp_path):
+    """A 0-length vector used to save a file no load accepts; now it never gets that far."""
+    with pytest.raises(InvalidArgumentError, match="layer 3: the vector is empty"):
+        SteeringVector({3: torch.empty(0)})
+    vec = SteeringVector({3: torch.ones(4)})
+    vec.layer_activations[3] = torch.empty(0)  # emptied after construction
+    with pytest.raises(InvalidArgumentError, match="empty"):
+        vec.save(tmp_path / "v.safetensors")
+    assert list(tmp_path.iterdir()) == []
