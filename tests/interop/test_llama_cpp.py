@@ -176,3 +176,77 @@ def test_an_imported_vector_applied_to_its_own_model_does_not_warn(tmp_path):
     # Checked against another architecture (same width and depth), the hint is compared: a warning naming both.
     with pytest.warns(ModelNameWarning, match=r"'llama' model and the model is a 'qwen2'"):
         import_gguf(tmp_path / "cv.gguf", model=make_hf_model("qwen2"))
+
+
+# -- against llama.cpp itself ----------------------------------------------------------------
+
+
+XLLAMACPP = "2026.10.11549"
+
+
+def _llama_cpp_logits(tmp_path: Path, model_path: Path, ids: list[int], runs: list[tuple[Path | None, float]]):
+    """The last position's logits llama.cpp computes for each run (control vector file, strength), in a subprocess."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import subprocess_env
+
+    spec, out = tmp_path / "runs.json", tmp_path / "logits.npy"
+    spec.write_text(json.dumps({"model": str(model_path), "ids": ids, "runs": [[c and str(c), s] for c, s in runs]}))
+    helper = Path(__file__).resolve().parents[1] / "llama_cpp_c.py"
+    done = subprocess.run(
+        [sys.executable, str(helper), str(spec), str(out)], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert done.returncode == 0, f"llama.cpp run failed ({done.returncode}): {done.stderr[-2000:]}"
+    return torch.from_numpy(np.load(out))
+
+
+def test_llama_cpp_steers_as_steerlens_does(tmp_path):
+    """A tiny Llama as a GGUF file and steerlens' exported control vectors, run by llama.cpp itself (its own
+    control-vector loader, ``--control-vector-scaled``'s): the steered logits equal steerlens' native HF route's,
+    layer for layer and at both signs. A ``direction.N`` past the model's end is silently skipped by llama.cpp,
+    which is why ``export_gguf`` refuses it."""
+    pytest.importorskip("xllamacpp")
+    from importlib.metadata import version
+
+    if version("xllamacpp") != XLLAMACPP:
+        pytest.skip(f"tests/llama_cpp_c.py reads the struct layouts of xllamacpp {XLLAMACPP} (pyproject's dev pin)")
+    from tiny_gguf import N_LAYERS, tiny_llama, write_llama_gguf
+
+    model = tiny_llama()
+    model_path = write_llama_gguf(model, tmp_path / "tiny.gguf")
+    ids = [1, 5, 9, 12, 4, 20, 7]
+    gen = torch.Generator().manual_seed(0)
+    vectors = {
+        "layer 1": SteeringVector({1: torch.randn(32, generator=gen)}, "resid_post"),
+        "layer 2": SteeringVector({2: torch.randn(32, generator=gen)}, "resid_post"),
+        "layers 1, 2": SteeringVector(
+            {1: torch.randn(32, generator=gen), -1: torch.randn(32, generator=gen)}, "resid_post"
+        ),
+    }
+    runs: list[tuple[Path | None, float]] = [(None, 0.0)]
+    for name, vec in vectors.items():
+        export_gguf(vec, tmp_path / f"{name}.gguf", model=model)
+        runs += [(tmp_path / f"{name}.gguf", 1.0), (tmp_path / f"{name}.gguf", -1.0)]
+    past = write_control_vector(tmp_path / "past.gguf", {f"direction.{N_LAYERS}": (direction(0, (32,)), Q.F32)})
+    with pytest.raises(LayerError, match="past the end"):
+        export_gguf(import_gguf(past), tmp_path / "refused.gguf", model=model)
+    runs.append((past, 1.0))
+    theirs = _llama_cpp_logits(tmp_path, model_path, ids, runs)
+
+    with torch.no_grad():
+        plain = model(torch.tensor([ids])).logits[0, -1]
+        ours = [plain]
+        for vec in vectors.values():
+            for multiplier in (1.0, -1.0):
+                with vec.apply(model, multiplier=multiplier):
+                    ours.append(model(torch.tensor([ids])).logits[0, -1])
+    ours = torch.stack(ours)
+    # Same float32 weights: llama.cpp's kernels round differently, by ~1e-3 of logits of size ~3.
+    torch.testing.assert_close(theirs[:-1], ours, atol=1e-2, rtol=0)
+    deltas_theirs, deltas_ours = theirs[1:-1] - theirs[0], ours[1:] - ours[0]
+    assert deltas_ours.abs().amax(dim=-1).min() > 0.5  # every run really moves the logits
+    for a, b in zip(deltas_theirs, deltas_ours):
+        assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9999
+    torch.testing.assert_close(theirs[-1], theirs[0], atol=0, rtol=0)  # direction.3 of 3 layers: nothing steered
