@@ -15,8 +15,9 @@ the problem, before transformers or gguf see it (:func:`check_gguf_file`).
 The cache is written into a hidden staging folder named with the writer's host and
 process id, renamed into place when complete. A writer killed mid-way (``kill -9``, power
 loss) leaves its staging folder behind; the next load removes such folders
-(:func:`clean_stale_staging`): those of this host whose process is gone, those of another
-host (sharing the cache over a network disk) untouched for a day.
+(:func:`clean_stale_staging`): those of this host (and pid namespace) whose process is gone,
+those of another host or container (sharing the cache over a network disk or a volume)
+untouched for a day.
 """
 
 from __future__ import annotations
@@ -341,7 +342,12 @@ _LEGACY_NAME = re.compile(r"^\..+-[0-9a-f]{16}-[a-z0-9]+-[a-z0-9_]{8}$")
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    """This machine and process-id namespace: containers sharing a hostname (and a cache) cannot see each other's pids."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux
+        return host
 
 
 def _staging_prefix(key: str) -> str:
@@ -364,9 +370,9 @@ def _process_alive(pid: int) -> bool:
 def clean_stale_staging(folder: Path) -> list[Path]:
     """Remove the staging folders in ``folder`` that no live process is writing; return them.
 
-    A staging folder of this host is stale when its writer's process is gone (``os.kill(pid, 0)``
-    fails); one of another host (a cache on a network disk) when untouched for a day, since its
-    process cannot be asked; one from before staging folders named their writer when untouched
+    A staging folder of this host and pid namespace is stale when its writer's process is gone
+    (``os.kill(pid, 0)`` fails); one of another host or container (a cache on a network disk or a
+    shared volume) when untouched for a day, since its process cannot be asked; one from before staging folders named their writer when untouched
     for an hour (a de-quantization takes seconds). A folder whose writer lives is never removed.
 
     Example:

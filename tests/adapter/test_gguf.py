@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -205,7 +204,7 @@ def _live_name(leaked: str) -> str:
 
 def test_stale_staging_rules(tmp_path):
     """Same host: by process; another host (a shared network cache): by age (a day); unnamed (older releases): an hour."""
-    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    host = gguf_cache._host()  # this machine's name and pid namespace
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     names = {
