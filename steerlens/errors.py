@@ -100,6 +100,7 @@ __all__ = [
     "InvalidArgumentError",
     "NumberTypeError",
     "MissingDependencyError",
+    "GGUFFileError",
 ]
 
 
@@ -113,3 +114,7 @@ class LayerRouteWarning(UserWarning):
 
 class PromptsFileError(SteerlensError, ValueError):
     """A prompts text file is unreadable or has no prompts."""
+
+
+class GGUFFileError(ModelLoadError):
+    """A GGUF model file is empty, truncated, not GGUF, damaged, or not a model (e.g. a control vector)."""

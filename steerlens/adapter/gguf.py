@@ -7,6 +7,17 @@ folder keyed by the file's hash; later loads read that folder (a few seconds).
 
 Real models that ship inside a Python package are known by a short name
 (:data:`PACKAGED_MODELS`), e.g. ``"smollm2-135m-instruct"``.
+
+A damaged file (empty, not GGUF, truncated, absurd counts, a control vector rather than a
+model) is refused with one :class:`~steerlens.errors.GGUFFileError` naming the file and
+the problem, before transformers or gguf see it (:func:`check_gguf_file`).
+
+The cache is written into a hidden staging folder named with the writer's host and
+process id, renamed into place when complete. A writer killed mid-way (``kill -9``, power
+loss) leaves its staging folder behind; the next load removes such folders
+(:func:`clean_stale_staging`): those of this host (and pid namespace) whose process is gone,
+those of another host or container (sharing the cache over a network disk or a volume)
+untouched for a day.
 """
 
 from __future__ import annotations
@@ -14,13 +25,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import socket
+import struct
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steerlens.errors import ModelLoadError
+from steerlens.errors import GGUFFileError, ModelLoadError, SteerlensError
 
 CACHE_ENV = "STEERLENS_CACHE"
 """Environment variable naming the cache folder (default ``~/.cache/steerlens``)."""
@@ -98,8 +113,10 @@ def _cache_prefix(path: Path) -> str:
 def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
     """A checkpoint folder (config, float safetensors, tokenizer) holding the de-quantized GGUF file.
 
-    The first call de-quantizes (with a progress bar) and saves; later calls return the
-    cached folder. ``dtype`` is the float type saved (default float32).
+    The first call checks the file (:func:`check_gguf_file`), de-quantizes (with a progress
+    bar) and saves; later calls return the cached folder. ``dtype`` is the float type saved
+    (default float32). Every call first removes staging folders that killed writers left
+    behind (:func:`clean_stale_staging`).
 
     Example:
         >>> folder = gguf_checkpoint("smollm2-135m-instruct")
@@ -108,13 +125,16 @@ def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
     import torch
 
     path = gguf_path(source)
+    check_gguf_header(path)  # a few bytes: an empty or foreign file fails before it is hashed
     dtype = dtype or torch.float32
     key = _cache_prefix(path) + str(dtype).removeprefix("torch.")
     folder = cache_root() / "gguf" / key
+    clean_stale_staging(folder.parent)
     if (folder / "config.json").is_file():
         return folder
+    check_gguf_file(path)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(key), dir=folder.parent))
     try:
         model, tokenizer = _dequantize(path, dtype)
         model.save_pretrained(staging)
@@ -129,14 +149,278 @@ def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
     return folder
 
 
+# GGUF's fixed header: magic, version (uint32), tensor count, metadata count (uint64), little-endian.
+_HEADER = struct.Struct("<4sIQQ")
+_VERSIONS = (2, 3)  # what llama.cpp and the gguf package read (version 1 is long obsolete)
+_MIN_KV_BYTES = 8 + 1 + 4 + 1  # key length, a 1-byte key, value type, the smallest value
+_MIN_TENSOR_BYTES = 8 + 1 + 4 + 8 + 4 + 8  # name length, a 1-byte name, n_dims, one dim, type, offset
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse, from its first 24 bytes and its size, a file that cannot be a GGUF model.
+
+    Empty, shorter than a header, another magic (say which format it looks like), a version
+    other than 2 or 3, no tensors, or more tensors and metadata entries than the file's
+    size can hold (a damaged count would make a reader allocate or loop for ever).
+
+    Example:
+        >>> check_gguf_header(Path("notes.gguf"))
+        Traceback (most recent call last):
+        steerlens.errors.GGUFFileError: notes.gguf is not a GGUF file: ...
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise GGUFFileError(f"{path} is empty (0 bytes); the download or copy did not finish, fetch it again.")
+    with open(path, "rb") as handle:
+        head = handle.read(_HEADER.size)
+    if head[:4] != b"GGUF":
+        raise GGUFFileError(
+            f"{path} is not a GGUF file: it starts with {head[:4]!r}, not b'GGUF'{_looks_like(head)}. "
+            "Pass a llama.cpp .gguf model file, or a checkpoint folder."
+        )
+    if len(head) < _HEADER.size:
+        raise GGUFFileError(
+            f"{path} is truncated: {size} bytes, shorter than a GGUF header ({_HEADER.size} bytes); fetch it again."
+        )
+    _, version, n_tensors, n_kv = _HEADER.unpack(head)
+    if version not in _VERSIONS:
+        raise GGUFFileError(
+            f"{path} is GGUF version {version}; steerlens (like llama.cpp) reads versions 2 and 3. "
+            "Convert it again with a current llama.cpp."
+        )
+    if n_tensors == 0:
+        raise GGUFFileError(f"{path} holds no tensors, so it is not a model.")
+    if _HEADER.size + n_kv * _MIN_KV_BYTES + n_tensors * _MIN_TENSOR_BYTES > size:
+        raise GGUFFileError(
+            f"{path} claims {n_tensors} tensors and {n_kv} metadata entries, more than its {size} bytes can hold: "
+            "the file is damaged or truncated; fetch it again."
+        )
+
+
+def _looks_like(head: bytes) -> str:
+    """What a non-GGUF file seems to be, for the message."""
+    if head[:2] == b"PK":
+        return " (a zip archive, e.g. a PyTorch .bin checkpoint)"
+    if len(head) >= 9 and head[8:9] == b"{":
+        return " (a safetensors file: pass the checkpoint folder holding it)"
+    if head[:1] in (b"{", b"["):
+        return " (a JSON file)"
+    return ""
+
+
+def check_gguf_file(path: Path) -> None:
+    """Refuse a GGUF file that is not a whole model: the header (:func:`check_gguf_header`), every
+    metadata entry and tensor description inside the file, a model architecture (not a llama.cpp
+    control vector), and every tensor's data inside the file. Reads the descriptions only (~0.1 s).
+
+    Example:
+        >>> check_gguf_file(Path("happy_control_vector.gguf"))
+        Traceback (most recent call last):
+        steerlens.errors.GGUFFileError: happy_control_vector.gguf is a llama.cpp control vector, not a model; ...
+    """
+    check_gguf_header(path)
+    import mmap
+
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            arch, tensors = _GGUFLayout(data).read()
+        except _Damaged as error:
+            raise GGUFFileError(f"{path} is damaged or truncated: {error}; fetch it again.") from None
+    if arch == "controlvector":
+        raise GGUFFileError(
+            f"{path} is a llama.cpp control vector, not a model; load it as a steering vector with "
+            "steerlens.interop.import_gguf(path), and pass a model file as the model."
+        )
+    if not arch:
+        raise GGUFFileError(f"{path} names no model architecture (general.architecture), so it is not a model file.")
+    size = path.stat().st_size
+    for name, end in tensors:
+        if end > size:
+            raise GGUFFileError(
+                f"{path} is truncated: tensor {name!r} ends at byte {end}, past the file's end ({size} bytes); "
+                "fetch it again."
+            )
+
+
+class _Damaged(Exception):
+    """A GGUF description that runs past the file's end or holds an impossible value."""
+
+
+# GGUF metadata value types -> size in bytes (8: string, 9: array are read apart).
+_SCALAR_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+class _GGUFLayout:
+    """Walks a GGUF file's metadata and tensor descriptions, bounds-checked, keeping only what the checks need."""
+
+    def __init__(self, data: Any) -> None:
+        self.data, self.offset = data, _HEADER.size
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if self.offset + size > len(self.data):
+            raise _Damaged(f"its description runs past the end of the file (byte {self.offset + size})")
+        value = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += size
+        return value[0] if len(value) == 1 else value
+
+    def string(self) -> bytes:
+        length = self.take("<Q")
+        if self.offset + length > len(self.data):
+            raise _Damaged(f"a string of {length} bytes at byte {self.offset} runs past the end of the file")
+        text = bytes(self.data[self.offset : self.offset + length])
+        self.offset += length
+        return text
+
+    def skip_value(self, kind: int) -> None:
+        if kind == 8:
+            self.string()
+        elif kind == 9:
+            item, count = self.take("<IQ")
+            if item in _SCALAR_SIZES:
+                self.offset += count * _SCALAR_SIZES[item]
+                if self.offset > len(self.data):
+                    raise _Damaged(f"an array of {count} values runs past the end of the file")
+            elif item in (8, 9) and count <= len(self.data):  # each item takes at least 8 bytes: bounded
+                for _ in range(count):
+                    self.skip_value(item)
+            else:
+                raise _Damaged(f"an array of unknown value type {item} or impossible length {count}")
+        elif kind in _SCALAR_SIZES:
+            self.offset += _SCALAR_SIZES[kind]
+        else:
+            raise _Damaged(f"a metadata value of unknown type {kind} at byte {self.offset}")
+
+    def read(self) -> tuple[str | None, list[tuple[str, int]]]:
+        """``(general.architecture, [(tensor name, byte where its data ends)])``."""
+        from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        _, _, n_tensors, n_kv = _HEADER.unpack_from(self.data, 0)
+        arch, alignment = None, 32
+        for _ in range(n_kv):
+            key = self.string()
+            kind = self.take("<I")
+            if key == b"general.architecture" and kind == 8:
+                arch = self.string().decode("utf-8", "replace")
+            elif key == b"general.alignment" and kind == 4:
+                alignment = self.take("<I")
+                if alignment == 0 or alignment & (alignment - 1):
+                    raise _Damaged(f"general.alignment is {alignment}, not a power of two")
+            else:
+                self.skip_value(kind)
+        described = []
+        for _ in range(n_tensors):
+            name = self.string().decode("utf-8", "replace")
+            n_dims = self.take("<I")
+            if n_dims > 8:  # ggml tensors have at most 4 dimensions
+                raise _Damaged(f"tensor {name!r} has {n_dims} dimensions")
+            dims = [self.take("<Q") for _ in range(n_dims)]
+            kind, start = self.take("<IQ")
+            try:
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            except (ValueError, KeyError):
+                raise _Damaged(f"tensor {name!r} has unknown type {kind}") from None
+            elements = 1
+            for dim in dims:
+                elements *= dim
+            described.append((name, start, elements * type_size // block))
+        data_start = -(-self.offset // alignment) * alignment
+        return arch, [(name, data_start + start + n_bytes) for name, start, n_bytes in described]
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+_STAGING = ".staging"
+_STALE_FOREIGN_SECONDS = 24 * 3600
+_LEGACY_STAGING_SECONDS = 3600
+_STAGING_NAME = re.compile(r"^\.(?P<key>.+)\.staging\.(?P<host>[A-Za-z0-9-]*)\.(?P<pid>[0-9]+)\.[^.]+$")
+# Before staging folders carried their writer: ".<stem>-<16 hex>-<dtype>-<8 random>".
+_LEGACY_NAME = re.compile(r"^\..+-[0-9a-f]{16}-[a-z0-9]+-[a-z0-9_]{8}$")
+
+
+def _host() -> str:
+    """This machine and process-id namespace: containers sharing a hostname (and a cache) cannot see each other's pids."""
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    try:
+        return f"{host}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # not Linux
+        return host
+
+
+def _staging_prefix(key: str) -> str:
+    """``.<key>.staging.<host>.<pid>.`` (mkdtemp adds a random tail): who writes it, for :func:`clean_stale_staging`."""
+    return f".{key}{_STAGING}.{_host()}.{os.getpid()}."
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: nothing is sent, only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    except OverflowError:  # not a possible pid
+        return False
+    return True
+
+
+def clean_stale_staging(folder: Path) -> list[Path]:
+    """Remove the staging folders in ``folder`` that no live process is writing; return them.
+
+    A staging folder of this host and pid namespace is stale when its writer's process is gone
+    (``os.kill(pid, 0)`` fails); one of another host or container (a cache on a network disk or a
+    shared volume) when untouched for a day, since its process cannot be asked; one from before staging folders named their writer when untouched
+    for an hour (a de-quantization takes seconds). A folder whose writer lives is never removed.
+
+    Example:
+        >>> clean_stale_staging(cache_root() / "gguf")
+        [PosixPath('/home/me/.cache/steerlens/gguf/.SmolLM2-...-float32.staging.box.4242.k2x9')]
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    host, now, removed = _host(), time.time(), []
+    for entry in entries:
+        if not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        match = _STAGING_NAME.match(entry.name)
+        try:
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if match is not None and match["host"] == host:
+            stale = not _process_alive(int(match["pid"]))
+        elif match is not None:
+            stale = age > _STALE_FOREIGN_SECONDS
+        else:
+            stale = bool(_LEGACY_NAME.match(entry.name)) and age > _LEGACY_STAGING_SECONDS
+        if stale:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
 def _dequantize(path: Path, dtype: Any) -> tuple[Any, Any]:
     """Read the GGUF file with transformers and rebuild a plain (serialisable) float model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"steerlens: de-quantizing {path.name} once (cached for later loads) ...", flush=True)
     folder, name = str(path.parent), path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+    except SteerlensError:
+        raise
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, struct.error) as error:
+        # transformers' GGUF reader fails on a model it cannot map with many kinds of error
+        raise GGUFFileError(
+            f"{path}: transformers cannot read this GGUF model ({_one_line(error)}). Check that the file is a "
+            "complete llama.cpp model of an architecture transformers supports, or pass a checkpoint folder."
+        ) from None
     config = loaded.config
     config.quantization_config = None
     del config.quantization_config

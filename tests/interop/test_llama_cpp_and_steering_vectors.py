@@ -47,12 +47,13 @@ def test_steering_vectors_layout_errors():
 
 
 def test_gguf_round_trip_is_exact(tmp_path):
-    vec = random_vector(16, (1, 3), scale=1.0, metadata=META)
+    vec = random_vector(16, (1, 3), scale=1.0, metadata={**META, "architecture": "llama"})
     path = tmp_path / "cv.gguf"
     export_gguf(vec, path)
     back = import_gguf(path)
     assert back.layers == [1, 3] and back.layer_type == "resid_post"
-    assert back.metadata["model_name"] == "tiny-llama"
+    # The file keeps the architecture (llama.cpp's name), not the model's name: an architecture hint.
+    assert back.metadata["llama_cpp_architecture"] == "llama" and "model_name" not in back.metadata
     for layer in (1, 3):
         assert torch.equal(back.layer_activations[layer], vec.layer_activations[layer])
 
