@@ -262,7 +262,7 @@ class HookedBackend:
                     lens.hook.remove()
                     point.fwd_hooks.remove(lens)
 
-        return SteeringPatchHandle(remove)
+        return SteeringPatchHandle(remove, [*_torch_handles(self.model, hooks), *trackers])
 
     def steering_hooks(self) -> list[str]:
         names = [
@@ -368,3 +368,8 @@ class HookedSweepPass:
         with self.backend.apply(spec):
             final = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers)
         return last_token_resid(final, batch.last)
+
+
+def _torch_handles(model: Any, hooks: list[tuple[str, SteeringHook]]) -> list[Any]:
+    """The torch ``RemovableHandle`` under each of ``hooks`` on its TransformerLens hook point."""
+    return [lens.hook for name, hook in hooks for lens in model.hook_dict[name].fwd_hooks if lens.user_hook is hook]
