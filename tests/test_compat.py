@@ -444,8 +444,8 @@ def test_patch_handle_model_hooks_are_the_torch_hooks_on_a_hooked_transformer(mo
         hook.remove()
     with torch.no_grad():
         assert torch.equal(model(tokens), clean)
-    handle.remove()  # still safe afterwards, and leaves nothing behind
-    assert steering_hooks_on(model) == []
+    assert steering_hooks_on(model) == [] and not any(p.fwd_hooks for p in model.hook_dict.values())
+    handle.remove()  # still safe afterwards
 
 
 def test_patch_handle_model_hooks_on_a_hugging_face_model_and_the_steering_vectors_constructor():

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
@@ -370,6 +371,27 @@ class HookedSweepPass:
         return last_token_resid(final, batch.last)
 
 
-def _torch_handles(model: Any, hooks: list[tuple[str, SteeringHook]]) -> list[Any]:
-    """The torch ``RemovableHandle`` under each of ``hooks`` on its TransformerLens hook point."""
-    return [lens.hook for name, hook in hooks for lens in model.hook_dict[name].fwd_hooks if lens.user_hook is hook]
+class HookPointHandle(RemovableHandle):
+    """The torch handle of one steering hook on a TransformerLens hook point (``handle.model_hooks``).
+
+    Removing it also drops the hook point's record of the hook, as TransformerLens' own
+    removal does, so nothing reports the model as still steered.
+    """
+
+    def __init__(self, point: Any, lens: Any) -> None:
+        self.__dict__.update(vars(lens.hook))  # the same hook id and hook-dict references
+        self.point, self.lens = point, lens
+
+    def remove(self) -> None:
+        super().remove()
+        self.point.fwd_hooks[:] = [h for h in self.point.fwd_hooks if h is not self.lens]
+
+
+def _torch_handles(model: Any, hooks: list[tuple[str, SteeringHook]]) -> list[HookPointHandle]:
+    """A :class:`HookPointHandle` for each of ``hooks`` on its TransformerLens hook point."""
+    return [
+        HookPointHandle(model.hook_dict[name], lens)
+        for name, hook in hooks
+        for lens in model.hook_dict[name].fwd_hooks
+        if lens.user_hook is hook
+    ]

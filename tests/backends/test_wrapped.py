@@ -212,3 +212,19 @@ def test_backend_for_a_wrapper_takes_its_facts_from_the_model_inside(wrapped, to
 def test_a_module_holding_no_hugging_face_model_is_refused_with_the_kinds_it_takes():
     with pytest.raises(UnsupportedModelError, match="torch module holding one"):
         train_steering_vector(nn.Sequential(nn.Linear(4, 4)), make_tokenizer(), PAIRS, layer_config=CONFIG)
+
+
+def test_sweeps_on_a_wrapper_equal_sweeps_on_the_model_it_passes_through_to(wrapped, tokenizer):
+    """The wrapper's forward only passes through here, so every sweep route (replayed layers, a prefix run
+    once into the KV cache for steer_from) must give the numbers the inner model gives."""
+    from steerlens import sweep_layers
+
+    vec = SteeringVector({0: torch.randn(32), 1: torch.randn(32)})
+    prompts = ["the cat sat on the mat", "a big happy dog ran fast"]
+    for steer_from in (None, 2):
+        outer = sweep_layers(wrapped, vec, prompts, multipliers=[-1.0, 2.0], tokenizer=tokenizer, steer_from=steer_from)
+        inner = sweep_layers(
+            wrapped.base, vec, prompts, multipliers=[-1.0, 2.0], tokenizer=tokenizer, steer_from=steer_from
+        )
+        assert outer.kl.tolist() == pytest.approx(inner.kl.tolist(), abs=1e-6)
+        assert outer.kl.min() > 1e-4
