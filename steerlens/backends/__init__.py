@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from torch import nn
+
 from steerlens.backends.hooked_layout import fast_generation
 from steerlens.backends.layer_config import (
     LayerMatcher,
@@ -61,13 +63,14 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
         backend = HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
     elif _is_hf_model(model):
         return HFBackend(model, tokenizer, layer_config)
-    elif wrapped_hf_model(model) is not None:  # PEFT/LoRA or a custom nn.Module around a Hugging Face model
+    elif wrapped_hf_model(model) is not None or (isinstance(model, nn.Module) and layer_config):
+        # PEFT/LoRA or a custom nn.Module around a Hugging Face model; any module whose layers a config names
         return WrappedBackend(model, tokenizer, layer_config)
     else:
         raise UnsupportedModelError(
             f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
             "TransformerBridge, a transformers.PreTrainedModel, a torch module holding one (PEFT, a custom "
-            "wrapper), or load one with steerlens.load_model(...)."
+            "wrapper) or naming its layers with layer_config=..., or load one with steerlens.load_model(...)."
         )
     if layer_config is not None and isinstance(backend, HookedBackend):
         raise InvalidArgumentError(
@@ -120,7 +123,15 @@ def steering_hooks_on(model: Any) -> list[str]:
         >>> steering_hooks_on(model)
         []
     """
-    return backend_for(model).steering_hooks()
+    from steerlens.backends.wrapped import WrappedBackend
+
+    try:
+        backend = backend_for(model)
+    except UnsupportedModelError:
+        if not isinstance(model, nn.Module):
+            raise
+        backend = WrappedBackend(model, None)  # a module steered through a layer_config: its module tree says it
+    return backend.steering_hooks()
 
 
 __all__ = [

@@ -21,9 +21,12 @@ import torch
 from torch import Tensor, nn
 
 from steerlens.backends.hf import HFBackend, PassWatcher
+from steerlens.backends.hf_layout import HFLayout
 from steerlens.backends.last_token import last_token_resid
+from steerlens.backends.protocol import numeric_matrix
+from steerlens.errors import TokenizerError, UnsupportedModelError
 from steerlens.hooks import PassPositions
-from steerlens.tokens import PromptBatch, PromptInput
+from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy
 
 
 def wrapped_hf_model(module: Any) -> Any:
@@ -42,7 +45,8 @@ def wrapped_hf_model(module: Any) -> Any:
 
 @dataclass
 class WrappedBackend(HFBackend):
-    """A torch module holding a Hugging Face model: hooks and forward passes on the wrapper, facts from the model."""
+    """A torch module holding a Hugging Face model (facts from that model), or any torch module with a
+    ``layer_config`` (facts from its token embedding): hooks and forward passes on the module itself."""
 
     def with_tokenizer(self, tokenizer: Any) -> "WrappedBackend":
         return WrappedBackend(self.model, tokenizer, self.layer_config)
@@ -53,9 +57,23 @@ class WrappedBackend(HFBackend):
         return wrapped_hf_model(self.model)
 
     @property
-    def _facts(self) -> HFBackend:
-        """The inner model as a plain Hugging Face backend: what the wrapper's model is, and how it encodes."""
-        return HFBackend(self.hf_model, self.tokenizer)
+    def _facts(self) -> "HFBackend | ModuleFacts":
+        """What the model is and how it encodes: the inner Hugging Face model's, else the module's own."""
+        hf = self.hf_model
+        return HFBackend(hf, self.tokenizer) if hf is not None else ModuleFacts(self.model, self.tokenizer)
+
+    @property
+    def layout(self) -> HFLayout | None:
+        """Decoder layers found in the wrapper's module tree; with no Hugging Face model inside, only
+        ``layer_config`` says where layers are."""
+        if self.hf_model is not None:
+            return super().layout
+        if not self.layer_config:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} holds no Hugging Face model, so steerlens cannot find its layers; "
+                "pass layer_config={'decoder_block': '<path to the layers>.{num}'} as for steering-vectors."
+            )
+        return None
 
     # -- facts, from the model inside ------------------------------------------------------
 
@@ -92,6 +110,8 @@ class WrappedBackend(HFBackend):
         parameters = inspect.signature(self.model.forward).parameters
         if name in parameters:
             return True
+        if self.hf_model is None:
+            return False
         inner = inspect.signature(self.hf_model.forward).parameters
         return name in inner and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
@@ -104,13 +124,15 @@ class WrappedBackend(HFBackend):
         return inputs
 
     def _cache_keyword(self) -> str | None:
+        if self.hf_model is None:
+            return None
         keyword = HFBackend(self.hf_model, None)._cache_keyword()
         return keyword if keyword is not None and self._passes(keyword) and self._passes("use_cache") else None
 
     @torch.no_grad()
     def _logits_at(self, inputs: dict[str, Any], last: Tensor) -> Tensor:
         """Logits of one pass through the wrapper at column ``last[row]`` of each row (the head runs there only)."""
-        head = self.hf_model.get_output_embeddings()
+        head = self.hf_model.get_output_embeddings() if self.hf_model is not None else None
         handle = None
         if isinstance(head, nn.Module):
 
@@ -137,18 +159,19 @@ class WrappedBackend(HFBackend):
         model gets them; it is also the one ``generate`` calls, bypassing the wrapper.
         """
         watcher = PassWatcher(callback)
-        return _Handles(
-            [
-                self.model.register_forward_pre_hook(watcher, with_kwargs=True, prepend=True),
-                self.hf_model.register_forward_pre_hook(watcher, with_kwargs=True, prepend=True),
-            ]
-        )
+        modules = [self.model] if self.hf_model is None else [self.model, self.hf_model]
+        return _Handles([m.register_forward_pre_hook(watcher, with_kwargs=True, prepend=True) for m in modules])
 
     def generate(
         self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
     ) -> str:
         """The wrapper's ``generate`` where it has one (PEFT), else the inner model's (same hooked modules)."""
         runner = self.model if callable(getattr(self.model, "generate", None)) else self.hf_model
+        if runner is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} has no generate() and holds no Hugging Face model to generate with; "
+                "steer it inside vec.apply(model) and run your own generation loop."
+            )
         ids = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
         if seed is not None:
             torch.manual_seed(seed)
@@ -160,6 +183,55 @@ class WrappedBackend(HFBackend):
             pad_token_id=self.pad_id,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+@dataclass
+class ModuleFacts:
+    """What a torch module with no Hugging Face model inside says about itself (steering-vectors needs no more).
+
+    Its hidden size and token embedding are its first ``nn.Embedding``'s; there is no
+    context limit, name or architecture to report.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    model_name = None
+    architecture = None
+
+    @property
+    def embedding(self) -> nn.Embedding:
+        found = next((m for m in self.model.modules() if isinstance(m, nn.Embedding)), None)
+        if found is None:
+            raise UnsupportedModelError(
+                f"{type(self.model).__name__} has no nn.Embedding, so its hidden size is unknown; steerlens steers "
+                "token models (a Hugging Face model, or a module with a token embedding and a layer_config)."
+            )
+        return found
+
+    @property
+    def d_model(self) -> int:
+        return self.embedding.embedding_dim
+
+    @property
+    def token_embedding(self) -> Tensor | None:
+        return numeric_matrix(self.embedding.weight)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.weight.device
+
+    def check_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            raise TokenizerError(f"a {type(self.model).__name__} needs its tokenizer: pass tokenizer=...")
+        vocab, rows = len(self.tokenizer), self.embedding.num_embeddings
+        if vocab > rows:
+            raise TokenizerError(
+                f"the tokenizer has {vocab} tokens but the model's embedding has {rows} rows; pass the model's own."
+            )
+
+    def encode(self, prompt: PromptInput, prepend_bos: bool | None = None) -> list[int]:
+        self.check_tokenizer()
+        return TokenPolicy.for_tokenizer(self.tokenizer).encode(prompt, prepend_bos)
 
 
 @dataclass

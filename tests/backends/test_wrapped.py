@@ -209,9 +209,69 @@ def test_backend_for_a_wrapper_takes_its_facts_from_the_model_inside(wrapped, to
     assert backend.token_embedding is wrapped.base.model.embed_tokens.weight
 
 
-def test_a_module_holding_no_hugging_face_model_is_refused_with_the_kinds_it_takes():
-    with pytest.raises(UnsupportedModelError, match="torch module holding one"):
-        train_steering_vector(nn.Sequential(nn.Linear(4, 4)), make_tokenizer(), PAIRS, layer_config=CONFIG)
+class Block(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(x)
+
+
+class TinyLM(nn.Module):
+    """A language model that is no Hugging Face model: embedding, residual MLP blocks, a head; returns logits."""
+
+    def __init__(self, vocab: int = 64, d: int = 32, n_layers: int = 3):
+        super().__init__()
+        torch.manual_seed(11)
+        self.embed = nn.Embedding(vocab, d)
+        self.blocks = nn.ModuleList(Block(d) for _ in range(n_layers))
+        self.head = nn.Linear(d, vocab)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def test_any_module_with_a_layer_config_trains_and_steers_as_plain_hooks_do(tokenizer):
+    """steering-vectors takes any nn.Module whose layers a config names; so does steerlens."""
+    lm, config = TinyLM(), {"decoder_block": "blocks.{num}"}
+    vec = train_steering_vector(lm, tokenizer, PAIRS, layer_config=config, batch_size=3)
+    seen: dict[int, torch.Tensor] = {}
+    handles = [
+        b.register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i, b in enumerate(lm.blocks)
+    ]
+    reads: dict[int, list[list[torch.Tensor]]] = {i: [[], []] for i in range(3)}
+    for pair in PAIRS:
+        for side, text in enumerate(pair):
+            with torch.no_grad():
+                lm(torch.tensor([tokenizer(text)["input_ids"]]))
+            for i in range(3):
+                reads[i][side].append(seen[i][0, -1].clone())
+    for handle in handles:
+        handle.remove()
+    assert vec.layers == [0, 1, 2]
+    for i, (pos, neg) in reads.items():
+        torch.testing.assert_close(
+            vec.layer_activations[i], torch.stack(pos).mean(0) - torch.stack(neg).mean(0), atol=1e-6, rtol=0
+        )
+    handle = lm.blocks[1].register_forward_hook(lambda m, a, out: out + 2.0 * vec.layer_activations[1])
+    with torch.no_grad():
+        expected = lm(INPUT_IDS)
+    handle.remove()
+    with torch.no_grad(), vec.select_layers([1]).apply(lm, config, multiplier=2.0):
+        steered = lm(INPUT_IDS)
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    assert steering_hooks_on(lm) == []
+
+
+def test_a_module_neither_holding_a_hugging_face_model_nor_named_by_a_config_is_refused(tokenizer):
+    with pytest.raises(UnsupportedModelError, match="cannot use a TinyLM.*layer_config="):
+        train_steering_vector(TinyLM(), tokenizer, PAIRS)
+    with pytest.raises(UnsupportedModelError, match="has no nn.Embedding"):
+        train_steering_vector(nn.Sequential(nn.Linear(4, 4)), tokenizer, PAIRS, layer_config={"decoder_block": "{num}"})
 
 
 def test_sweeps_on_a_wrapper_equal_sweeps_on_the_model_it_passes_through_to(wrapped, tokenizer):
