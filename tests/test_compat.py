@@ -538,6 +538,13 @@ def test_hook_names_in_record_activations_sweeps_and_logit_comparisons(model, pa
             _, cache = model.run_with_cache(tokens)
     assert list(recorded) == [2]
     torch.testing.assert_close(recorded[2][0], cache["blocks.2.hook_resid_pre"], atol=0, rtol=0)
+    from steerlens import residual_norms
+
+    norms = residual_norms(model, ["I love it"], layers="blocks.2.hook_mlp_out", layer_type="mlp_out")
+    expected_norm = cache["blocks.2.hook_mlp_out"][0, 1:].norm(dim=-1).mean()  # BOS left out
+    assert list(norms) == [2] and norms[2] == pytest.approx(float(expected_norm), rel=1e-5)
+    with pytest.raises(LayerError, match="is a mlp_out hook, but layer_type is 'resid_post'"):
+        residual_norms(model, ["I love it"], layers=["blocks.2.hook_mlp_out"])
 
 
 def test_a_hook_name_of_another_layer_type_is_an_error_naming_both(model, pairs):
