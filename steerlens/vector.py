@@ -294,8 +294,9 @@ class SteeringVector:
             >>> vec.select_layers("blocks.2.hook_resid_post").layers
             [2]
         """
-        single = isinstance(layers, str) or not hasattr(layers, "__iter__")
-        listed = [layers] if single or (isinstance(layers, Tensor) and layers.dim() == 0) else list(layers)  # type: ignore[arg-type]
+        scalar_tensor = isinstance(layers, Tensor) and layers.dim() == 0
+        single = isinstance(layers, str) or not hasattr(layers, "__iter__") or scalar_tensor
+        listed = [layers] if single else list(layers)  # type: ignore[arg-type]
         wanted = [as_layer_index(layer, self.layer_type, _VECTOR_TYPE) for layer in listed]
         missing = [layer for layer in wanted if layer not in self.layer_activations]
         if missing or not wanted:
