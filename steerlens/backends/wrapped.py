@@ -8,13 +8,16 @@ through the wrapper's ``forward`` (whatever it adds, such as LoRA deltas, takes 
 and what only a Hugging Face model can say (hidden size, embeddings, context length,
 its name, the KV-cache argument) comes from the Hugging Face model inside it. Without
 a ``layer_config`` the decoder layers are found in the wrapper's module tree, as on a
-plain Hugging Face model.
+plain Hugging Face model. A module with no Hugging Face model inside (a hand-written
+transformer) needs a ``layer_config``; its hidden size is its first ``nn.Embedding``'s
+(:class:`ModuleFacts`).
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 import torch
@@ -51,9 +54,9 @@ class WrappedBackend(HFBackend):
     def with_tokenizer(self, tokenizer: Any) -> "WrappedBackend":
         return WrappedBackend(self.model, tokenizer, self.layer_config)
 
-    @property
+    @cached_property
     def hf_model(self) -> Any:
-        """The Hugging Face model inside the wrapper (see :func:`wrapped_hf_model`)."""
+        """The Hugging Face model inside the wrapper (see :func:`wrapped_hf_model`), None if there is none."""
         return wrapped_hf_model(self.model)
 
     @property
