@@ -26,7 +26,10 @@ from steerlens.errors import (
 )
 from steerlens.formats.vector_file import DEFAULT_MAX_BYTES, encode_vector_file, load_vector_file, save_vector_file
 from steerlens.hooks import Operator, SteeringPatchHandle, SteeringSpec, TokenIndices, make_spec
-from steerlens.layers import LayerType, as_layer_index, check_layer_type, resolve_layers
+from steerlens.layers import LayerType, as_layer_index, check_layer_type, parse_hook_name, resolve_layers
+
+_VECTOR_TYPE = "the vector's layer_type"
+"""Where the layer type a hook name is checked against comes from, in errors."""
 
 
 @dataclass(repr=False)
@@ -281,19 +284,22 @@ class SteeringVector:
                 raise InvalidArgumentError(f"layer {layer} is the zero vector and cannot be normalised.")
         return self._map(lambda v: v / v.norm())
 
-    def select_layers(self, layers: int | Iterable[int]) -> "SteeringVector":
+    def select_layers(self, layers: int | str | Iterable[int | str]) -> "SteeringVector":
         """A vector with only the given layers (numpy/torch integers, and negative keys it holds, too).
+
+        A string is one TransformerLens hook name (``"blocks.2.hook_resid_post"`` is layer 2),
+        whose layer type must be this vector's.
 
         Example:
             >>> vec.select_layers([2]).layers
             [2]
+            >>> vec.select_layers("blocks.2.hook_resid_post").layers
+            [2]
         """
-        listed = (
-            [layers]
-            if not hasattr(layers, "__iter__") or (isinstance(layers, Tensor) and layers.dim() == 0)
-            else list(layers)
-        )
-        wanted = [as_layer_index(layer) for layer in listed]
+        scalar_tensor = isinstance(layers, Tensor) and layers.dim() == 0
+        single = isinstance(layers, str) or not hasattr(layers, "__iter__") or scalar_tensor
+        listed = [layers] if single else list(layers)  # type: ignore[arg-type]
+        wanted = [as_layer_index(layer, self.layer_type, _VECTOR_TYPE) for layer in listed]
         missing = [layer for layer in wanted if layer not in self.layer_activations]
         if missing or not wanted:
             raise LayerError(f"layers {missing or wanted} are not in this vector; it has {self.layers}.")
@@ -334,35 +340,51 @@ class SteeringVector:
 # -- which of a vector's layers a function steers or reads ---------------------------------
 
 LayerGroup = tuple[int, ...]
-Layers = Union[int, str, Iterable[Union[int, Iterable[int]]], None]
-"""Cells of a sweep: a layer, layers each alone, ``"joint"``, or layers and groups (``[[2, 3], 4]``)."""
+Layers = Union[int, str, Iterable[Union[int, str, Iterable[Union[int, str]]]], None]
+"""Cells of a sweep: a layer, layers each alone, ``"joint"``, or layers and groups (``[[2, 3], 4]``);
+a layer may be a TransformerLens hook name (``"blocks.2.hook_resid_post"``)."""
 
 
-def resolve_layer_groups(layers: Layers, vector_layers: Iterable[int], n_layers: int) -> list[LayerGroup]:
+def resolve_layer_groups(
+    layers: Layers,
+    vector_layers: Iterable[int],
+    n_layers: int,
+    layer_type: str | None = None,
+    source: str = "layer_type",
+) -> list[LayerGroup]:
     """The groups of layers steered together, one per cell, in the caller's order (layers non-negative).
 
     ``None``: each of ``vector_layers`` (the vector's layers, non-negative: see
     :meth:`SteeringVector.resolved`) alone; ``"joint"``: all of them as one group;
     otherwise layers (each alone) and groups of layers, negative ones counting from the
-    end of a model of ``n_layers`` layers.
+    end of a model of ``n_layers`` layers. A layer may be a TransformerLens hook name,
+    whose layer type must be ``layer_type`` when it is given (``source`` names it in the error).
 
     Example:
         >>> resolve_layer_groups([[2, 3], -1], [2, 3], n_layers=4)
         [(2, 3), (3,)]
         >>> resolve_layer_groups("joint", [1, 3], n_layers=4)
         [(1, 3)]
+        >>> resolve_layer_groups(["blocks.2.hook_resid_post"], [2, 3], n_layers=4, layer_type="resid_post")
+        [(2,)]
     """
     available = list(vector_layers)
     if layers is None:
         return [(layer,) for layer in available]
-    if isinstance(layers, str):
-        if layers != "joint":
-            raise LayerError(f"layers must be None, 'joint', a layer, or a list of layers and groups; got {layers!r}.")
+    if isinstance(layers, str) and layers == "joint":
         return [tuple(available)]
-    items = [layers] if not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0 else list(layers)
+    if isinstance(layers, str):
+        try:
+            parse_hook_name(layers)
+        except LayerError as error:
+            raise LayerError(f"layers must be None, 'joint', a layer or a list of layers and groups: {error}") from None
+    single = isinstance(layers, str) or not hasattr(layers, "__iter__") or getattr(layers, "ndim", 1) == 0
+    items = [layers] if single else list(layers)  # type: ignore[arg-type]
     if items and all(not _is_group(item) for item in items):
-        return [(layer,) for layer in resolve_layers(items, n_layers)]
-    groups = [tuple(resolve_layers(item if _is_group(item) else [item], n_layers)) for item in items]
+        return [(layer,) for layer in resolve_layers(items, n_layers, layer_type, source)]
+    groups = [
+        tuple(resolve_layers(item if _is_group(item) else [item], n_layers, layer_type, source)) for item in items
+    ]
     if not groups:
         raise LayerError("layers is empty; pass at least one layer or group, or None for every layer.")
     for group in groups:
@@ -388,7 +410,7 @@ def vector_groups(vector: SteeringVector, layers: Layers, n_layers: int) -> tupl
         [(1, 3)]
     """
     resolved = vector.resolved(n_layers).layer_activations
-    groups = resolve_layer_groups(layers, sorted(resolved), n_layers)
+    groups = resolve_layer_groups(layers, sorted(resolved), n_layers, vector.layer_type, _VECTOR_TYPE)
     wanted = list(dict.fromkeys(layer for group in groups for layer in group))
     missing = [layer for layer in wanted if layer not in resolved]
     if missing:

@@ -420,3 +420,149 @@ def test_files_keep_negative_layers_and_store_the_canonical_layer_type(tmp_path)
     assert header["layer_type"] == "ln1" and sorted(header["layers"]) == [-1, 0]
     back = SteeringVector.load(tmp_path / "v.safetensors")
     assert back.layer_type == "ln1" and torch.equal(back.layer_activations[-1], torch.ones(4))
+
+
+# -- steering-vectors' SteeringPatchHandle.model_hooks (issue 28, item 15) ---------------------------
+
+
+def test_patch_handle_model_hooks_are_the_torch_hooks_on_a_hooked_transformer(model):
+    from torch.utils.hooks import RemovableHandle
+
+    vec = SteeringVector({1: torch.ones(model.cfg.d_model), 2: torch.ones(model.cfg.d_model)})
+    tokens = model.to_tokens("I love it")
+    with torch.no_grad():
+        clean = model(tokens)
+    handle = vec.patch_activations(model, multiplier=1.5)
+    assert all(isinstance(h, RemovableHandle) for h in handle.model_hooks)
+    installed = {
+        k
+        for name in ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
+        for k in model.hook_dict[name]._forward_hooks
+    }
+    assert installed and installed <= {h.id for h in handle.model_hooks}
+    for hook in handle.model_hooks:  # steering-vectors' way to undo a patch by hand
+        hook.remove()
+    with torch.no_grad():
+        assert torch.equal(model(tokens), clean)
+    assert steering_hooks_on(model) == [] and not any(p.fwd_hooks for p in model.hook_dict.values())
+    handle.remove()  # still safe afterwards
+
+
+def test_patch_handle_model_hooks_on_a_hugging_face_model_and_the_steering_vectors_constructor():
+    hf = make_hf_model("llama")
+    vec = SteeringVector({0: torch.ones(32)})
+    with torch.no_grad():
+        clean = hf(INPUT_IDS).logits
+    handle = vec.patch_activations(hf, multiplier=2.0)
+    assert set(hf.model.layers[0]._forward_hooks) <= {h.id for h in handle.model_hooks}
+    for hook in handle.model_hooks:
+        hook.remove()
+    assert steering_hooks_on(hf) == []
+    with torch.no_grad():
+        assert torch.equal(hf(INPUT_IDS).logits, clean)
+    # steering-vectors builds one from its hooks: SteeringPatchHandle(model_hooks)
+    hook = hf.model.layers[0].register_forward_hook(lambda m, a, out: (out[0] + 1.0, *out[1:]))
+    by_hand = SteeringPatchHandle([hook])
+    assert by_hand.model_hooks == [hook]
+    by_hand.remove()
+    with torch.no_grad():
+        assert torch.equal(hf(INPUT_IDS).logits, clean)
+
+
+# -- a number where layer_config goes (issue 30, point 3) ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["hooked", "hf"])
+def test_a_multiplier_in_layer_configs_position_says_it_was_taken_as_layer_config(model, kind):
+    target = model if kind == "hooked" else make_hf_model("llama")
+    vec = SteeringVector({1: torch.ones(32)})
+    for call in (lambda: vec.apply(target, 2.0).__enter__(), lambda: vec.patch_activations(target, 2.0)):
+        with pytest.raises(InvalidArgumentError, match=r"2\.0 was taken as layer_config") as info:
+            call()
+        assert "multiplier=2.0" in str(info.value)
+    assert steering_hooks_on(target) == []
+    with pytest.raises(InvalidArgumentError, match="layer_config must be a dict"):
+        vec.apply(target, "model.layers.{num}").__enter__()
+
+
+# -- TransformerLens hook names wherever a layer is (issue 30, point 3) -----------------------------------
+
+HOOK_NAMES = {
+    "resid_pre": "blocks.{}.hook_resid_pre",
+    "resid_mid": "blocks.{}.hook_resid_mid",
+    "resid_post": "blocks.{}.hook_resid_post",
+    "attn_out": "blocks.{}.hook_attn_out",
+    "mlp_out": "blocks.{}.hook_mlp_out",
+    "ln1": "blocks.{}.ln1.hook_normalized",
+    "ln2": "blocks.{}.ln2.hook_normalized",
+}
+
+
+@pytest.mark.parametrize("layer_type", list(HOOK_NAMES))
+def test_training_at_hook_names_equals_training_at_layers_and_run_with_cache(model, pairs, layer_type):
+    name = HOOK_NAMES[layer_type]
+    by_name = train_steering_vector(model, None, pairs, layers=[name.format(1), name.format(3)], layer_type=layer_type)
+    by_index = train_steering_vector(model, None, pairs, layers=[1, 3], layer_type=layer_type)
+    assert by_name.layers == [1, 3] and by_name.layer_type == layer_type
+    for layer in (1, 3):
+        assert torch.equal(by_name.layer_activations[layer], by_index.layer_activations[layer])
+    # independently: the hook's own activation at each prompt's last token, from run_with_cache
+    reads = {True: [], False: []}
+    for pos, neg in pairs:
+        for positive, text in ((True, pos), (False, neg)):
+            _, cache = model.run_with_cache(model.to_tokens(text), names_filter=name.format(3))
+            reads[positive].append(cache[name.format(3)][0, -1])
+    expected = torch.stack(reads[True]).mean(0) - torch.stack(reads[False]).mean(0)
+    torch.testing.assert_close(by_name.layer_activations[3], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_hook_names_in_record_activations_sweeps_and_logit_comparisons(model, pairs):
+    from steerlens import compare_logits, sweep_layers
+
+    vec = train_steering_vector(model, None, pairs, layers=[1, 2])
+    prompts = ["I love it", "the food was"]
+    names = ["blocks.1.hook_resid_post", "blocks.2.hook_resid_post"]
+    by_name = sweep_layers(model, vec, prompts, layers=names, multipliers=[-2.0, 2.0])
+    by_index = sweep_layers(model, vec, prompts, layers=[1, 2], multipliers=[-2.0, 2.0])
+    assert by_name.equals(by_index) and sorted(by_name.layer.unique()) == [1, 2]
+    joint = sweep_layers(model, vec, prompts, layers=[names], multipliers=[2.0])
+    assert joint.layer.tolist() == ["1+2"]
+    trained = sweep_layers(model, pairs, prompts, layers="blocks.2.hook_resid_post", multipliers=[2.0])
+    assert trained.layer.tolist() == [2]
+    df = compare_logits(model, vec, prompts, multipliers=[3.0], layers="blocks.2.hook_resid_post")
+    expected = compare_logits(model, vec, prompts, multipliers=[3.0], layers=[2])
+    assert df.layer.tolist() == [2, 2] and df.kl.tolist() == expected.kl.tolist()
+    tokens = model.to_tokens("I love it")
+    with record_activations(model, "resid_pre", layer_nums=["blocks.2.hook_resid_pre"]) as recorded:
+        with torch.no_grad():
+            _, cache = model.run_with_cache(tokens)
+    assert list(recorded) == [2]
+    torch.testing.assert_close(recorded[2][0], cache["blocks.2.hook_resid_pre"], atol=0, rtol=0)
+    from steerlens import residual_norms
+
+    norms = residual_norms(model, ["I love it"], layers="blocks.2.hook_mlp_out", layer_type="mlp_out")
+    expected_norm = cache["blocks.2.hook_mlp_out"][0, 1:].norm(dim=-1).mean()  # BOS left out
+    assert list(norms) == [2] and norms[2] == pytest.approx(float(expected_norm), rel=1e-5)
+    with pytest.raises(LayerError, match="is a mlp_out hook, but layer_type is 'resid_post'"):
+        residual_norms(model, ["I love it"], layers=["blocks.2.hook_mlp_out"])
+
+
+def test_a_hook_name_of_another_layer_type_is_an_error_naming_both(model, pairs):
+    vec = train_steering_vector(model, None, pairs, layers=[2])
+    with pytest.raises(LayerError, match="'blocks.2.hook_resid_pre' is a resid_pre hook, but layer_type is") as info:
+        train_steering_vector(model, None, pairs, layers=["blocks.2.hook_resid_pre"])
+    assert "'decoder_block' (resid_post)" in str(info.value)
+    from steerlens import compare_logits, sweep_layers
+
+    for call in (
+        lambda: compare_logits(model, vec, ["I love it"], layers=["blocks.2.hook_mlp_out"]),
+        lambda: sweep_layers(model, vec, ["I love it"], layers="blocks.2.hook_mlp_out"),
+        lambda: vec.select_layers("blocks.2.hook_mlp_out"),
+    ):
+        with pytest.raises(LayerError, match="is a mlp_out hook, but the vector's layer_type is 'resid_post'"):
+            call()
+    with pytest.raises(LayerError, match="is a ln1 hook, but layer_type is 'mlp'"):
+        with record_activations(model, "mlp", layer_nums=["blocks.1.ln1.hook_normalized"]):
+            pass
+    with pytest.raises(LayerError, match="not a whole number or a TransformerLens hook name"):
+        train_steering_vector(model, None, pairs, layers=["blocks.2.attn.hook_z"])

@@ -356,3 +356,46 @@ def test_scalar_multipliers_of_any_numeric_type_work(model, multiplier):
         with VEC.apply(model, multiplier=multiplier):
             got = model(tokens)
     assert torch.equal(got, expected)
+
+
+# -- issue 28 item 10 (a lone surrogate) and issue 30 point 3 (TransformerLens idioms) ----------------------
+
+from steerlens.errors import InvalidArgumentError  # noqa: E402  (appended section)
+
+WRAPPER_CASES = [
+    Case(
+        "prompt with a lone surrogate",
+        train(samples=[("a b \ud800", "b c")]),
+        InvalidArgumentError,
+        "'a b \\ud800' holds '\\ud800' at character 4, a lone surrogate",
+    ),
+    Case(
+        "multiplier where layer_config goes",
+        lambda m, t: VEC.apply(m, 2.0).__enter__(),
+        InvalidArgumentError,
+        "2.0 was taken as layer_config",
+    ),
+    Case(
+        "hook name of another layer type",
+        train(layers=["blocks.1.hook_resid_pre"]),
+        LayerError,
+        "is a resid_pre hook, but layer_type is 'decoder_block' (resid_post)",
+    ),
+    Case(
+        "hook name steerlens does not steer",
+        train(layers=["blocks.1.attn.hook_z"]),
+        LayerError,
+        "not a whole number or a TransformerLens hook name",
+    ),
+    Case(
+        "select_layers of a hook name of another type",
+        lambda m, t: VEC.select_layers("blocks.1.hook_mlp_out"),
+        LayerError,
+        "the vector's layer_type is 'resid_post'",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", WRAPPER_CASES, ids=[c.name for c in WRAPPER_CASES])
+def test_bad_layer_and_prompt_inputs_get_a_clear_error(case: Case, model, tmp_path):
+    test_bad_input_gets_a_clear_error(case, model, tmp_path)

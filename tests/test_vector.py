@@ -122,3 +122,39 @@ def test_nan_in_file_and_size_limit(tmp_path):
         SteeringVector.load(path, max_bytes=10)
     with pytest.raises(VectorFileError, match="cannot read"):
         SteeringVector.load(tmp_path / "missing.safetensors")
+
+
+def test_select_layers_takes_a_hook_name_as_one_layer():
+    """A string is one TransformerLens hook name, not a sequence of characters (issue 30, point 3)."""
+    vec = random_vector(8, (1, 2, 12), seed=3, scale=1.0)
+    picked = vec.select_layers("blocks.12.hook_resid_post")
+    assert picked.layers == [12] and picked.layer_activations[12] is vec.layer_activations[12]
+    assert vec.select_layers(["blocks.2.hook_resid_post", 1]).layers == [1, 2]
+    with pytest.raises(LayerError, match="hook name 'blocks.2.hook_attn_out' is a attn_out hook") as info:
+        vec.select_layers("blocks.2.hook_attn_out")
+    assert "the vector's layer_type is 'resid_post'" in str(info.value)
+    with pytest.raises(LayerError, match="'b2' is not a whole number or a TransformerLens hook name"):
+        vec.select_layers("b2")
+    ln = SteeringVector({3: torch.ones(8)}, "input_layernorm")
+    assert ln.select_layers("blocks.3.ln1.hook_normalized").layers == [3]
+
+
+@pytest.mark.parametrize("layer_type", ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "ln1", "ln2"])
+def test_hook_names_parse_back_to_the_layer_and_type_they_were_made_from(layer_type):
+    from steerlens.layers import hook_name, parse_hook_name
+
+    assert parse_hook_name(hook_name(12, layer_type)) == (12, layer_type)
+
+
+def test_layer_groups_accept_hook_names_and_check_their_type():
+    from steerlens.vector import resolve_layer_groups
+
+    assert resolve_layer_groups("blocks.3.hook_resid_post", [1, 3], 4, "resid_post") == [(3,)]
+    assert resolve_layer_groups([["blocks.1.hook_resid_post", 3], -1], [1, 3], 4, "decoder_block") == [(1, 3), (3,)]
+    assert resolve_layer_groups("joint", [1, 3], 4) == [(1, 3)]
+    with pytest.raises(LayerError, match="'blocks.1.hook_resid_pre' is a resid_pre hook, but layer_type is"):
+        resolve_layer_groups(["blocks.1.hook_resid_pre"], [1, 3], 4, "resid_post")
+    with pytest.raises(LayerError, match="'joint', a layer or a list"):
+        resolve_layer_groups("every", [1, 3], 4)
+    with pytest.raises(LayerError, match="out of range"):
+        resolve_layer_groups("blocks.7.hook_resid_post", [1, 3], 4, "resid_post")

@@ -47,7 +47,7 @@ def residual_norms(
     """
     backend = backend_for(model, tokenizer)
     prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
-    layer_list = resolve_layers(layers, backend.n_layers)
+    layer_list = resolve_layers(layers, backend.n_layers, layer_type)
     layer_type = stored_layer_type(backend, check_layer_name(layer_type), layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     totals = {layer: torch.zeros((), dtype=torch.float64) for layer in layer_list}

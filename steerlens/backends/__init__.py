@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from torch import nn
+
 from steerlens.backends.hooked_layout import fast_generation
 from steerlens.backends.layer_config import (
     LayerMatcher,
     ModelLayerConfig,
+    check_layer_config,
     get_num_matching_layers,
     guess_and_enhance_layer_config,
 )
@@ -24,6 +27,11 @@ from steerlens.layers import check_layer_type
 
 def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> Backend:
     """The backend serving ``model``; ``tokenizer`` overrides the model's own.
+
+    A torch module holding a Hugging Face model (a PEFT/LoRA model, a custom ``nn.Module``
+    whose ``forward`` passes through) is served as steering-vectors serves it: hooks on the
+    wrapper's modules (``layer_config`` paths start at the wrapper), passes through its
+    ``forward`` (:class:`~steerlens.backends.wrapped.WrappedBackend`).
 
     A ``TransformerBridge`` (TransformerLens 3 or 4) is served by its TransformerLens hook
     points (:class:`~steerlens.backends.bridge.BridgeBackend`), with the bridge's tokenizer
@@ -40,9 +48,11 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
     from steerlens.backends.bridge import BridgeBackend, is_transformer_bridge
     from steerlens.backends.hf import HFBackend
     from steerlens.backends.hooked import HookedBackend
+    from steerlens.backends.wrapped import WrappedBackend, wrapped_hf_model
 
+    check_layer_config(layer_config)
     if isinstance(model, HFBackend) and layer_config is not None:
-        return HFBackend(model.model, tokenizer if tokenizer is not None else model.tokenizer, layer_config)
+        return type(model)(model.model, tokenizer if tokenizer is not None else model.tokenizer, layer_config)
     if isinstance(model, (HookedBackend, HFBackend)):
         backend = model if tokenizer is None or tokenizer is model.tokenizer else model.with_tokenizer(tokenizer)
     elif is_transformer_bridge(model) and layer_config is not None:
@@ -53,10 +63,14 @@ def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> 
         backend = HookedBackend(model, tokenizer if tokenizer is not None else model.tokenizer)
     elif _is_hf_model(model):
         return HFBackend(model, tokenizer, layer_config)
+    elif wrapped_hf_model(model) is not None or (isinstance(model, nn.Module) and layer_config):
+        # PEFT/LoRA or a custom nn.Module around a Hugging Face model; any module whose layers a config names
+        return WrappedBackend(model, tokenizer, layer_config)
     else:
         raise UnsupportedModelError(
             f"cannot use a {type(model).__name__}; pass a transformer_lens.HookedTransformer, a "
-            "TransformerBridge, a transformers.PreTrainedModel, or load one with steerlens.load_model(...)."
+            "TransformerBridge, a transformers.PreTrainedModel, a torch module holding one (PEFT, a custom "
+            "wrapper) or naming its layers with layer_config=..., or load one with steerlens.load_model(...)."
         )
     if layer_config is not None and isinstance(backend, HookedBackend):
         raise InvalidArgumentError(
@@ -109,7 +123,15 @@ def steering_hooks_on(model: Any) -> list[str]:
         >>> steering_hooks_on(model)
         []
     """
-    return backend_for(model).steering_hooks()
+    from steerlens.backends.wrapped import WrappedBackend
+
+    try:
+        backend = backend_for(model)
+    except UnsupportedModelError:
+        if not isinstance(model, nn.Module):
+            raise
+        backend = WrappedBackend(model, None)  # a module steered through a layer_config: its module tree says it
+    return backend.steering_hooks()
 
 
 __all__ = [

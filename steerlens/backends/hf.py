@@ -506,7 +506,7 @@ class HFBackend:
             for handle in handles:
                 handle.remove()
 
-        return SteeringPatchHandle(remove)
+        return SteeringPatchHandle(remove, handles)
 
     @contextmanager
     def apply(self, spec: SteeringSpec) -> Iterator[Any]:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
@@ -262,7 +263,7 @@ class HookedBackend:
                     lens.hook.remove()
                     point.fwd_hooks.remove(lens)
 
-        return SteeringPatchHandle(remove)
+        return SteeringPatchHandle(remove, [*_torch_handles(self.model, hooks), *trackers])
 
     def steering_hooks(self) -> list[str]:
         names = [
@@ -368,3 +369,29 @@ class HookedSweepPass:
         with self.backend.apply(spec):
             final = model(batch.tokens, attention_mask=batch.attention_mask, stop_at_layer=model.cfg.n_layers)
         return last_token_resid(final, batch.last)
+
+
+class HookPointHandle(RemovableHandle):
+    """The torch handle of one steering hook on a TransformerLens hook point (``handle.model_hooks``).
+
+    Removing it also drops the hook point's record of the hook, as TransformerLens' own
+    removal does, so nothing reports the model as still steered.
+    """
+
+    def __init__(self, point: Any, lens: Any) -> None:
+        self.__dict__.update(vars(lens.hook))  # the same hook id and hook-dict references
+        self.point, self.lens = point, lens
+
+    def remove(self) -> None:
+        super().remove()
+        self.point.fwd_hooks[:] = [h for h in self.point.fwd_hooks if h is not self.lens]
+
+
+def _torch_handles(model: Any, hooks: list[tuple[str, SteeringHook]]) -> list[HookPointHandle]:
+    """A :class:`HookPointHandle` for each of ``hooks`` on its TransformerLens hook point."""
+    return [
+        HookPointHandle(model.hook_dict[name], lens)
+        for name, hook in hooks
+        for lens in model.hook_dict[name].fwd_hooks
+        if lens.user_hook is hook
+    ]

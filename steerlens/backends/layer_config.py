@@ -15,13 +15,14 @@ contain "mlp", ``self_attn`` "attn" or "attention", ...).
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections import Counter
-from typing import Callable, Iterable, Union
+from typing import Callable, Iterable, Mapping, Union
 
 from torch import nn
 
-from steerlens.errors import LayerError
+from steerlens.errors import InvalidArgumentError, LayerError
 from steerlens.layers import STEERING_VECTORS_NAMES, LayerType, check_layer_type, module_name
 
 LayerMatcher = Union[str, Callable[[nn.Module, int], str]]
@@ -37,6 +38,33 @@ _FITS: dict[str, Callable[[str], bool]] = {  # steering-vectors' rule: which mod
     "input_layernorm": lambda t: "ln_1" in t or "input_layernorm" in t,
     "post_attention_layernorm": lambda t: "ln_2" in t or "post_attention_layernorm" in t,
 }
+
+
+def check_layer_config(layer_config: object) -> None:
+    """Raise :class:`InvalidArgumentError` unless ``layer_config`` is None or a mapping.
+
+    ``layer_config`` comes right after the model in steering-vectors' positional order
+    (``vec.apply(model, layer_config, operator, multiplier, ...)``), kept for drop-in use,
+    so ``vec.apply(model, 2.0)`` passes 2.0 as ``layer_config``: the error says so and
+    shows ``multiplier=``.
+
+    Example:
+        >>> check_layer_config({"decoder_block": "model.layers.{num}"})
+    """
+    if layer_config is None or isinstance(layer_config, Mapping):
+        return
+    if isinstance(layer_config, numbers.Number):
+        raise InvalidArgumentError(
+            f"{layer_config!r} was taken as layer_config: it is the argument after the model, in steering-vectors' "
+            "order (vec.apply(model, layer_config, operator, multiplier, ...)). To steer by "
+            f"{layer_config!r}, pass it by name: vec.apply(model, multiplier={layer_config!r})."
+        )
+    raise InvalidArgumentError(
+        f"layer_config must be a dict {{layer_type: module template}} such as "
+        f"{{'decoder_block': 'model.layers.{{num}}'}}, got {type(layer_config).__name__} {layer_config!r:.60}; "
+        "it is the argument after the model in steering-vectors' order. For a multiplier or an operator, "
+        "pass it by name (multiplier=..., operator=...)."
+    )
 
 
 def _as_callable(matcher: LayerMatcher) -> Callable[[nn.Module, int], str]:
@@ -146,6 +174,7 @@ def matcher_path(model: nn.Module, matcher: LayerMatcher, layer: int) -> str:
 __all__ = [
     "LayerMatcher",
     "ModelLayerConfig",
+    "check_layer_config",
     "get_num_matching_layers",
     "guess_and_enhance_layer_config",
     "matching_layer_names",

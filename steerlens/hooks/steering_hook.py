@@ -10,7 +10,7 @@ attention mask); the hook decides *what* changes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from jaxtyping import Float
@@ -86,17 +86,30 @@ class SteeringHook:
 
 
 class SteeringPatchHandle:
-    """Returned by ``patch_activations``: call :meth:`remove` (or leave its ``with`` block) to take the steering off."""
+    """Returned by ``patch_activations``: call :meth:`remove` (or leave its ``with`` block) to take the steering off.
 
-    def __init__(self, remove: Callable[[], None]) -> None:
+    ``model_hooks`` holds the torch ``RemovableHandle`` of every hook the patch installed,
+    as steering-vectors' field of that name (removing them all takes the patch off).
+    ``SteeringPatchHandle(model_hooks)`` builds one from handles, as in steering-vectors.
+    """
+
+    def __init__(self, remove: Callable[[], None] | Sequence[Any] = (), model_hooks: Sequence[Any] = ()) -> None:
+        if not callable(remove):  # steering-vectors' form: SteeringPatchHandle(model_hooks)
+            remove, model_hooks = None, remove  # type: ignore[assignment]
+        self.model_hooks: list[Any] = list(model_hooks)
         self._remove = remove
         self.removed = False
 
     def remove(self) -> None:
         """Remove this patch's hooks (idempotent); other hooks on the model stay."""
-        if not self.removed:
+        if self.removed:
+            return
+        if self._remove is not None:
             self._remove()
-            self.removed = True
+        else:
+            for hook in self.model_hooks:
+                hook.remove()
+        self.removed = True
 
     def __enter__(self) -> "SteeringPatchHandle":
         return self

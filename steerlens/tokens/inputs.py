@@ -7,7 +7,7 @@ from typing import Iterable, Union
 from torch import Tensor
 
 from steerlens.errors import InvalidArgumentError
-from steerlens.tokens.policy import PromptInput, as_token_ids
+from steerlens.tokens.policy import PromptInput, as_token_ids, check_text
 
 Prompts = Union[PromptInput, Iterable[PromptInput]]
 """One prompt (a string, a list or 1-D tensor of ids) or several."""
@@ -41,7 +41,7 @@ def check_prompt_inputs(prompts: Prompts) -> list[str | list[int]]:
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidArgumentError(f"prompts must be non-empty strings or token-id lists, got {prompt!r}.")
-            out.append(prompt)
+            out.append(check_text(prompt))
             continue
         try:
             ids = as_token_ids(prompt)

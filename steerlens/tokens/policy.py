@@ -63,6 +63,28 @@ def describe(prompt: PromptInput) -> str:
     return repr(prompt if len(prompt) <= 70 else prompt[:60] + "...")
 
 
+def check_text(prompt: str) -> str:
+    """``prompt`` unchanged if it is valid Unicode text, else :class:`InvalidArgumentError` naming it.
+
+    A lone surrogate (``"\\ud800"``: half of a UTF-16 pair, left by a bad decode or a
+    JSON ``\\ud800`` escape) has no UTF-8 form, so no tokenizer can encode it; caught here
+    instead of as a tokenizer's ``TypeError`` deep inside a forward pass.
+
+    Example:
+        >>> check_text("Hi")
+        'Hi'
+    """
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidArgumentError(
+            f"prompt {describe(prompt)} holds {prompt[error.start]!r} at character {error.start}, a lone surrogate "
+            "(half of a UTF-16 pair) that no tokenizer can encode. Fix the text where it was decoded, or drop such "
+            "characters with text.encode('utf-8', 'replace').decode('utf-8')."
+        ) from None
+    return prompt
+
+
 def check_encoded(ids: list[int], prompt: PromptInput, n_ctx: int | None) -> list[int]:
     """``ids`` if they are not empty and fit the context window ``n_ctx`` (None: no limit)."""
     if n_ctx is not None and len(ids) > n_ctx:
@@ -160,7 +182,7 @@ class TokenPolicy:
         if ids is not None:
             prefix = self._bos(explicit=True) if prepend_bos and not self.starts_with_bos(ids) else []
             return check_encoded(prefix + ids, ids, self.n_ctx)
-        body = text_ids(self.tokenizer, prompt)  # type: ignore[arg-type]
+        body = text_ids(self.tokenizer, check_text(prompt))  # type: ignore[arg-type]
         want = self.default_prepend_bos if prepend_bos is None else prepend_bos
         if self.starts_with_bos(body) or want is False:
             prefix = []

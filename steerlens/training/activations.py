@@ -48,7 +48,7 @@ def prepare(
     check_batch_size(batch_size)
     backend.check_tokenizer()
     samples = normalize_samples(training_samples)
-    layer_list = resolve_layers(layers, backend.n_layers)
+    layer_list = resolve_layers(layers, backend.n_layers, layer_type)
     layer_type = stored_layer_type(backend, layer_type, layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     return backend, samples, layer_list, layer_type

@@ -34,7 +34,7 @@ def record_activations(
         torch.Size([1, 5, 64])
     """
     backend = backend_for(model, layer_config=layer_config)
-    layers = resolve_layers(layer_nums, backend.n_layers)
+    layers = resolve_layers(layer_nums, backend.n_layers, layer_type)
     # The name as given: on a Hugging Face model a steering-vectors name is its module's output.
     with backend.record(check_layer_name(layer_type), layers, clone_activations) as records:
         yield records

@@ -206,3 +206,36 @@ def test_cli_prepend_bos_flags(toy, tmp_path, capsys):
     )
     steered, plain = steered_and_unsteered(toy, SteeringVector.load(out), prompt, 4.0, 4, prepend_bos=False)
     assert f"unsteered:  {plain!r}" in capsys.readouterr().out
+
+
+LONE_SURROGATE = "I love \ud800 it"
+
+
+def test_a_lone_surrogate_is_one_clear_error_at_every_entry_point():
+    """No tokenizer can encode half a UTF-16 pair: one steerlens error naming the prompt and the fix
+    (issue 28, item 10), before any forward pass, on both routes; valid text around it is untouched."""
+    hooked = make_model()
+    tok = metaspace_tokenizer()
+    hf = llama_model(tok)
+    vec = SteeringVector({1: torch.ones(32)})
+    # the tokenizer's own failure, which this replaces
+    with pytest.raises(TypeError):
+        tok(LONE_SURROGATE)
+    calls = [
+        lambda: check_prompt_inputs(["fine", LONE_SURROGATE]),
+        lambda: TokenPolicy.for_tokenizer(tok).encode(LONE_SURROGATE),
+        lambda: compare_logits(hooked, vec, [LONE_SURROGATE]),
+        lambda: compare_logits(hf, vec, [LONE_SURROGATE], tokenizer=tok),
+        lambda: sweep_layers(hooked, vec, ["fine", LONE_SURROGATE], multipliers=[1.0]),
+        lambda: extract_activations(hf, tok, [("I love it", LONE_SURROGATE)]),
+        lambda: extract_activations(hooked, None, [(LONE_SURROGATE, "I hate it")]),
+        lambda: generate_text(hf, LONE_SURROGATE, max_new_tokens=2, tokenizer=tok),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidArgumentError) as info:
+            call()
+        message = str(info.value)
+        assert "'I love \\ud800 it'" in message and "lone surrogate" in message, message
+        assert "encode('utf-8', 'replace')" in message
+    # a surrogate *pair* written as one character is fine
+    assert check_prompt_inputs(["I love \U0001f600 it"]) == ["I love \U0001f600 it"]
