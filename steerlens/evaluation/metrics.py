@@ -282,8 +282,9 @@ def damage_warning(
         )
     if unsteered_mass is not None and unsteered_mass < LOW_MASS:
         parts.append(
-            f"{tokens} hold only {unsteered_mass:.2%} of the next-token probability unsteered: a ratio "
-            "of them says little about what the model says next (choose prompts after which those tokens are likely)"
+            f"{tokens} hold only {unsteered_mass:.2%} of the next-token probability unsteered: a ratio or "
+            "change of them says little about what the model says next (choose prompts after which those tokens "
+            "are likely)"
         )
     return "; ".join(parts) + "." if parts else None
 
