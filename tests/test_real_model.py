@@ -221,3 +221,57 @@ def test_chat_demo_writes_what_it_prints(tmp_path, hf):
     unsteered = result.sweep[result.sweep.multiplier == 0.0].iloc[:, 2]
     assert unsteered.tolist() == pytest.approx([sum(share) / 2] * len(unsteered), abs=1e-4)
     assert any("P(matching answer)" in line for line in lines) and "done in" in lines[-1]
+
+
+def test_a_push_that_breaks_the_model_is_flagged_beside_its_share(hf):
+    """Issue 27: a French-vs-English share on SmolLM2 looked like a win on a broken model. A French vector at
+    layer 9, one residual norm: the greeting words lose nearly all their mass while their share still moves,
+    and the cell is flagged; at 0.2 norms it is not. Masses and flags against a hand-written forward hook."""
+    from steerlens import prob_share, sweep_layers
+    from steerlens.analysis.norms import relative_vector
+
+    model, tokenizer = hf
+    replies = [
+        ("How do you greet a friend?", "Bonjour, mon ami !", "Good morning, my friend!"),
+        ("Do you like music?", "Oui, j'adore la musique.", "Yes, I love music."),
+        ("I brought you a gift.", "Merci beaucoup, c'est gentil.", "Thank you very much, that is kind."),
+        ("Is the shop open?", "Non, le magasin est fermé.", "No, the shop is closed."),
+        ("How are you?", "Je vais bien, merci.", "I am fine, thank you."),
+        ("Goodbye!", "Au revoir et à bientôt !", "Goodbye and see you soon!"),
+    ]
+    pairs = [(chat_prompt(tokenizer, q) + fr, chat_prompt(tokenizer, q) + en) for q, fr, en in replies]
+    prompts = [
+        chat_prompt(tokenizer, q)
+        for q in ("Greet me with one word.", "Say thank you in one word.", "Answer in one word: is the sky blue?")
+    ]
+    french, english = ["Bon", "Mer", "Sal", "Non"], ["Hello", "Yes", "Thanks", "Hi", "No", "Good"]
+    vec = relative_vector(
+        model, train_steering_vector(model, tokenizer, pairs, layers=[9]), prompts, tokenizer=tokenizer
+    )
+    with pytest.warns(RuntimeWarning, match="1 of 2 cells are degenerate"):
+        table = sweep_layers(
+            model, vec, prompts, multipliers=[0.2, 1.0], metric=prob_share(french, english), tokenizer=tokenizer
+        )
+    masses = {0.2: [], 1.0: []}
+    for m in masses:
+        for prompt in prompts:
+            ids = [tokenizer(prompt + w, add_special_tokens=False).input_ids[-1] for w in french + english]
+            delta = m * vec.layer_activations[9]
+            handle = model.model.layers[9].register_forward_hook(
+                lambda mod, args, out: (out[0] + delta, *out[1:]) if isinstance(out, tuple) else out + delta
+            )
+            try:
+                with torch.no_grad():
+                    steered = model(tokenizer(prompt, return_tensors="pt").input_ids).logits[0, -1].softmax(-1)
+            finally:
+                handle.remove()
+            with torch.no_grad():
+                plain = model(tokenizer(prompt, return_tensors="pt").input_ids).logits[0, -1].softmax(-1)
+            masses[m].append((float(steered[ids].sum()), float(plain[ids].sum())))
+    for row in table.itertuples():
+        steered, plain = (sum(column) / len(prompts) for column in zip(*masses[row.multiplier]))
+        assert row.target_mass == pytest.approx(steered, abs=1e-4, rel=1e-3)
+        assert row.target_mass_unsteered == pytest.approx(plain, abs=1e-4, rel=1e-3)
+        assert row.degenerate == (steered < 0.1 * plain)
+    print("\n" + table.drop(columns=["prob_share_std", "n_prompts"]).to_string(float_format="{:.4f}".format))
+    assert table.degenerate.tolist() == [False, True]

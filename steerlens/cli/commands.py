@@ -54,8 +54,24 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     write_atomic(args.out, frame.to_csv(index=False).encode("utf-8"))
     name = frame.attrs["metric"]
     if not args.per_prompt:
-        print(frame.pivot(index="layer", columns="multiplier", values=name).to_string(float_format="{:.4f}".format))
+        print(_sweep_table(frame, name))
+        if name != "kl":  # the damage beside the effect
+            print(f"kl (nats):\n{_sweep_table(frame.drop(columns='degenerate', errors='ignore'), 'kl')}")
     print(f"{name} over {len(prompts)} prompts; wrote {args.out}")
+
+
+def _sweep_table(frame: Any, value: str) -> str:
+    """layer x multiplier table of ``value``; a degenerate cell gets a ``*`` and a footnote says why."""
+    cells = frame.assign(
+        shown=[
+            f"{v:.4f}" + ("*" if bad else "")
+            for v, bad in zip(frame[value], frame.get("degenerate", [False] * len(frame)))
+        ]
+    )
+    table = cells.pivot(index="layer", columns="multiplier", values="shown").to_string()
+    if "degenerate" in frame and frame["degenerate"].any():
+        table += "\n* degenerate: the words keep < 10% of their unsteered probability (a broken model, not a win)"
+    return table
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

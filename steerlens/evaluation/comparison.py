@@ -12,10 +12,17 @@ vector applied alone at every position, or groups of layers together
 Target tokens and answer letters are encoded in the context of their prompt: the
 token that really follows it (:mod:`steerlens.tokens.targets`), so a SentencePiece
 ``"A"`` after ``"("`` is ``A``, not ``▁A``.
+
+Damage is always beside the effect: every row has ``kl``, and where the effect is
+taken of named tokens (target tokens, answer letters) their total probability steered
+and unsteered and a ``degenerate`` flag, True where that mass fell below
+:data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION` (0.1) of its unsteered value:
+there a share of the tokens can look decisive while the model says none of them.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union
 
@@ -26,7 +33,15 @@ from torch import Tensor
 from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError
-from steerlens.evaluation.metrics import TokenGroup, argmax_changed, group_logprob, kl_divergence, token_ids
+from steerlens.evaluation.metrics import (
+    TokenGroup,
+    argmax_changed,
+    damage_warning,
+    degenerate,
+    group_logprob,
+    kl_divergence,
+    token_ids,
+)
 from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.samples.chat import answer_letter, caa_record
@@ -108,7 +123,7 @@ def compare_logits(
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     prepend_bos: bool | None = None,
     steer_from: SteerFrom = None,
 ) -> pd.DataFrame:
@@ -118,7 +133,15 @@ def compare_logits(
     unsteered) in nats; ``argmax_changed`` (bool); ``top_k_before`` / ``top_k_after``
     = lists of ``(token_str, prob)``, most likely first. For each target ``<name>``:
     ``logprob_before[<name>]``, ``logprob_after[<name>]`` and ``delta_logprob[<name>]``
-    (after − before, natural log).
+    (after − before, natural log). With targets, the damage beside them:
+    ``target_mass`` and ``target_mass_unsteered`` = the total next-token probability
+    of all targets together (each token once), steered and unsteered, and
+    ``degenerate`` = ``target_mass < 0.1 * target_mass_unsteered``
+    (:data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION`): the targets' log-odds
+    there describe a model that no longer says any of them. One warning counts the
+    degenerate rows (and says when the targets hold under 1% of the probability even
+    unsteered). ``show_progress`` (default None): a bar of cells with the time left,
+    shown once the call has run a few seconds.
 
     ``target_tokens`` is a list of token strings or ids (a target is named by its
     string, an id by its decoded text, see :func:`token_str`) or a dict ``name -> token or list of tokens``;
@@ -160,7 +183,19 @@ def compare_logits(
         steer_from=steer_from,
     ):
         rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets[index], top_k)
-    return _ordered(rows)
+    frame = _ordered(rows)
+    if targets and targets[0]:
+        frame["degenerate"] = _flag_and_warn(frame, "target_mass", "target_mass_unsteered", "the target tokens")
+    return frame
+
+
+def _flag_and_warn(frame: pd.DataFrame, steered: str, unsteered: str, tokens: str) -> Any:
+    """The ``degenerate`` column of ``frame`` from its two mass columns; one warning if any row is degenerate."""
+    flags = degenerate(torch.tensor(frame[steered].to_numpy()), torch.tensor(frame[unsteered].to_numpy())).numpy()
+    message = damage_warning(int(flags.sum()), len(frame), float(frame[unsteered].mean()), "rows", tokens)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return flags
 
 
 def _comparison_row(
@@ -184,6 +219,10 @@ def _comparison_row(
         out[f"logprob_before[{name}]"] = b
         out[f"logprob_after[{name}]"] = a
         out[f"delta_logprob[{name}]"] = a - b
+    if targets:
+        every = list(dict.fromkeys(i for ids in targets.values() for i in ids))
+        out["target_mass"] = float(lp_after[0, every].exp().sum())
+        out["target_mass_unsteered"] = float(lp_before[0, every].exp().sum())
     return out
 
 
@@ -267,7 +306,7 @@ def ab_behavior_probability(
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     prepend_bos: bool | None = None,
     steer_from: SteerFrom = None,
 ) -> pd.DataFrame:
@@ -275,7 +314,14 @@ def ab_behavior_probability(
 
     For each item × layer × multiplier: ``p_matching_* = P(matching) / (P(A) + P(B))``
     of the next token after the prompt, and ``ab_mass_* = P(A) + P(B)`` (low values
-    mean the model is not answering with a letter). ``letters`` are the two letters
+    mean the model is not answering with a letter). Damage beside the effect: ``kl`` =
+    KL(steered ‖ unsteered) of the next-token distribution (nats), and ``degenerate`` =
+    ``ab_mass_steered < 0.1 * ab_mass_unsteered``
+    (:data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION`): steering has moved the
+    model off the letters, and ``p_matching_steered`` is a ratio of two vanishing
+    probabilities. One warning counts the degenerate rows (and says when the letters
+    hold under 1% of the probability even unsteered). ``show_progress`` (default
+    None): a bar of cells with the time left, shown once the call has run a few seconds. ``letters`` are the two letters
     (strings or token ids); each string is the token that really follows the item's
     prompt (on a SentencePiece tokenizer ``A`` after ``"("``, not ``▁A``), and a
     :class:`~steerlens.tokens.TargetTokenError` names any letter that is not one
@@ -286,7 +332,7 @@ def ab_behavior_probability(
     every position; see :mod:`steerlens.tokens.starts`).
 
     Columns: ``item_index, prompt, matching, layer, multiplier, p_matching_unsteered,
-    p_matching_steered, ab_mass_unsteered, ab_mass_steered``.
+    p_matching_steered, ab_mass_unsteered, ab_mass_steered, kl, degenerate``.
 
     Example:
         >>> df = ab_behavior_probability(model, vec, items, multipliers=[-2, 0, 2])
@@ -327,8 +373,11 @@ def ab_behavior_probability(
             "p_matching_steered": p_st,
             "ab_mass_unsteered": mass_un,
             "ab_mass_steered": mass_st,
+            "kl": float(kl_divergence(cell.steered[row : row + 1], cell.unsteered[row : row + 1])[0]),
         }
-    return _ordered(rows)
+    frame = _ordered(rows)
+    frame["degenerate"] = _flag_and_warn(frame, "ab_mass_steered", "ab_mass_unsteered", "the answer letters")
+    return frame
 
 
 def letter_pair(tokenizer: Any, prompt: PromptInput, letters: tuple[str | int, str | int]) -> list[int]:

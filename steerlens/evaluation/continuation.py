@@ -12,6 +12,9 @@ so layers, groups of layers (``"joint"``), operators, padding and both model kin
 work as they do in sweeps. In a causal model the logits at a position depend only
 on the positions before it, so this equals scoring the full sequence in one pass
 with steering at every position.
+
+Damage beside the effect: ``kl`` is the mean, over the completion's positions, of
+KL(steered ‖ unsteered) of the next-token distribution, read from the same logits.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError
+from steerlens.evaluation.metrics import kl_divergence
 from steerlens.evaluation.sweep import iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.tokens import PaddingSide, PromptInput, Prompts, as_token_ids, ids_in_context, prepare_prompts
@@ -45,7 +49,7 @@ def continuation_logprob(
     batch_size: int = 32,
     padding_side: PaddingSide | None = None,
     operator: Operator | None = None,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
     """``log P(completion | prompt)`` of each prompt × layer (or group) × multiplier, steered and unsteered.
@@ -59,7 +63,12 @@ def continuation_logprob(
 
     Columns: ``prompt_index, prompt, completion, n_tokens, layer, multiplier,
     logprob_unsteered, logprob_steered, delta_logprob`` (natural log, summed over the
-    completion's tokens; divide by ``n_tokens`` for a per-token mean).
+    completion's tokens; divide by ``n_tokens`` for a per-token mean), and ``kl``: the
+    damage beside the effect, the mean over the completion's positions of
+    KL(steered ‖ unsteered) of the next-token distribution (nats; the same logits, no
+    extra pass). A large ``delta_logprob`` with a large ``kl`` is a model pushed off
+    everything, not towards the completion. ``show_progress`` (default None): a bar
+    of cells with the time left, shown once the call has run a few seconds.
 
     Example:
         >>> df = continuation_logprob(model, vec, ["The film was"], " great fun", multipliers=[-2, 2])
@@ -87,7 +96,7 @@ def continuation_logprob(
     for item, prefix, token in scored:
         by_prefix.setdefault(prefix, []).append((item, token))
 
-    sums: dict[tuple[int, Any, float], list[float]] = {}
+    sums: dict[tuple[int, Any, float], list[float]] = {}  # (unsteered, steered, summed KL)
     order: dict[Any, int] = {}
     for cell in iter_steered_logits(
         backend,
@@ -103,11 +112,13 @@ def continuation_logprob(
         order.setdefault(cell.layer, len(order))
         steered = torch.log_softmax(cell.steered.float(), -1)
         unsteered = torch.log_softmax(cell.unsteered.float(), -1)
+        kl = kl_divergence(cell.steered, cell.unsteered).tolist()
         for row, prefix in enumerate(cell.indices):
             for item, token in by_prefix[prefix]:
-                acc = sums.setdefault((item, cell.layer, cell.multiplier), [0.0, 0.0])
+                acc = sums.setdefault((item, cell.layer, cell.multiplier), [0.0, 0.0, 0.0])
                 acc[0] += float(unsteered[row, token])
                 acc[1] += float(steered[row, token])
+                acc[2] += kl[row]
     rows = [
         {
             "prompt_index": item,
@@ -119,8 +130,9 @@ def continuation_logprob(
             "logprob_unsteered": un,
             "logprob_steered": st,
             "delta_logprob": st - un,
+            "kl": kl / len(targets[item]),
         }
-        for (item, layer, m), (un, st) in sorted(
+        for (item, layer, m), (un, st, kl) in sorted(
             sums.items(), key=lambda kv: (kv[0][0], order[kv[0][1]], mults.index(kv[0][2]))
         )
     ]

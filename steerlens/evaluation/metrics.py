@@ -262,19 +262,29 @@ def degenerate(mass_steered: Tensor | float, mass_unsteered: Tensor | float) -> 
     return torch.as_tensor(mass_steered) < DEGENERATE_FRACTION * torch.as_tensor(mass_unsteered)
 
 
-def damage_warning(n_degenerate: int, n_cells: int, unsteered_mass: float | None, what: str = "cells") -> str | None:
-    """The one warning the measuring verbs give about damage (None when there is nothing to say)."""
+def damage_warning(
+    n_degenerate: int,
+    n_cells: int,
+    unsteered_mass: float | None,
+    what: str = "cells",
+    tokens: str = "the metric's tokens",
+) -> str | None:
+    """The one warning the measuring verbs give about damage (None when there is nothing to say).
+
+    ``tokens`` names what the mass is of (``"the answer letters"`` for A/B items).
+    """
     parts = []
     if n_degenerate:
         parts.append(
-            f"{n_degenerate} of {n_cells} {what} are degenerate: the metric's tokens keep less than "
+            f"{n_degenerate} of {n_cells} {what} are degenerate: {tokens} keep less than "
             f"{DEGENERATE_FRACTION:g} of their unsteered probability there, so the metric describes a broken "
-            "model (see the `degenerate` and `target_mass` columns; try smaller multipliers)"
+            "model (see the `degenerate` column and the mass beside it; try smaller multipliers)"
         )
     if unsteered_mass is not None and unsteered_mass < LOW_MASS:
         parts.append(
-            f"the metric's tokens hold only {unsteered_mass:.2%} of the next-token probability unsteered: a ratio "
-            "of them says little about what the model says next (choose prompts after which those tokens are likely)"
+            f"{tokens} hold only {unsteered_mass:.2%} of the next-token probability unsteered: a ratio or "
+            "change of them says little about what the model says next (choose prompts after which those tokens "
+            "are likely)"
         )
     return "; ".join(parts) + "." if parts else None
 
@@ -311,6 +321,9 @@ def metric_values(
 
     Every consumer of a metric (sweeps, calibration) reads it through here, so token
     strings are always bound in the context of each prompt (:func:`bind_per_prompt`).
+    A metric that returns NaN for some prompts gets a :class:`RuntimeWarning` naming it and
+    how many values (not an error: a custom metric may be undefined on some prompts, and
+    the prompts it did measure are still worth having; a table's means leave the NaNs out).
     """
     values = torch.as_tensor(metric_rows(fn, bound, steered, unsteered, prompt_indices)).detach().reshape(-1)
     if values.shape[0] != steered.shape[0]:
@@ -318,4 +331,13 @@ def metric_values(
             f"metric {name!r} returned {values.shape[0]} values for {steered.shape[0]} prompts; "
             "a metric must return one value per prompt."
         )
-    return values.double().cpu()
+    values = values.double().cpu()
+    n_nan = int(values.isnan().sum())
+    if n_nan:
+        warnings.warn(
+            f"metric {name!r} returned NaN for {n_nan} of {values.shape[0]} prompts; a table's mean leaves them "
+            "out (check the metric: a log or ratio of a zero probability, or an empty group?).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return values

@@ -3,6 +3,10 @@
 Every function returns a ``matplotlib.figure.Figure`` built without pyplot (no
 global state, nothing shown); display it in a notebook by ending a cell with it,
 or save it with ``fig.savefig("sweep.png")``.
+
+Sweep plots mark degenerate cells (the metric's tokens keep under 10% of their
+unsteered probability, see :func:`~steerlens.evaluation.metrics.degenerate`), so a
+ratio that looks perfect on a broken model cannot be read as a win.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import numpy as np
 import pandas as pd
 
 from steerlens.errors import InvalidArgumentError
+from steerlens.evaluation.metrics import DEGENERATE_FRACTION
 
 _KEYS = ("layer", "multiplier")
 _NOT_METRICS = {"layer", "multiplier", "prompt_index", "n_prompts"}
+DEGENERATE_LABEL = f"degenerate: metric tokens < {DEGENERATE_FRACTION:.0%} of unsteered mass"
+"""The legend entry of the marks on degenerate cells."""
 
 
 def _figure(**kwargs: Any) -> Any:
@@ -49,6 +56,22 @@ def _grid(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     return frame.groupby(list(_KEYS))[value].mean().unstack("multiplier").sort_index().sort_index(axis=1)
 
 
+def _degenerate_grid(frame: pd.DataFrame, grid: pd.DataFrame) -> pd.DataFrame | None:
+    """layer × multiplier flags aligned with ``grid`` (None when the frame carries no damage).
+
+    From the mean masses over prompts when the frame has them (as ``sweep_layers``
+    flags its cells, so a per-prompt frame marks the cells its mean table would),
+    else from a ``degenerate`` column (any row of the cell).
+    """
+    if {"target_mass", "target_mass_unsteered"} <= set(frame.columns):
+        flags = _grid(frame, "target_mass") < DEGENERATE_FRACTION * _grid(frame, "target_mass_unsteered")
+    elif "degenerate" in frame.columns:
+        flags = frame.groupby(list(_KEYS))["degenerate"].any().unstack("multiplier")
+    else:
+        return None
+    return flags.reindex(index=grid.index, columns=grid.columns).fillna(False).astype(bool)
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -60,6 +83,9 @@ def plot_sweep_heatmap(
 
     A metric with both signs gets a diverging colour map centred on zero.
     ``annotate`` writes the values in the cells (default: when there are at most 120).
+    Degenerate cells (a frame with ``target_mass`` columns or a ``degenerate`` flag,
+    as ``sweep_layers`` gives for token metrics) are hatched with an ✕ pattern and
+    named in a legend below the map: their value describes a broken model.
 
     Example:
         >>> fig = plot_sweep_heatmap(sweep_layers(model, vec, prompts))
@@ -87,7 +113,21 @@ def plot_sweep_heatmap(
         for (i, j), x in np.ndenumerate(data):
             dark = abs(x) > 0.6 * max(abs(lo), abs(hi)) if lo < 0 < hi else x < mid
             ax.text(j, i, f"{x:.2g}", ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    _mark_degenerate_cells(fig, ax, _degenerate_grid(frame, grid))
     return fig
+
+
+def _mark_degenerate_cells(fig: Any, ax: Any, flags: pd.DataFrame | None) -> None:
+    """Hatch each flagged cell (patches with gid ``"degenerate"``) and say what the hatching means."""
+    if flags is None or not flags.to_numpy().any():
+        return
+    from matplotlib.patches import Patch, Rectangle
+
+    style = {"fill": False, "hatch": "xx", "edgecolor": "black", "linewidth": 1.2}
+    for (i, j), flagged in np.ndenumerate(flags.to_numpy()):
+        if flagged:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, gid="degenerate", **style))
+    fig.legend(handles=[Patch(label=DEGENERATE_LABEL, **style)], loc="outside lower center", fontsize="small")
 
 
 def plot_metric_vs_multiplier(
@@ -101,7 +141,8 @@ def plot_metric_vs_multiplier(
     """One line per layer: the sweep metric against the multiplier.
 
     ``show_std`` shades ± one standard deviation over prompts (aggregated frames
-    with a ``<metric>_std`` column).
+    with a ``<metric>_std`` column). Degenerate cells (see :func:`plot_sweep_heatmap`)
+    get a red ✕ on their point, named in the legend: their value describes a broken model.
 
     Example:
         >>> fig = plot_metric_vs_multiplier(df, layers=[2, 4, 6])
@@ -117,12 +158,20 @@ def plot_metric_vs_multiplier(
     ax = fig.add_subplot()
     colours = _colours(len(wanted))
     x = grid.columns.to_numpy(dtype=float)
+    flags = _degenerate_grid(frame, grid)
+    flagged: list[tuple[float, float]] = []
     for colour, layer in zip(colours, wanted):
         y = grid.loc[layer].to_numpy(dtype=float)
         ax.plot(x, y, marker="o", color=colour, label=str(layer))
         if std is not None:
             s = std.loc[layer].to_numpy(dtype=float)
             ax.fill_between(x, y - s, y + s, color=colour, alpha=0.15)
+        if flags is not None:
+            flagged += [(a, b) for a, b, bad in zip(x, y, flags.loc[layer].to_numpy()) if bad]
+    if flagged:
+        xs, ys = zip(*flagged)
+        ax.scatter(xs, ys, marker="x", s=90, linewidths=2, color="#d9534f", zorder=4, label=DEGENERATE_LABEL)
+        ax.collections[-1].set_gid("degenerate")
     ax.set_xlabel("multiplier")
     ax.set_ylabel(value)
     ax.set_title(title or f"{value} against multiplier")

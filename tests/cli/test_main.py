@@ -123,6 +123,33 @@ def test_sweep_csv_equals_sweep_layers(toy, pairs_file, prompts_file, tmp_path, 
     assert list(got["layer"]) == [0, 0, 2, 2] and list(got["multiplier"]) == [-4, 4, -4, 4]
     assert got["prob_share"].to_numpy() == pytest.approx(expected["prob_share"].to_numpy(), abs=1e-6)
     assert_atomic(replaced, out)
+    # The damage beside the effect, in the CSV and on screen.
+    for column in ("kl", "target_mass", "target_mass_unsteered"):
+        assert got[column].to_numpy() == pytest.approx(expected[column].to_numpy(), abs=1e-6), column
+    assert got["degenerate"].tolist() == expected["degenerate"].tolist()
+    assert "kl (nats):" in stdout
+
+
+def test_sweep_marks_degenerate_cells_and_kl_sweeps_carry_kl(toy, prompts_file, tmp_path, capsys):
+    """A topic vector pushed 60x breaks the toy model's sentiment words: the CSV flags it, the table stars it."""
+    from steerlens.toy import topic_pairs
+
+    save_pairs_jsonl(topic_pairs("train")[:16], tmp_path / "topic.jsonl")
+    words = ["--positive-words", "good,great", "--negative-words", "bad,terrible"]
+    common = ["sweep", "--pairs", tmp_path / "topic.jsonl", "--prompts", prompts_file, "--layers", "1"]
+    common += ["--multipliers", "1,60"]
+    with pytest.warns(RuntimeWarning, match="1 of 2 cells are degenerate"):
+        code, stdout, _ = run([*common, *words, "--out", tmp_path / "share.csv"], capsys)
+    got = pd.read_csv(tmp_path / "share.csv")
+    assert code == 0 and got["degenerate"].tolist() == [False, True]
+    assert got["target_mass"][1] < 0.1 * got["target_mass_unsteered"][1]  # the flag's own definition
+    share_row = next(line for line in stdout.splitlines() if line.split()[:1] == ["1"])
+    assert share_row.count("*") == 1 and share_row.split()[-1].endswith("*")
+    assert stdout.count("* degenerate") == 1 and "kl (nats):" in stdout
+    code, stdout, _ = run([*common, "--out", tmp_path / "kl.csv"], capsys)
+    kl = pd.read_csv(tmp_path / "kl.csv")
+    assert code == 0 and "kl" in kl and not {"target_mass", "degenerate"} & set(kl.columns)
+    assert kl["kl"].to_numpy() == pytest.approx(got["kl"].to_numpy(), abs=1e-6)  # the same damage either way
 
 
 def test_demo_writes_vector_csv_and_heatmap(toy, tmp_path, capsys, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import random_vector
 
-from steerlens import ABItem, ab_behavior_probability, compare_logits
+from steerlens import ABItem, SteeringVector, ab_behavior_probability, compare_logits
 from steerlens.backends import steering_hooks_on
 from steerlens.errors import InvalidArgumentError
 from steerlens.tokens import TargetTokenError
@@ -62,6 +62,11 @@ def test_compare_logits_matches_manual_hook(request, which, padding_side):
             assert row[f"logprob_before[{name}]"] == pytest.approx(float(b), abs=1e-5)
             assert row[f"logprob_after[{name}]"] == pytest.approx(float(a), abs=1e-5)
             assert row[f"delta_logprob[{name}]"] == pytest.approx(float(a - b), abs=1e-5)
+        every = [40, 41, 42, 50]  # all targets together, each token once
+        mass, mass_un = float(after[every].exp().sum()), float(before[every].exp().sum())
+        assert row.target_mass == pytest.approx(mass, abs=1e-6)
+        assert row.target_mass_unsteered == pytest.approx(mass_un, abs=1e-6)
+        assert row.degenerate == (mass < 0.1 * mass_un)
         assert row.argmax_changed == bool(after.argmax() != before.argmax())
         for column, lp in (("top_k_before", before), ("top_k_after", after)):
             probs, ids = lp.exp().topk(4)
@@ -128,6 +133,87 @@ def test_ab_behavior_probability_matches_manual(model, padding_side):
             expected = (pa if row.matching == "A" else pb) / (pa + pb)
             assert row[f"p_matching_{suffix}"] == pytest.approx(float(expected), abs=1e-5)
             assert row[f"ab_mass_{suffix}"] == pytest.approx(float(pa + pb), abs=1e-6)
+        assert row.kl == pytest.approx(float((after.exp() * (after - before)).sum()), abs=1e-5)
+        ab_steered, ab_unsteered = after[[a_id, b_id]].exp().sum(), before[[a_id, b_id]].exp().sum()
+        assert row.degenerate == bool(ab_steered < 0.1 * ab_unsteered)
     assert frame.matching.tolist()[::6] == ["A", "B", "B"]
     zero = frame[frame.multiplier == 0]
     assert (zero.p_matching_steered == zero.p_matching_unsteered).all()
+    assert (zero.kl == 0).all() and not zero.degenerate.any()
+
+
+# -- damage beside the effect on a model a push can break ------------------------------------------
+
+
+def sharp_tiny_llama():
+    """A tiny HF Llama with its unembedding scaled 4x, so a pushed residual picks a few tokens, as a real
+    model's does (the plain tiny model stays near uniform whatever the push)."""
+    from tiny_hf import make_hf_model
+    from tiny_hf import make_tokenizer as make_word_tokenizer
+
+    model = make_hf_model("llama")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)
+    return model, make_word_tokenizer()
+
+
+def test_a_large_push_is_flagged_in_compare_logits_and_ab_items_as_computed_by_hand():
+    """50 residual norms along a random direction: the target words and the two answer tokens lose their
+    mass. Every row's kl, masses and flag equal a plain forward with a hand-written hook; one warning counts."""
+    from helpers import hf_logprobs
+
+    model, tok = sharp_tiny_llama()
+    prompts = ["the cat sat on", "a dog ran fast and", "the big red", "a small happy dog"]
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector({0: direction / direction.norm() * 6.0})  # 6: the residual norm after layer 0
+    words = {"up": [" happy", " cat", " mat"], "down": [" ran", " sad", " small"]}
+    ids = tok.convert_tokens_to_ids(["happy", "cat", "mat", "ran", "sad", "small"])
+    letters = tok.convert_tokens_to_ids(["happy", "mat"])
+    mults = [0.05, 50.0]
+    with pytest.warns(RuntimeWarning, match=r"of 8 rows are degenerate: the target tokens keep less") as caught:
+        frame = compare_logits(model, vec, prompts, multipliers=mults, target_tokens=words, tokenizer=tok)
+    with pytest.warns(RuntimeWarning, match=r"of 8 rows are degenerate: the answer letters keep less") as ab_caught:
+        ab = ab_behavior_probability(model, vec, [(p, "A") for p in prompts], mults, letters=letters, tokenizer=tok)
+    assert f"{int(frame.degenerate.sum())} of 8 rows" in str(caught[0].message)
+    assert f"{int(ab.degenerate.sum())} of 8 rows" in str(ab_caught[0].message)
+    for table, tokens in ((frame, ids), (ab, letters)):
+        for row in table.itertuples():
+            ids_in = tok(row.prompt)["input_ids"]
+            after = hf_logprobs(model, ids_in, {0: row.multiplier * vec.layer_activations[0]})[-1]
+            before = hf_logprobs(model, ids_in)[-1]
+            mass, mass_un = float(after[tokens].exp().sum()), float(before[tokens].exp().sum())
+            assert row.kl == pytest.approx(float((after.exp() * (after - before)).sum()), abs=1e-4, rel=1e-4)
+            assert row.degenerate == (mass < 0.1 * mass_un)
+            if table is frame:
+                assert row.target_mass == pytest.approx(mass, abs=1e-6, rel=1e-4)
+                assert row.target_mass_unsteered == pytest.approx(mass_un, abs=1e-6, rel=1e-4)
+            else:
+                assert row.ab_mass_steered == pytest.approx(mass, abs=1e-6, rel=1e-4)
+        small, large = table[table.multiplier == 0.05], table[table.multiplier == 50.0]
+        assert not small.degenerate.any() and large.degenerate.any()
+
+
+def test_no_targets_no_mass_columns(model):
+    frame = compare_logits(model, random_vector(model, [1]), PROMPTS[:1], multipliers=[1.0])
+    assert "kl" in frame and not {"target_mass", "target_mass_unsteered", "degenerate"} & set(frame.columns)
+
+
+def test_every_verb_shows_progress_by_default_once_it_runs_long(model, monkeypatch):
+    """show_progress=None (the default) reaches the bar, which appears only after a few seconds."""
+    import steerlens.evaluation.sweep as sweep_module
+    from steerlens import continuation_logprob
+
+    seen = []
+    real = sweep_module.progress_bar
+
+    def recording(total, desc, show=None, unit="cell"):
+        seen.append(show)
+        return real(total, desc, show, unit)
+
+    monkeypatch.setattr(sweep_module, "progress_bar", recording)
+    vec = random_vector(model, [1])
+    compare_logits(model, vec, PROMPTS[:1])
+    ab_behavior_probability(model, vec, [("Pick one: (", "A")])
+    continuation_logprob(model, vec, PROMPTS[:1], " it")
+    compare_logits(model, vec, PROMPTS[:1], show_progress=False)
+    assert seen == [None, None, None, False]

@@ -26,6 +26,12 @@ def sequence_logprob(logprobs: torch.Tensor, n_prompt: int, completion: list[int
     return float(sum(logprobs[n_prompt - 1 + t, token] for t, token in enumerate(completion)))
 
 
+def mean_kl(steered: torch.Tensor, unsteered: torch.Tensor, n_prompt: int, n_tokens: int) -> float:
+    """Mean over the positions that predict the completion of KL(steered ‖ unsteered), by hand."""
+    rows = slice(n_prompt - 1, n_prompt - 1 + n_tokens)
+    return float((steered[rows].exp() * (steered[rows] - unsteered[rows])).sum(-1).mean())
+
+
 @pytest.fixture(scope="module")
 def model():
     return make_model(n_layers=3, seed=4)
@@ -48,8 +54,11 @@ def test_hooked_transformer_matches_one_full_pass(model, padding_side):
         ids = prompt_ids + completion
         assert row.n_tokens == len(completion) > 0
         hooks = {row.layer: row.multiplier * vec.layer_activations[row.layer]}
-        un = sequence_logprob(hooked_logprobs(model, ids), len(prompt_ids), completion)
-        st = sequence_logprob(hooked_logprobs(model, ids, hooks), len(prompt_ids), completion)
+        clean, pushed = hooked_logprobs(model, ids), hooked_logprobs(model, ids, hooks)
+        un = sequence_logprob(clean, len(prompt_ids), completion)
+        st = sequence_logprob(pushed, len(prompt_ids), completion)
+        assert row.kl == pytest.approx(mean_kl(pushed, clean, len(prompt_ids), len(completion)), abs=1e-5)
+        assert row.kl > 1e-4
         assert row.logprob_unsteered == pytest.approx(un, abs=1e-4)
         assert row.logprob_steered == pytest.approx(st, abs=1e-4)
         assert row.delta_logprob == pytest.approx(st - un, abs=1e-4)
@@ -89,6 +98,10 @@ def test_sentencepiece_completion_in_context_with_the_joint_vector():
         assert row.logprob_steered == pytest.approx(
             sequence_logprob(hf_logprobs(hf, ids, full), len(ids) - len(completion), completion), abs=1e-4
         )
+        n_prompt = len(ids) - len(completion)
+        assert row.kl == pytest.approx(
+            mean_kl(hf_logprobs(hf, ids, full), hf_logprobs(hf, ids), n_prompt, len(completion)), abs=1e-5
+        )
 
 
 def test_bad_completions_are_clear(model, capsys):
@@ -100,7 +113,7 @@ def test_bad_completions_are_clear(model, capsys):
     with pytest.raises(TargetTokenError, match="merges with the end of prompt"):
         continuation_logprob(metaspace_llama(), vector([0]), ["Answer: "], "A", tokenizer=metaspace_tokenizer())
     frame = continuation_logprob(model, vec, "I love", " it", multipliers=[0.0], show_progress=True)
-    assert frame.delta_logprob[0] == 0.0 and "Sweeping" in capsys.readouterr().err
+    assert frame.delta_logprob[0] == 0.0 and frame.kl[0] == 0.0 and "Sweeping" in capsys.readouterr().err
 
 
 def metaspace_llama():

@@ -80,10 +80,13 @@ def test_compare_logits_and_ab_items_with_the_joint_vector(model):
         bang = model.tokenizer.convert_tokens_to_ids("!")
         assert row.layer == "1+2+3" and row.kl == pytest.approx(kl(after, before), abs=1e-5)
         assert row["delta_logprob[!]"] == pytest.approx(float(after[bang] - before[bang]), abs=1e-5)
+        assert row.target_mass == pytest.approx(float(after[bang].exp()), abs=1e-6)
+        assert row.target_mass_unsteered == pytest.approx(float(before[bang].exp()), abs=1e-6)
     ids = model.to_tokens(items[0][0])[0].tolist()
     lp = hooked_logprobs(model, ids, {layer: 2.0 * v for layer, v in full.items()})[-1]
     a, b = model.tokenizer.convert_tokens_to_ids(["A", "B"])
     assert ab.p_matching_steered[0] == pytest.approx(float(lp[a].exp() / (lp[a].exp() + lp[b].exp())), abs=1e-5)
+    assert ab.kl[0] == pytest.approx(kl(lp, hooked_logprobs(model, ids)[-1]), abs=1e-5)
 
 
 def test_groups_on_a_hugging_face_model_and_single_layers_unchanged():

@@ -93,3 +93,104 @@ def test_missing_column_and_missing_matplotlib(sweep, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"steerlens\[plot\]"):
         plot_sweep_heatmap(sweep)
+
+
+# -- degenerate cells are marked, so they cannot be read as wins ------------------------------------
+
+LABEL = "degenerate: metric tokens < 10% of unsteered mass"
+
+
+def damaged_frame(per_prompt: bool = False) -> pd.DataFrame:
+    """A sweep-shaped table whose masses make exactly cells (layer 0, x3) and (layer 2, x-2) degenerate.
+
+    Per prompt, prompt 1 of (layer 1, x1) loses its mass too, but the cell's mean keeps 0.5 of it
+    (as sweep_layers flags cells, by their mean masses)."""
+    kept = {(0, 3.0): 0.01, (2, -2.0): 0.05, (1, 1.0): 0.5}  # fraction of the unsteered mass kept
+    rows = []
+    for layer in (0, 1, 2):
+        for m in (-2.0, 1.0, 3.0):
+            fraction = kept.get((layer, m), 0.9)
+            per = [fraction, fraction] if (layer, m) != (1, 1.0) else [0.95, 0.05]
+            for index, f in enumerate(per):
+                rows.append(
+                    {
+                        "layer": layer,
+                        "multiplier": m,
+                        "prompt_index": index,
+                        "prob_share": 0.5 + 0.1 * layer + 0.01 * m,
+                        "kl": 1.0 - f,
+                        "target_mass": 0.4 * f,
+                        "target_mass_unsteered": 0.4,
+                        "degenerate": f < 0.1,
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    if not per_prompt:
+        frame = frame.groupby(["layer", "multiplier"], as_index=False).mean(numeric_only=True)
+        frame["degenerate"] = frame.target_mass < 0.1 * frame.target_mass_unsteered
+        frame = frame.drop(columns="prompt_index")
+    frame.attrs["metric"] = "prob_share"
+    return frame
+
+
+def hatched_cells(fig) -> set[tuple[float, float]]:
+    """(layer row, multiplier column) of every degenerate mark on the heatmap."""
+    ax = fig.axes[0]
+    marks = [p for p in ax.patches if p.get_gid() == "degenerate"]
+    assert all(p.get_hatch() for p in marks)
+    return {(p.get_y() + 0.5, p.get_x() + 0.5) for p in marks}
+
+
+@pytest.mark.parametrize("per_prompt", [False, True])
+def test_heatmap_hatches_exactly_the_degenerate_cells(per_prompt):
+    fig = plot_sweep_heatmap(damaged_frame(per_prompt))
+    assert hatched_cells(fig) == {(0, 2), (2, 0)}  # (layer 0, x3) and (layer 2, x-2), rows and columns in order
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [LABEL]
+
+
+def test_a_frame_without_damage_gets_no_marks(sweep):
+    fig = plot_sweep_heatmap(sweep)
+    assert hatched_cells(fig) == set() and fig.legends == []
+    frame = damaged_frame().drop(columns=["target_mass", "target_mass_unsteered"])  # only the flag: still marked
+    assert hatched_cells(plot_sweep_heatmap(frame)) == {(0, 2), (2, 0)}
+
+
+def test_lines_cross_out_the_degenerate_points():
+    frame = damaged_frame()
+    fig = plot_metric_vs_multiplier(frame)
+    ax = fig.axes[0]
+    (marks,) = [c for c in ax.collections if c.get_gid() == "degenerate"]
+    flagged = frame[frame.degenerate]
+    assert sorted(map(tuple, marks.get_offsets().tolist())) == sorted(zip(flagged.multiplier, flagged.prob_share))
+    assert LABEL in [t.get_text() for t in ax.get_legend().get_texts()]
+    clean = plot_metric_vs_multiplier(
+        damaged_frame().drop(columns=["target_mass", "target_mass_unsteered", "degenerate"])
+    )
+    assert [c for c in clean.axes[0].collections if c.get_gid() == "degenerate"] == []
+
+
+def test_a_real_sweep_with_a_broken_cell_is_marked():
+    """A sweep that breaks the model (a sharp tiny Llama pushed 50 residual norms) marks the cells it flags."""
+    import torch
+    from tiny_hf import make_hf_model
+    from tiny_hf import make_tokenizer as make_word_tokenizer
+
+    from steerlens import SteeringVector, prob_share
+
+    model, tok = make_hf_model("llama"), make_word_tokenizer()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector({0: direction / direction.norm() * 6.0, 1: direction / direction.norm() * 6.0})
+    metric = prob_share([" happy", " cat", " mat", " big"], [" ran", " sad", " small"])
+    with pytest.warns(RuntimeWarning, match="degenerate"):
+        frame = sweep_layers(
+            model, vec, ["the cat sat on", "the big red"], multipliers=[0.05, 50.0], metric=metric, tokenizer=tok
+        )
+    expected = {
+        (i, j)
+        for i, layer in enumerate((0, 1))
+        for j, m in enumerate((0.05, 50.0))
+        if frame.set_index(["layer", "multiplier"]).degenerate[layer, m]
+    }
+    assert expected and hatched_cells(plot_sweep_heatmap(frame)) == expected

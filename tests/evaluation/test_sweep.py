@@ -237,3 +237,237 @@ def test_zero_multiplier_cells_reuse_the_clean_pass_on_hugging_face_models():
         handle.remove()
     assert len(calls) == 1 + 2 * 2  # one clean pass, then two steered cells per layer
     assert (frame[frame.multiplier == 0.0].kl == 0).all() and (frame[frame.multiplier != 0.0].kl > 0).all()
+
+
+# -- damage beside the effect: kl, the metric tokens' mass and the degenerate flag ----------------
+
+SHARP_HF_PROMPTS = ["the cat sat on", "a dog ran fast and", "the big red", "a small happy dog"]
+
+
+def sharp_tiny_llama():
+    """A tiny HF Llama whose unembedding is scaled up 4x, so a pushed residual picks a few tokens (as
+    a real model's does); the word tokenizer's words are single tokens after any prompt."""
+    from tiny_hf import make_hf_model
+    from tiny_hf import make_tokenizer as make_word_tokenizer
+
+    model = make_hf_model("llama")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)
+    return model, make_word_tokenizer()
+
+
+def damage_case(route, toy):
+    """(model, tokenizer, prompts, layer, positive ids, negative ids, metric, by_hand(prompt, layer, delta))."""
+    from helpers import hf_logprobs, hooked_logprobs
+
+    from steerlens import prob_share
+
+    if route == "hooked":
+        from steerlens.toy import concept_words, neutral_prompts
+
+        words = concept_words("sentiment")
+        pos, neg = (
+            [toy.to_single_token(w) for w in words["positive"]],
+            [toy.to_single_token(w) for w in words["negative"]],
+        )
+        prompts = neutral_prompts("sentiment", "test")[:4]
+
+        def by_hand(prompt, layer, delta):
+            return hooked_logprobs(
+                toy, toy.to_tokens(prompt)[0].tolist(), {layer: delta} if delta is not None else None
+            )[-1]
+
+        return toy, None, prompts, 2, pos, neg, prob_share(words["positive"], words["negative"]), by_hand
+    model, tok = sharp_tiny_llama()
+    pos_words, neg_words = ["happy", "cat", "mat", "big"], ["ran", "sad", "small"]
+    pos, neg = tok.convert_tokens_to_ids(pos_words), tok.convert_tokens_to_ids(neg_words)
+
+    def by_hand(prompt, layer, delta):
+        return hf_logprobs(model, tok(prompt)["input_ids"], {layer: delta} if delta is not None else None)[-1]
+
+    metric = prob_share([" " + w for w in pos_words], [" " + w for w in neg_words])
+    return model, tok, SHARP_HF_PROMPTS, 0, pos, neg, metric, by_hand
+
+
+def typical_residual_norm(model, tok, prompts, layer) -> float:
+    """Mean norm of the residual stream after ``layer`` over every position of the prompts, read by hand."""
+    norms = []
+    for prompt in prompts:
+        with torch.no_grad():
+            if tok is None:
+                _, cache = model.run_with_cache(model.to_tokens(prompt), names_filter=f"blocks.{layer}.hook_resid_post")
+                norms.append(cache[f"blocks.{layer}.hook_resid_post"][0].norm(dim=-1))
+            else:
+                out = model(tok(prompt, return_tensors="pt").input_ids, output_hidden_states=True)
+                norms.append(out.hidden_states[layer + 1][0].norm(dim=-1))
+    return float(torch.cat(norms).mean())
+
+
+@pytest.mark.parametrize("route", ["hooked", "hf"])
+def test_a_large_random_direction_is_flagged_degenerate_as_computed_by_hand(request, route):
+    """50x the typical residual norm along a random direction: the metric's tokens lose their mass; the cell
+    is flagged, and every damage column equals softmax + KL of a plain forward with a hand-written hook."""
+    toy = request.getfixturevalue("toy") if route == "hooked" else None
+    model, tok, prompts, layer, pos, neg, metric, by_hand = damage_case(route, toy)
+    d_model = model.cfg.d_model if tok is None else model.config.hidden_size
+    direction = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector({layer: direction / direction.norm() * typical_residual_norm(model, tok, prompts, layer)})
+    mults = [0.05, 50.0]
+    kwargs = {} if tok is None else {"tokenizer": tok}
+    with pytest.warns(RuntimeWarning, match=r"(\d+) of 8 rows are degenerate") as rows_warning:
+        rows = sweep_layers(model, vec, prompts, multipliers=mults, metric=metric, per_prompt=True, **kwargs)
+    with pytest.warns(RuntimeWarning, match=r"1 of 2 cells are degenerate"):
+        cells = sweep_layers(model, vec, prompts, multipliers=mults, metric=metric, **kwargs)
+
+    assert list(rows.columns) == [
+        "layer",
+        "multiplier",
+        "prompt_index",
+        "prompt",
+        "prob_share",
+        "kl",
+        "target_mass",
+        "target_mass_unsteered",
+        "degenerate",
+    ]
+    ids = pos + neg
+    hand: dict[float, list[tuple[float, float, float, float]]] = {m: [] for m in mults}
+    for row in rows.itertuples():
+        after = by_hand(row.prompt, layer, row.multiplier * vec.layer_activations[layer])
+        before = by_hand(row.prompt, layer, None)
+        p, q = after.exp(), before.exp()
+        mass, mass_un = float(p[ids].sum()), float(q[ids].sum())
+        kl = float((p * (after - before)).sum())
+        assert row.prob_share == pytest.approx(float(p[pos].sum()) / mass, abs=1e-5)
+        assert row.kl == pytest.approx(kl, abs=1e-4, rel=1e-4)
+        assert row.target_mass == pytest.approx(mass, abs=1e-6, rel=1e-4)
+        assert row.target_mass_unsteered == pytest.approx(mass_un, abs=1e-6, rel=1e-4)
+        assert row.degenerate == (mass < 0.1 * mass_un)
+        hand[row.multiplier].append((float(p[pos].sum()) / mass, kl, mass, mass_un))
+    flagged_rows = int(rows.degenerate.sum())
+    assert f"{flagged_rows} of 8 rows" in str(rows_warning[0].message)
+
+    assert list(cells.columns) == [
+        "layer",
+        "multiplier",
+        "prob_share",
+        "prob_share_std",
+        "n_prompts",
+        "kl",
+        "target_mass",
+        "target_mass_unsteered",
+        "degenerate",
+    ]
+    for cell in cells.itertuples():
+        share, kl, mass, mass_un = (float(np.mean(column)) for column in zip(*hand[cell.multiplier]))
+        assert cell.prob_share == pytest.approx(share, abs=1e-5)
+        assert cell.kl == pytest.approx(kl, abs=1e-4, rel=1e-4)
+        assert cell.target_mass == pytest.approx(mass, abs=1e-6, rel=1e-4)
+        assert cell.target_mass_unsteered == pytest.approx(mass_un, abs=1e-6, rel=1e-4)
+        assert cell.degenerate == (mass < 0.1 * mass_un)
+    small, large = cells.set_index("multiplier").degenerate[0.05], cells.set_index("multiplier").degenerate[50.0]
+    assert not small and large  # a small push keeps the words' mass; 50 residual norms do not
+    assert cells.set_index("multiplier").kl[50.0] > 1.0 > cells.set_index("multiplier").kl[0.05]
+
+
+def test_metrics_that_read_no_tokens_get_kl_but_no_mass(model):
+    vec = random_vector(model, [1])
+    frame = sweep_layers(model, vec, PROMPTS, multipliers=[2.0], metric="argmax_changed", per_prompt=True)
+    assert list(frame.columns) == ["layer", "multiplier", "prompt_index", "prompt", "argmax_changed", "kl"]
+    for row in frame.itertuples():
+        steered, clean = naive_last_logits(model, vec, 1, 2.0, row.prompt)
+        assert row.kl == pytest.approx(float(kl_divergence(steered, clean)), abs=1e-5)
+
+
+def test_a_metric_returning_nan_is_named_in_a_warning(model):
+    """Issue 28 item 10: a metric returning NaN used to fill the table silently."""
+    vec = random_vector(model, [1])
+
+    def half_nan(steered, unsteered):
+        values = kl_divergence(steered, unsteered)
+        values[::2] = float("nan")
+        return values
+
+    with pytest.warns(RuntimeWarning, match=r"metric 'half_nan' returned NaN for 2 of 4 prompts"):
+        frame = sweep_layers(model, vec, PROMPTS, multipliers=[1.0], metric=half_nan, batch_size=4, per_prompt=True)
+    assert frame.half_nan.isna().sum() == 2
+    for row in frame[frame.half_nan.notna()].itertuples():  # the others are still measured
+        assert row.half_nan == pytest.approx(float(kl_divergence(*naive_last_logits(model, vec, 1, 1.0, row.prompt))))
+
+
+DISTRIBUTED_WORKER = """
+import sys, torch, torch.distributed as dist
+sys.path[:0] = {paths!r}
+from test_sweep import SHARP_HF_PROMPTS, distributed_case
+from steerlens import sweep_layers
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+model, tok, vec, metric = distributed_case()
+prompts = SHARP_HF_PROMPTS[:1] if rank == 0 else SHARP_HF_PROMPTS[1:]  # uneven shards, in rank order
+for per_prompt in (True, False):
+    frame = sweep_layers(model, vec, prompts, multipliers=[0.05, 50.0], metric=metric, tokenizer=tok,
+                         per_prompt=per_prompt, distributed=True)
+    frame.to_csv(f"{{sys.argv[1]}}/sweep-{{per_prompt}}-{{rank}}.csv", index=False)
+dist.destroy_process_group()
+"""
+
+
+def distributed_case():
+    """The sharp tiny Llama, a random direction at 6 (about its residual norm) on layers 0 and 1, a share."""
+    from steerlens import prob_share
+
+    model, tok = sharp_tiny_llama()
+    direction = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    vec = SteeringVector({0: direction / direction.norm() * 6, 1: direction / direction.norm() * 6})
+    return model, tok, vec, prob_share([" happy", " cat", " mat", " big"], [" ran", " sad", " small"])
+
+
+def test_distributed_sweeps_keep_the_damage_columns(tmp_path):
+    """Two Gloo ranks, each on its share of the prompts, give every rank the single-process table, damage too."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    here = Path(__file__).resolve()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    env["OMP_NUM_THREADS"] = "1"
+    code = DISTRIBUTED_WORKER.format(paths=[str(here.parents[1]), str(here.parent), str(here.parents[2])])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    model, tok, vec, metric = distributed_case()
+    for per_prompt in (True, False):
+        with pytest.warns(RuntimeWarning, match="degenerate"):
+            single = sweep_layers(
+                model,
+                vec,
+                SHARP_HF_PROMPTS,
+                multipliers=[0.05, 50.0],
+                metric=metric,
+                tokenizer=tok,
+                per_prompt=per_prompt,
+            )
+        assert single["degenerate"].any() and not single["degenerate"].all()
+        for rank in (0, 1):
+            got = pd.read_csv(tmp_path / f"sweep-{per_prompt}-{rank}.csv")
+            assert list(got.columns) == list(single.columns) and len(got) == len(single)
+            assert got["degenerate"].tolist() == single["degenerate"].tolist()
+            for column in ("prob_share", "kl", "target_mass", "target_mass_unsteered"):
+                assert got[column].to_numpy() == pytest.approx(single[column].to_numpy(), abs=1e-6, rel=1e-6), column
