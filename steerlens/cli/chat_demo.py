@@ -4,12 +4,18 @@ Loads the model from its GGUF file (de-quantized once, cached), then, with the b
 chat data (:mod:`steerlens.samples.bundled`):
 
 1. trains a sentiment vector from chat contrast pairs, prints its layer report and a
-   layer × multiplier table of the positive share of the next judgement word on held-out
-   neutral chat prompts, and steered vs unsteered generations;
+   layer × strength table of the positive share of the next judgement word on held-out
+   neutral chat prompts, with the damage beside it (the judgement words' total mass, the
+   KL of the next-token distribution, degenerate cells starred), and steered vs
+   unsteered generations at the best undamaged cell;
 2. trains a behaviour vector from A/B items in the model's chat template (CAA) and prints
-   P(matching answer) on held-out items, unsteered and steered at -1/+1 typical residual
-   norms from the assistant's turn on;
+   P(matching answer) on held-out items, unsteered and steered at ±0.25 typical residual
+   norms from the assistant's turn on, with the letters' mass and the KL, and says plainly
+   when the vector does not move the behaviour;
 3. writes both vectors (safetensors and a llama.cpp control vector), the sweep CSV and a heatmap.
+
+Strengths are in typical residual norms at the steered layer (:func:`~steerlens.analysis.relative_vector`):
+on this model ≥ 0.5 collapses most layers, so the demo stays at 0.1-0.25.
 
 Example:
     >>> result = run_chat_demo(out="demo-out")
@@ -19,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +33,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from steerlens.analysis import layer_report, relative_vector
-from steerlens.cli.demo import write_heatmap
+from steerlens.cli.demo import damage_tables, write_heatmap
 from steerlens.evaluation import ab_behavior_probability, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.formats.safe_io import write_atomic
@@ -39,11 +46,40 @@ REAL_MODEL = "smollm2-135m-instruct"
 SENTIMENT_LAYERS: tuple[int, ...] = (6, 9, 12, 15, 18)
 SWEEP_LAYERS: tuple[int, ...] = (9, 12, 15)
 BEHAVIOUR_LAYERS: tuple[int, ...] = (9, 12)
-MULTIPLIERS: tuple[float, ...] = (-1.0, 0.0, 1.0)
-JUDGEMENT = "Honestly, it was"
-"""Written after each neutral chat prompt, so the next word is a judgement."""
-POSITIVE = [" good", " great", " wonderful", " lovely", " amazing", " fantastic", " nice"]
-NEGATIVE = [" bad", " terrible", " awful", " horrible", " boring", " sad", " disappointing"]
+MULTIPLIERS: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+"""Strengths of the sentiment sweep, in typical residual norms at the steered layer."""
+BEHAVIOUR_STRENGTH = 0.25
+"""The A/B table steers at ± this many typical residual norms."""
+MAX_KL = 1.0
+"""The generations use the cell with the widest swing whose KL stays within this (nats) and that is not degenerate."""
+JUDGEMENT = "Honestly, it felt really"
+"""Written after each neutral chat prompt, so the next word is a judgement: after it the twenty words below
+hold about a quarter of SmolLM2's next-token probability (after "Honestly, it was" they held 0.2%: the model
+says " a" next, and a share of them described almost nothing)."""
+POSITIVE = [
+    " good",
+    " great",
+    " wonderful",
+    " lovely",
+    " amazing",
+    " fantastic",
+    " nice",
+    " cool",
+    " fun",
+    " beautiful",
+]
+NEGATIVE = [
+    " bad",
+    " terrible",
+    " awful",
+    " horrible",
+    " boring",
+    " sad",
+    " disappointing",
+    " dull",
+    " ugly",
+    " annoying",
+]
 
 
 @dataclass
@@ -93,27 +129,35 @@ def run_chat_demo(
     chats = neutral_chat_prompts(tok)
     prompts = [chat + JUDGEMENT for chat in chats[:n_eval]]
     share = prob_share(POSITIVE, NEGATIVE)
-    sweep = sweep_layers(
-        model, sentiment, prompts, layers=list(SWEEP_LAYERS), multipliers=list(MULTIPLIERS), metric=share, tokenizer=tok
-    )
+    # Strengths in typical residual norms at each layer, measured on prompts the sweep does not use.
+    relative = relative_vector(model, sentiment, chats[n_eval + 2 : n_eval + 10], tokenizer=tok)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the tables below show what the warning would say
+        sweep = sweep_layers(
+            model,
+            relative,
+            prompts,
+            layers=list(SWEEP_LAYERS),
+            multipliers=list(MULTIPLIERS),
+            metric=share,
+            tokenizer=tok,
+        )
     echo(
         f"\npositive share of the next judgement word after {JUDGEMENT!r}, mean over {len(prompts)} held-out "
-        "neutral chat prompts\n(rows: steered layer, columns: multiplier; 0 = unsteered)"
+        "neutral chat prompts\n(rows: steered layer; columns: strength in typical residual norms; 0 = unsteered)"
     )
-    echo(
-        sweep.pivot(index="layer", columns="multiplier", values=share.name).to_string(float_format=lambda x: f"{x:.3f}")
-    )
-    best = int(report.attrs["best_layer"])
-    echo(f"\ngenerations at layer {best} (greedy), unsteered vs steered ±1")
+    echo(damage_tables(sweep, share.name, f"the {len(POSITIVE) + len(NEGATIVE)} judgement words"))
+    layer, strength = best_undamaged_cell(sweep, share.name, MAX_KL)
+    echo(f"\ngenerations at layer {layer}, ±{strength:g} residual norms (greedy), unsteered vs steered")
     for chat in chats[n_eval : n_eval + 2]:
         echo(f"\n  prompt:    {chat.splitlines()[-2].replace(tok.eos_token or '', '')!r}")
         plain = None
-        for m in (1.0, -1.0):
+        for m in (strength, -strength):
             steered, plain = steered_and_unsteered(
-                model, sentiment.select_layers([best]), chat, m, max_new_tokens, tokenizer=tok
+                model, relative.select_layers([layer]), chat, m, max_new_tokens, tokenizer=tok
             )
             echo(f"  steered {m:+g}: {steered!r}")
-        echo(f"  unsteered: {plain!r}")
+        echo(f"  unsteered:  {plain!r}")
 
     # 2. A behaviour from A/B items in the chat template, steered from the assistant's turn (CAA).
     train_items = ab_items(behaviour, "train")[:n_train]
@@ -122,19 +166,20 @@ def run_chat_demo(
         model, tok, caa_pairs(tok, train_items), layers=list(BEHAVIOUR_LAYERS), batch_size=16
     )
     test_items = caa_items(tok, ab_items(behaviour, "test")[:16])
-    relative = relative_vector(model, behaviour_vec, chats[:8], tokenizer=tok)
-    ab = ab_behavior_probability(
-        model, relative, test_items, multipliers=[-1.0, 1.0], tokenizer=tok, steer_from="answer"
-    )
-    table = ab.groupby(["layer", "multiplier"]).p_matching_steered.mean().unstack("multiplier")
-    table.insert(0, "unsteered", ab.groupby("layer").p_matching_unsteered.mean())
+    relative_behaviour = relative_vector(model, behaviour_vec, chats[:8], tokenizer=tok)
+    strengths = [-BEHAVIOUR_STRENGTH, BEHAVIOUR_STRENGTH]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the table shows the mass and the flag
+        ab = ab_behavior_probability(
+            model, relative_behaviour, test_items, multipliers=strengths, tokenizer=tok, steer_from="answer"
+        )
     echo(
-        f"P(matching answer) on {len(test_items)} held-out items, steered from the assistant's turn at ±1 "
-        "typical residual norm"
+        f"P(matching answer) on {len(test_items)} held-out items, steered from the assistant's turn at "
+        f"±{BEHAVIOUR_STRENGTH:g} typical residual norms; ab_mass = P(A) + P(B), what P(matching) is a share of"
     )
-    echo(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    echo(behaviour_table(ab))
 
-    files = _write(out, sentiment.select_layers([best]), behaviour_vec, sweep, share.name)
+    files = _write(out, sentiment.select_layers([layer]), behaviour_vec, sweep, share.name)
     seconds = time.perf_counter() - start
     echo("\nwrote " + ", ".join(str(p) for p in files.values()) + f"\ndone in {seconds:.1f}s")
     return ChatDemoResult(sentiment, behaviour_vec, sweep, ab, files, seconds)
@@ -160,3 +205,45 @@ def _write(
         files.pop("control_vector", None)
     heatmap = write_heatmap(out, sweep, value)
     return files if heatmap is None else {**files, "heatmap": heatmap}
+
+
+def best_undamaged_cell(sweep: pd.DataFrame, value: str, max_kl: float) -> tuple[int, float]:
+    """The layer and strength with the widest swing value(+m) - value(-m) among cells that are not degenerate
+    and whose KL (both signs) stays within ``max_kl``; the smallest strength if none qualifies."""
+    cells = sweep.set_index(["layer", "multiplier"])
+    best: tuple[float, int, float] | None = None
+    for layer in sorted(set(sweep.layer)):
+        for m in sorted(x for x in set(sweep.multiplier) if x > 0 and -x in set(sweep.multiplier)):
+            up, down = cells.loc[(layer, m)], cells.loc[(layer, -m)]
+            if up.degenerate or down.degenerate or max(up.kl, down.kl) > max_kl:
+                continue
+            swing = float(up[value] - down[value])
+            if best is None or swing > best[0]:
+                best = (swing, int(layer), float(m))
+    if best is None:
+        return int(sweep.layer.iloc[0]), float(min(x for x in sweep.multiplier if x > 0))
+    return best[1], best[2]
+
+
+def behaviour_table(ab: pd.DataFrame) -> str:
+    """P(matching) per layer and strength with the letters' mass and the KL, and a verdict on the effect."""
+    by = ab.groupby(["layer", "multiplier"])
+    table = by[["p_matching_steered", "ab_mass_steered", "kl"]].mean().unstack("multiplier")
+    table.insert(0, ("p_matching_steered", "unsteered"), ab.groupby("layer").p_matching_unsteered.mean())
+    table.insert(1, ("ab_mass_steered", "unsteered"), ab.groupby("layer").ab_mass_unsteered.mean())
+    table = table.sort_index(axis=1, level=0, sort_remaining=False)
+    lines = [table.to_string(float_format=lambda x: f"{x:.3f}")]
+    low, high = sorted(set(ab.multiplier))[0], sorted(set(ab.multiplier))[-1]
+    for layer, rows in ab.groupby("layer"):
+        p = rows.groupby("multiplier").p_matching_steered.mean()
+        base = float(rows.p_matching_unsteered.mean())
+        effect = float(p[high] - p[low])
+        if effect < 0.05 or not p[low] <= base <= p[high]:
+            verdict = (
+                f"does not steer this behaviour here (P(matching) {p[low]:.3f} / {base:.3f} / {p[high]:.3f} at "
+                f"{low:+g} / 0 / {high:+g}): read no effect into it"
+            )
+        else:
+            verdict = f"moves P(matching) by {effect:+.3f} between {low:+g} and {high:+g}"
+        lines.append(f"layer {layer}: {verdict}")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -88,6 +89,11 @@ def best_cell(sweep: pd.DataFrame, value: str) -> tuple[int, float]:
     if not positive:
         return int(grid.index[0]), float(max(grid.columns))
     swing = pd.DataFrame({m: grid[m] - grid[-m] for m in positive})
+    if "degenerate" in sweep:  # a swing the model pays for by no longer saying the words is not a win
+        flags = sweep.pivot(index="layer", columns="multiplier", values="degenerate").astype(bool)
+        swing = swing.where(pd.DataFrame({m: ~(flags[m] | flags[-m]) for m in positive}))
+    if swing[max(positive)].isna().all():
+        return int(grid.index[0]), float(min(positive))
     layer = int(swing[max(positive)].idxmax())
     row = swing.loc[layer]
     enough = [m for m in positive if row[m] >= 0.9 * row.max()] if row.max() > 0 else []
@@ -127,11 +133,12 @@ def run_demo(
     )
 
     metric = prob_share(words["positive"], words["negative"])
-    sweep = sweep_layers(model, vector, prompts, multipliers=multipliers, metric=metric)
-    table = sweep.pivot(index="layer", columns="multiplier", values=metric.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the tables below show the mass and the flags
+        sweep = sweep_layers(model, vector, prompts, multipliers=multipliers, metric=metric)
     echo(f"\npositive share of the next sentiment word, mean over {len(prompts)} held-out prompts")
     echo("(rows: steered layer, columns: multiplier; 0 = unsteered)")
-    echo(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    echo(damage_tables(sweep, metric.name, f"the {sum(len(w) for w in words.values())} sentiment words"))
     layer, mult = best_cell(sweep, metric.name)
     echo(f"\nbest layer {layer}, multiplier ±{mult:g}")
 
@@ -172,11 +179,40 @@ def _comparison_table(comparison: pd.DataFrame) -> str:
                 "P(pos) after": f"{math.exp(r['logprob_after[positive]']):.3f}",
                 "P(neg) before": f"{math.exp(r['logprob_before[negative]']):.3f}",
                 "P(neg) after": f"{math.exp(r['logprob_after[negative]']):.3f}",
+                "KL": f"{r['kl']:.3f}",
                 "top before": " ".join(f"{t!r}" for t, _ in r["top_k_before"]),
                 "top after": " ".join(f"{t!r}" for t, _ in r["top_k_after"]),
             }
         )
     return pd.DataFrame(rows).to_string(index=False)
+
+
+def damage_tables(sweep: pd.DataFrame, value: str, words: str) -> str:
+    """The effect table with the damage beside it: the metric's tokens' mass and the KL, degenerate cells starred."""
+
+    def table(column: str, fmt: str) -> str:
+        grid = sweep.pivot(index="layer", columns="multiplier", values=column)
+        flags = sweep.pivot(index="layer", columns="multiplier", values="degenerate")
+        cells = grid.apply(
+            lambda col: [f"{v:{fmt}}" + ("*" if flags.loc[i, col.name] else " ") for i, v in col.items()]
+        )
+        return cells.to_string()
+
+    unsteered = float(sweep.loc[sweep.multiplier == 0, "target_mass_unsteered"].mean())
+    parts = [
+        table(value, ".3f"),
+        f"\ntotal probability of {words} (unsteered {unsteered:.3f})",
+        table("target_mass", ".3f"),
+        "\nKL(steered || unsteered) of the next-token distribution, nats",
+        table("kl", ".3f"),
+    ]
+    flagged = int(sweep["degenerate"].sum())
+    parts.append(
+        f"\n* degenerate: the words keep < 10% of their unsteered mass ({flagged} cells)"
+        if flagged
+        else "\nno cell is degenerate (the words keep >= 10% of their unsteered mass everywhere)"
+    )
+    return "\n".join(parts)
 
 
 def _write(out: Path, vector: SteeringVector, sweep: pd.DataFrame, value: str) -> dict[str, Path]:
