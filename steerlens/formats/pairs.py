@@ -23,7 +23,7 @@ Message = dict[str, str]
 PromptItem = Union[str, list[Message]]
 """A prompt as a prompts file holds it: text, or a conversation ending in the user's turn."""
 
-PAIR_LINE = '{"positive": "...", "negative": "..."} or {"prompt": "...", "positive": "...", "negative": "..."}'
+PAIR_LINE = '{"positive": "...", "negative": "..."}, optionally with "prompt": "..."'
 PROMPT_LINE = 'a JSON string "..." or a message list [{"role": "user", "content": "..."}]'
 
 
@@ -83,8 +83,9 @@ def read_pairs_jsonl(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_M
     """Read the pairs of a JSONL file with their optional shared ``"prompt"``.
 
     Each non-blank line is a JSON object with non-empty strings under ``"positive"`` and
-    ``"negative"``, and optionally ``"prompt"`` (non-empty too). Other keys are ignored. Errors
-    are those of :func:`load_pairs_jsonl`.
+    ``"negative"``, and optionally ``"prompt"`` (non-empty too; ``"user"`` is taken as its alias, as in
+    the bundled chat pairs of :mod:`steerlens.samples.bundled`). Other keys are ignored. Errors are
+    those of :func:`load_pairs_jsonl`.
 
     Example:
         >>> read_pairs_jsonl("replies.jsonl")[0]
@@ -100,7 +101,10 @@ def read_pairs_jsonl(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_M
         if not isinstance(obj, dict):
             raise fail(f"expected a JSON object, got {type(obj).__name__}")
         positive, negative = _text(obj, "positive", fail), _text(obj, "negative", fail)
-        pairs.append(PromptedPair(positive, negative, _text(obj, "prompt", fail) if "prompt" in obj else None))
+        if "prompt" in obj and "user" in obj:
+            raise fail("give the shared prompt under 'prompt' or 'user', not both")
+        key = "prompt" if "prompt" in obj else "user" if "user" in obj else None
+        pairs.append(PromptedPair(positive, negative, None if key is None else _text(obj, key, fail)))
     if not pairs:
         raise PairsFileError(f"{name}: the file contains no pairs.")
     return pairs
@@ -110,7 +114,7 @@ def load_pairs_jsonl(path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_M
     """Read ``(positive, negative)`` pairs from a JSONL file.
 
     Each non-blank line is a JSON object with non-empty string values under
-    ``"positive"`` and ``"negative"``. A line may also hold a non-empty ``"prompt"``: the pair is
+    ``"positive"`` and ``"negative"``. A line may also hold a non-empty ``"prompt"`` (or ``"user"``): the pair is
     then ``(prompt + positive, prompt + negative)``, joined as written (put any space in the
     replies). Other keys (ids, sources...) are allowed and ignored. Raises :class:`PairsFileError`,
     naming the line number and the problem, for invalid JSON or UTF-8, a non-object line, a missing
