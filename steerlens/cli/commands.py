@@ -155,7 +155,10 @@ def register_sweep(sub: Any) -> None:
         type=word_list,
         default=None,
         help="comma-separated words; with --negative-words the metric is "
-        "P(positive) / (P(positive) + P(negative)) of the next token",
+        "P(positive) / (P(positive) + P(negative)) of the next token. Each word is read with a leading space, "
+        "as mid-sentence: after a chat template's generation prompt the reply's first word often has none, "
+        "so with --chat prefer the default metric (or, without --chat, JSON-string prompts that already hold the "
+        "template and the reply's first words)",
     )
     p.add_argument("--negative-words", type=word_list, default=None, help="comma-separated words; see --positive-words")
     p.add_argument("--batch-size", type=positive_int, default=8, help=BATCH_SIZE_HELP)

@@ -83,6 +83,8 @@ def describe(info: VectorInfo) -> list[str]:
         _row("trained", _training(meta)),
         _row("steerlens", _text(meta.get("steerlens_version"))),
     ]
+    if meta.get("source") == "gguf":  # a control vector holds its directions and an architecture hint only
+        lines[-2:] = [_row("trained", "not recorded (a llama.cpp control vector holds only its directions)")]
     others = {key: value for key, value in meta.items() if key not in _SHOWN}
     if others:
         lines.append("other metadata:")

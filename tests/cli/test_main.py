@@ -106,6 +106,7 @@ def test_info_reads_a_gguf_control_vector(tmp_path, capsys):
     assert "GGUF" in out and "control vector" in out and "safetensors" not in out
     assert "layer   2  norm 5.6569" in out  # |(2, ..., 2)| over 8 entries = 2 * sqrt(8)
     assert "layers:        1, 2" in out.splitlines() and "model:         unknown" in out
+    assert "trained:       not recorded" in out and "steerlens:" not in out
 
 
 def test_generate_prints_steered_and_unsteered(toy, pairs_file, tmp_path, capsys):
