@@ -23,10 +23,11 @@ MODEL_HELP = (
 )
 
 PAIRS_HELP = (
-    'JSONL pairs file, one {"positive": ..., "negative": ...} a line; a line may add "prompt": ... (or "user": '
-    "..., as in steerlens' bundled chat pairs), which both texts follow (joined as written: put any space in the texts). With --chat, a line's prompt is the user's "
-    "turn and the two texts the assistant's replies after the generation prompt; a line without a prompt has "
-    "each text as a user turn of its own, read at the end of the generation prompt"
+    'JSONL pairs file, one {"positive": ..., "negative": ...} a line; a line may add "prompt": ... (or "user": ..., '
+    "as in steerlens' bundled chat pairs), which both texts follow (joined as written: put any space in the texts). "
+    "With --chat, a line's prompt is the user's turn and the two texts the assistant's replies after the "
+    "generation prompt; a line without a prompt has each text as a user turn of its own, read at the end of the "
+    "generation prompt"
 )
 
 PROMPTS_HELP = (
