@@ -140,7 +140,10 @@ def _training(meta: dict[str, Any]) -> str:
         parts.append(f"{moved} pairs read at their own tokens")
     if training.get("batch_size") is not None:
         parts.append(f"batch size {training['batch_size']}")
+    if training.get("chat_template"):
+        parts.append("in the model's chat template (steerlens train --chat)")
     known = {"n_samples", "aggregator", "read_token_index", "per_sample_read_token_index", "batch_size"}
+    known.add("chat_template")
     parts.extend(f"{key} {_compact(value)}" for key, value in sorted(training.items()) if key not in known)
     return ", ".join(parts) or UNKNOWN
 

@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         show_progress=True,
         prepend_bos=args.prepend_bos,
     )
+    if args.chat:  # how the texts were rendered is part of how the vector was trained (`steerlens info` shows it)
+        vec.metadata.setdefault("training", {})["chat_template"] = True
     vec.save(args.out)
     chat = " (in the chat template)" if args.chat else ""
     print(f"trained on {len(pairs)} pairs{chat}; layers {vec.layers}; wrote {args.out}")

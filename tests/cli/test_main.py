@@ -422,6 +422,8 @@ def test_train_chat_trains_on_the_templated_pairs(chat_model, chat_pairs_file, t
     out = tmp_path / "v.safetensors"
     code, stdout, _ = run(["train", "--chat", "--pairs", chat_pairs_file, "--layers", "1", "--out", out], capsys)
     assert code == 0 and "trained on 3 pairs (in the chat template)" in stdout
+    assert SteeringVector.load(out).metadata["training"]["chat_template"] is True
+    assert "batch size 8, in the model's chat template (steerlens train --chat)" in run(["info", out], capsys)[1]
     got = SteeringVector.load(out).layer_activations[1]
     expected = train_steering_vector(chat_model, None, templated_pairs(chat_model.tokenizer), layers=[1])
     torch.testing.assert_close(got, expected.layer_activations[1], atol=1e-5, rtol=0)
