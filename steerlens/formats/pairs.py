@@ -24,7 +24,7 @@ PromptItem = Union[str, list[Message]]
 """A prompt as a prompts file holds it: text, or a conversation ending in the user's turn."""
 
 PAIR_LINE = '{"positive": "...", "negative": "..."}, optionally with "prompt": "..."'
-PROMPT_LINE = 'a JSON string "..." or a message list [{"role": "user", "content": "..."}]'
+PROMPT_LINE = 'a JSON string "..." or a message list ending in the user\'s turn [{"role": "user", "content": "..."}]'
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,12 @@ def _json_lines(raw: bytes, line_error: Callable[[int, str], ValueError]) -> Ite
         if not text.strip():
             continue
         try:
-            yield lineno, json.loads(text)
+            obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise line_error(lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
         except (ValueError, RecursionError) as exc:  # too deeply nested, or an int over Python's digit limit
             raise line_error(lineno, f"invalid JSON ({type(exc).__name__}: {str(exc)[:80]})") from exc
+        yield lineno, obj
 
 
 def _line_error(path: str, lineno: int, problem: str) -> PairsFileError:
