@@ -12,6 +12,51 @@ from steerlens.cli.types import float_list, int_list, output_file, output_folder
 # defaults that live with the code (sweep_layers', run_demo's multipliers) are applied there.
 
 
+PACKAGED_SHORT_NAMES = ("smollm2-135m-instruct",)
+"""The short names of ``steerlens.adapter.gguf.PACKAGED_MODELS`` (kept here: importing the adapter imports torch,
+and the parser is built for ``steerlens info`` too; tests/cli checks the two agree)."""
+
+MODEL_HELP = (
+    "the model: 'toy' (the bundled toy model; default), a Hugging Face hub id (e.g. "
+    "HuggingFaceTB/SmolLM2-135M-Instruct; read from the local cache when offline), a local checkpoint folder, "
+    "a .gguf file (de-quantized once and cached), or a packaged short name: " + ", ".join(PACKAGED_SHORT_NAMES)
+)
+
+PAIRS_HELP = (
+    'JSONL pairs file, one {"positive": ..., "negative": ...} a line; a line may add "prompt": ... (or "user": ..., '
+    "as in steerlens' bundled chat pairs), which both texts follow (joined as written: put any space in the texts). "
+    "With --chat, a line's prompt is the user's turn and the two texts the assistant's replies after the "
+    "generation prompt; a line without a prompt has each text as a user turn of its own, read at the end of the "
+    "generation prompt"
+)
+
+PROMPTS_HELP = (
+    "prompts file: .jsonl holds one JSON string (kept exactly: newlines and trailing spaces too) or one message "
+    'list [{"role": "user", "content": ...}, ...] ending in the user\'s turn a line (message lists are rendered '
+    "with the model's chat template and its generation prompt); any other extension is plain text, one prompt "
+    "a line, trailing whitespace stripped"
+)
+
+
+LAYER_TYPE_HELP = "where the vector is read and added: resid_post (default), resid_pre, resid_mid, attn_out or mlp_out"
+BATCH_SIZE_HELP = "pairs (or prompts) run through the model at once (default: 8)"
+
+
+def add_model_option(parser: argparse.ArgumentParser, help: str = MODEL_HELP) -> None:
+    """``--model`` (default ``toy``): what it accepts, short names included."""
+    parser.add_argument("--model", default="toy", help=help)
+
+
+def add_chat_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--chat``: ``what`` says which texts go into the model's chat template, and how."""
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help=f"{what} (tokenizer.apply_chat_template with add_generation_prompt=True; the template's defaults, "
+        "such as a default system prompt, included). The model must have a chat template",
+    )
+
+
 def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
     """``--prepend-bos`` / ``--no-prepend-bos`` (default: the model's own convention)."""
     parser.add_argument(
@@ -25,19 +70,22 @@ def add_prepend_bos(parser: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from steerlens.adapter import load_model
+    from steerlens.cli.prompts import render_pairs, render_prompts
     from steerlens.errors import InvalidArgumentError
     from steerlens.evaluation import prob_share, sweep_layers
-    from steerlens.formats.pairs import load_pairs_jsonl, load_prompts_txt
+    from steerlens.formats.pairs import load_prompts, read_pairs_jsonl
     from steerlens.formats.safe_io import write_atomic
 
     if (args.positive_words is None) != (args.negative_words is None):
         raise InvalidArgumentError("give both --positive-words and --negative-words, or neither.")
-    pairs = load_pairs_jsonl(args.pairs)
-    prompts = load_prompts_txt(args.prompts)
+    pair_lines = read_pairs_jsonl(args.pairs)
+    prompt_items = load_prompts(args.prompts)
     metric: Any = args.metric
     if args.positive_words is not None:
         metric = prob_share(args.positive_words, args.negative_words)
     model = load_model(args.model)
+    pairs = render_pairs(model, pair_lines, chat=args.chat, model_name=args.model)
+    prompts = render_prompts(model, prompt_items, chat=args.chat, model_name=args.model, source=str(args.prompts))
     frame = sweep_layers(
         model,
         pairs,
@@ -100,11 +148,16 @@ def _given(**options: Any) -> dict[str, Any]:
 
 def register_sweep(sub: Any) -> None:
     p = sub.add_parser("sweep", help="train per-layer vectors and sweep layers x multipliers on prompts")
-    p.add_argument("--model", default="toy", help="'toy', a hub id or a local folder (default: toy)")
-    p.add_argument("--pairs", required=True, type=Path, help='JSONL, one {"positive": ..., "negative": ...} a line')
-    p.add_argument("--prompts", required=True, type=Path, help="text file, one evaluation prompt a line")
-    p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers (default: all)")
-    p.add_argument("--layer-type", default="resid_post", help="resid_post (default) or another layer type")
+    add_model_option(p)
+    p.add_argument("--pairs", required=True, type=Path, help=PAIRS_HELP)
+    p.add_argument("--prompts", required=True, type=Path, help="evaluation " + PROMPTS_HELP)
+    add_chat_option(
+        p,
+        "put each evaluation prompt in the model's own chat template as the user's turn, followed by the "
+        "generation prompt, and the pairs as --pairs says",
+    )
+    p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers, e.g. 2,3 (default: all)")
+    p.add_argument("--layer-type", default="resid_post", help=LAYER_TYPE_HELP)
     p.add_argument(
         "--multipliers", type=float_list, default=None, help="comma-separated, e.g. -4,-2,2,4 (default: -4,-2,0,2,4)"
     )
@@ -119,10 +172,13 @@ def register_sweep(sub: Any) -> None:
         type=word_list,
         default=None,
         help="comma-separated words; with --negative-words the metric is "
-        "P(positive) / (P(positive) + P(negative)) of the next token",
+        "P(positive) / (P(positive) + P(negative)) of the next token. Each word is read with a leading space, "
+        "as mid-sentence: after a chat template's generation prompt the reply's first word often has none, "
+        "so with --chat prefer the default metric (or, without --chat, JSON-string prompts that already hold the "
+        "template and the reply's first words)",
     )
-    p.add_argument("--negative-words", type=word_list, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--negative-words", type=word_list, default=None, help="comma-separated words; see --positive-words")
+    p.add_argument("--batch-size", type=positive_int, default=8, help=BATCH_SIZE_HELP)
     p.add_argument("--per-prompt", action="store_true", help="one CSV row per prompt instead of means")
     p.add_argument("--out", required=True, type=output_file, help="where to write the CSV (checked before training)")
     add_prepend_bos(p)
@@ -148,5 +204,7 @@ def register_demo(sub: Any) -> None:
     p.add_argument(
         "--multipliers", type=float_list, default=None, help="comma-separated (default: -8,-4,-2,-1,0,1,2,4,8)"
     )
-    p.add_argument("--max-new-tokens", type=positive_int, default=16)
+    p.add_argument(
+        "--max-new-tokens", type=positive_int, default=16, help="tokens generated per sample text (default: 16)"
+    )
     p.set_defaults(func=cmd_demo)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from steerlens.cli.info import cmd_info
 from steerlens.cli.types import int_list, output_file, positive_int
 from steerlens.errors import SteerlensError
 
@@ -32,11 +33,13 @@ def _load(source: str) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from steerlens.formats.pairs import load_pairs_jsonl
+    from steerlens.cli.prompts import render_pairs
+    from steerlens.formats.pairs import read_pairs_jsonl
     from steerlens.training import train_steering_vector
 
-    pairs = load_pairs_jsonl(args.pairs)
+    pair_lines = read_pairs_jsonl(args.pairs)
     model = _load(args.model)
+    pairs = render_pairs(model, pair_lines, chat=args.chat, model_name=args.model)
     vec = train_steering_vector(
         model,
         None,
@@ -47,87 +50,56 @@ def cmd_train(args: argparse.Namespace) -> None:
         show_progress=True,
         prepend_bos=args.prepend_bos,
     )
+    if args.chat:  # how the texts were rendered is part of how the vector was trained (`steerlens info` shows it)
+        vec.metadata.setdefault("training", {})["chat_template"] = True
     vec.save(args.out)
-    print(f"trained on {len(pairs)} pairs; layers {vec.layers}; wrote {args.out}")
+    chat = " (in the chat template)" if args.chat else ""
+    print(f"trained on {len(pairs)} pairs{chat}; layers {vec.layers}; wrote {args.out}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from steerlens.cli.demo import check_generation_room
+    from steerlens.cli.prompts import render_prompts
     from steerlens.evaluation.generation import steered_and_unsteered
     from steerlens.vector import SteeringVector
 
     vec = SteeringVector.load(args.vector)
     model = _load(args.model)
-    check_generation_room(model, [args.prompt], args.max_new_tokens, args.prepend_bos)
+    (prompt,) = render_prompts(model, [args.prompt], chat=args.chat, model_name=args.model)
+    check_generation_room(model, [prompt], args.max_new_tokens, args.prepend_bos)
     steered, unsteered = steered_and_unsteered(
         model,
         vec,
-        args.prompt,
+        prompt,
         multiplier=args.multiplier,
         max_new_tokens=args.max_new_tokens,
         prepend_bos=args.prepend_bos,
     )
-    print(f"prompt:     {args.prompt!r}")
+    print(f"prompt:     {prompt!r}")
     print(f"unsteered:  {unsteered!r}")
     print(f"steered x{args.multiplier:g}: {steered!r}")
 
 
-def cmd_info(args: argparse.Namespace) -> None:
-    if _is_gguf(args.vector):
-        from steerlens.interop import import_gguf
-
-        vec = import_gguf(args.vector)
-        kind, layer_type, d_model, metadata = (
-            "GGUF control vector (llama.cpp)",
-            vec.layer_type,
-            vec.d_model,
-            vec.metadata,
-        )
-        dtype, norms = str(next(iter(vec.layer_activations.values())).dtype), vec.norms()
-    else:  # read without torch: a look at a file takes a fraction of a second
-        from steerlens.formats.vector_file import summarize_vector_file
-
-        summary = summarize_vector_file(args.vector)
-        kind, layer_type, d_model, metadata = (
-            "steerlens vector (safetensors)",
-            *(summary.layer_type, summary.d_model, summary.metadata),
-        )
-        dtype, norms = summary.dtype, summary.norms
-    print(f"file:       {args.vector}")
-    print(f"format:     {kind}")
-    print(f"layer_type: {layer_type}")
-    print(f"d_model:    {d_model}")
-    print(f"dtype:      {dtype}")
-    print("layers and norms:")
-    for layer, norm in sorted(norms.items()):
-        print(f"  layer {layer:3d}  norm {norm:.4f}")
-    for key, value in sorted(metadata.items()):
-        print(f"{key}: {value}")
-
-
-def _is_gguf(path: str) -> bool:
-    """Whether ``path`` starts with GGUF's magic bytes; anything but a regular file is refused here
-    (a FIFO would block, a device would never end), with the error a vector file's load gives."""
-    from steerlens.errors import VectorFileError
-    from steerlens.formats.safe_io import read_prefix
-
-    return read_prefix(path, 4, lambda problem: VectorFileError(f"{path}: cannot read the file: {problem}")) == b"GGUF"
-
-
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
-    from steerlens.cli.commands import add_prepend_bos
+    from steerlens.cli.commands import (
+        BATCH_SIZE_HELP,
+        LAYER_TYPE_HELP,
+        PAIRS_HELP,
+        add_chat_option,
+        add_model_option,
+        add_prepend_bos,
+    )
 
     parser = _Parser(prog="steerlens", description="Train and apply steering vectors.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a steering vector from a JSONL file of pairs")
-    p.add_argument("--model", default="toy", help="'toy', a hub id or a local folder (default: toy)")
-    p.add_argument("--pairs", required=True, type=Path, help='JSONL, one {"positive": ..., "negative": ...} a line')
+    add_model_option(p)
+    p.add_argument("--pairs", required=True, type=Path, help=PAIRS_HELP)
+    add_chat_option(p, "put the pairs in the model's own chat template, as --pairs says")
     p.add_argument("--layers", type=int_list, default=None, help="comma-separated layers, e.g. 2,3 (default: all)")
-    p.add_argument(
-        "--layer-type", default="resid_post", help="resid_post (default), resid_pre, resid_mid, attn_out, mlp_out"
-    )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--layer-type", default="resid_post", help=LAYER_TYPE_HELP)
+    p.add_argument("--batch-size", type=positive_int, default=8, help=BATCH_SIZE_HELP)
     p.add_argument(
         "--out",
         required=True,
@@ -138,16 +110,21 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate steered and unsteered text side by side")
-    p.add_argument("--model", default="toy")
-    p.add_argument("--vector", required=True, type=Path)
-    p.add_argument("--multiplier", type=float, default=4.0)
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=positive_int, default=20)
+    add_model_option(p)
+    p.add_argument("--vector", required=True, type=Path, help="the steering vector (.safetensors, from train)")
+    p.add_argument(
+        "--multiplier", type=float, default=4.0, help="multiple of the vector added at its layers (default: 4)"
+    )
+    p.add_argument("--prompt", required=True, help="the text the model continues (with --chat: the user's message)")
+    add_chat_option(
+        p, "put --prompt in the model's own chat template as the user's turn, followed by the generation prompt"
+    )
+    p.add_argument("--max-new-tokens", type=positive_int, default=20, help="tokens generated, greedily (default: 20)")
     add_prepend_bos(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("info", help="show a vector file's layers, norms and metadata")
-    p.add_argument("vector", type=Path)
+    p = sub.add_parser("info", help="show a vector file's layers, norms, model and training")
+    p.add_argument("vector", type=Path, help="a steerlens vector (.safetensors) or a llama.cpp control vector (.gguf)")
     p.set_defaults(func=cmd_info)
 
     for register in extra:
