@@ -531,7 +531,7 @@ def plot_attribution(frame: pd.DataFrame, top: int = 12, *, kind: str = "bar", t
         for c, v in zip(chosen.component, chosen.contribution)
     ]
     ax.barh(positions, chosen.contribution.to_numpy(dtype=float), color=colours, label="contribution")
-    ax.set_yticks(positions, list(chosen.name))
+    ax.set_yticks(positions, list(chosen["name"]))
     for column, marker in (("patch_into_unsteered", "o"), ("patch_into_steered", "x")):
         if column in chosen.columns:
             ax.scatter(

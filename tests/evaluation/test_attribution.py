@@ -237,6 +237,21 @@ def test_hf_route_gives_the_hooked_transformers_split(llama_pair):
     assert native[native.prompt_index == 0].contribution.sum() == pytest.approx(score(steered) - score(clean), abs=1e-5)
 
 
+def test_hf_route_freezes_the_probed_final_norm_scale(llama_pair):
+    """The native route has no hook on the final RMSNorm's scale: its probed form freezes it as TL's hook does."""
+    hf, tl, tok = llama_pair
+    vec = SteeringVector({1: torch.randn(32, generator=torch.Generator().manual_seed(7))})
+    prompts = [llama_prompt(tok, user) for user in ("Do you like cats", "Not at all")]
+    metric = logit_diff(" good", " bad")
+    native = attribute_steering(hf, vec, prompts, 2.0, metric, tokenizer=tok, freeze_norm=True, per_prompt=True)
+    hooked = attribute_steering(tl, vec, prompts, 2.0, metric, freeze_norm=True, per_prompt=True)
+    for frame in (native, hooked):
+        assert frame[frame.component == "residual"].contribution.abs().max() < 1e-5
+    assert native.attrs["change"] == pytest.approx(hooked.attrs["change"], abs=1e-4)
+    plain = attribute_steering(hf, vec, prompts, 2.0, metric, tokenizer=tok)
+    assert abs(plain.attrs["change"] - native.attrs["change"]) > 1e-3  # freezing the scale did change something
+
+
 def test_hf_route_without_exposed_heads_says_so_and_still_adds_up():
     """GPT-2's attention projects with a Conv1D: no per-head outputs, attention per layer, with a warning."""
     hf = make_hf_model("gpt2")
