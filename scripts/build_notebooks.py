@@ -1018,6 +1018,145 @@ with `steerlens.SteeringVector.load(...)`, for this model or another load of the
 ]
 
 
+def notebook_09() -> list[tuple[str, str]]:
+    """09 · Why a vector steers: SmolLM2's sentiment effect split over the components after the steered layer."""
+    return [
+        (
+            "md",
+            """\
+# 09 · Why a vector steers: which components carry the effect
+
+Steering adds `multiplier × vector` to the residual stream at one layer. Everything after that layer only *adds*
+to the stream, so at the token the next-token metric is read at, the steered final residual differs from the
+unsteered one by exactly the added vector (its *direct path*) plus the change of every later attention head's and
+MLP's output. `attribute_steering` reads each of those differences through the final norm and the unembedding
+(the metric's gradient at the steered logits, the norm's scale frozen at the steered run's value) and adds a
+`residual` row for what that linear read misses (the norm's scale change, the curvature of a token group's
+log-sum-exp), so the rows add up to the measured change exactly. The largest parts are then checked by
+activation patching: put the part's steered output into the unsteered run, or its unsteered output into the
+steered run, at the read token, and see how far the metric moves.
+
+Here: SmolLM2-135M-Instruct (the plain Hugging Face model, steered natively), the sentiment vector of the
+README's *A real model* at layer 15, steered at −1 (towards negative), on 16 neutral chat prompts ending in
+"Honestly, it was". The metric is the log-odds of the next token being one of four positive words rather than
+one of four negative words.""",
+        ),
+        (
+            "code",
+            """\
+%matplotlib inline
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+import torch
+
+import steerlens
+from steerlens import logit_diff, train_steering_vector
+from steerlens.evaluation.attribution import attribute_steering, plot_attribution
+from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
+
+torch.set_num_threads(2)
+model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
+pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:32]
+vec = train_steering_vector(model, tokenizer, pairs, layers=[15], batch_size=16)
+prompts = [chat + "Honestly, it was" for chat in neutral_chat_prompts(tokenizer)[:16]]
+metric = logit_diff([" good", " great", " wonderful", " lovely"], [" bad", " terrible", " awful", " boring"])""",
+        ),
+        (
+            "md",
+            """\
+## The split, with the patching check beside it
+
+`patch_top=6` patches the six largest parts. `patch_into_unsteered` is how far the metric moves when the part's
+steered output replaces its unsteered one in the unsteered run; `patch_into_steered` how far it falls back when
+the unsteered output goes into the steered run. Both are in the units of `contribution`.""",
+        ),
+        (
+            "code",
+            """\
+frame = attribute_steering(model, vec, prompts, -1.0, metric, tokenizer=tokenizer, patch_top=6)
+a = frame.attrs
+share = lambda log_odds: 1 / (1 + torch.exp(-torch.tensor(log_odds))).item()  # noqa: E731
+print(f"log-odds {a['metric_unsteered']:.3f} -> {a['metric_steered']:.3f}: change {a['change']:.3f}"
+      f" (positive share {share(a['metric_unsteered']):.3f} -> {share(a['metric_steered']):.3f})")
+print(f"damage: KL(steered || unsteered) {a['kl']:.3f} nats; mass of the 8 words {a['metric_mass_unsteered']:.4f}"
+      f" -> {a['metric_mass_steered']:.4f}")
+print(f"direct path's share of the change: {a['direct_share']:.4f}; notes: {a['notes']}")
+columns = ["name", "contribution", "share", "patch_into_unsteered", "patch_into_steered"]
+frame.sort_values("rank")[columns].head(10).round(3)""",
+        ),
+        (
+            "code",
+            """\
+plot_attribution(frame, top=12)""",
+        ),
+        (
+            "md",
+            """\
+## Where the effect sits: by kind of component and by layer
+
+The same frame, summed. Shares are of the mean change; the `residual` row is what the linear read misses.""",
+        ),
+        (
+            "code",
+            """\
+by_kind = frame.groupby("component", sort=False)[["contribution", "share"]].sum()
+by_layer = frame[frame.component.isin(["head", "mlp"])].groupby(["layer", "component"]).share.sum().unstack()
+print(by_kind.round(3).to_string())
+print()
+print(by_layer.round(3).T.to_string())""",
+        ),
+        (
+            "code",
+            """\
+plot_attribution(frame, kind="heads")""",
+        ),
+        (
+            "md",
+            """\
+## The same split through TransformerLens hook points
+
+`steerlens.load_model` gives the same weights as a `HookedTransformer`; there the parts are read at
+`blocks.{L}.attn.hook_z` (times `W_O`, per head), `hook_mlp_out` and `ln_final.hook_scale`, instead of the
+Hugging Face modules (`self_attn.o_proj`'s input per head, `mlp`'s output, and the final norm's probed scale).
+The two routes should agree to float rounding.""",
+        ),
+        (
+            "code",
+            """\
+tl = steerlens.load_model("smollm2-135m-instruct")
+tl_frame = attribute_steering(tl, vec, prompts, -1.0, metric)
+print("same parts:", list(tl_frame.name) == list(frame.name))
+print(f"max |HF - TL| contribution: {(tl_frame.contribution - frame.contribution).abs().max():.2e};"
+      f" changes {frame.attrs['change']:.5f} vs {tl_frame.attrs['change']:.5f}")""",
+        ),
+        (
+            "md",
+            """\
+## What this measured
+
+- Steering −1 at layer 15 moves the log-odds of the positive words from 2.189 to −2.945 (change −5.135; the
+  positive share from 0.899 to 0.050), at a KL divergence of 0.195 nats. The eight words hold little of the
+  next-token mass (0.0008 unsteered, 0.0018 steered): the vector flips the model's judgement among them more
+  than it makes it say them.
+- The direct path carries 0.0007 of the change (−0.003 of −5.135): the vector itself hardly points at these
+  words' unembedding. The effect is made by the components after layer 15: the heads together 0.502 of it, the
+  MLPs 0.462, and 0.036 is the residual (what the linear read through the final norm misses).
+- It is spread over layers 20–29, no part above 11%: `mlp29` −0.544 (0.106), head `L25H6` −0.536 (0.104), `mlp27`
+  −0.499 (0.097), `mlp26` −0.392, `mlp20` −0.325, head `L27H1` −0.320; layer 27's heads add up to 0.209 of the
+  change. `mlp28` and head `L25H7` push the other way.
+- Patching agrees on the direction for all six patched parts, both ways: each one's steered output moves the
+  unsteered run towards negative, and its unsteered output moves the steered run back. The sizes differ from the
+  contributions where a part also feeds later ones at the read token: `L25H6` patched into the unsteered run moves
+  the log-odds by −0.980 for a contribution of −0.536 (the MLPs of layers 26–29 read its output), while `mlp27`
+  moves it by only −0.180 (−0.269 into the steered run) for −0.499. Ranked by the patch into the unsteered run the
+  six read `L25H6`, `mlp26`, `mlp29`, `mlp20`, `L27H1`, `mlp27`: the same six parts, in another order.
+- The Hugging Face modules and the TransformerLens hook points give the same split: the same parts, contributions
+  within 1.08e-06, the change −5.13455 on both.""",
+        ),
+    ]
+
+
 BUILD = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_layer_sweep.ipynb": SWEEP,
@@ -1026,6 +1165,7 @@ BUILD = {
     "05_which_layer_how_strong.ipynb": WHICH_LAYER,
     "06_caa_on_a_real_model.ipynb": CAA,
     "07_vectors_and_features.ipynb": FEATURES,
+    "09_why_a_vector_steers.ipynb": notebook_09(),
 }
 
 
