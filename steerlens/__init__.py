@@ -67,6 +67,7 @@ _HOMES: dict[str, str] = {
     "prob_mass": "steerlens.evaluation",
     "prob_share": "steerlens.evaluation",
     "logit_diff": "steerlens.evaluation",
+    "attribute_steering": "steerlens.evaluation",
     # looking at a vector on prompts
     "layer_report": "steerlens.analysis",
     "token_projections": "steerlens.analysis",
@@ -105,6 +106,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from steerlens.evaluation import (
         ABItem,
         ab_behavior_probability,
+        attribute_steering,
         calibrate,
         compare_logits,
         continuation_logprob,

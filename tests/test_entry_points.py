@@ -33,7 +33,7 @@ import torch
 from helpers import llama_model, make_model, metaspace_tokenizer
 
 import steerlens
-from steerlens import SteeringVector, prob_mass
+from steerlens import SteeringVector, logit_diff, prob_mass
 from steerlens.conditional import Condition, FittedCondition
 from steerlens.evaluation import Calibration
 
@@ -127,6 +127,9 @@ def _condition(c: Case) -> Condition:
 
 
 RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
+    "attribute_steering": lambda fn, c: _frame(
+        fn(c.model, c.vector, c.prompts(TEXTS), 2.0, logit_diff("A", "B"), layers=c.layers[-1:], **c.kwargs)
+    ),
     "ab_behavior_probability": lambda fn, c: _frame(
         fn(
             c.model,

@@ -2,6 +2,7 @@
 probabilities, calibration under a damage budget, continuation log-probabilities, metrics,
 generations and plots."""
 
+from steerlens.evaluation.attribution import AttributionWarning, attribute_steering, plot_attribution, target_logprob
 from steerlens.evaluation.calibration import Calibration, CalibrationCell, calibrate
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.evaluation.continuation import continuation_logprob
@@ -18,6 +19,10 @@ from steerlens.evaluation.sweep import sweep_layers
 
 __all__ = [
     "ABItem",
+    "AttributionWarning",
+    "attribute_steering",
+    "plot_attribution",
+    "target_logprob",
     "Calibration",
     "CalibrationCell",
     "ab_behavior_probability",
