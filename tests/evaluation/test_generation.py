@@ -143,3 +143,14 @@ def test_grid_with_an_operator_steers_at_multiplier_zero_only_if_the_operator_sa
         expected = tl_generate(model, PROMPTS[0])
     assert list(df["text"]) == [df["unsteered_text"][0], expected, expected]
     assert expected != df["unsteered_text"][0]
+
+
+def test_grid_without_fluency_and_bad_arguments(tl_model):
+    from steerlens.errors import InvalidArgumentError
+
+    vec = random_vector(tl_model, (1,), scale=4.0, seed=7)
+    df = generate_grid(tl_model, vec, PROMPTS[:1], None, [2.0], max_new_tokens=2, fluency=False)
+    assert list(df.columns) == ["prompt_index", "prompt", "layer", "multiplier", "text", "unsteered_text"]
+    for bad in (0, 2.5, True):
+        with pytest.raises(InvalidArgumentError, match="max_new_tokens"):
+            generate_grid(tl_model, vec, PROMPTS[:1], None, [2.0], max_new_tokens=bad)
