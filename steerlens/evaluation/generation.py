@@ -10,10 +10,9 @@ its own: :func:`~steerlens.evaluation.continuation_logprob` scores each choice a
 whole continuation, steered and unsteered, with one prompt repeated per choice::
 
     choices = [" yes", " no", " maybe"]
-    df = continuation_logprob(model, vec, [prompt] * len(choices), choices, multipliers=[0, 2])
-    df["choice"] = df["completion"]
-    df.pivot_table(index="choice", columns="multiplier", values="logprob_steered")
-    # softmax over a column gives the choice probabilities; / df["n_tokens"] the per-token mean
+    df = continuation_logprob(model, vec, [prompt] * len(choices), choices, multipliers=[0, 2], layers=[12])
+    table = df.pivot_table(index="completion", columns="multiplier", values="logprob_steered")
+    np.exp(table) / np.exp(table).sum()  # each choice's share, per multiplier (divide by n_tokens for per-token)
 """
 
 from __future__ import annotations

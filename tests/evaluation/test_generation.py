@@ -154,3 +154,30 @@ def test_grid_without_fluency_and_bad_arguments(tl_model):
     for bad in (0, 2.5, True):
         with pytest.raises(InvalidArgumentError, match="max_new_tokens"):
             generate_grid(tl_model, vec, PROMPTS[:1], None, [2.0], max_new_tokens=bad)
+
+
+def test_choice_scoring_recipe_is_the_hand_sum_of_log_probs(tl_model):
+    """The module's choice-scoring recipe (continuation_logprob per choice) against hand-hooked log-probs."""
+    import numpy as np
+    from helpers import hooked_logprobs
+
+    from steerlens import continuation_logprob
+
+    model = tl_model
+    vec = random_vector(model, (2,), scale=4.0, seed=8)
+    prompt, choices = "I love this film", [" great", " awful", " and sad"]
+    df = continuation_logprob(model, vec, [prompt] * len(choices), choices, multipliers=[0, 2], layers=[2])
+    table = df.pivot_table(index="completion", columns="multiplier", values="logprob_steered")
+    shares = np.exp(table) / np.exp(table).sum()
+    before = model.to_tokens(prompt)[0].tolist()
+    for m in (0.0, 2.0):
+        by_hand = {}
+        for choice in choices:
+            full = model.to_tokens(prompt + choice)[0].tolist()
+            assert full[: len(before)] == before
+            logprobs = hooked_logprobs(model, full, {2: m * vec.layer_activations[2]})
+            by_hand[choice] = sum(float(logprobs[t - 1, full[t]]) for t in range(len(before), len(full)))
+        for choice in choices:
+            assert math.isclose(table.loc[choice, m], by_hand[choice], rel_tol=1e-4)
+        total = sum(math.exp(v) for v in by_hand.values())
+        assert math.isclose(shares.loc[" great", m], math.exp(by_hand[" great"]) / total, rel_tol=1e-4)
