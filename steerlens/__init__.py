@@ -53,6 +53,8 @@ _HOMES: dict[str, str] = {
     # operators beyond steering-vectors'
     "angular_steering_operator": "steerlens.hooks",
     "norm_preserving_addition_operator": "steerlens.hooks",
+    "projection_clamp_operator": "steerlens.hooks",
+    "multiplicative_operator": "steerlens.hooks",
     # chat-template data
     "caa_pairs": "steerlens.samples",
     "caa_items": "steerlens.samples",
@@ -122,7 +124,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         ablation_then_addition_operator,
         addition_operator,
         angular_steering_operator,
+        multiplicative_operator,
         norm_preserving_addition_operator,
+        projection_clamp_operator,
     )
     from steerlens.layers import LayerType
     from steerlens.samples import SteeringVectorTrainingSample, caa_items, caa_pairs, chat_prompt

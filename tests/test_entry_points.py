@@ -177,9 +177,13 @@ RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
         c.model, c.vector, c.prompts(TEXTS), c.prompts(OTHER_TEXTS), layer=c.layers[-1], **c.kwargs
     ),
     "layer_report": lambda fn, c: fn(c.model, c.vector, c.pairs(), layers=c.layers, **c.kwargs),
+    "probe_report": lambda fn, c: fn(c.model, c.pairs(), c.pairs(), layers=c.layers, **c.kwargs),
     "relative_vector": lambda fn, c: fn(c.model, c.vector, c.prompts(TEXTS), **c.kwargs),
     "residual_norms": lambda fn, c: fn(c.model, c.prompts(TEXTS), c.layers, **c.kwargs),
     "site_activations": lambda fn, c: fn(c.model, "blocks.1.hook_resid_post", c.prompts(TEXTS), **c.kwargs),
+    "generate_grid": lambda fn, c: _frame(
+        fn(c.model, c.vector, c.prompts(TEXTS), c.layers, [-2.0, 3.0], max_new_tokens=3, metric="kl", **c.kwargs)
+    ),
     "latent_activations": lambda fn, c: fn(c.model, tiny_sae(), c.prompts(TEXTS), **c.kwargs),
     "typical_activations": lambda fn, c: fn(c.model, tiny_sae(), [0, 1], c.prompts(TEXTS), **c.kwargs),
     "sweep_layers": lambda fn, c: fn(

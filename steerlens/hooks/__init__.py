@@ -7,7 +7,9 @@ from steerlens.hooks.operators import (
     ablation_then_addition_operator,
     addition_operator,
     angular_steering_operator,
+    multiplicative_operator,
     norm_preserving_addition_operator,
+    projection_clamp_operator,
 )
 from steerlens.hooks.positions import PassPositions, TokenIndices, check_token_indices, position_mask
 from steerlens.hooks.steering_hook import SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
@@ -26,6 +28,8 @@ __all__ = [
     "angular_steering_operator",
     "check_token_indices",
     "make_spec",
+    "multiplicative_operator",
     "norm_preserving_addition_operator",
     "position_mask",
+    "projection_clamp_operator",
 ]

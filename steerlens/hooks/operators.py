@@ -125,3 +125,75 @@ def angular_steering_operator(degrees: float) -> Operator:
         return torch.where(planar, rotated - act, 0.0).to(activation.dtype)
 
     return angular_steering
+
+
+def _unit(vector: Tensor) -> Tensor | None:
+    """The float32 unit vector along ``vector``, None when it is zero (no direction)."""
+    vec = vector.float()
+    norm = vec.norm()
+    return None if norm == 0 else vec / norm
+
+
+def projection_clamp_operator(value: float) -> Operator:
+    """Set each activation's projection on the vector's unit direction to ``value``, for any vector.
+
+    ``steered = a + (value - a·u) u`` with ``u = vector / |vector|``: the component
+    along the direction is replaced by ``value`` (in the residual stream's units, the
+    size ``a·u`` has), everything orthogonal to it is kept (steerkit's
+    ``op="clamp"``). ``value=0`` is :func:`ablation_operator`.
+
+    The multiplier only picks the direction: its size is ignored (``value`` is the
+    size), a negative one flips ``u`` (so ``multiplier=-1`` sets the projection on the
+    vector to ``-value``), and ``multiplier=0`` leaves the activation as it is (a zero
+    vector has no direction), as a sweep's multiplier-0 cell expects. Computed in
+    float32, returned in the activation's dtype. Named apart from
+    :func:`steerlens.sae.clamp_operator`, which clamps SAE latents.
+
+    Example:
+        >>> with vec.apply(model, operator=projection_clamp_operator(8.0)):  # a·u = 8 at every position
+        ...     logits = model("The film was")
+    """
+    target = finite_number(value, "value")
+
+    def projection_clamp(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
+        unit = _unit(vector)
+        if unit is None:
+            return torch.zeros_like(activation)
+        act = activation.float()
+        along = (act * unit).sum(-1, keepdim=True)
+        return ((target - along) * unit).to(activation.dtype)
+
+    return projection_clamp
+
+
+def multiplicative_operator(factor: float) -> Operator:
+    """Scale each activation's component along the vector's unit direction by ``factor``, for any vector.
+
+    ``steered = a + (factor - 1)(a·u) u`` with ``u = vector / |vector|`` (steerkit's
+    ``op="multiplicative"``): ``factor=2`` doubles what the activation already has of
+    the direction, ``0`` removes it (as :func:`ablation_operator`), ``-1`` reflects it;
+    the rest of the activation is kept. Unlike addition it adds nothing where the
+    activation has none of the direction, so it amplifies a feature only where it is
+    present.
+
+    The multiplier only switches the operator on: ``u u^T`` is the same for ``u`` and
+    ``-u``, so the multiplier's sign and size are ignored, except that
+    ``multiplier=0`` leaves the activation as it is (a zero vector has no direction),
+    as a sweep's multiplier-0 cell expects. Computed in float32, returned in the
+    activation's dtype.
+
+    Example:
+        >>> with vec.apply(model, operator=multiplicative_operator(3.0)):
+        ...     logits = model("The film was")
+    """
+    scale = finite_number(factor, "factor") - 1.0
+
+    def multiplicative(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
+        unit = _unit(vector)
+        if unit is None:
+            return torch.zeros_like(activation)
+        act = activation.float()
+        along = (act * unit).sum(-1, keepdim=True)
+        return (scale * along * unit).to(activation.dtype)
+
+    return multiplicative

@@ -213,21 +213,34 @@ def _row_norms(rows: Tensor) -> Tensor:
 
 
 class PCAAggregator:
-    """First principal direction of the pairwise differences (steering-vectors 0.12.2's PCA).
+    """First principal direction of the pairwise differences, uncentred (steering-vectors) or centred (repeng).
 
-    steering-vectors stacks the differences ``d_i = pos_i - neg_i`` with their negatives
-    ``-d_i`` (so the data is centred by construction), takes the top principal
-    direction of that uncentred matrix, i.e. the top right-singular vector of the
-    difference matrix ``D``, and multiplies it by ``sign(mean_i(d_i . v))``. The
-    result has unit norm.
+    ``center=False`` (steering-vectors 0.12.2's PCA): steering-vectors stacks the
+    differences ``d_i = pos_i - neg_i`` with their negatives ``-d_i`` (so the data is
+    centred by construction), takes the top principal direction of that uncentred
+    matrix, i.e. the top right-singular vector of the difference matrix ``D``, and
+    multiplies it by ``sign(mean_i(d_i . v))``. Here the same direction is computed in
+    float64 from ``D`` directly (the singular vectors of ``[D; -D]`` are those of ``D``).
+    repeng's ``method="pca_center"`` (each pair centred on its midpoint, rows
+    ``+-d_i / 2``) is this same direction.
 
-    Here the same direction is computed in float64 from ``D`` directly (the
-    singular vectors of ``[D; -D]`` are those of ``D``). Where steering-vectors
-    silently degrades, this one raises :class:`~steerlens.errors.AggregatorError`:
-    all-zero differences (no direction at all) and a mean difference orthogonal to
-    the principal direction (``sign`` would be 0 there, giving a zero vector). When
-    the top two singular values tie, the direction is not unique and a
-    ``RuntimeWarning`` says so.
+    ``center=True`` (scikit-learn's PCA of ``D``, repeng's ``method="pca_diff"``, the
+    default of repeng's ``ControlVector.train``): the differences are centred on their
+    mean first, so the direction is the one along which the pairs' differences *vary*
+    most, which need not be the one along which they point on average (with a strong
+    common shift and varied noise, the two can be nearly orthogonal). Its sign follows
+    repeng's rule: a vote over pairs, keeping the sign under which more pairs have the
+    positive example projecting above the negative one (``d_i . v > 0``); a tied vote
+    (which repeng leaves at scikit-learn's arbitrary sign) is settled here by
+    ``sign(mean_i(d_i . v))``, as steering-vectors does.
+
+    Both return unit norm (as steering-vectors' PCA and repeng's components), so one
+    multiplier means the same size for either. Where the peers silently degrade, this
+    raises :class:`~steerlens.errors.AggregatorError`: all-zero differences (no
+    direction at all), centred differences that are all zero (one pair, or every pair
+    differing by the same vector: nothing varies), and a sign that cannot be decided
+    (steering-vectors would return a zero vector). When the top two singular values
+    tie, the direction is not unique and a ``RuntimeWarning`` says so.
     """
 
     #: Relative size of ``mean_i(d_i . v)`` (to ``mean_i |d_i . v|``) below which the sign is undetermined.
@@ -235,12 +248,24 @@ class PCAAggregator:
     #: Relative gap between the top two singular values below which the direction is reported as not unique.
     tie_tolerance = 1e-6
 
+    def __init__(self, center: bool = False) -> None:
+        if not isinstance(center, bool):
+            raise AggregatorError(f"pca_aggregator(center=...) takes True or False, got {center!r}.")
+        self.center = center
+
     def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
-        deltas = _paired_deltas("pca_aggregator", pos, neg)
-        _, s, vh = torch.linalg.svd(deltas, full_matrices=False)
+        deltas = _paired_deltas(repr(self), pos, neg)
+        data = deltas - deltas.mean(dim=0) if self.center else deltas
+        if self.center and float(data.abs().max()) <= NEGLIGIBLE * _mean_norm(pos, neg):
+            raise AggregatorError(
+                f"{self!r}: the differences do not vary (got {deltas.shape[0]} pair(s); after subtracting their "
+                "mean, every difference is zero or float noise), so centred PCA has no direction. Pass at least "
+                "two pairs that differ in different ways, or use pca_aggregator() or mean_aggregator()."
+            )
+        _, s, vh = torch.linalg.svd(data, full_matrices=False)
         if s.numel() > 1 and float(s[0] - s[1]) <= self.tie_tolerance * float(s[0]):
             warnings.warn(
-                "pca_aggregator: the top two singular values of the differences are equal "
+                f"{self!r}: the top two singular values of the differences are equal "
                 f"({float(s[0]):.6g} vs {float(s[1]):.6g}), so the principal direction is not unique; "
                 "the vector returned is one of several equally good ones.",
                 RuntimeWarning,
@@ -248,10 +273,16 @@ class PCAAggregator:
             )
         direction = vh[0]
         projections = deltas @ direction
+        if self.center:
+            # repeng's vote: pairs whose positive projects above its negative, against those below.
+            vote = int((projections > 0).sum()) - int((projections < 0).sum())
+            if vote != 0:
+                direction = direction if vote > 0 else -direction
+                return (direction / direction.norm()).to(device=pos.device, dtype=_result_dtype(pos.dtype))
         mean_projection = float(projections.mean())
         if abs(mean_projection) <= self.sign_tolerance * float(projections.abs().mean()):
             raise AggregatorError(
-                "pca_aggregator: the mean difference is orthogonal to the principal direction, so its "
+                f"{self!r}: the mean difference is orthogonal to the principal direction, so its "
                 "sign (positive vs negative) is undetermined (steering-vectors would return a zero "
                 "vector); the pairs cancel out. Check that every pair lists the positive prompt "
                 "first, or use mean_aggregator()."
@@ -262,25 +293,44 @@ class PCAAggregator:
         return direction.to(device=pos.device, dtype=_result_dtype(pos.dtype))
 
     def __repr__(self) -> str:
-        return "pca_aggregator()"
+        return "pca_aggregator(center=True)" if self.center else "pca_aggregator()"
 
 
-def pca_aggregator() -> Aggregator:
-    """First principal direction of the pairwise differences, unit norm (as in steering-vectors).
+def pca_aggregator(*, center: bool = False) -> Aggregator:
+    """First principal direction of the pairwise differences, unit norm.
 
-    The direction is the top right-singular vector of the matrix of differences
-    ``pos - neg`` taken uncentred (steering-vectors appends every difference
-    negated, which centres the data and leaves the singular vectors unchanged).
-    Its sign makes the mean projection of the differences positive.
+    ``center=False`` (default, steering-vectors' meaning): the top right-singular
+    vector of the matrix of differences ``pos - neg`` taken uncentred
+    (steering-vectors appends every difference negated, which centres the data and
+    leaves the singular vectors unchanged; repeng's ``"pca_center"`` gives the same
+    direction). Its sign makes the mean projection of the differences positive.
+
+    ``center=True``: scikit-learn's ``PCA(n_components=1)`` of the differences, which
+    subtracts their mean first (repeng's ``"pca_diff"``, its ``ControlVector.train``
+    default). That is the direction along which the differences vary most around
+    their mean, not the mean itself: on real models it can point far from the
+    uncentred one. Its sign follows repeng's rule: the one under which more pairs
+    have the positive example projecting above the negative one (a tie falls back
+    to the mean projection). See :class:`PCAAggregator`.
+
+    Both have unit norm, like steering-vectors' PCA (``mean_aggregator`` keeps the
+    size of the mean difference instead): choose multipliers on the scale of the
+    residual norms. ``center`` is keyword-only: ``pca_aggregator()`` keeps
+    steering-vectors' signature.
 
     Raises :class:`~steerlens.errors.AggregatorError` for non-finite activations,
-    all-zero differences, or when the pairs cancel so that the sign is undetermined.
+    all-zero differences, differences that do not vary (``center=True`` with one
+    pair, or every pair differing by the same vector), or when the sign is
+    undetermined.
 
     Example:
         >>> pca_aggregator()(torch.tensor([[2.0, 0.0], [3.0, 0.0]]), torch.zeros(2, 2))
         tensor([1., 0.])
+        >>> pos = torch.tensor([[3.0, 1.0], [1.0, -1.0]])
+        >>> pca_aggregator(center=True)(pos, torch.zeros(2, 2))  # along the spread (1, 1), not the mean (2, 0)
+        tensor([0.7071, 0.7071])
     """
-    return PCAAggregator()
+    return PCAAggregator(center=center)
 
 
 def _logistic_regression_class() -> Any:

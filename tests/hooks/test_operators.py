@@ -1,4 +1,5 @@
-"""Operators against hand computations: norm-preserving addition and angular steering (plus the classics)."""
+"""Operators against hand computations: norm-preserving addition, angular steering, projection clamp and
+multiplicative (plus the classics); the last two also against hand-written hooks on both model routes."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from steerlens import (
     ablation_then_addition_operator,
     addition_operator,
     angular_steering_operator,
+    multiplicative_operator,
     norm_preserving_addition_operator,
+    projection_clamp_operator,
 )
-from steerlens.errors import InvalidArgumentError
+from steerlens.errors import InvalidArgumentError, NonFiniteError, NumberTypeError
 
 S = math.sqrt(0.5)
 
@@ -135,3 +138,112 @@ def test_operators_keep_half_precision():
     for operator in (norm_preserving_addition_operator(), angular_steering_operator(30)):
         delta = operator(a, v)
         assert delta.dtype == torch.float16 and delta.shape == a.shape
+
+
+# -- projection clamp and multiplicative operators (steerkit's op="clamp" / op="multiplicative") ----------
+
+
+def test_projection_clamp_and_multiplicative_by_hand():
+    a = torch.tensor([[[3.0, 4.0, 0.0], [1.0, -2.0, 5.0]]])
+    v = torch.tensor([0.0, 2.0, 0.0])
+    clamp = projection_clamp_operator(7.0)
+    assert torch.equal(steer(clamp, a, v), torch.tensor([[[3.0, 7.0, 0.0], [1.0, 7.0, 5.0]]]))
+    # A negative multiplier flips the direction: the projection on -u is 7, i.e. -7 on u.
+    assert torch.equal(steer(clamp, a, -0.5 * v), torch.tensor([[[3.0, -7.0, 0.0], [1.0, -7.0, 5.0]]]))
+    assert torch.equal(steer(projection_clamp_operator(0.0), a, v), steer(ablation_operator(), a, v))
+    triple = multiplicative_operator(3.0)
+    assert torch.equal(steer(triple, a, v), torch.tensor([[[3.0, 12.0, 0.0], [1.0, -6.0, 5.0]]]))
+    assert torch.equal(steer(triple, a, -4.0 * v), steer(triple, a, v))  # sign and size of the multiplier ignored
+    assert torch.equal(steer(multiplicative_operator(0.0), a, v), steer(ablation_operator(), a, v))
+    # multiplier 0 (a zero vector): no direction, the activation is left as it is.
+    for operator in (clamp, triple):
+        assert torch.equal(steer(operator, a, 0.0 * v), a)
+
+
+def test_projection_clamp_and_multiplicative_on_random_tensors():
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 5, 16, generator=gen) * 4
+    v = torch.randn(16, generator=gen)
+    u = v / v.norm()
+    across = a - (a @ u)[..., None] * u
+    clamped = steer(projection_clamp_operator(-2.5), a, 3.0 * v)
+    torch.testing.assert_close(clamped @ u, torch.full((2, 5), -2.5))
+    torch.testing.assert_close(clamped - (clamped @ u)[..., None] * u, across)
+    scaled = steer(multiplicative_operator(1.7), a, v)
+    torch.testing.assert_close(scaled @ u, 1.7 * (a @ u))
+    torch.testing.assert_close(scaled - (scaled @ u)[..., None] * u, across)
+
+
+def test_projection_clamp_and_multiplicative_check_their_numbers_and_keep_dtype():
+    for make, name in ((projection_clamp_operator, "value"), (multiplicative_operator, "factor")):
+        with pytest.raises(NonFiniteError, match=name):
+            make(float("nan"))
+        with pytest.raises(NumberTypeError, match=name):
+            make("2")
+        a = torch.randn(2, 3, 8, dtype=torch.float16)
+        delta = make(2.0)(a, torch.randn(8, dtype=torch.float16))
+        assert delta.dtype == torch.float16 and delta.shape == a.shape
+
+
+def clamp_by_hand(act, direction, value):
+    u = direction / direction.norm()
+    return act + (value - (act * u).sum(-1, keepdim=True)) * u
+
+
+def scale_by_hand(act, direction, factor):
+    u = direction / direction.norm()
+    return act + (factor - 1) * (act * u).sum(-1, keepdim=True) * u
+
+
+HAND_CASES = [
+    ("clamp", lambda: projection_clamp_operator(6.0), clamp_by_hand, 6.0, -1.5),
+    ("multiplicative", lambda: multiplicative_operator(4.0), scale_by_hand, 4.0, 2.0),
+]
+
+
+@pytest.mark.parametrize("kind,make,by_hand,arg,multiplier", HAND_CASES, ids=[c[0] for c in HAND_CASES])
+def test_new_projection_operators_equal_hand_hooks_on_a_hooked_transformer(model, kind, make, by_hand, arg, multiplier):
+    """vec.apply with the operator gives the logits of a hand-written TransformerLens hook."""
+    layer = 1
+    gen = torch.Generator().manual_seed(4)
+    direction = torch.randn(model.cfg.d_model, generator=gen)
+    vec = SteeringVector({layer: direction}, "resid_post")
+    tokens = model.to_tokens(["I love this film", "The food was bad"])
+    signed = direction if multiplier > 0 else -direction  # clamp: the multiplier's sign picks the direction
+    hand = [(f"blocks.{layer}.hook_resid_post", lambda act, hook: by_hand(act, signed, arg))]
+    with torch.no_grad():
+        pristine = model(tokens)
+        expected = model.run_with_hooks(tokens, fwd_hooks=hand)
+        with vec.apply(model, multiplier=multiplier, operator=make()):
+            steered = model(tokens)
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    assert (steered - pristine).abs().max() > 0.1  # the operator did something
+
+
+@pytest.mark.parametrize("kind,make,by_hand,arg,multiplier", HAND_CASES, ids=[c[0] for c in HAND_CASES])
+def test_new_projection_operators_equal_hand_hooks_on_a_hugging_face_model(kind, make, by_hand, arg, multiplier):
+    """vec.apply on a plain HF model gives the logits of a torch forward hook written by hand on its decoder layer."""
+    from tiny_hf import INPUT_IDS, make_hf_model
+
+    hf = make_hf_model("llama")
+    layer = 0
+    direction = torch.randn(hf.config.hidden_size, generator=torch.Generator().manual_seed(5))
+    vec = SteeringVector({layer: direction}, "resid_post")
+    signed = direction if multiplier > 0 else -direction
+
+    def hand(module, args, out):
+        if isinstance(out, tuple):
+            return (by_hand(out[0], signed, arg), *out[1:])
+        return by_hand(out, signed, arg)
+
+    with torch.no_grad():
+        pristine = hf(INPUT_IDS).logits
+        handle = hf.model.layers[layer].register_forward_hook(hand)
+        try:
+            expected = hf(INPUT_IDS).logits
+        finally:
+            handle.remove()
+        with vec.apply(hf, multiplier=multiplier, operator=make()):
+            steered = hf(INPUT_IDS).logits
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+    assert (steered - pristine).abs().max() > 0.1

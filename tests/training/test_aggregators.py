@@ -364,3 +364,81 @@ def test_mean_of_float_noise_differences_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         mean_aggregator()(acts + 1e-3, acts)
+
+
+# --- centred PCA (repeng's "pca_diff"), against scikit-learn ------------------------------------
+
+
+def ref_centred_pca(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """scikit-learn's first component of the differences (PCA centres them), with repeng's sign vote."""
+    from sklearn.decomposition import PCA
+
+    pos, neg = pos.astype(np.float64), neg.astype(np.float64)
+    vec = PCA(n_components=1).fit(pos - neg).components_[0]
+    # repeng: count pairs whose positive projects below / above its negative; flip if more are below.
+    below = np.mean(pos @ vec < neg @ vec)
+    above = np.mean(pos @ vec > neg @ vec)
+    return -vec if below > above else vec
+
+
+@pytest.mark.parametrize("seed,n,d", [(1, 5, 8), (2, 25, 64), (3, 201, 16), (4, 7, 128)])
+def test_centred_pca_equals_sklearn_pca_with_repengs_sign(seed, n, d):
+    pos, neg = make_acts(seed, n, d)
+    ours = pca_aggregator(center=True)(pos, neg)
+    ref = ref_centred_pca(pos.numpy(), neg.numpy())
+    assert ours.shape == (d,) and ours.dtype == torch.float32
+    np.testing.assert_allclose(ours.double().numpy(), ref, atol=1e-5)
+    assert abs(float(ours.double().norm()) - 1.0) < 1e-6  # unit norm, as the uncentred one
+
+
+def test_uncentred_pca_is_repengs_pca_center():
+    """repeng's "pca_center" (each pair centred on its midpoint, then sklearn's PCA) is steering-vectors' PCA."""
+    from sklearn.decomposition import PCA
+
+    pos, neg = make_acts(5, 30, 16)
+    mid = (pos.double() + neg.double()) / 2
+    rows = torch.cat([pos.double() - mid, neg.double() - mid]).numpy()
+    vec = PCA(n_components=1).fit(rows).components_[0]
+    assert abs(cosine(pca_aggregator()(pos, neg), vec)) >= 1 - 1e-9
+
+
+def test_centred_pca_points_along_the_spread_not_the_mean():
+    """A common shift plus varied noise: the centred direction follows the noise, the uncentred the shift."""
+    pos, neg = make_acts(6, 40, 32)
+    mean = (pos - neg).double().mean(0)
+    assert cosine(pca_aggregator()(pos, neg), mean) > 0.9
+    assert abs(cosine(pca_aggregator(center=True)(pos, neg), mean)) < 0.5
+
+
+def test_centred_pca_sign_is_the_vote_of_pairs_not_the_mean():
+    """Two pairs shift by +1 along x, one by -5: the vote says +x, the mean projection (-1) would say -x."""
+    pos = torch.tensor([[1.0, 0.01], [1.0, -0.01], [-5.0, 0.0]])
+    neg = torch.zeros(3, 2)
+    torch.testing.assert_close(pca_aggregator(center=True)(pos, neg), torch.tensor([1.0, 0.0]), atol=1e-4, rtol=0)
+    # A tied vote (one pair each way) falls back to the mean projection: (1 - 3) / 2 < 0 along +x, so -x.
+    tied = torch.tensor([[1.0, 0.0], [-3.0, 0.001]])
+    torch.testing.assert_close(
+        pca_aggregator(center=True)(tied, torch.zeros(2, 2)), torch.tensor([-1.0, 0.0]), atol=1e-3, rtol=0
+    )
+
+
+def test_centred_pca_refuses_differences_that_do_not_vary():
+    with pytest.raises(AggregatorError, match="do not vary"):
+        pca_aggregator(center=True)(torch.ones(1, 4), torch.zeros(1, 4))
+    base = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    shift = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    with pytest.raises(AggregatorError, match="do not vary"):
+        pca_aggregator(center=True)(base + shift, base)  # every pair differs by the same vector
+    assert cosine(pca_aggregator()(base + shift, base), shift) > 0.99999  # uncentred: that vector
+
+
+def test_center_is_keyword_only_and_checked():
+    import inspect
+
+    params = inspect.signature(pca_aggregator).parameters
+    assert params["center"].kind is inspect.Parameter.KEYWORD_ONLY and params["center"].default is False
+    with pytest.raises(TypeError):
+        pca_aggregator(True)  # type: ignore[misc]
+    with pytest.raises(AggregatorError, match="True or False"):
+        pca_aggregator(center="yes")  # type: ignore[arg-type]
+    assert repr(pca_aggregator(center=True)) == "pca_aggregator(center=True)"
