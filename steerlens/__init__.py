@@ -70,6 +70,7 @@ _HOMES: dict[str, str] = {
     "prob_share": "steerlens.evaluation",
     "logit_diff": "steerlens.evaluation",
     "attribute_steering": "steerlens.evaluation",
+    "generate_grid": "steerlens.evaluation",
     # looking at a vector on prompts
     "layer_report": "steerlens.analysis",
     "token_projections": "steerlens.analysis",
@@ -112,6 +113,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         calibrate,
         compare_logits,
         continuation_logprob,
+        generate_grid,
         logit_diff,
         prob_mass,
         prob_share,

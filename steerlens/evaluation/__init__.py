@@ -6,7 +6,7 @@ from steerlens.evaluation.attribution import AttributionWarning, attribute_steer
 from steerlens.evaluation.calibration import Calibration, CalibrationCell, calibrate
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.evaluation.continuation import continuation_logprob
-from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+from steerlens.evaluation.generation import generate_grid, generate_text, steered_and_unsteered
 from steerlens.evaluation.metrics import logit_diff, prob_mass, prob_share
 from steerlens.evaluation.plots import (
     plot_calibration,
@@ -29,6 +29,7 @@ __all__ = [
     "calibrate",
     "compare_logits",
     "continuation_logprob",
+    "generate_grid",
     "generate_text",
     "logit_diff",
     "plot_calibration",
