@@ -67,8 +67,9 @@ _HOMES: dict[str, str] = {
     "prob_mass": "steerlens.evaluation",
     "prob_share": "steerlens.evaluation",
     "logit_diff": "steerlens.evaluation",
+    "layer_report": "steerlens.evaluation",
+    "steerability": "steerlens.evaluation",
     # looking at a vector on prompts
-    "layer_report": "steerlens.analysis",
     "token_projections": "steerlens.analysis",
     "residual_norms": "steerlens.analysis",
     # conditional steering
@@ -94,7 +95,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from steerlens.adapter import load_hf_model, load_model
-    from steerlens.analysis import layer_report, residual_norms, token_projections
+    from steerlens.analysis import residual_norms, token_projections
     from steerlens.backends import (
         LayerMatcher,
         ModelLayerConfig,
@@ -108,9 +109,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         calibrate,
         compare_logits,
         continuation_logprob,
+        layer_report,
         logit_diff,
         prob_mass,
         prob_share,
+        steerability,
         sweep_layers,
     )
     from steerlens.hooks import (

@@ -25,9 +25,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from steerlens.analysis import layer_report, relative_vector
+from steerlens.analysis import relative_vector
 from steerlens.cli.demo import write_heatmap
-from steerlens.evaluation import ab_behavior_probability, prob_share, sweep_layers
+from steerlens.evaluation import ab_behavior_probability, layer_report, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.samples import caa_items, caa_pairs
 from steerlens.samples.bundled import ab_items, chat_contrast_pairs, neutral_chat_prompts
