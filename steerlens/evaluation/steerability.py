@@ -226,11 +226,15 @@ def _items_and_prompts(inputs: Any, metric: Any) -> tuple[list[ABItem] | None, l
         items = as_ab_items(listed)
         return items, check_prompt_inputs([item.prompt for item in items])
     listed = [inputs] if isinstance(inputs, str) else list(inputs)
-    if listed and isinstance(listed[0], (ABItem, Mapping)):
+    if listed and (isinstance(listed[0], (ABItem, Mapping)) or _is_letter_pair(listed[0])):
         raise InvalidArgumentError(
             f"A/B items are scored with metric=None ('matching_logit_diff') or 'p_matching', not {metric!r}."
         )
     return None, check_prompt_inputs(listed)
+
+
+def _is_letter_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str) and value[1] in ("A", "B")
 
 
 def _is_ids(value: Any) -> bool:
