@@ -142,18 +142,18 @@ def layer_report(
             f"layer_report measures steering only with both prompts= and metric=; {missing} is missing "
             "(pass both, or neither for the separation-only report)."
         )
-    tokens = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
-    separation = separation_report(
-        backend, vector, held_out_samples, layers=layers, read_token_index=read_token_index, **tokens
-    )
-    if prompts is None or metric is None:
-        return separation
     size = finite_number(strength, "strength")
     if size <= 0:
         raise InvalidArgumentError(f"strength must be > 0 typical residual norms (e.g. 0.2), got {strength!r}.")
     budget = finite_number(max_kl, "max_kl")
     if budget < 0:
         raise InvalidArgumentError(f"max_kl must be >= 0 nats, got {max_kl!r}.")
+    tokens = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
+    separation = separation_report(
+        backend, vector, held_out_samples, layers=layers, read_token_index=read_token_index, **tokens
+    )
+    if prompts is None or metric is None:
+        return separation
     name, steering = _steering(backend, vector, prompts, metric, layers, size, steer_from, show_progress, tokens)
     frame = steering.merge(
         separation.rename(columns={"rank": "separation_rank"}), on="layer", how="left", validate="one_to_one"
