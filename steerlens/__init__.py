@@ -71,8 +71,9 @@ _HOMES: dict[str, str] = {
     "logit_diff": "steerlens.evaluation",
     "attribute_steering": "steerlens.evaluation",
     "generate_grid": "steerlens.evaluation",
+    "layer_report": "steerlens.evaluation",
+    "steerability": "steerlens.evaluation",
     # looking at a vector on prompts
-    "layer_report": "steerlens.analysis",
     "token_projections": "steerlens.analysis",
     "residual_norms": "steerlens.analysis",
     # conditional steering
@@ -98,7 +99,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on first use
     from steerlens.adapter import load_hf_model, load_model
-    from steerlens.analysis import layer_report, residual_norms, token_projections
+    from steerlens.analysis import residual_norms, token_projections
     from steerlens.backends import (
         LayerMatcher,
         ModelLayerConfig,
@@ -114,9 +115,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         compare_logits,
         continuation_logprob,
         generate_grid,
+        layer_report,
         logit_diff,
         prob_mass,
         prob_share,
+        steerability,
         sweep_layers,
     )
     from steerlens.hooks import (

@@ -47,6 +47,7 @@ PROMPT_PARAMETERS = {
     "training_samples",
     "training_samples_or_vector",
     "held_out_samples",
+    "prompts_or_ab_items",
 }
 """Names of parameters that hold prompts (or pairs / items of prompts)."""
 SHARED_PARAMETERS = ("tokenizer", "batch_size", "prepend_bos")
@@ -176,7 +177,16 @@ RUNNERS: dict[str, Callable[[Callable[..., Any], Case], Any]] = {
     "fit_condition": lambda fn, c: fn(
         c.model, c.vector, c.prompts(TEXTS), c.prompts(OTHER_TEXTS), layer=c.layers[-1], **c.kwargs
     ),
-    "layer_report": lambda fn, c: fn(c.model, c.vector, c.pairs(), layers=c.layers, **c.kwargs),
+    "layer_report": lambda fn, c: fn(
+        c.model, c.vector, c.pairs(), layers=c.layers, prompts=c.prompts(TEXTS), metric=prob_mass("A"), **c.kwargs
+    ),
+    "separation_report": lambda fn, c: fn(c.model, c.vector, c.pairs(), layers=c.layers, **c.kwargs),
+    "steerability": lambda fn, c: [
+        _frame(fn(c.model, c.vector, c.prompts(TEXTS), prob_mass("A"), [-2.0, 0.0, 3.0], layers=c.layers, **c.kwargs)),
+        _frame(
+            fn(c.model, c.vector, [(p, "A") for p in c.prompts(TEXTS)], None, [-1.0, 2.0], layers=c.layers, **c.kwargs)
+        ),
+    ],
     "probe_report": lambda fn, c: fn(c.model, c.pairs(), c.pairs(), layers=c.layers, **c.kwargs),
     "relative_vector": lambda fn, c: fn(c.model, c.vector, c.prompts(TEXTS), **c.kwargs),
     "residual_norms": lambda fn, c: fn(c.model, c.prompts(TEXTS), c.layers, **c.kwargs),

@@ -1,4 +1,4 @@
-"""Which layer carries the concept: a per-layer report card of a steering vector on held-out pairs.
+"""Which layer separates the concept: the separation half of the layer report, without steering.
 
 For each layer of a vector (train it with ``layers=None`` to see them all), the
 held-out pairs' prompts are read at the read token and projected on the unit
@@ -9,6 +9,12 @@ deviations. Beside them, the sizes that make multipliers comparable: the vector'
 norm, the typical activation norm at that layer and their ratio, and how much the
 direction turns from one layer to the next (cosine with the neighbouring layers'
 vectors). Layers are ranked by AUC, then accuracy, then gap.
+
+Separation says where the concept can be *read*, not what *adding* the vector there does:
+on a real model every layer may separate held-out pairs perfectly (AUC 1) while steering at
+most of them does nothing or breaks the model. :func:`steerlens.evaluation.layer_report`
+adds what steering does at each layer and ranks by that; this module is its separation part
+(``analysis`` comes before ``evaluation``, which steers).
 """
 
 from __future__ import annotations
@@ -27,6 +33,12 @@ from steerlens.samples import SampleLike, normalize_samples
 from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_read_index
 from steerlens.vector import SteeringVector
 
+SEPARATION_ONLY = (
+    "separation only (AUC of held-out pairs, then accuracy, then separation): says nothing about what steering "
+    "at a layer does"
+)
+"""What ``rank`` means in a separation-only report (``df.attrs["rank_by"]``)."""
+
 COLUMNS = [
     "layer",
     "rank",
@@ -43,7 +55,7 @@ COLUMNS = [
 ]
 
 
-def layer_report(
+def separation_report(
     model: Any,
     vector: SteeringVector,
     held_out_samples: Iterable[SampleLike],
@@ -55,7 +67,7 @@ def layer_report(
     padding_side: PaddingSide | None = None,
     prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per layer of ``vector``: how well it separates held-out pairs, and its size there.
+    """One row per layer of ``vector``: how well it separates held-out pairs, and its size there (no steering).
 
     ``held_out_samples`` are (positive, negative) pairs the vector was *not* trained
     on, read at ``read_token_index`` (or each sample's own read indices), as in
@@ -74,13 +86,15 @@ def layer_report(
       ``norm_ratio`` = vector_norm / resid_norm;
     * ``cos_prev``, ``cos_next``: cosine with the vector at the nearest layer below /
       above that the vector has (NaN at the ends);
-    * ``rank``: 1 for the best layer (AUC, then accuracy, then separation).
+    * ``rank``: 1 for the layer that separates best (AUC, then accuracy, then separation). This
+      says nothing about what steering at that layer does (see
+      :func:`steerlens.evaluation.layer_report` with ``prompts`` and ``metric`` for that).
 
-    ``df.attrs["best_layer"]`` is the rank-1 layer.
+    ``df.attrs["best_layer"]`` is the rank-1 layer and ``df.attrs["rank_by"]`` says what rank means.
 
     Example:
         >>> vec = train_steering_vector(model, None, sentiment_pairs("train"))   # every layer
-        >>> layer_report(model, vec, sentiment_pairs("test"))
+        >>> separation_report(model, vec, sentiment_pairs("test"))
     """
     backend = backend_for(model, tokenizer)
     samples = normalize_samples(held_out_samples)
@@ -140,6 +154,7 @@ def layer_report(
     frame.attrs["best_layer"] = int(frame.loc[frame["rank"] == 1, "layer"].iloc[0])
     frame.attrs["layer_type"] = vector.layer_type
     frame.attrs["n_pairs"] = len(samples)
+    frame.attrs["rank_by"] = SEPARATION_ONLY
     return frame
 
 

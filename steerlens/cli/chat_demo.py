@@ -32,9 +32,9 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from steerlens.analysis import layer_report, relative_vector
+from steerlens.analysis import relative_vector
 from steerlens.cli.demo import damage_tables, write_heatmap
-from steerlens.evaluation import ab_behavior_probability, prob_share, sweep_layers
+from steerlens.evaluation import ab_behavior_probability, layer_report, prob_share, sweep_layers
 from steerlens.evaluation.generation import steered_and_unsteered
 from steerlens.formats.safe_io import write_atomic
 from steerlens.samples import caa_items, caa_pairs
@@ -45,6 +45,9 @@ from steerlens.vector import SteeringVector
 REAL_MODEL = "smollm2-135m-instruct"
 SENTIMENT_LAYERS: tuple[int, ...] = (6, 9, 12, 15, 18)
 SWEEP_LAYERS: tuple[int, ...] = (9, 12, 15)
+"""How many layers the sweep takes: the layer report's best-ranked ones (this many)."""
+REPORT_STRENGTH = 0.2
+"""The layer report steers each layer at ± this many typical residual norms."""
 BEHAVIOUR_LAYERS: tuple[int, ...] = (9, 12)
 MULTIPLIERS: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
 """Strengths of the sentiment sweep, in typical residual norms at the steered layer."""
@@ -119,16 +122,31 @@ def run_chat_demo(
     pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:n_train]
     echo(f"\ntraining a sentiment vector on {len(pairs)} chat contrast pairs at layers {list(SENTIMENT_LAYERS)}")
     sentiment = train_steering_vector(model, tok, pairs, layers=list(SENTIMENT_LAYERS), batch_size=16)
-    report = layer_report(model, sentiment, chat_contrast_pairs("sentiment", "test", tokenizer=tok)[:16], tokenizer=tok)
-    echo("layer report on held-out pairs (AUC 1 = every positive reply projects above every negative one)")
-    echo(
-        report[["layer", "auc", "pair_accuracy", "vector_norm", "resid_norm", "rank"]].to_string(
-            index=False, float_format=lambda x: f"{x:.3f}"
-        )
-    )
     chats = neutral_chat_prompts(tok)
     prompts = [chat + JUDGEMENT for chat in chats[:n_eval]]
     share = prob_share(POSITIVE, NEGATIVE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the report shows the mass and the flags
+        report = layer_report(
+            model,
+            sentiment,
+            chat_contrast_pairs("sentiment", "test", tokenizer=tok)[:16],
+            tokenizer=tok,
+            prompts=prompts,
+            metric=share,
+            strength=REPORT_STRENGTH,
+        )
+    echo(
+        f"layer report: each layer steered alone at ±{REPORT_STRENGTH:g} typical residual norms on the evaluation "
+        "prompts;\nrank 1 = the largest effect (share at + minus share at -) within the KL budget and not degenerate; "
+        "auc = separation of held-out pairs"
+    )
+    echo(
+        report[["layer", "rank", "effect", "kl", "degenerate", "auc", "separation_rank"]].to_string(
+            index=False, float_format=lambda x: f"{x:.3f}"
+        )
+    )
+    sweep_layers_ranked = sorted(report.sort_values("rank").layer.head(len(SWEEP_LAYERS)).astype(int))
     # Strengths in typical residual norms at each layer, measured on prompts the sweep does not use.
     relative = relative_vector(model, sentiment, chats[n_eval + 2 : n_eval + 10], tokenizer=tok)
     with warnings.catch_warnings():
@@ -137,7 +155,7 @@ def run_chat_demo(
             model,
             relative,
             prompts,
-            layers=list(SWEEP_LAYERS),
+            layers=sweep_layers_ranked,
             multipliers=list(MULTIPLIERS),
             metric=share,
             tokenizer=tok,

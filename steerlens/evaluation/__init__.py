@@ -1,12 +1,13 @@
 """Steered against unsteered: layer × multiplier sweeps, logit comparison, A/B behaviour
-probabilities, calibration under a damage budget, continuation log-probabilities, metrics,
-generations and plots."""
+probabilities, the layer report (layers ranked by what steering does), per-item steerability,
+calibration under a damage budget, continuation log-probabilities, metrics, generations and plots."""
 
 from steerlens.evaluation.attribution import AttributionWarning, attribute_steering, plot_attribution, target_logprob
 from steerlens.evaluation.calibration import Calibration, CalibrationCell, calibrate
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.generation import generate_grid, generate_text, steered_and_unsteered
+from steerlens.evaluation.layer_report import layer_report
 from steerlens.evaluation.metrics import logit_diff, prob_mass, prob_share
 from steerlens.evaluation.plots import (
     plot_calibration,
@@ -15,6 +16,7 @@ from steerlens.evaluation.plots import (
     plot_token_projections,
     plot_top_k_shift,
 )
+from steerlens.evaluation.steerability import plot_steerability, steerability, steerability_summary
 from steerlens.evaluation.sweep import sweep_layers
 
 __all__ = [
@@ -31,14 +33,18 @@ __all__ = [
     "continuation_logprob",
     "generate_grid",
     "generate_text",
+    "layer_report",
     "logit_diff",
     "plot_calibration",
     "plot_metric_vs_multiplier",
+    "plot_steerability",
     "plot_sweep_heatmap",
     "plot_token_projections",
     "plot_top_k_shift",
     "prob_mass",
     "prob_share",
+    "steerability",
+    "steerability_summary",
     "steered_and_unsteered",
     "sweep_layers",
 ]

@@ -1,4 +1,4 @@
-"""The layer report: separation of held-out pairs per layer, against independent computations."""
+"""The separation half of the layer report: separation of held-out pairs per layer, against independent computations."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from tiny_hf import make_hf_model, make_tokenizer
 
-from steerlens import layer_report, train_steering_vector
-from steerlens.analysis import best_threshold, roc_auc
+from steerlens import train_steering_vector
+from steerlens.analysis import best_threshold, roc_auc, separation_report
 from steerlens.errors import InvalidArgumentError
 from steerlens.toy import sentiment_pairs
 
@@ -50,7 +50,7 @@ def sentiment(toy):
 
 def test_toy_sentiment_layers_separate_held_out_pairs(toy, sentiment):
     held_out = sentiment_pairs("test")
-    report = layer_report(toy, sentiment, held_out)
+    report = separation_report(toy, sentiment, held_out)
     assert report.layer.tolist() == [0, 1, 2, 3]
     assert sorted(report["rank"]) == [1, 2, 3, 4]
     best = report.attrs["best_layer"]
@@ -73,7 +73,7 @@ def test_toy_sentiment_layers_separate_held_out_pairs(toy, sentiment):
 
 def test_toy_norms_and_neighbour_cosines(toy, sentiment):
     held_out = sentiment_pairs("test")[:6]
-    report = layer_report(toy, sentiment, held_out).set_index("layer")
+    report = separation_report(toy, sentiment, held_out).set_index("layer")
     prompts = [p for pair in held_out for p in pair]
     for layer in sentiment.layers:
         norms = torch.cat(
@@ -103,7 +103,7 @@ def test_hugging_face_model_report_matches_its_hidden_states():
         ("the cat ran fast", "the cat sat"),
     ]
     vec = train_steering_vector(model, tokenizer, pairs[:2], batch_size=2)
-    report = layer_report(model, vec, pairs, tokenizer=tokenizer, layers=[0]).set_index("layer")
+    report = separation_report(model, vec, pairs, tokenizer=tokenizer, layers=[0]).set_index("layer")
     unit = vec.layer_activations[0] / vec.layer_activations[0].norm()
     scores, norms = [], []
     for pair in pairs:
