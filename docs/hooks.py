@@ -1,0 +1,91 @@
+"""MkDocs hooks: the pages generated at build time from the code, so they cannot drift from it.
+
+* ``cli.md``: the ``--help`` of ``steerlens`` and of every subcommand, from the argparse parser
+  the command line itself builds (:func:`steerlens.cli.main.build_parser`);
+* ``api/index.md``: the top-level names (``steerlens.__all__``), each linked to the package page
+  that documents it, with the first line of its docstring.
+
+A page asks for a generated part with a marker comment (``<!-- generated: cli -->``); mkdocs.yml
+loads this file (``hooks: - docs/hooks.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# The checkout being documented, not whichever steerlens the environment installed.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_ROLE = re.compile(r":(?:py:)?[a-z]+:`~?([^`]+)`")
+
+
+def cli_reference() -> str:
+    """``steerlens --help`` and every subcommand's ``--help``, as Markdown sections."""
+    from steerlens.cli.main import _extra_commands, build_parser
+
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: a fixed one here
+    try:
+        parser = build_parser(_extra_commands())
+        parts = ["## steerlens", "", "```text", parser.format_help().rstrip(), "```", ""]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    parts += [f"## steerlens {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    return "\n".join(parts)
+
+
+def top_level_names() -> str:
+    """``steerlens.__all__`` by home package: each name linked to its entry, with its docstring's summary."""
+    import griffe
+
+    import steerlens
+
+    package = griffe.load("steerlens", search_paths=[str(ROOT)], resolve_aliases=False)
+    by_home: dict[str, list[str]] = {}
+    for name in steerlens.__all__:
+        if name in steerlens._HOMES:
+            by_home.setdefault(steerlens._HOMES[name], []).append(name)
+    parts = []
+    for home in sorted(by_home, key=_import_rank):
+        page = home.removeprefix("steerlens.").replace(".", "/") + ".md"
+        parts += [f"### [{home}]({page})", "", "| name | what it is |", "|---|---|"]
+        for name in by_home[home]:
+            obj = package[f"{home.removeprefix('steerlens.')}.{name}"]
+            summary = (
+                obj.docstring.value.split("\n\n")[0].replace("\n", " ") if obj.docstring else "A type (see its entry)."
+            )
+            summary = _ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", summary).replace("``", "`")
+            # a pipe outside a code span would end the table's cell (inside one the table extension keeps it)
+            summary = "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(summary.split("`")))
+            parts.append(f"| [`{name}`][{home}.{name}] | {summary} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _import_rank(home: str) -> int:
+    """The package's place in ARCHITECTURE.md's import order (tests/test_layout.py holds the code to it)."""
+    text = (ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    order = re.search(r"Import order: `([^`]+)`", text).group(1).split()
+    name = home.removeprefix("steerlens.")
+    return order.index(name) if name in order else len(order)
+
+
+_GENERATORS = {"cli": cli_reference, "top-level-names": top_level_names}
+_MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    return _MARKER.sub(lambda m: _GENERATORS[m.group(1)](), markdown)
