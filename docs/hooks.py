@@ -31,7 +31,7 @@ def cli_reference() -> str:
     from steerlens.cli.main import _extra_commands, build_parser
 
     columns = os.environ.get("COLUMNS")
-    os.environ["COLUMNS"] = "100"  # argparse wraps help at the terminal's width: a fixed one here
+    os.environ["COLUMNS"] = "82"  # argparse wraps help at the terminal's width: a fixed one here
     try:
         parser = build_parser(_extra_commands())
         parts = ["## steerlens", "", "```text", parser.format_help().rstrip(), "```", ""]
@@ -85,6 +85,29 @@ def _import_rank(home: str) -> int:
 
 _GENERATORS = {"cli": cli_reference, "top-level-names": top_level_names}
 _MARKER = re.compile(r"<!-- generated: ([a-z-]+) -->")
+
+
+# A notebook's stderr output (one per write: nbconvert keeps each tqdm refresh as its own block).
+_STDERR = re.compile(
+    r'<div class="jp-OutputArea-child">\s*<div class="jp-OutputPrompt jp-OutputArea-prompt"></div>\s*'
+    r'<div class="jp-RenderedText jp-OutputArea-output" data-mime-type="application/vnd.jupyter.stderr"[^>]*>\s*'
+    r"<pre>((?:(?!</pre>).)*)</pre>\s*</div>\s*</div>",
+    re.DOTALL,
+)
+_PROGRESS = re.compile(r"\d+%\||\d+(?:\.\d+)?(?:it/s|s/it)\]|^[\s\x1b\[A]*$")
+
+
+def _drop_progress_bars(match: re.Match[str]) -> str:
+    """A stderr block that is only tqdm progress (or blank) goes; a warning stays."""
+    lines = [line for line in match.group(1).replace("\r", "\n").split("\n") if line.strip()]
+    return "" if all(_PROGRESS.search(line) for line in lines) else match.group(0)
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Notebooks are shown with their committed outputs, less tqdm's progress bars (noise in a page)."""
+    if page.file.src_uri.endswith(".ipynb"):
+        return _STDERR.sub(_drop_progress_bars, html)
+    return html
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
