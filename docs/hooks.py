@@ -2,6 +2,7 @@
 
 * ``cli.md``: the ``--help`` of ``steerlens`` and of every subcommand, from the argparse parser
   the command line itself builds (:func:`steerlens.cli.main.build_parser`);
+* the nav's Notebooks section: every notebook in ``notebooks/``;
 * ``api/index.md``: the top-level names (``steerlens.__all__``), each linked to the package page
   that documents it, with the first line of its docstring.
 
@@ -108,6 +109,19 @@ def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
     if page.file.src_uri.endswith(".ipynb"):
         return _STDERR.sub(_drop_progress_bars, html)
     return html
+
+
+def on_config(config: Any) -> Any:
+    """The Notebooks section of the nav lists every notebook in notebooks/, in file-name order.
+
+    A notebook added to notebooks/ is in the site without an edit here (strict mode would otherwise
+    fail on a page left out of the nav).
+    """
+    notebooks = [f"notebooks/{path.name}" for path in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    for entry in config["nav"]:
+        if isinstance(entry, dict) and "Notebooks" in entry:
+            entry["Notebooks"] = notebooks
+    return config
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
