@@ -13,6 +13,7 @@ loads this file (``hooks: - docs/hooks.py``).
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import sys
@@ -20,16 +21,19 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# The checkout being documented, not whichever steerlens the environment installed.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 _ROLE = re.compile(r":(?:py:)?[a-z]+:`~?([^`]+)`")
 
 
 def cli_reference() -> str:
     """``steerlens --help`` and every subcommand's ``--help``, as Markdown sections."""
+    # The checkout being documented, not whichever steerlens the environment installed (an editable
+    # install of another checkout); set here, since plugins may reorder sys.path after this file loads.
+    sys.path.insert(0, str(ROOT))
     from steerlens.cli.main import _extra_commands, build_parser
+
+    if not Path(sys.modules["steerlens"].__file__).resolve().is_relative_to(ROOT):
+        raise RuntimeError(f"the CLI reference would describe {sys.modules['steerlens'].__file__}, not {ROOT}")
 
     columns = os.environ.get("COLUMNS")
     os.environ["COLUMNS"] = "82"  # argparse wraps help at the terminal's width: a fixed one here
@@ -49,31 +53,40 @@ def cli_reference() -> str:
 
 
 def top_level_names() -> str:
-    """``steerlens.__all__`` by home package: each name linked to its entry, with its docstring's summary."""
+    """The top-level names (``steerlens._HOMES``) by home package: each name linked to its entry, with its docstring's summary."""
     import griffe
-
-    import steerlens
 
     package = griffe.load("steerlens", search_paths=[str(ROOT)], resolve_aliases=False)
     by_home: dict[str, list[str]] = {}
-    for name in steerlens.__all__:
-        if name in steerlens._HOMES:
-            by_home.setdefault(steerlens._HOMES[name], []).append(name)
+    for name, home in sorted(_homes().items()):
+        by_home.setdefault(home, []).append(name)
     parts = []
     for home in sorted(by_home, key=_import_rank):
         page = home.removeprefix("steerlens.").replace(".", "/") + ".md"
         parts += [f"### [{home}]({page})", "", "| name | what it is |", "|---|---|"]
         for name in by_home[home]:
-            obj = package[f"{home.removeprefix('steerlens.')}.{name}"]
-            summary = (
-                obj.docstring.value.split("\n\n")[0].replace("\n", " ") if obj.docstring else "A type (see its entry)."
-            )
+            try:
+                docstring = package[f"{home.removeprefix('steerlens.')}.{name}"].docstring
+            except (KeyError, griffe.AliasResolutionError):  # the link below then fails the strict build, naming it
+                docstring = None
+            summary = docstring.value.split("\n\n")[0].replace("\n", " ") if docstring else "(see its entry)"
             summary = _ROLE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", summary).replace("``", "`")
             # a pipe outside a code span would end the table's cell (inside one the table extension keeps it)
             summary = "`".join(p if i % 2 else p.replace("|", "\\|") for i, p in enumerate(summary.split("`")))
             parts.append(f"| [`{name}`][{home}.{name}] | {summary} |")
         parts.append("")
     return "\n".join(parts)
+
+
+def _homes() -> dict[str, str]:
+    """``steerlens._HOMES`` (public name -> its package), read from the source without importing it."""
+    tree = ast.parse((ROOT / "steerlens" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "_HOMES":
+            return ast.literal_eval(node.value)
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "_HOMES" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise RuntimeError("steerlens/__init__.py has no _HOMES: the table of top-level names has no source")
 
 
 def _import_rank(home: str) -> int:
