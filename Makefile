@@ -108,7 +108,7 @@ constraints:
 	rm -rf .venv-bump
 	$(PYTHON) -m venv .venv-bump
 	.venv-bump/bin/python -m pip install --quiet "$(TORCH)"
-	.venv-bump/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-bump/bin/python -m pip install --quiet -e ".[dev,docs]"
 	.venv-bump/bin/python -m pytest -q -p no:cacheprovider
 	{ sed -n '1,2p' constraints.txt; .venv-bump/bin/python -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.new
 	mv constraints.new constraints.txt
