@@ -113,3 +113,14 @@ class LayerRouteWarning(UserWarning):
 
 class PromptsFileError(SteerlensError, ValueError):
     """A prompts text file is unreadable or has no prompts."""
+
+
+class OperatorError(SteerlensError, TypeError, ValueError):
+    """A steering operator is not callable, or returns a delta whose shape does not fit the activation."""
+
+
+class SteeringThreadError(SteerlensError, RuntimeError):
+    """A thread steers a model that another live thread is steering (hooks are per model, not per thread)."""
+
+
+__all__ += ["OperatorError", "SteeringThreadError"]
