@@ -202,7 +202,7 @@ def test_a_weight_edited_in_place_during_generate_is_laid_out_again(toy_pair):
         def edit(act: torch.Tensor, hook: Any, model: Any = model, calls: list = calls) -> None:
             calls[0] += 1
             if calls[0] == 4:  # the 4th token: scale a weight in place, replace another
-                model.blocks[1].attn.W_Q.mul_(1.5)
+                model.blocks[1].attn.W_O.mul_(-4.0)
                 model.unembed.W_U.data = model.unembed.W_U.data.flip(0).contiguous()
 
         model.add_hook("blocks.0.hook_resid_pre", edit)
