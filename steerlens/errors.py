@@ -101,6 +101,8 @@ __all__ = [
     "NumberTypeError",
     "MissingDependencyError",
     "GGUFFileError",
+    "OperatorError",
+    "SteeringThreadError",
 ]
 
 
@@ -118,3 +120,11 @@ class PromptsFileError(SteerlensError, ValueError):
 
 class GGUFFileError(ModelLoadError):
     """A GGUF model file is empty, truncated, not GGUF, damaged, or not a model (e.g. a control vector)."""
+
+
+class OperatorError(SteerlensError, TypeError, ValueError):
+    """A steering operator is not callable, or returns a delta whose shape does not fit the activation."""
+
+
+class SteeringThreadError(SteerlensError, RuntimeError):
+    """A thread steers a model that another live thread is steering (hooks are per model, not per thread)."""

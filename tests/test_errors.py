@@ -399,3 +399,112 @@ WRAPPER_CASES = [
 @pytest.mark.parametrize("case", WRAPPER_CASES, ids=[c.name for c in WRAPPER_CASES])
 def test_bad_layer_and_prompt_inputs_get_a_clear_error(case: Case, model, tmp_path):
     test_bad_input_gets_a_clear_error(case, model, tmp_path)
+
+
+# -- steering that cannot work: overflow, vectors without numbers, bad operators (issue 28) ----------------
+
+
+def _hf_tiny():
+    from tiny_hf import make_hf_model
+
+    return make_hf_model("llama")
+
+
+@pytest.mark.parametrize("route", ["hooked", "hf", "sweep"])
+@pytest.mark.parametrize(
+    "vector, multiplier, phrase",
+    [
+        (torch.ones(32), 1e300, "multiplier 1e+300"),
+        (torch.full((32,), 1e20), 1.0, "norm 5.657e+20"),  # finite entries; float32 norm (and squares) overflow
+    ],
+    ids=["huge multiplier", "finite entries inf norm"],
+)
+def test_steering_that_overflows_float32_is_refused_before_the_forward(model, route, vector, multiplier, phrase):
+    import re
+
+    from steerlens import sweep_layers
+    from steerlens.errors import NonFiniteError
+
+    vec = SteeringVector({1: vector})
+    target = _hf_tiny() if route == "hf" else model
+    calls = []
+    handle = (target.model.layers[0] if route == "hf" else target.blocks[0]).register_forward_pre_hook(
+        lambda *args: calls.append(1)
+    )
+    try:
+        with pytest.raises(NonFiniteError, match=re.escape(phrase)):
+            if route == "sweep":
+                sweep_layers(target, vec, ["a b c"], multipliers=[multiplier], layers=[1])
+            else:
+                with vec.apply(target, multiplier=multiplier):
+                    pass
+        with pytest.raises(NonFiniteError, match="overflows float32"):
+            vec.patch(target, multiplier=multiplier)
+    finally:
+        handle.remove()
+    assert calls == []
+    # The largest safe steering still runs, with finite logits.
+    with torch.no_grad(), SteeringVector({1: torch.ones(32)}).apply(target, multiplier=1e3):
+        out = target(torch.tensor([[1, 5, 9]]))
+    assert torch.isfinite(out if isinstance(out, torch.Tensor) else out.logits).all()
+
+
+def test_float16_overflow_is_refused_in_the_hook():
+    from steerlens.errors import NonFiniteError
+
+    half = make_model(n_layers=2, dtype=torch.float16)
+    with pytest.raises(NonFiniteError, match="float16"):
+        with SteeringVector({1: torch.ones(32)}).apply(half, multiplier=1e6), torch.no_grad():
+            half(half.to_tokens("a b"))
+
+
+def test_a_vector_on_the_meta_device_is_refused_at_apply(model):
+    from steerlens.errors import InvalidArgumentError
+
+    vec = SteeringVector({1: torch.ones(32)})
+    vec.layer_activations[1] = torch.empty(32, device="meta")  # e.g. read from a model loaded without weights
+    for target in (model, _hf_tiny()):
+        with pytest.raises(InvalidArgumentError, match="'meta' device"):
+            with vec.apply(target):
+                pass
+
+
+@pytest.mark.parametrize("operator", [3, "addition", torch.ones(32)], ids=["int", "str", "tensor"])
+def test_an_operator_that_is_not_callable_is_refused_at_apply(model, operator):
+    from steerlens.errors import OperatorError
+
+    with pytest.raises(OperatorError, match="operator must be a callable"):
+        VEC.patch(model, operator=operator)
+    assert not model.hook_dict["blocks.1.hook_resid_post"].fwd_hooks
+
+
+def _norm_per_position(activation, vector):  # [batch, pos, 1]: broadcast silently before
+    return activation.norm(dim=-1, keepdim=True)
+
+
+def _extra_axis(activation, vector):  # [1, batch, pos, d_model]
+    return vector.expand_as(activation)[None]
+
+
+@pytest.mark.parametrize("operator", [_norm_per_position, _extra_axis, lambda a, v: 0.0])
+def test_an_operator_returning_the_wrong_shape_is_named(model, operator):
+    from steerlens.errors import OperatorError
+
+    name = operator.__qualname__
+    for target in (model, _hf_tiny()):
+        with pytest.raises(OperatorError, match=f"operator {name} returned"):
+            with VEC.apply(target, operator=operator), torch.no_grad():
+                target(torch.tensor([[1, 5, 9]]))
+
+
+def test_operators_returning_a_broadcastable_delta_still_work(model):
+    # steering-vectors' operators return [d_model]; a per-row [batch, 1, d_model] delta is fine too.
+    tokens = model.to_tokens("a b c")
+    with torch.no_grad():
+        with VEC.apply(model, multiplier=2.0):
+            expected = model(tokens)
+        with VEC.apply(model, multiplier=2.0, operator=lambda act, vec: vec):
+            flat = model(tokens)
+        with VEC.apply(model, multiplier=2.0, operator=lambda act, vec: vec.expand(act.shape[0], 1, -1)):
+            per_row = model(tokens)
+    assert torch.equal(flat, expected) and torch.equal(per_row, expected)

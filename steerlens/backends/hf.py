@@ -40,7 +40,7 @@ from steerlens.backends.layer_config import (
 )
 from steerlens.backends.protocol import Site, checkpoint_name, numeric_matrix
 from steerlens.errors import ModelMismatchError, TokenizerError, UnsupportedModelError
-from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec, claim_steering
 from steerlens.layers import check_layer_type
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, pad_token_id
 
@@ -484,6 +484,7 @@ class HFBackend:
 
     def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
         sites = self.check_vector(spec.vectors, spec.layer_type)
+        release = claim_steering(self.model)  # another thread steering this model: refused (hooks.threads)
         positions = PassPositions()
         handles = [self.watch_passes(0, positions.update)]
         try:
@@ -500,11 +501,15 @@ class HFBackend:
         except BaseException:
             for handle in handles:
                 handle.remove()
+            release()
             raise
 
         def remove() -> None:
-            for handle in handles:
-                handle.remove()
+            try:
+                for handle in handles:
+                    handle.remove()
+            finally:
+                release()
 
         return SteeringPatchHandle(remove, handles)
 

@@ -1,5 +1,6 @@
 """The TransformerLens backend: a ``HookedTransformer`` read with ``run_with_cache`` and
-steered through ``model.hooks(...)``.
+steered by hooks added with ``model.add_hook`` and removed by identity (one route for
+``apply`` and ``patch``; see :meth:`HookedBackend.patch` and :mod:`steerlens.hooks.threads`).
 
 A forward pre-hook on each steered block reads the KV-cache length and the attention
 mask, so the steering hook knows each row's position of every column it sees (left
@@ -23,7 +24,7 @@ from torch.utils.hooks import RemovableHandle
 from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.errors import ModelMismatchError, PromptTooLongError
-from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec
+from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec, claim_steering
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 
@@ -40,6 +41,11 @@ def block_positions(kwargs: dict) -> PassPositions:
     entry = kwargs.get("past_kv_cache_entry")
     past = 0 if entry is None else int(entry.past_keys.shape[1])
     return PassPositions(past, None, kwargs.get("attention_mask"))
+
+
+def _holds(point: Any, hook: SteeringHook) -> bool:
+    """Whether hook point ``point`` still runs ``hook`` (``model.reset_hooks()`` may have removed it)."""
+    return any(lens.user_hook is hook for lens in point.fwd_hooks)
 
 
 @dataclass
@@ -232,37 +238,49 @@ class HookedBackend:
         handles = []
         for name, hook in hooks:
             point = self.model.hook_dict[name]
-            alive = lambda point=point, hook=hook: any(lens.user_hook is hook for lens in point.fwd_hooks)  # noqa: E731
+            alive = lambda point=point, hook=hook: _holds(point, hook)  # noqa: E731
             handles.append(self.watch_passes(int(name.split(".")[1]), hook.positions.update, alive))
         return handles
 
     @contextmanager
     def apply(self, spec: SteeringSpec) -> Iterator[Any]:
-        hooks = self._hooks(spec)
-        with self.model.hooks(fwd_hooks=hooks):
-            trackers = self._track(hooks)
-            try:
-                yield self.model
-            finally:
-                for handle in trackers:
-                    handle.remove()
+        """:meth:`patch` for the ``with`` block: blocks may be exited in any order, each removes its own hooks."""
+        handle = self.patch(spec)
+        try:
+            yield self.model
+        finally:
+            handle.remove()
 
     def patch(self, spec: SteeringSpec) -> SteeringPatchHandle:
+        """The one way steering hooks go on and off this model: added and removed by identity.
+
+        Not ``model.hooks(...)``: TransformerLens removes those by nesting level, so blocks
+        exited out of order (enter a, enter b, exit a) would take off b's hooks and leave a's.
+        """
         hooks = self._hooks(spec)
-        for name, hook in hooks:
-            self.model.add_hook(name, hook)
-        trackers = self._track(hooks)
+        points = [(self.model.hook_dict[name], hook) for name, hook in hooks]
+        release = claim_steering(self.model, lambda: any(_holds(point, hook) for point, hook in points))
+        trackers: list[Any] = []
 
         def remove() -> None:
-            for handle in trackers:
-                handle.remove()
-            for name, hook in hooks:
-                # Remove exactly our LensHandle, so hooks added by anyone else stay in place.
-                point = self.model.hook_dict[name]
-                for lens in [h for h in point.fwd_hooks if h.user_hook is hook]:
-                    lens.hook.remove()
-                    point.fwd_hooks.remove(lens)
+            try:
+                for handle in trackers:
+                    handle.remove()
+                for point, hook in points:
+                    # Exactly our LensHandle, so hooks added by anyone else stay in place.
+                    for lens in [h for h in point.fwd_hooks if h.user_hook is hook]:
+                        lens.hook.remove()
+                        point.fwd_hooks.remove(lens)
+            finally:
+                release()
 
+        try:
+            for name, hook in hooks:
+                self.model.add_hook(name, hook)
+            trackers += self._track(hooks)
+        except BaseException:
+            remove()
+            raise
         return SteeringPatchHandle(remove, [*_torch_handles(self.model, hooks), *trackers])
 
     def steering_hooks(self) -> list[str]:

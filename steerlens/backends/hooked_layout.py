@@ -1,4 +1,4 @@
-"""Faster ``HookedTransformer.generate``: weights stored in the layout TransformerLens' forward reads, a leaner block.
+"""Faster ``HookedTransformer.generate``: each weight laid out once per ``generate`` call, and a leaner block.
 
 TransformerLens 3.9 keeps weights in its own orientation (``W_U`` is ``[d_model, d_vocab]``,
 ``W_Q`` is ``[head, d_model, d_head]``, ...) but multiplies with them in Hugging Face's
@@ -8,30 +8,34 @@ transposing copy slower than the matrix product itself), attention copies ``W_Q`
 ``W_K``, ``W_V`` and ``W_O`` of every layer, a gated MLP its three matrices. During
 generation that happens once per new token.
 
-:func:`fast_generation` stores each of these parameters so that the rearranged view
-TransformerLens asks for is already contiguous: same values, same shape, only the strides
-change. ``.contiguous()`` and the ``reshape`` after a permutation then return views, and
-``F.linear`` receives a tensor with the very values, shape and memory layout it received
-before, so logits and generated tokens are bit-identical; only the copies are gone.
-
-Visible side effects: ``param.is_contiguous()`` is False for the relaid parameters, so
-``param.view(...)`` fails (use ``reshape``) and ``safetensors.torch.save_file`` refuses
-them (save ``{k: v.contiguous() for k, v in model.state_dict().items()}``). Moving or
-casting the model (``.to``, ``.half()``) keeps the layout; ``load_state_dict`` copies into
-the existing parameters and keeps it too. An unembedding tied to the embedding as a
-transposed view (``W_U`` sharing ``W_E``'s storage) already has the fast layout and stays tied.
+:func:`fast_generation` leaves every parameter as TransformerLens makes it (same shapes,
+strides and storage: ``state_dict()`` saves with safetensors, ``view`` works, pickles load
+in plain TransformerLens code paths) and instead keeps the rearranged copies in a cache
+that lives for one ``generate`` (or ``generate_stream``) call only: the first token makes
+each copy, the later tokens reuse it. A copy is remade when its parameter changed since
+(another tensor assigned, ``.to``, or an in-place edit: the parameter's ``data_ptr`` and
+version counter are checked at every use), and dropped when the call returns; nothing of it
+is a parameter, buffer or attribute of the model. The price is memory: during a
+``generate`` call the rearranged weights (attention, gated MLP, unembedding: most of the
+model) exist twice. ``F.linear`` receives tensors with the very values, shape and memory
+layout TransformerLens' own forward hands it, so logits and generated tokens are
+bit-identical; only the repeated copies are gone. Outside ``generate`` (single forward
+passes, ``run_with_cache``) each pass makes its copies as TransformerLens does.
 
 :func:`fast_generation` also gives each ``TransformerBlock`` a leaner forward (``LeanBlock``,
 a subclass: ``isinstance`` still holds and the model prints as before) that runs the same
 arithmetic without TransformerLens' repeated work, again bit-identical; it steps aside for
 TransformerLens' own forward whenever a hook or a setting could tell the difference (see
-"a leaner block forward" below). :func:`restore_tl_forward` undoes it.
+"a leaner block forward" below). The unembedding and the model itself get subclasses too
+(``LeanUnembed`` reads the cached ``W_U``; the model's ``generate`` opens the cache).
+:func:`restore_tl_forward` undoes all of it.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Iterator, TypeVar
 
@@ -51,31 +55,26 @@ Model = TypeVar("Model", bound=nn.Module)
 _TRANSPOSE: Permutation = (1, 0)
 _QKV: Permutation = (0, 2, 1)  # "head d_model d_head -> (head d_head) d_model"
 _OUT: Permutation = (2, 0, 1)  # "head d_head d_model -> d_model (head d_head)"
-_AS_IS: Permutation = (0, 1, 2)
-_ATTENTION = {"W_Q": _QKV, "W_K": _QKV, "W_V": _QKV, "_W_K": _QKV, "_W_V": _QKV}
-_GATED_MLP = {"W_gate": _TRANSPOSE, "W_in": _TRANSPOSE, "W_out": _TRANSPOSE}
-_UNEMBED = {"W_U": _TRANSPOSE}
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_GENERATION: ContextVar[dict[int, tuple] | None] = ContextVar("steerlens_generation_weights", default=None)
+"""The rearranged weights of the ``generate`` call running in this context (None: not in one)."""
 
 
 def fast_generation(model: Model) -> Model:
     """Make ``model.generate`` (and every forward pass) skip TransformerLens' per-call weight copies and repeats.
 
-    Stores the unembedding, attention and gated-MLP weights of a ``HookedTransformer``
-    in the memory layout its forward pass multiplies with, so no weight is copied per
-    generated token (GPT-2 small on CPU, one thread: greedy generation 2.3-5x faster,
-    within about 1.1x of Hugging Face ``generate``), and gives its blocks a forward without
-    TransformerLens' repeated per-layer work (a third fewer tensor operations per token: ln1
-    once instead of three times, rotary position ids and causal mask once per pass; on a
-    small model such as SmolLM2-135M that is about a fifth of the time of a token). Values
-    and shapes are unchanged and logits, every hook's values and generated tokens are
-    bit-identical; only strides change (see the module docstring for what that means for
-    ``view`` and ``safetensors``). Call it after folding or centring
-    weights (``process_weights_``): those reduce over weights, and a re-strided weight
-    may round differently there. Safe to call twice; parameters stay the same objects,
-    so optimisers and hooks keep working. Returns ``model``. ``steerlens.load_model``
-    and the toy model already call it.
+    Within one ``generate`` call, each weight TransformerLens rearranges per token is rearranged
+    once (GPT-2 small on CPU, one thread: greedy generation 2.3-5x faster, within about 1.1x of
+    Hugging Face ``generate``), and its blocks run a forward without TransformerLens' repeated
+    per-layer work (a third fewer tensor operations per token: ln1 once instead of three times,
+    rotary position ids and causal mask once per pass; on a small model such as SmolLM2-135M that
+    is about a fifth of the time of a token). Parameters keep TransformerLens' own shapes, strides
+    and storage, so the model saves, pickles and trains as TransformerLens' own; logits, every
+    hook's values and generated tokens are bit-identical. Costs memory during ``generate``
+    (see the module docstring). Safe to call twice; parameters stay the same objects. Returns
+    ``model``. ``steerlens.load_model`` and the toy model already call it.
 
     Example:
         >>> model = fast_generation(HookedTransformer.from_pretrained("gpt2"))
@@ -85,41 +84,19 @@ def fast_generation(model: Model) -> Model:
 
     if not isinstance(model, HookedRootModule):
         raise UnsupportedModelError(
-            f"fast_generation re-lays the weights of a TransformerLens HookedTransformer, got "
+            f"fast_generation speeds up a TransformerLens HookedTransformer's generate, got "
             f"{type(model).__name__}. A Hugging Face model needs no such fix; a TransformerBridge "
             "runs its Hugging Face model's own layers."
         )
-    from transformer_lens.components import AbstractAttention  # TransformerLens 3 only, as HookedTransformer
-
-    for module in model.modules():
-        for param, permutation in _relayable(module):
-            _store_permuted(param, permutation)
-        if isinstance(module, AbstractAttention) and _plain_dense(module._parameters.get("W_O"), 3):
-            _follow_attn_result(module)
-    _use_lean_blocks(model)
+    for module in model.modules():  # layout hooks of earlier steerlens versions, which re-strided W_O
+        for key in [k for k, hook in module._forward_pre_hooks.items() if isinstance(hook, OutputLayout)]:
+            del module._forward_pre_hooks[key]
+    _use_lean_modules(model)
     return model
 
 
-def _relayable(module: nn.Module) -> Iterator[tuple[nn.Parameter, Permutation]]:
-    """The parameters of ``module`` that TransformerLens rearranges per call, with the permutation."""
-    from transformer_lens.components import AbstractAttention, GatedMLP, Unembed
-
-    if isinstance(module, Unembed):
-        layouts = _UNEMBED
-    elif isinstance(module, AbstractAttention) and not getattr(module.cfg, "load_in_4bit", False):
-        layouts = _ATTENTION
-    elif type(module) is GatedMLP:  # not its 4-bit variant, whose weights are packed
-        layouts = _GATED_MLP
-    else:
-        return
-    for name, permutation in layouts.items():
-        param = module._parameters.get(name)
-        if _plain_dense(param, len(permutation)):
-            yield param, permutation
-
-
 def _plain_dense(param: nn.Parameter | None, ndim: int) -> bool:
-    """Whether ``param`` is an ordinary float tensor of ``ndim`` dims we may re-stride."""
+    """Whether ``param`` is an ordinary float tensor of ``ndim`` dims whose rearranged copy may be cached."""
     return (
         param is not None
         and type(param) is nn.Parameter
@@ -129,59 +106,50 @@ def _plain_dense(param: nn.Parameter | None, ndim: int) -> bool:
     )
 
 
-def _store_permuted(param: nn.Parameter, permutation: Permutation) -> None:
-    """Re-stride ``param`` in place so that ``param.permute(*permutation)`` is contiguous."""
-    if param.permute(*permutation).is_contiguous():
-        return  # already laid out (a second call, or a weight that always was)
-    inverse = tuple(permutation.index(dim) for dim in range(len(permutation)))
-    # A normal tensor even when called under inference mode (the model may be trained
-    # later); assigning .data keeps the Parameter object and anything that refers to it.
-    with torch.inference_mode(False), torch.no_grad():
-        param.data = param.data.permute(*permutation).contiguous().permute(*inverse)
+def laid_out(param: Tensor, permutation: Permutation) -> Tensor:
+    """``param.permute(*permutation).contiguous()``: made once per ``generate`` call, else per call as TransformerLens.
+
+    The cached copy is reused only while ``param`` is the same tensor with the same storage
+    (``data_ptr``), version counter (in-place edits), dtype and shape.
+    """
+    view = param.permute(*permutation)
+    cache = _GENERATION.get()
+    if cache is None or view.is_contiguous() or not _plain_dense(param, len(permutation)):
+        return view.contiguous()
+    stamp = (param.data_ptr(), _version(param), param.dtype, param.shape, param.device)
+    kept = cache.get(id(param))
+    if kept is not None and kept[0] is param and kept[1] == stamp:
+        return kept[2]
+    copy = view.contiguous()
+    cache[id(param)] = (param, stamp, copy)
+    return copy
 
 
 @dataclass
 class OutputLayout:
-    """Forward pre-hook on an attention module: keeps ``W_O`` in the layout its current path reads.
-
-    The default path multiplies with ``W_O`` rearranged to ``[d_model, head*d_head]``
-    (fast layout: no copy). With ``cfg.use_attn_result`` TransformerLens instead sums
-    ``z * W_O`` over ``d_head``, and the order of that sum follows ``W_O``'s strides, so
-    there ``W_O`` must be stored as TransformerLens made it to give the same bits. The
-    flag can change at any time (``model.set_use_attn_result``), hence a check per call
-    (a few microseconds; a re-layout only when the flag changed).
-    """
+    """No-op. Earlier steerlens versions re-strided ``W_O`` with this pre-hook; kept so their pickles load."""
 
     def __call__(self, module: nn.Module, args: tuple) -> None:
-        _store_permuted(module.W_O, _AS_IS if module.cfg.use_attn_result else _OUT)
-
-
-def _follow_attn_result(attention: nn.Module) -> None:
-    """Lay out ``attention.W_O`` for the current flags and keep it so (one :class:`OutputLayout` per module)."""
-    if not any(isinstance(hook, OutputLayout) for hook in attention._forward_pre_hooks.values()):
-        attention.register_forward_pre_hook(OutputLayout())
-    OutputLayout()(attention, ())
+        return None
 
 
 def is_fast(model: nn.Module) -> bool:
-    """Whether every weight :func:`fast_generation` handles is in its fast layout, and every block runs the lean forward.
+    """Whether :func:`fast_generation` has been applied: lean blocks, unembedding and ``generate``.
 
-    (The lean forward needs the TransformerLens version it mirrors; with another, weights alone count.)
+    (They need the TransformerLens version they mirror; with another, nothing is changed and this is True.)
     """
-    from transformer_lens.components import AbstractAttention, TransformerBlock
+    from transformer_lens.components import TransformerBlock, Unembed
 
-    if _mirrored_version() and any(type(module) is TransformerBlock for module in model.modules()):
-        return False
-    hooked = all(
-        any(isinstance(hook, OutputLayout) for hook in module._forward_pre_hooks.values())
-        for module in model.modules()
-        if isinstance(module, AbstractAttention) and _plain_dense(module._parameters.get("W_O"), 3)
-    )
-    return hooked and all(
-        param.permute(*permutation).is_contiguous()
-        for module in model.modules()
-        for param, permutation in _relayable(module)
-    )
+    if not _mirrored_version():
+        return True
+    plain = (TransformerBlock, Unembed, _hooked_transformer())
+    return not any(type(module) in plain for module in model.modules())
+
+
+def _hooked_transformer() -> type:
+    from transformer_lens import HookedTransformer
+
+    return HookedTransformer
 
 
 # -- a leaner block forward ------------------------------------------------------------
@@ -377,7 +345,7 @@ def _lean_parts(block: nn.Module, shortformer_pos_embed: object, attention_mask:
     attn = parts.attn
     if attn.attn_type != "global" or attn._attention_dir_override not in (None, "causal") or attn._forward_hooks:
         return None
-    if any(not isinstance(hook, OutputLayout) for hook in attn._forward_pre_hooks.values()):
+    if attn._forward_pre_hooks:
         return None
     if _hooked(parts.quiet):
         return None
@@ -439,7 +407,7 @@ _PASS_MASKS = _PassMasks()
 def _project(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``utilities.attention.simple_attn_linear``: [batch, pos, head, d_head]."""
     heads, d_head = bias.shape
-    w = weight.permute(0, 2, 1).reshape(heads * d_head, weight.shape[1])
+    w = laid_out(weight, _QKV).reshape(heads * d_head, weight.shape[1])
     return F.linear(x, w, bias.reshape(heads * d_head)).reshape(x.shape[0], x.shape[1], heads, d_head)
 
 
@@ -462,8 +430,6 @@ def _attention(parts: _Parts, x: Tensor, entry: Any, mask: Tensor | None, width:
     attn = parts.attn
     cfg = attn.cfg
     params = attn._parameters
-    for hook in attn._forward_pre_hooks.values():  # OutputLayout: W_O as the current flags read it
-        hook(attn, (x,))
     q = _project(x, params["W_Q"], params["b_Q"])
     if parts.grouped:
         k = _project(x, params["_W_K"], params["_b_K"])
@@ -496,7 +462,7 @@ def _attention(parts: _Parts, x: Tensor, entry: Any, mask: Tensor | None, width:
     pattern = pattern.to(device=v.device, dtype=v.dtype)
     z = (pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)
     w_o = params["W_O"]
-    w = w_o.permute(2, 0, 1).reshape(w_o.shape[2], w_o.shape[0] * w_o.shape[1]).contiguous()
+    w = laid_out(w_o, _OUT).reshape(w_o.shape[2], w_o.shape[0] * w_o.shape[1])
     if z.dtype != w.dtype:
         z = z.to(w.dtype)
     z = z.reshape(z.shape[0], z.shape[1], w.shape[1])
@@ -506,10 +472,10 @@ def _attention(parts: _Parts, x: Tensor, entry: Any, mask: Tensor | None, width:
 def _gated_mlp(mlp: nn.Module, x: Tensor) -> Tensor:
     """``GatedMLP.forward`` (no layer-norm activation)."""
     params = mlp._parameters
-    pre_act = F.linear(x, params["W_gate"].T.contiguous())
-    pre_linear = F.linear(x, params["W_in"].T.contiguous())
+    pre_act = F.linear(x, laid_out(params["W_gate"], _TRANSPOSE))
+    pre_linear = F.linear(x, laid_out(params["W_in"], _TRANSPOSE))
     post_act = (mlp.act_fn(pre_act) * pre_linear) + params["b_in"]
-    return F.linear(post_act, params["W_out"].T.contiguous(), params["b_out"])
+    return F.linear(post_act, laid_out(params["W_out"], _TRANSPOSE), params["b_out"])
 
 
 def _lean_block_class() -> type:
@@ -575,34 +541,109 @@ def _lean_block_class() -> type:
     return LeanBlock
 
 
-def __getattr__(name: str) -> Any:  # lets pickle find the class made on first use
-    if name == "_LeanBlock":
-        return _lean_block_class()
+def _lean_unembed_class() -> type:
+    """``LeanUnembed``: an ``Unembed`` whose forward reads ``W_U``'s rearranged copy from the generation cache."""
+    cls = globals().get("_LeanUnembed")
+    if cls is not None:
+        return cls
+    from transformer_lens.components import Unembed
+
+    class LeanUnembed(Unembed):
+        """``Unembed.forward`` with ``W_U.T.contiguous()`` made once per ``generate`` call (see ``hooked_layout``)."""
+
+        def _get_name(self) -> str:
+            return "Unembed"
+
+        def forward(self, residual: Tensor) -> Tensor:
+            if _GENERATION.get() is None or torch.is_grad_enabled():
+                return super().forward(residual)
+            residual = self.hook_in(residual)
+            result = F.linear(residual, laid_out(self.W_U, _TRANSPOSE), self.b_U)
+            return self.hook_out(result)
+
+    LeanUnembed.__module__ = __name__
+    LeanUnembed.__qualname__ = "_LeanUnembed"
+    globals()["_LeanUnembed"] = LeanUnembed
+    return LeanUnembed
+
+
+def _lean_transformer_class() -> type:
+    """``LeanTransformer``: a ``HookedTransformer`` whose ``generate`` keeps rearranged weights for the call."""
+    cls = globals().get("_LeanTransformer")
+    if cls is not None:
+        return cls
+    HookedTransformer = _hooked_transformer()
+
+    class LeanTransformer(HookedTransformer):
+        """A ``HookedTransformer`` whose generation lays each weight out once per call (see ``hooked_layout``)."""
+
+        def _get_name(self) -> str:
+            return "HookedTransformer"
+
+        def generate(self, *args: Any, **kwargs: Any) -> Any:
+            token = _GENERATION.set({}) if _GENERATION.get() is None else None
+            try:
+                return super().generate(*args, **kwargs)
+            finally:
+                if token is not None:
+                    _GENERATION.reset(token)
+
+        def generate_stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            inner = super().generate_stream(*args, **kwargs)
+            cache: dict[int, tuple] = {}
+            while True:  # the cache is current only while a step runs, never while the caller holds a yield
+                token = _GENERATION.set(cache)
+                try:
+                    item = next(inner)
+                except StopIteration as stop:
+                    return stop.value
+                finally:
+                    _GENERATION.reset(token)
+                yield item
+
+    LeanTransformer.__module__ = __name__
+    LeanTransformer.__qualname__ = "_LeanTransformer"
+    globals()["_LeanTransformer"] = LeanTransformer
+    return LeanTransformer
+
+
+_LEAN_CLASSES = {"_LeanBlock": _lean_block_class, "_LeanUnembed": _lean_unembed_class}
+_LEAN_CLASSES["_LeanTransformer"] = _lean_transformer_class
+
+
+def __getattr__(name: str) -> Any:  # lets pickle find the classes made on first use
+    if name in _LEAN_CLASSES:
+        return _LEAN_CLASSES[name]()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _use_lean_blocks(model: nn.Module) -> None:
-    """Give every plain ``TransformerBlock`` of ``model`` the lean forward (TransformerLens 3.9 only)."""
-    from transformer_lens.components import TransformerBlock
+def _swaps() -> list[tuple[type, str]]:
+    """(TransformerLens class, name of its lean subclass in this module)."""
+    from transformer_lens.components import TransformerBlock, Unembed
 
+    return [(TransformerBlock, "_LeanBlock"), (Unembed, "_LeanUnembed"), (_hooked_transformer(), "_LeanTransformer")]
+
+
+def _use_lean_modules(model: nn.Module) -> None:
+    """Give every plain block, unembedding and the model itself their lean subclass (TransformerLens 3.9 only)."""
     if not _mirrored_version():
         return
-    lean = _lean_block_class()
+    swaps = [(plain, _LEAN_CLASSES[name]()) for plain, name in _swaps()]
     for module in model.modules():
-        if type(module) is TransformerBlock:
-            module.__class__ = lean
+        for plain, lean in swaps:
+            if type(module) is plain:
+                module.__class__ = lean
 
 
 def restore_tl_forward(model: Model) -> Model:
-    """Undo the lean block forward of :func:`fast_generation`: every block runs TransformerLens' own code."""
-    from transformer_lens.components import TransformerBlock
-
-    lean = globals().get("_LeanBlock")
-    for module in model.modules():
-        if lean is not None and type(module) is lean:
-            module.__class__ = TransformerBlock
-            module.__dict__.pop("_lean_parts", None)
+    """Undo :func:`fast_generation`: every module runs TransformerLens' own code again."""
+    for plain, name in _swaps():
+        lean = globals().get(name)
+        for module in model.modules():
+            if lean is not None and type(module) is lean:
+                module.__class__ = plain
+                module.__dict__.pop("_lean_parts", None)
     return model
 
 
-__all__ = ["fast_generation", "is_fast", "restore_tl_forward"]
+__all__ = ["fast_generation", "is_fast", "laid_out", "restore_tl_forward"]

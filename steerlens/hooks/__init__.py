@@ -13,6 +13,7 @@ from steerlens.hooks.operators import (
 )
 from steerlens.hooks.positions import PassPositions, TokenIndices, check_token_indices, position_mask
 from steerlens.hooks.steering_hook import SteeringHook, SteeringPatchHandle, SteeringSpec, make_spec
+from steerlens.hooks.threads import claim_steering
 
 __all__ = [
     "Operator",
@@ -27,6 +28,7 @@ __all__ = [
     "addition_operator",
     "angular_steering_operator",
     "check_token_indices",
+    "claim_steering",
     "make_spec",
     "multiplicative_operator",
     "norm_preserving_addition_operator",

@@ -2,7 +2,8 @@
 
 Positions are absolute indices in each row's own sequence (prompt plus generated
 tokens), counted from the row's first real token: a left-padded row has the positions
-its prompt has alone. During generation with a KV cache each forward pass sees only
+its prompt has alone. ``token_indices`` choose real tokens only: a padding column (on
+either side) is never steered by them, whatever position it would inherit. During generation with a KV cache each forward pass sees only
 the new tokens; :class:`PassPositions`, filled in by the backend before every pass,
 says where its columns sit.
 """
@@ -149,6 +150,11 @@ def position_mask(
         chosen = _mask_at(token_indices.cpu(), rows)
     else:
         chosen = torch.isin(rows, torch.tensor(token_indices, dtype=torch.long))
+    # A padding column shares a real token's position (right padding repeats the last one):
+    # chosen positions are real tokens only, on either padding side, as steering-vectors' masks.
+    real = positions.real(batch, width)
+    if real is not None:
+        chosen &= real.cpu()
     return mask & chosen
 
 

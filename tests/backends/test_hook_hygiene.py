@@ -167,3 +167,89 @@ def test_users_hooks_survive_steerlens_exit():
     assert seen == ["ctx", "ctx", "added", "torch pre-hook", "permanent"]
     with torch.no_grad():
         assert torch.equal(MODEL(TOKENS), PRISTINE)
+
+
+def _tl_by_hand(model, tokens, vec: SteeringVector, multiplier: float) -> torch.Tensor:
+    """Logits with ``multiplier * vec`` added by hand-written TransformerLens hooks (the reference)."""
+    hooks = [
+        (f"blocks.{layer}.hook_{vec.layer_type}", lambda act, hook, v=v: act + multiplier * v.to(act.dtype))
+        for layer, v in vec.layer_activations.items()
+    ]
+    with torch.no_grad():
+        return model.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+def _hf_by_hand(model, ids, vec: SteeringVector, multiplier: float) -> torch.Tensor:
+    """Logits with ``multiplier * vec`` added to decoder layers' outputs by plain torch hooks (the reference)."""
+
+    def add(module, args, output, v):
+        return (
+            (output[0] + multiplier * v,) + tuple(output[1:]) if isinstance(output, tuple) else output + multiplier * v
+        )
+
+    handles = [
+        model.model.layers[layer].register_forward_hook(lambda m, a, o, v=v: add(m, a, o, v))
+        for layer, v in vec.layer_activations.items()
+    ]
+    try:
+        with torch.no_grad():
+            return model(ids).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_blocks_exited_out_of_order_remove_their_own_hooks_on_hooked_transformer():
+    a, b = vector(11, "resid_post"), vector(22, "resid_post")
+    b_alone = _tl_by_hand(MODEL, TOKENS, b, -2.0)
+    ctx_a, ctx_b = a.apply(MODEL, multiplier=1.5), b.apply(MODEL, multiplier=-2.0)
+    ctx_a.__enter__()
+    ctx_b.__enter__()
+    ctx_a.__exit__(None, None, None)  # a ends first: b's steering must stay, a's must go
+    with torch.no_grad():
+        after_a = MODEL(TOKENS)
+    ctx_b.__exit__(None, None, None)
+    with torch.no_grad():
+        after_b = MODEL(TOKENS)
+    assert not torch.equal(b_alone, PRISTINE)
+    torch.testing.assert_close(after_a, b_alone, atol=1e-5, rtol=0)
+    assert torch.equal(after_b, PRISTINE)
+    assert steering_hooks_on(MODEL) == []
+
+
+def test_patch_inside_apply_and_apply_exits_keep_the_patch():
+    a, b = vector(13, "resid_post"), vector(14, "resid_post")
+    b_alone = _tl_by_hand(MODEL, TOKENS, b, 0.5)
+    with a.apply(MODEL, multiplier=1.0):
+        handle = b.patch(MODEL, multiplier=0.5)
+    try:
+        with torch.no_grad():
+            torch.testing.assert_close(MODEL(TOKENS), b_alone, atol=1e-5, rtol=0)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        assert torch.equal(MODEL(TOKENS), PRISTINE)
+
+
+def test_blocks_exited_out_of_order_on_hugging_face():
+    from tiny_hf import INPUT_IDS, make_hf_model
+
+    hf = make_hf_model("llama")
+    with torch.no_grad():
+        pristine = hf(INPUT_IDS).logits
+    a, b = vector(11, "resid_post"), vector(22, "resid_post")  # layers 0..2; the tiny Llama has 2
+    a, b = (SteeringVector({k: v for k, v in x.layer_activations.items() if k < 2}, "resid_post") for x in (a, b))
+    b_alone = _hf_by_hand(hf, INPUT_IDS, b, -2.0)
+    ctx_a, ctx_b = a.apply(hf, multiplier=1.5), b.apply(hf, multiplier=-2.0)
+    ctx_a.__enter__()
+    ctx_b.__enter__()
+    ctx_a.__exit__(None, None, None)
+    with torch.no_grad():
+        after_a = hf(INPUT_IDS).logits
+    ctx_b.__exit__(None, None, None)
+    with torch.no_grad():
+        after_b = hf(INPUT_IDS).logits
+    assert not torch.equal(b_alone, pristine)
+    torch.testing.assert_close(after_a, b_alone, atol=1e-5, rtol=0)
+    assert torch.equal(after_b, pristine)
+    assert steering_hooks_on(hf) == []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import tempfile
+import warnings
 from typing import Any
 
 import pytest
@@ -133,23 +135,88 @@ def test_casting_keeps_the_layout_and_the_results(toy_pair, dtype):
 # -- what changes, what does not -------------------------------------------------------
 
 
-def test_weights_need_no_copy_per_call(toy_pair):
-    """The rearranged views TransformerLens multiplies with share the parameters' storage."""
-    fast, reference = toy_pair
-    unembed = fast.unembed.W_U
-    assert unembed.T.contiguous().data_ptr() == unembed.data_ptr()
-    assert reference.unembed.W_U.T.contiguous().data_ptr() != reference.unembed.W_U.data_ptr()
-    attn = fast.blocks[0].attn
-    for weight in (attn.W_Q, attn.W_K, attn.W_V):
-        assert weight.permute(0, 2, 1).reshape(-1, fast.cfg.d_model).data_ptr() == weight.data_ptr()
-    assert attn.W_O.permute(2, 0, 1).reshape(fast.cfg.d_model, -1).data_ptr() == attn.W_O.data_ptr()
+def fresh_tl(model: Any) -> Any:
+    """A HookedTransformer built by TransformerLens from ``model``'s config: the layout every parameter must keep."""
+    from transformer_lens import HookedTransformer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return HookedTransformer(copy.deepcopy(model.cfg))
 
 
-def test_gated_mlp_and_grouped_query_weights_are_laid_out():
+@pytest.mark.parametrize("source", ["toy", "llama"])
+def test_parameters_keep_transformer_lens_shapes_and_strides(source):
+    """Storage as TransformerLens' own model: shapes and strides, safetensors, pickle (issue 28, item 14)."""
+    from safetensors.torch import load_file, save_file
+
+    model = load_toy_model() if source == "toy" else load_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    assert is_fast(model)
+    generate(model, "the cat" if source == "llama" else TOY_PROMPTS[0], None, True)  # a generate call leaves nothing
+    own = dict(fresh_tl(model).named_parameters())
+    params = dict(model.named_parameters())
+    assert params.keys() == own.keys()
+    for name, param in params.items():
+        assert (param.shape, param.stride()) == (own[name].shape, own[name].stride()), name
+    assert {k: v.stride() for k, v in model.state_dict().items()} == {
+        k: v.stride() for k, v in fresh_tl(model).state_dict().items()
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        path = f"{folder}/model.safetensors"
+        save_file(model.state_dict(), path)  # raised "non contiguous tensor: blocks.0.attn.W_Q" before
+        loaded = load_file(path)
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+    restored = pickle.loads(pickle.dumps(model))
+    assert {k: v.stride() for k, v in restored.named_parameters()} == {k: v.stride() for k, v in own.items()}
+    # No cached copy is kept on the model: the same buffers as TransformerLens' own, nothing more.
+    assert [name for name, _ in model.named_buffers()] == [name for name, _ in fresh_tl(model).named_buffers()]
+
+
+def test_generate_lays_each_weight_out_once_per_call(toy_pair, monkeypatch):
+    """Within one generate call every rearranged weight is made once and reused by every later token."""
+    fast, _ = toy_pair
+    made: list[tuple[int, int]] = []
+    original = hooked_layout.laid_out
+
+    def recording(param: torch.Tensor, permutation: tuple[int, ...]) -> torch.Tensor:
+        out = original(param, permutation)
+        made.append((id(param), out.data_ptr()))
+        return out
+
+    monkeypatch.setattr(hooked_layout, "laid_out", recording)
+    generate(fast, TOY_PROMPTS[1], None, True)
+    weights = {param for param, _ in made}
+    # W_Q, W_K, W_V, W_O per block and W_U, each called once per token, always the same copy.
+    assert len(weights) == 4 * fast.cfg.n_layers + 1
+    assert len(made) == 12 * len(weights)
+    assert all(len({ptr for param, ptr in made if param == w}) == 1 for w in weights)
+    assert hooked_layout._GENERATION.get() is None  # the cache is gone with the call
+
+
+def test_a_weight_edited_in_place_during_generate_is_laid_out_again(toy_pair):
+    """The cache notices in-place edits (version counter) and new tensors (data_ptr) in the middle of a call."""
+    fast, reference = (copy.deepcopy(model) for model in toy_pair)
+    results = []
+    for model in (fast, reference):
+        calls = [0]
+
+        def edit(act: torch.Tensor, hook: Any, model: Any = model, calls: list = calls) -> None:
+            calls[0] += 1
+            if calls[0] == 4:  # the 4th token: scale a weight in place, replace another
+                model.blocks[1].attn.W_O.mul_(-4.0)
+                model.unembed.W_U.data = model.unembed.W_U.data.flip(0).contiguous()
+
+        model.add_hook("blocks.0.hook_resid_pre", edit)
+        try:
+            results.append(generate(model, TOY_PROMPTS[1], None, False))
+        finally:
+            model.reset_hooks()
+    assert torch.equal(results[0], results[1])
+
+
+def test_gated_mlp_and_grouped_query_weights_keep_their_strides():
     model = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
     mlp, attn = model.blocks[0].mlp, model.blocks[0].attn
-    assert all(w.T.is_contiguous() for w in (mlp.W_gate, mlp.W_in, mlp.W_out))
-    assert all(w.permute(0, 2, 1).is_contiguous() for w in (attn._W_K, attn._W_V))
+    assert all(w.is_contiguous() for w in (mlp.W_gate, mlp.W_in, mlp.W_out, attn._W_K, attn._W_V, attn.W_Q, attn.W_O))
 
 
 def test_values_shapes_and_parameter_objects_unchanged():
@@ -169,8 +236,7 @@ def test_safe_to_call_twice():
     pointers = {name: param.data_ptr() for name, param in model.named_parameters()}
     assert fast_generation(fast_generation(model)) is model
     assert pointers == {name: param.data_ptr() for name, param in model.named_parameters()}
-    for block in model.blocks:
-        assert sum(isinstance(h, OutputLayout) for h in block.attn._forward_pre_hooks.values()) == 1
+    assert not any(module._forward_pre_hooks for module in model.modules())
 
 
 def test_refuses_models_that_are_not_hooked_transformers():
@@ -185,15 +251,21 @@ def test_an_unembedding_tied_to_the_embedding_stays_tied():
     assert model.unembed.W_U.data_ptr() == model.embed.W_E.data_ptr() and is_fast(model)
 
 
-def test_load_state_dict_keeps_the_layout(toy_pair):
+def test_load_state_dict_then_generate(toy_pair):
     fast, reference = toy_pair
     model = copy.deepcopy(fast)
-    model.load_state_dict(reference.state_dict())
+    generate(model, TOY_PROMPTS[0], None, False)
+    other = load_toy_model()
+    with torch.no_grad():
+        for param in other.parameters():
+            param.mul_(0.9)
+    model.load_state_dict(other.state_dict())
     assert is_fast(model)
+    assert torch.equal(generate(model, TOY_PROMPTS[0], None, True), generate(other, TOY_PROMPTS[0], None, True))
 
 
 def test_trainable_after_a_call_under_inference_mode():
-    """The re-laid weights are normal tensors, so autograd still works on the model."""
+    """Parameters stay normal tensors, so autograd still works on the model."""
     model = tl_layout(load_toy_model())
     with torch.inference_mode():
         fast_generation(model)

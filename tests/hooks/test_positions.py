@@ -221,3 +221,80 @@ def test_a_mask_narrower_than_the_sequence_is_an_error():
         with vec.apply(model, token_indices=torch.ones(prompt.shape[1], dtype=torch.bool)):
             model.generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=0)
     assert steering_hooks_on(model) == []
+
+
+def _padded(rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if side == "left":
+        return left_pad(rows, pad=0)
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("kind", ["mask", "list", "slice"])
+def test_token_indices_steer_only_chosen_real_tokens_on_either_padding_side(hf_models, side, kind):
+    # steering-vectors' test_SteeringVector_mask_batched_activations: a [batch, pos] mask on each row's
+    # last real token; padding columns share that position (right padding) and must stay unsteered.
+    model = hf_models["gpt2"]
+    ids, attn = _padded(PROMPTS, side)
+    lengths = attn.sum(-1)
+    if kind == "mask":
+        # Positions count from each row's first real token (steerlens' absolute positions).
+        chosen = torch.zeros(ids.shape, dtype=torch.long)
+        chosen[range(len(PROMPTS)), lengths - 1] = 1
+        token_indices = chosen
+    elif kind == "list":
+        token_indices = [2]
+    else:
+        token_indices = slice(1, None, 2)
+    layer, vec = 0, random_vector(32, (0,), "resid_post", seed=6, scale=2.0)
+    steer = vec.layer_activations[layer]
+    # Which columns a hand-written hook steers: real tokens whose own position is chosen.
+    position = (attn.cumsum(-1) - 1).clamp(min=0)
+    if kind == "mask":
+        want = token_indices.bool().gather(1, position)
+    elif kind == "list":
+        want = position == 2
+    else:
+        want = (position >= 1) & ((position - 1) % 2 == 0)
+    want &= attn.bool()
+    assert want.sum() < attn.sum()  # some real tokens stay unsteered
+
+    def by_hand(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + want[..., None] * steer, *output[1:])
+        return output + want[..., None] * steer
+
+    with torch.no_grad():
+        handle = model.transformer.h[layer].register_forward_hook(by_hand, prepend=True)  # before HF records it
+        try:
+            expected = model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
+        finally:
+            handle.remove()
+        with vec.apply(model, token_indices=token_indices):
+            steered = model(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
+    for exp, got in zip(expected, steered):
+        torch.testing.assert_close(got, exp, atol=1e-6, rtol=0)
+    assert steering_hooks_on(model) == []
+
+
+def test_hooked_right_padded_mask_steers_only_masked_tokens():
+    model = make_model(n_layers=2, padding_side="right")
+    texts = ["I love this film , it was wonderful", "The food", "What a lovely day"]
+    ids = model.to_tokens(texts, padding_side="right")
+    attn = (ids != model.tokenizer.pad_token_id).long()
+    attn[:, 0] = 1  # BOS
+    lengths = attn.sum(-1)
+    chosen = torch.zeros(ids.shape, dtype=torch.bool)
+    chosen[range(3), lengths - 1] = True
+    vec = random_vector(model, (0,), "resid_post", seed=7, scale=2.0)
+    steer = vec.layer_activations[0]
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        _, expected = model.run_with_cache(ids, attention_mask=attn, names_filter=[name])
+        plain = expected[name]
+        with vec.apply(model, token_indices=chosen):
+            _, got = model.run_with_cache(ids, attention_mask=attn, names_filter=[name])
+    torch.testing.assert_close(got[name], plain + chosen[..., None] * steer, atol=1e-6, rtol=0)
