@@ -1,4 +1,4 @@
-"""Write notebooks 01-07 from the cell sources below, execute them, and save them with outputs.
+"""Write notebooks 01-09 from the cell sources below, execute them, and save them with outputs.
 
 Usage:
     python scripts/build_notebooks.py            # all of them
@@ -1018,6 +1018,197 @@ with `steerlens.SteeringVector.load(...)`, for this model or another load of the
 ]
 
 
+def notebook_08() -> list[tuple[str, str]]:
+    """08 · From pairs to a layer and a strength on a real model: a concept of its own, damage beside every effect."""
+    return [
+        (
+            "md",
+            """\
+# 08 · From pairs to a layer and a strength, on a real model
+
+A concept of its own, taken from contrast pairs to a chosen layer and strength on SmolLM2-135M-Instruct (the
+plain Hugging Face model, steered natively): **reply in French rather than English**. Every effect below is
+printed with its damage beside it: the KL of the next-token distribution, the total probability of the words the
+metric counts, and a `degenerate` flag where those words lost 90% of their mass. Strengths are in typical
+residual norms at the steered layer (on this model ≥ 0.5 collapses most layers).
+
+SUMMARY_PLACEHOLDER""",
+        ),
+        (
+            "code",
+            """\
+%matplotlib inline
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
+import torch
+
+import steerlens
+from steerlens import layer_report, prob_share, sweep_layers, train_steering_vector
+from steerlens.analysis import relative_vector
+from steerlens.evaluation import calibrate, plot_steerability, plot_sweep_heatmap, steerability
+from steerlens.evaluation.generation import steered_and_unsteered
+from steerlens.samples import chat_prompt, neutral_chat_prompts
+
+torch.set_num_threads(2)
+model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
+print(model.config.model_type, model.config.num_hidden_layers, "layers")""",
+        ),
+        (
+            "md",
+            """\
+## Pairs
+
+Sixteen user turns, each answered in English and in French: the pair differs only in the reply's language.
+The vector reads the last token of each reply (French − English), at ten layers.""",
+        ),
+        (
+            "code",
+            """\
+DIALOGUES = [
+    ("What did you do today?", "I went to the market and bought some bread.", "Je suis allé au marché et j'ai acheté du pain."),
+    ("How is the weather?", "It is sunny and warm this afternoon.", "Il fait beau et chaud cet après-midi."),
+    ("Do you like music?", "Yes, I listen to music every evening.", "Oui, j'écoute de la musique tous les soirs."),
+    ("Where do you live?", "I live in a small house near the river.", "J'habite dans une petite maison près de la rivière."),
+    ("What is your favourite food?", "My favourite food is a warm bowl of soup.", "Mon plat préféré est un bol de soupe chaude."),
+    ("Can you help me?", "Of course, I will be happy to help you.", "Bien sûr, je serai ravi de vous aider."),
+    ("What time is it?", "It is almost eight o'clock in the morning.", "Il est presque huit heures du matin."),
+    ("Tell me about your family.", "My family is small, but we are very close.", "Ma famille est petite, mais nous sommes très proches."),
+    ("What are you reading?", "I am reading a novel about the sea.", "Je lis un roman sur la mer."),
+    ("Is the shop open?", "No, the shop is closed on Sundays.", "Non, le magasin est fermé le dimanche."),
+    ("How are you?", "I am fine, thank you, and you?", "Je vais bien, merci, et vous ?"),
+    ("Where is the station?", "The station is at the end of this street.", "La gare est au bout de cette rue."),
+    ("What is your job?", "I work as a teacher in a primary school.", "Je travaille comme professeur dans une école primaire."),
+    ("Did you sleep well?", "Yes, I slept very well last night.", "Oui, j'ai très bien dormi cette nuit."),
+    ("What did you eat?", "I ate a salad and some cheese.", "J'ai mangé une salade et du fromage."),
+    ("Where are you going?", "I am going to the library to study.", "Je vais à la bibliothèque pour étudier."),
+]
+pairs = [(chat_prompt(tokenizer, user) + fr, chat_prompt(tokenizer, user) + en) for user, en, fr in DIALOGUES]
+LAYERS = [3, 6, 9, 11, 13, 15, 18, 21, 24, 27]
+vec = train_steering_vector(model, tokenizer, pairs, layers=LAYERS, batch_size=16)
+
+# Held-out user turns: the reply's first word decides its language.
+QUESTIONS = ["What is your favourite book?", "How do you spend your mornings?", "What did you buy at the shop?",
+             "Where is the nearest bakery?", "What is the weather like tomorrow?", "How was the dinner?",
+             "Tell me about your school.", "What is your hobby?"]
+prompts = [chat_prompt(tokenizer, q) for q in QUESTIONS]
+french = prob_share(["Le", "La", "Les", "Je", "Il", "Mon", "Ma", "Un"],
+                    ["The", "I", "It", "My", "Yes", "We", "A", "There", "Sure", "Here", "This", "In"])
+held_out = [(chat_prompt(tokenizer, q) + "Je ne sais pas.", chat_prompt(tokenizer, q) + "I do not know.") for q in QUESTIONS]""",
+        ),
+        (
+            "md",
+            """\
+## Which layer: ranked by what steering does
+
+`layer_report` steers each layer alone at ±0.2 typical residual norms and ranks the layers by the effect (the
+French share at +0.2 minus at −0.2) among those whose KL stays within the budget and that are not degenerate;
+`auc` and `separation_rank` are how well the held-out pairs separate along the vector, which says nothing about
+steering.""",
+        ),
+        (
+            "code",
+            """\
+report = layer_report(model, vec, held_out, tokenizer=tokenizer, prompts=prompts, metric=french)
+print(report.attrs["rank_by"])
+print(report[["layer", "rank", "effect", "kl", "target_mass_unsteered", "target_mass_plus", "degenerate", "auc",
+              "separation_rank"]].round(3).to_string(index=False))""",
+        ),
+        (
+            "md",
+            """\
+## The sweep, with its flagged cells
+
+The three best-ranked layers and two more, from −0.5 to +0.5 norms. Hatched cells are degenerate: the counted
+words keep under 10% of their unsteered mass there, so their share describes a model that no longer answers
+with any of them.""",
+        ),
+        (
+            "code",
+            """\
+relative = relative_vector(model, vec, neutral_chat_prompts(tokenizer)[:8], tokenizer=tokenizer)
+chosen = sorted(set(report.sort_values("rank").layer.head(3)) | {3, 27})
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # the table and the hatching show what it says
+    sweep = sweep_layers(model, relative, prompts, layers=chosen, multipliers=[-0.5, -0.2, 0.0, 0.2, 0.5],
+                         metric=french, tokenizer=tokenizer)
+print(sweep.pivot(index="layer", columns="multiplier", values="prob_share").round(3))
+print(sweep.pivot(index="layer", columns="multiplier", values="target_mass").round(3))
+print(sweep.pivot(index="layer", columns="multiplier", values="kl").round(2))
+plot_sweep_heatmap(sweep, title="French share by layer and strength (hatched: degenerate)");""",
+        ),
+        (
+            "md",
+            """\
+## How strong: calibrate under a damage budget
+
+`calibrate` looks for the strongest effect whose damage stays within budget. The damage here is fluency: how
+much the mean negative log-likelihood per token of ordinary English chat replies grows under steering (a
+French-speaking model *should* pay some of it, so the budget is generous). The search is coarse-to-fine: all
+layers on a quarter of the prompts at two strengths, then the full grid and bisection on the best few layers,
+and the chosen cell re-measured on every prompt.""",
+        ),
+        (
+            "code",
+            """\
+texts = [chat_prompt(tokenizer, user) + en for user, en, _ in DIALOGUES[:8]]
+cal = calibrate(model, vec, prompts, french, prompts, max_kl=1.0, layers=LAYERS, relative=True,
+                multipliers=[0.1, 0.2, 0.3, 0.4], norm_prompts=neutral_chat_prompts(tokenizer)[:8],
+                fluency_texts=texts, damage="fluency", tokenizer=tokenizer)
+print(cal.best)
+columns = ["layer", "multiplier", "effect", "nll_increase", "kl_prompts", "target_mass", "degenerate", "source"]
+print(cal.table[cal.table.pareto][columns].round(3).to_string(index=False))""",
+        ),
+        (
+            "code",
+            """\
+import matplotlib.pyplot as plt
+
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for layer, rows in cal.table[cal.table.source != "bisect"].groupby("layer"):
+    ax.plot(rows.multiplier, rows.perplexity_ratio, marker="o", label=f"layer {layer}")
+ax.set_xlabel("strength (typical residual norms)")
+ax.set_ylabel("perplexity ratio of English replies")
+ax.set_title("Fluency cost of steering towards French")
+ax.legend(fontsize=7, ncol=2);""",
+        ),
+        (
+            "md",
+            """\
+## Which items: steerability per prompt
+
+One vector does not move every prompt alike. `steerability` fits, per prompt, the slope of the metric against
+the strength, its R² and the damage; a negative slope is an anti-steerable prompt.""",
+        ),
+        (
+            "code",
+            """\
+best = cal.best.layer
+items = steerability(model, relative, prompts, french, [-0.3, -0.15, 0.0, 0.15, 0.3], layers=[best], tokenizer=tokenizer)
+print(items[["prompt_index", "slope", "r2", "unsteered", "kl_max", "degenerate"]].round(3).to_string(index=False))
+print(items.attrs["summary"])
+plot_steerability(items, best);""",
+        ),
+        (
+            "md",
+            """\
+## Steered and unsteered replies
+
+Greedy replies at the calibrated cell, and at twice its strength, beside the unsteered reply.""",
+        ),
+        (
+            "code",
+            """\
+strength = cal.best.multiplier
+for question in QUESTIONS[:3]:
+    chat = chat_prompt(tokenizer, question)
+    steered, plain = steered_and_unsteered(model, cal.vector.select_layers([best]), chat, strength, 20, tokenizer=tokenizer)
+    doubled, _ = steered_and_unsteered(model, cal.vector.select_layers([best]), chat, 2 * strength, 20, tokenizer=tokenizer)
+    print(f"{question}\\n  unsteered:   {plain!r}\\n  x{strength:.2f}: {steered!r}\\n  x{2 * strength:.2f}: {doubled!r}")""",
+        ),
+    ]
+
+
 def notebook_09() -> list[tuple[str, str]]:
     """09 · Why a vector steers: SmolLM2's sentiment effect split over the components after the steered layer."""
     return [
@@ -1165,6 +1356,7 @@ BUILD = {
     "05_which_layer_how_strong.ipynb": WHICH_LAYER,
     "06_caa_on_a_real_model.ipynb": CAA,
     "07_vectors_and_features.ipynb": FEATURES,
+    "08_from_pairs_to_a_layer_and_strength.ipynb": notebook_08(),
     "09_why_a_vector_steers.ipynb": notebook_09(),
 }
 
