@@ -1,26 +1,35 @@
 """Pick a layer and a strength under a damage budget: the effect you want against the KL you pay.
 
-:func:`calibrate` sweeps layer × multiplier with the fast sweep
-(:func:`~steerlens.evaluation.sweep.iter_steered_logits`) twice: on ``prompts``, where
-``metric`` measures the wanted effect, and on ``reference_prompts``, where the
-damage is the KL divergence of the steered from the unsteered next-token
-distribution (text the steering should leave alone). The best cell is the
-strongest effect whose mean KL stays within ``max_kl``; with a ``target`` effect,
-the cheapest cell that reaches it, its multiplier refined by bisection. Every cell
-is kept in a table with its Pareto-front membership, and
+:func:`calibrate` measures layer × multiplier cells with the fast sweep
+(:func:`~steerlens.evaluation.sweep.iter_steered_logits`): on ``prompts``, where
+``metric`` measures the wanted effect (with the damage at that same position beside
+it: ``kl_prompts`` and, for ratio metrics, the mass of the metric's tokens), and on
+``reference_prompts``, where the damage is the KL divergence of the steered from the
+unsteered next-token distribution (text the steering should leave alone). The best
+cell is the strongest effect whose mean KL stays within ``max_kl`` and whose metric
+tokens keep their probability (never a ``degenerate`` cell); with a ``target``
+effect, the cheapest such cell that reaches it, its multiplier refined by bisection.
+
+The search is coarse to fine by default: every layer is screened on a spread quarter
+of the prompts (at least four) at two strengths, and the full grid (and bisection)
+runs on the few best layers only, on every prompt, so the chosen cell is always
+measured on all prompts and all references. ``search="exhaustive"`` runs the full
+grid everywhere. Every cell is kept in a table with its Pareto-front membership, and
 :meth:`Calibration.plot` draws effect against damage.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from steerlens.analysis.norms import relative_vector, residual_norms
 from steerlens.analysis.prompt_activations import vector_layers
@@ -28,9 +37,18 @@ from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, finite_number
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.comparison import ItemLike, as_ab_items, letter_pair, letter_probability
-from steerlens.evaluation.continuation import continuation_logprob
-from steerlens.evaluation.metrics import MetricFn, bind_per_prompt, kl_divergence, metric_values, resolve_metric
-from steerlens.evaluation.sweep import iter_steered_logits
+from steerlens.evaluation.metrics import (
+    MetricFn,
+    bind_per_prompt,
+    damage_warning,
+    degenerate,
+    kl_divergence,
+    metric_values,
+    resolve_metric,
+    target_mass,
+)
+from steerlens.evaluation.progress import progress_bar
+from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
 from steerlens.hooks import Operator
 from steerlens.tokens import PaddingSide, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
 from steerlens.tokens.starts import SteerFrom
@@ -38,15 +56,22 @@ from steerlens.vector import SteeringVector
 
 Direction = Literal["increase", "decrease"]
 Damage = Literal["kl", "fluency"]
+Search = Literal["coarse-to-fine", "exhaustive"]
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Absolute multipliers tried by default (negated when the metric should decrease)."""
 DEFAULT_RELATIVE_MULTIPLIERS: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 """Multipliers in residual-norm units tried by default with ``relative=True``."""
+KEEP_LAYERS: int = 3
+"""Layers the coarse stage of ``search="coarse-to-fine"`` keeps for the full grid (``keep_layers``)."""
+COARSE_FRACTION: float = 0.25
+"""Share of the prompts (and references, and fluency texts) the coarse stage measures on ..."""
+COARSE_MIN_PROMPTS: int = 4
+"""... and at least this many (all of them when there are fewer)."""
 
 
 @dataclass(frozen=True)
 class CalibrationCell:
-    """One layer × multiplier of a calibration, as measured."""
+    """One layer × multiplier of a calibration, as measured (on every prompt and reference)."""
 
     layer: int
     multiplier: float
@@ -59,6 +84,12 @@ class CalibrationCell:
     """Mean KL(steered ‖ unsteered) of the next-token distribution over ``reference_prompts``, in nats."""
     relative_strength: float
     """Norm of what is added, in typical residual norms at that layer."""
+    kl_prompts: float = math.nan
+    """Mean KL(steered ‖ unsteered) where the metric is read, over ``prompts`` (nats)."""
+    target_mass: float | None = None
+    """Mean total probability of the metric's tokens, steered (None for metrics without tokens)."""
+    target_mass_unsteered: float | None = None
+    """The same, unsteered."""
 
 
 @dataclass
@@ -66,10 +97,11 @@ class Calibration:
     """The outcome of :func:`calibrate`: the chosen cell, every cell measured, and how to use them."""
 
     best: CalibrationCell | None
-    """The strongest effect within the budget (with a target: the cheapest cell reaching it); None if no
-    cell is within the budget."""
+    """The strongest effect within the budget (with a target: the cheapest cell reaching it), never a
+    degenerate cell; None if no cell is within the budget."""
     table: pd.DataFrame
-    """One row per cell measured (grid and bisection), with ``within_budget`` and ``pareto`` columns."""
+    """One row per cell measured (coarse screening, grid and bisection; column ``source``), with
+    ``within_budget`` and ``pareto`` columns."""
     vector: SteeringVector
     """The vector swept: ``relative_vector(...)`` of the original with ``relative=True``, else the original."""
     metric: str
@@ -79,6 +111,8 @@ class Calibration:
     """The metric's mean over ``prompts`` without steering."""
     target: float | None = None
     target_reached: bool | None = None
+    search: Search = "exhaustive"
+    """How the cells were searched (``"coarse-to-fine"`` only when it screened out some layers)."""
 
     def best_vector(self) -> SteeringVector:
         """:attr:`vector` at the best layer only (apply it with ``multiplier=best.multiplier``)."""
@@ -97,16 +131,19 @@ class Calibration:
             yield model
 
     def plot(self, **kwargs: Any) -> Any:
-        """Effect against damage for every cell, the Pareto front and the budget marked (a matplotlib Figure)."""
+        """Effect against damage for every cell measured on all prompts (the coarse screening left out),
+        the Pareto front and the budget marked (a matplotlib Figure)."""
         from steerlens.evaluation.plots import plot_calibration
 
-        return plot_calibration(self.table, **kwargs)
+        full = self.table[self.table["source"] != "coarse"]
+        full.attrs = dict(self.table.attrs)
+        return plot_calibration(full, **kwargs)
 
     def _best(self) -> CalibrationCell:
         if self.best is None:
             raise InvalidArgumentError(
-                f"no cell kept the KL within max_kl={self.max_kl:g}; raise max_kl or try smaller multipliers "
-                "(see .table for what each cell cost)."
+                f"no cell kept the KL within max_kl={self.max_kl:g} (degenerate cells never count); raise max_kl "
+                "or try smaller multipliers (see .table for what each cell cost)."
             )
         return self.best
 
@@ -129,12 +166,15 @@ def calibrate(
     tokenizer: Any = None,
     operator: Operator | None = None,
     batch_size: int = 32,
-    show_progress: bool = False,
+    show_progress: bool | None = None,
     steer_from: SteerFrom = None,
     fluency_texts: Prompts | None = None,
     damage: Damage = "kl",
     padding_side: PaddingSide | None = None,
     prepend_bos: bool | None = None,
+    search: Search = "coarse-to-fine",
+    keep_layers: int = KEEP_LAYERS,
+    coarse_multipliers: Iterable[float] | None = None,
 ) -> Calibration:
     """Sweep ``layers`` × ``multipliers`` and choose the cell with the most effect under a KL budget.
 
@@ -143,13 +183,36 @@ def calibrate(
       token of each of ``prompts``, averaged;
     * damage: KL(steered ‖ unsteered) of the next-token distribution, averaged over
       ``reference_prompts`` (text whose continuation steering should not change);
-    * budget: a cell is admissible when its damage is at most ``max_kl`` nats.
+    * budget: a cell is admissible when its damage is at most ``max_kl`` nats and it is
+      not ``degenerate``.
+
+    Beside every effect the table carries its damage where it is measured:
+    ``kl_prompts``, the KL at the metric's position on ``prompts`` (the same logits, no
+    extra pass), and, for a metric read from tokens (``prob_share``, ``logit_diff``,
+    ``prob_mass``, ``p_matching`` whose mass is P(A) + P(B)), ``target_mass`` and
+    ``target_mass_unsteered``, the total probability of those tokens steered and
+    unsteered (mean over prompts). A cell is ``degenerate`` when ``target_mass`` falls
+    below :data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION` of
+    ``target_mass_unsteered``: the model no longer says any of the tokens and a ratio of
+    them describes a broken model, however good it looks. **A degenerate cell is never
+    chosen as best** (nor on the Pareto front), and one warning counts such cells.
 
     ``direction`` says whether the metric should go up or down. Without ``target``
     the best cell is the admissible one with the largest (smallest) effect; with
     ``target``, the admissible cell reaching it with the least damage, whose
     multiplier is then bisected ``bisect_steps`` times between it and the next weaker
     cell of its layer, to reach the target with as little strength as possible.
+
+    ``search="coarse-to-fine"`` (the default) first screens every layer on a spread
+    quarter of the prompts, references and fluency texts (at least four of each) at two
+    strengths (``coarse_multipliers``; default: the weakest of ``multipliers`` in the
+    wanted direction and the middle one), ranks the layers by their best admissible,
+    non-degenerate effect there, and runs the full grid and bisection on the
+    ``keep_layers`` best layers only, on all prompts and references. The chosen cell is
+    always one measured on every prompt and reference. Screening rows stay in the table
+    with ``source="coarse"`` (their ``n_prompts`` says how many prompts they saw); with
+    ``keep_layers`` or fewer layers nothing is screened. ``search="exhaustive"`` runs
+    the full grid on every layer.
 
     ``relative=True`` sweeps :func:`~steerlens.analysis.norms.relative_vector`
     of ``vector``: multipliers are then in typical residual norms at each layer
@@ -168,6 +231,10 @@ def calibrate(
     mean negative log-likelihood per token of those texts grows under steering (nats;
     ``perplexity_ratio = exp(nll_increase)``), each text scored from its first token.
     ``damage="fluency"`` budgets that instead of the KL (``max_kl`` is then in nats per token).
+    Each text of n tokens costs n - 1 prompts per cell (every prefix is scored as a prompt).
+
+    ``show_progress`` (default None: once the call has run a few seconds) shows one bar
+    over every cell of the call (screening, grid and bisection) with the time left.
 
     Every prompt (``prompts``, references, norm prompts, fluency texts) is a string or
     token ids, encoded with ``prepend_bos`` (None: the model's default; see
@@ -204,77 +271,101 @@ def calibrate(
         raise InvalidArgumentError(f"direction must be 'increase' or 'decrease', got {direction!r}.")
     if isinstance(bisect_steps, bool) or not isinstance(bisect_steps, int) or bisect_steps < 0:
         raise InvalidArgumentError(f"bisect_steps must be a non-negative int, got {bisect_steps!r}.")
+    if search not in ("coarse-to-fine", "exhaustive"):
+        raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {search!r}.")
+    if isinstance(keep_layers, bool) or not isinstance(keep_layers, int) or keep_layers < 1:
+        raise InvalidArgumentError(f"keep_layers must be a positive int, got {keep_layers!r}.")
     goal = None if target is None else finite_number(target, "target")
-    bound = None
-    if items is not None:
-        name, fn = "p_matching", None
-        letter_ids = [letter_pair(backend.tokenizer, item.prompt, ("A", "B")) for item in items]
-        choices = [0 if item.matching == "A" else 1 for item in items]
-    else:
-        name, fn = resolve_metric(metric)  # type: ignore[arg-type]
-        bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)  # token strings in each prompt's context
-        letter_ids, choices = [], []
+    sign = 1.0 if direction == "increase" else -1.0
+    inputs = _inputs(backend, items, metric, prompt_list, reference_list, texts, padding_side, prepend_bos)
     directions = vector_layers(backend, vector, layers)
     layer_list = list(directions)
     if multipliers is None:
         defaults = DEFAULT_RELATIVE_MULTIPLIERS if relative else DEFAULT_MULTIPLIERS
         multipliers = [m if direction == "increase" else -m for m in defaults]
     mults = check_multipliers(multipliers)
+    screen = search == "coarse-to-fine" and len(layer_list) > keep_layers
+    coarse_mults = (
+        _coarse_multipliers(mults, sign) if coarse_multipliers is None else check_multipliers(coarse_multipliers)
+    )
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
-    tokens = {"padding_side": padding_side, "prepend_bos": prepend_bos}
     norms = residual_norms(
         backend,
         norm_prompts if norm_prompts is not None else reference_list,
         layer_list,
         layer_type=vector.layer_type,
         batch_size=batch_size,
-        **tokens,
+        padding_side=padding_side,
+        prepend_bos=prepend_bos,
     )
     swept = relative_vector(backend, original, norms=norms) if relative else original
-    run = _Runner(
-        backend,
-        swept,
-        original,
-        norms,
-        prompt_list,
-        reference_list,
-        fn,
-        name,
-        operator,
-        batch_size,
-        show_progress,
-        steer_from,
-        texts,
-        "nll_increase" if damage == "fluency" else "kl",
-        letter_ids,
-        choices,
-        bound,
-        tokens,
+    setup = _Setup(
+        backend=backend,
+        swept=swept,
+        original=original,
+        norms=norms,
+        name="p_matching" if items is not None else resolve_metric(metric)[0],  # type: ignore[arg-type]
+        fn=None if items is not None else resolve_metric(metric)[1],  # type: ignore[arg-type]
+        damage="nll_increase" if damage == "fluency" else "kl",
+        operator=operator,
+        batch_size=batch_size,
+        steer_from=steer_from,
+        padding_side=padding_side,
+        prepend_bos=prepend_bos,
     )
-    table = run.cells(layer_list, mults)
-    table["source"] = "grid"
-    baseline = run.baseline
-    sign = 1.0 if direction == "increase" else -1.0
-    best = _choose(table, budget, sign, goal, run.damage)
-    reached: bool | None = None
-    if goal is not None and best is not None:
-        reached = sign * (best["effect"] - goal) >= 0
-        if reached and bisect_steps:
-            extra = _bisect(run, table, best, goal, sign, budget, bisect_steps)
-            table = pd.concat([table, extra], ignore_index=True)
-            best = _choose(table, budget, sign, goal, run.damage)
-    table["within_budget"] = table[run.damage] <= budget
-    table["pareto"] = _pareto(table["effect"].to_numpy() * sign, table[run.damage].to_numpy())
-    table = table.sort_values(["layer", "multiplier"], ignore_index=True)
+    coarse_inputs = inputs.subset(COARSE_FRACTION, COARSE_MIN_PROMPTS) if screen else None
+    fine_layers = keep_layers if screen else len(layer_list)
+    total = _n_cells(setup, inputs, fine_layers, len(mults))
+    if coarse_inputs is not None:
+        total += _n_cells(setup, coarse_inputs, len(layer_list), len(coarse_mults))
+    if goal is not None:
+        total += bisect_steps * _n_cells(setup, inputs, 1, 1)
+    bar = progress_bar(total, "Calibrating", show_progress)
+    try:
+        run = _Runner(setup, bar)
+        parts = []
+        if coarse_inputs is not None:
+            coarse = run.cells(coarse_inputs, layer_list, coarse_mults, "coarse").table
+            parts.append(coarse)
+            layer_list = _rank_layers(coarse, budget, sign, setup.damage)[:keep_layers]
+            layer_list = [layer for layer in directions if layer in layer_list]  # the caller's order
+        measured = run.cells(inputs, layer_list, mults, "grid")
+        table = pd.concat([*parts, measured.table], ignore_index=True)
+        best = _choose(table, budget, sign, goal, setup.damage)
+        reached: bool | None = None
+        if goal is not None and best is not None:
+            reached = sign * (best["effect"] - goal) >= 0
+            if reached and bisect_steps:
+                extra = _bisect(run, inputs, table, best, goal, sign, budget, bisect_steps)
+                table = pd.concat([table, extra], ignore_index=True)
+                best = _choose(table, budget, sign, goal, setup.damage)
+        if not bar.disable and bar.n != bar.total:  # bisection stopped early or did not run
+            bar.total = bar.n
+            bar.refresh()
+    finally:
+        bar.close()
+    full = table["source"] != "coarse"
+    table["within_budget"] = table[setup.damage] <= budget
+    eligible = full & ~table["degenerate"] if "degenerate" in table else full
+    table["pareto"] = False
+    table.loc[eligible, "pareto"] = _pareto(
+        table.loc[eligible, "effect"].to_numpy() * sign, table.loc[eligible, setup.damage].to_numpy()
+    )
+    table = table.sort_values(["source", "layer", "multiplier"], key=_source_order, ignore_index=True)
+    if "degenerate" in table:
+        message = damage_warning(int(table["degenerate"].sum()), len(table), measured.mass_unsteered)
+        if message:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
     table.attrs.update(
         {
-            "metric": name,
+            "metric": setup.name,
             "max_kl": budget,
             "direction": direction,
-            "baseline": baseline,
+            "baseline": measured.baseline,
             "target": goal,
-            "damage": run.damage,
+            "damage": setup.damage,
             "relative": relative,
+            "search": "coarse-to-fine" if screen else "exhaustive",
             "best": None if best is None else (int(best["layer"]), float(best["multiplier"])),
         }
     )
@@ -282,142 +373,308 @@ def calibrate(
         best=None if best is None else _cell(best),
         table=table,
         vector=swept,
-        metric=name,
+        metric=setup.name,
         max_kl=budget,
         direction=direction,
-        baseline=baseline,
+        baseline=measured.baseline,
         target=goal,
         target_reached=reached,
+        search="coarse-to-fine" if screen else "exhaustive",
     )
 
 
-@dataclass
-class _Runner:
-    """Measures cells: effect on the prompts and KL on the references, one fast sweep each."""
+@dataclass(frozen=True)
+class _Setup:
+    """What every measurement of one :func:`calibrate` call shares (built by keyword)."""
 
     backend: Any
     swept: SteeringVector
     original: SteeringVector
     norms: dict[int, float]
+    name: str
+    fn: MetricFn | None
+    """The metric; None for ``p_matching`` (read from each item's letters)."""
+    damage: str
+    """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
+    operator: Operator | None = None
+    batch_size: int = 32
+    steer_from: SteerFrom = None
+    padding_side: PaddingSide | None = None
+    prepend_bos: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """The prompts one stage measures on, with what belongs to each prompt."""
+
     prompts: list[Any]
     references: list[Any]
-    fn: MetricFn
-    name: str
-    operator: Operator | None
-    batch_size: int
-    show_progress: bool
-    steer_from: SteerFrom = None
-    texts: list[Any] | None = None
-    damage: str = "kl"
-    """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
-    letter_ids: list[list[int]] = field(default_factory=list)
-    choices: list[int] = field(default_factory=list)
+    texts: list[list[int]] | None = None
+    """Fluency texts, encoded (each scored from its first token)."""
     bound: list[MetricFn] | None = None
-    """``fn`` bound after each of ``prompts`` (token strings in context), or None if it names no strings."""
-    tokens: dict[str, Any] = field(default_factory=dict)
-    """``padding_side`` and ``prepend_bos``, for every pass."""
-    baseline: float = math.nan
+    """The metric bound after each prompt (token strings in context), or None if it names no strings."""
+    letter_ids: list[list[int]] = field(default_factory=list)
+    """A/B items: the two letters' ids after each prompt."""
+    choices: list[int] = field(default_factory=list)
+    """A/B items: which of the two letters matches (0 or 1)."""
 
-    def _values(self, fn: MetricFn | None, cell: Any, unsteered: bool = False, bound: Any = None) -> torch.Tensor:
-        if fn is not None:
-            steered = cell.unsteered if unsteered else cell.steered
-            return metric_values(self.name, fn, bound, steered, cell.unsteered, cell.indices)
-        logits = cell.unsteered if unsteered else cell.steered  # A/B items: P(matching letter), normalised
-        return torch.tensor(
-            [
-                letter_probability(logits[row], self.letter_ids[index], self.choices[index])[0]
-                for row, index in enumerate(cell.indices)
-            ],
-            dtype=torch.float64,
+    def subset(self, fraction: float, minimum: int) -> _Inputs:
+        """Spread ``fraction`` of the prompts, references and texts (at least ``minimum`` of each)."""
+        p = _spread(len(self.prompts), fraction, minimum)
+        return _Inputs(
+            prompts=[self.prompts[i] for i in p],
+            references=[self.references[i] for i in _spread(len(self.references), fraction, minimum)],
+            texts=None if self.texts is None else [self.texts[i] for i in _spread(len(self.texts), fraction, minimum)],
+            bound=None if self.bound is None else [self.bound[i] for i in p],
+            letter_ids=[self.letter_ids[i] for i in p] if self.letter_ids else [],
+            choices=[self.choices[i] for i in p] if self.choices else [],
         )
 
+
+def _spread(n: int, fraction: float, minimum: int) -> list[int]:
+    """``max(minimum, ceil(fraction * n))`` indices (at most ``n``), evenly spread over ``range(n)``."""
+    k = min(n, max(minimum, math.ceil(fraction * n)))
+    return [i * n // k for i in range(k)]
+
+
+def _inputs(
+    backend: Any,
+    items: list[Any] | None,
+    metric: Any,
+    prompts: list[Any],
+    references: list[Any],
+    texts: list[Any] | None,
+    padding_side: PaddingSide | None,
+    prepend_bos: bool | None,
+) -> _Inputs:
+    """Everything per prompt, checked (and token strings bound) before any forward pass."""
+    encoded = None
+    if texts is not None:
+        encoded = prepare_prompts(backend, texts, prepend_bos=prepend_bos, padding_side=padding_side).encoded
+        if any(len(ids) < 2 for ids in encoded):
+            raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
+        encoded = [list(ids) for ids in encoded]
+    if items is not None:
+        return _Inputs(
+            prompts=prompts,
+            references=references,
+            texts=encoded,
+            letter_ids=[letter_pair(backend.tokenizer, item.prompt, ("A", "B")) for item in items],
+            choices=[0 if item.matching == "A" else 1 for item in items],
+        )
+    _, fn = resolve_metric(metric)
+    bound = bind_per_prompt(fn, backend.tokenizer, prompts)
+    return _Inputs(prompts=prompts, references=references, texts=encoded, bound=bound)
+
+
+def _prefixes(texts: list[list[int]]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """Every prefix of every text (shared ones once), and per text its (prefix index, next token) pairs."""
+    index: dict[tuple[int, ...], int] = {}
+    scored = [
+        [(index.setdefault(tuple(ids[: t + 1]), len(index)), ids[t + 1]) for t in range(len(ids) - 1)] for ids in texts
+    ]
+    return [list(prefix) for prefix in index], scored
+
+
+def _n_cells(setup: _Setup, inputs: _Inputs, n_layers: int, n_mults: int) -> int:
+    """Cells :func:`iter_steered_logits` yields for one stage: batches × layers × multipliers, per prompt set."""
+    per_batch = max(1, setup.batch_size // n_mults)
+    sizes = [len(inputs.prompts), len(inputs.references)]
+    if inputs.texts is not None:
+        sizes.append(len(_prefixes(inputs.texts)[0]))
+    return sum(math.ceil(n / per_batch) for n in sizes) * n_layers * n_mults
+
+
+def _coarse_multipliers(mults: list[float], sign: float) -> list[float]:
+    """Two strengths to screen layers at: the weakest multiplier pointing the wanted way, and the middle one."""
+    wanted = [m for m in mults if m * sign > 0] or [m for m in mults if m != 0] or mults
+    if len(wanted) <= 2:
+        return wanted
+    by_strength = sorted(wanted, key=abs)
+    picked = {by_strength[0], by_strength[len(by_strength) // 2]}
+    return [m for m in wanted if m in picked]
+
+
+def _rank_layers(coarse: pd.DataFrame, budget: float, sign: float, damage: str) -> list[int]:
+    """Layers by their best admissible (within budget, not degenerate) effect; layers with none last, least damage first."""
+    scores = []
+    for layer, rows in coarse.groupby("layer", sort=False):
+        ok = (
+            rows[(rows[damage] <= budget) & ~rows["degenerate"]]
+            if "degenerate" in rows
+            else rows[rows[damage] <= budget]
+        )
+        if len(ok):
+            scores.append(((1, float((ok["effect"] * sign).max())), int(layer)))
+        else:
+            scores.append(((0, -float(rows[damage].min())), int(layer)))
+    return [layer for _, layer in sorted(scores, key=lambda pair: pair[0], reverse=True)]
+
+
+class _Measured(NamedTuple):
+    table: pd.DataFrame
+    baseline: float
+    """The metric's mean over the stage's prompts, unsteered."""
+    mass_unsteered: float | None
+    """The metric tokens' mean probability unsteered (None for metrics without tokens)."""
+
+
+class _Runner:
+    """Measures cells: effect and its damage on the prompts, KL on the references (and fluency), one sweep each."""
+
+    def __init__(self, setup: _Setup, bar: Any) -> None:
+        self.setup = setup
+        self.bar = bar
+
     def _sweep(
-        self, prompts: list[Any], fn: MetricFn | None, layers: list[int], mults: list[float], bound: Any = None
-    ) -> dict:
-        """``{(layer, multiplier): per-prompt values}`` and, once, the unsteered values of ``fn``."""
-        values: dict[tuple[int, float], list[torch.Tensor]] = {}
-        clean: list[torch.Tensor] = []
-        seen: set[tuple[int, ...]] = set()
+        self, prompts: list[Any], layers: list[int], mults: list[float], measure: Callable[..., dict[str, Tensor]]
+    ) -> tuple[dict[tuple[Any, float], dict[str, Tensor]], dict[str, Tensor]]:
+        """Per cell, ``measure(cell, steered)``'s columns over every prompt; and once, the unsteered ones."""
+        s = self.setup
+        parts: dict[tuple[Any, float], list[dict[str, Tensor]]] = {}
+        clean: dict[tuple[int, ...], dict[str, Tensor]] = {}
         for cell in iter_steered_logits(
-            self.backend,
-            self.swept,
+            s.backend,
+            s.swept,
             prompts,
             layers,
             mults,
-            batch_size=self.batch_size,
-            operator=self.operator,
-            show_progress=self.show_progress,
-            steer_from=self.steer_from,
-            **self.tokens,
+            batch_size=s.batch_size,
+            operator=s.operator,
+            steer_from=s.steer_from,
+            padding_side=s.padding_side,
+            prepend_bos=s.prepend_bos,
+            progress=self.bar,
         ):
-            values.setdefault((cell.layer, cell.multiplier), []).append(self._values(fn, cell, bound=bound))
+            parts.setdefault((cell.layer, cell.multiplier), []).append(measure(cell, cell.steered))
             key = tuple(cell.indices)
-            if key not in seen:
-                seen.add(key)
-                clean.append(self._values(fn, cell, unsteered=True, bound=bound))
-        out = {key: torch.cat(parts) for key, parts in values.items()}
-        out["clean"] = torch.cat(clean)
-        return out
+            if key not in clean:
+                clean[key] = measure(cell, cell.unsteered)
+        return {key: _joined(values) for key, values in parts.items()}, _joined(list(clean.values()))
 
-    def _fluency(self, layers: list[int], mults: list[float]) -> dict[tuple[int, float], float]:
-        """Mean increase of the texts' negative log-likelihood per token under steering, per cell."""
-        encoded = prepare_prompts(self.backend, self.texts or [], **self.tokens).encoded
-        if any(len(ids) < 2 for ids in encoded):
-            raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
-        frame = continuation_logprob(
-            self.backend,
-            self.swept,
-            [ids[:1] for ids in encoded],
-            [ids[1:] for ids in encoded],
-            mults,
+    def _effects(self, inputs: _Inputs) -> Callable[[LogitsCell, Tensor], dict[str, Tensor]]:
+        """The metric, the KL where it is read and the mass of its tokens, per prompt of a cell."""
+        s = self.setup
+
+        def measure(cell: LogitsCell, logits: Tensor) -> dict[str, Tensor]:
+            out: dict[str, Tensor] = {"kl_prompts": kl_divergence(logits, cell.unsteered).double().cpu()}
+            if s.fn is not None:
+                out["effect"] = metric_values(s.name, s.fn, inputs.bound, logits, cell.unsteered, cell.indices)
+                mass = target_mass(s.fn, inputs.bound, logits, cell.indices)
+                if mass is not None:
+                    out["target_mass"] = mass
+                return out
+            pairs = [  # A/B items: P(matching letter) normalised over the two letters, and P(A) + P(B)
+                letter_probability(logits[row], inputs.letter_ids[index], inputs.choices[index])
+                for row, index in enumerate(cell.indices)
+            ]
+            out["effect"] = torch.tensor([p for p, _ in pairs], dtype=torch.float64)
+            out["target_mass"] = torch.tensor([m for _, m in pairs], dtype=torch.float64)
+            return out
+
+        return measure
+
+    def _fluency(self, texts: list[list[int]], layers: list[int], mults: list[float]) -> dict[tuple[Any, float], float]:
+        """Mean increase of the texts' negative log-likelihood per token under steering, per cell.
+
+        Each prefix of each text is a prompt whose next-token logits score the token after it
+        (a causal model's logits at a position see only the positions before it).
+        """
+        prefixes, scored = _prefixes(texts)
+        following: dict[int, list[tuple[int, int]]] = {}  # prefix -> (text, the token after it there)
+        for text, pairs in enumerate(scored):
+            for prefix, token in pairs:
+                following.setdefault(prefix, []).append((text, token))
+        s = self.setup
+        sums: dict[tuple[Any, float], list[float]] = {}  # per cell and text: log P unsteered - log P steered
+        for cell in iter_steered_logits(
+            s.backend,
+            s.swept,
+            prefixes,
             layers,
-            batch_size=self.batch_size,
-            operator=self.operator,
-            padding_side=self.tokens.get("padding_side"),
-        )
-        frame["increase"] = (frame["logprob_unsteered"] - frame["logprob_steered"]) / frame["n_tokens"]
+            mults,
+            batch_size=s.batch_size,
+            operator=s.operator,
+            padding_side=s.padding_side,
+            progress=self.bar,
+        ):
+            steered = torch.log_softmax(cell.steered.float(), -1)
+            unsteered = torch.log_softmax(cell.unsteered.float(), -1)
+            acc = sums.setdefault((cell.layer, cell.multiplier), [0.0] * len(texts))
+            for row, prefix in enumerate(cell.indices):
+                for text, token in following[prefix]:
+                    acc[text] += float(unsteered[row, token]) - float(steered[row, token])
         return {
-            (int(layer), float(m)): float(v)
-            for (layer, m), v in frame.groupby(["layer", "multiplier"])["increase"].mean().items()
+            key: float(np.mean([total / (len(ids) - 1) for total, ids in zip(acc, texts)])) for key, acc in sums.items()
         }
 
-    def cells(self, layers: list[int], mults: list[float]) -> pd.DataFrame:
-        effects = self._sweep(self.prompts, self.fn, layers, mults, self.bound)
-        damages = self._sweep(self.references, kl_divergence, layers, mults)
-        fluency = self._fluency(layers, mults) if self.texts is not None else None
-        self.baseline = float(effects.pop("clean").mean())
-        damages.pop("clean")
+    def cells(self, inputs: _Inputs, layers: list[int], mults: list[float], source: str) -> _Measured:
+        s = self.setup
+        effects, clean = self._sweep(inputs.prompts, layers, mults, self._effects(inputs))
+        damages, _ = self._sweep(
+            inputs.references,
+            layers,
+            mults,
+            lambda cell, logits: {"kl": kl_divergence(logits, cell.unsteered).double().cpu()},
+        )
+        fluency = self._fluency(inputs.texts, layers, mults) if inputs.texts is not None else None
+        mass_unsteered = float(clean["target_mass"].mean()) if "target_mass" in clean else None
         rows = []
         for layer in layers:
-            vec_norm = float(self.swept.layer_activations[layer].float().norm())
-            original_norm = float(self.original.layer_activations[layer].float().norm())
+            vec_norm = float(s.swept.layer_activations[layer].float().norm())
+            original_norm = float(s.original.layer_activations[layer].float().norm())
             for m in mults:
-                effect, kl = effects[(layer, m)], damages[(layer, m)]
-                rows.append(
-                    {
-                        "layer": layer,
-                        "multiplier": m,
-                        "absolute_multiplier": m * vec_norm / original_norm if original_norm > 0 else math.nan,
-                        "relative_strength": abs(m) * vec_norm / self.norms[layer]
-                        if self.norms[layer] > 0
-                        else math.nan,
-                        "effect": float(effect.mean()),
-                        "effect_std": float(effect.std()) if effect.numel() > 1 else 0.0,
-                        "kl": float(kl.mean()),
-                        "kl_max": float(kl.max()),
-                    }
-                )
+                values, kl = effects[(layer, m)], damages[(layer, m)]["kl"].double()
+                effect = values["effect"]
+                row = {
+                    "layer": layer,
+                    "multiplier": m,
+                    "absolute_multiplier": m * vec_norm / original_norm if original_norm > 0 else math.nan,
+                    "relative_strength": abs(m) * vec_norm / s.norms[layer] if s.norms[layer] > 0 else math.nan,
+                    "effect": float(effect.mean()),
+                    "effect_std": float(effect.std()) if effect.numel() > 1 else 0.0,
+                    "kl": float(kl.mean()),
+                    "kl_max": float(kl.max()),
+                    "kl_prompts": float(values["kl_prompts"].mean()),
+                }
+                if mass_unsteered is not None:
+                    mass = float(values["target_mass"].mean())
+                    row.update(
+                        {
+                            "target_mass": mass,
+                            "target_mass_unsteered": mass_unsteered,
+                            "degenerate": bool(degenerate(mass, mass_unsteered)),
+                        }
+                    )
                 if fluency is not None:
                     increase = fluency[(layer, float(m))]
-                    rows[-1].update({"nll_increase": increase, "perplexity_ratio": math.exp(increase)})
-        return pd.DataFrame(rows)
+                    row.update({"nll_increase": increase, "perplexity_ratio": math.exp(increase)})
+                row.update({"n_prompts": len(inputs.prompts), "source": source})
+                rows.append(row)
+        return _Measured(pd.DataFrame(rows), float(clean["effect"].mean()), mass_unsteered)
+
+
+def _joined(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {column: torch.cat([part[column] for part in parts]) for column in parts[0]}
+
+
+def _source_order(column: pd.Series) -> pd.Series:
+    """Sort key: coarse screening rows first, then grid and bisection rows together."""
+    if column.name == "source":
+        return column.map({"coarse": 0}).fillna(1)
+    return column
 
 
 def _choose(
     table: pd.DataFrame, budget: float, sign: float, goal: float | None, damage: str = "kl"
 ) -> pd.Series | None:
-    """The best admissible row (see :func:`calibrate`), or None when no row is within the budget."""
-    ok = table[table[damage] <= budget]
+    """The best admissible row (see :func:`calibrate`), or None when no row is within the budget.
+
+    Only rows measured on every prompt count (never the coarse screening), and never a degenerate one.
+    """
+    ok = table[(table[damage] <= budget) & (table["source"] != "coarse")]
+    if "degenerate" in ok:
+        ok = ok[~ok["degenerate"].astype(bool)]
     if ok.empty:
         return None
     score = ok["effect"] * sign
@@ -430,27 +687,36 @@ def _choose(
 
 
 def _bisect(
-    run: _Runner, table: pd.DataFrame, best: pd.Series, goal: float, sign: float, budget: float, steps: int
+    run: _Runner,
+    inputs: _Inputs,
+    table: pd.DataFrame,
+    best: pd.Series,
+    goal: float,
+    sign: float,
+    budget: float,
+    steps: int,
 ) -> pd.DataFrame:
     """Refine the multiplier of ``best``'s layer between the weaker neighbour and ``best`` to just reach ``goal``."""
     layer, high = int(best["layer"]), float(best["multiplier"])
-    same = table[(table["layer"] == layer) & (np.sign(table["multiplier"]) == np.sign(high))]
+    grid = table[table["source"] != "coarse"]
+    same = grid[(grid["layer"] == layer) & (np.sign(grid["multiplier"]) == np.sign(high))]
     weaker = same[same["multiplier"].abs() < abs(high)]
     low = float(weaker.loc[weaker["multiplier"].abs().idxmax(), "multiplier"]) if len(weaker) else 0.0
+    damage = run.setup.damage
     rows = []
     for _ in range(steps):
         middle = (low + high) / 2
         if middle in (low, high):
             break
-        row = run.cells([layer], [middle]).iloc[0]
+        row = run.cells(inputs, [layer], [middle], "bisect").table.iloc[0]
         rows.append(row)
-        if sign * (row["effect"] - goal) >= 0 and row[run.damage] <= budget:
+        ok = not bool(row.get("degenerate", False))
+        if sign * (row["effect"] - goal) >= 0 and row[damage] <= budget and ok:
             high = middle
         else:
             low = middle
-    extra = pd.DataFrame(rows, columns=table.columns.drop("source", errors="ignore")).reset_index(drop=True)
+    extra = pd.DataFrame(rows, columns=table.columns).reset_index(drop=True)
     extra["layer"] = extra["layer"].astype(int)
-    extra["source"] = "bisect"
     return extra
 
 
@@ -469,4 +735,7 @@ def _cell(row: pd.Series) -> CalibrationCell:
         effect=float(row["effect"]),
         kl=float(row["kl"]),
         relative_strength=float(row["relative_strength"]),
+        kl_prompts=float(row["kl_prompts"]),
+        target_mass=float(row["target_mass"]) if "target_mass" in row else None,
+        target_mass_unsteered=float(row["target_mass_unsteered"]) if "target_mass_unsteered" in row else None,
     )

@@ -66,22 +66,24 @@ def test_best_cell_reaches_the_share_within_the_budget_and_remeasures(toy, senti
     assert share == pytest.approx(best.effect, abs=1e-4)
     assert kl == pytest.approx(best.kl, abs=1e-4)
     assert absolute.baseline == pytest.approx(float(positive_mass(toy, PROMPTS).mean()), abs=1e-4)
-    # It is the strongest admissible cell of the grid.
+    # It is the strongest admissible cell measured on every prompt (coarse screening rows saw a quarter of them).
     table = absolute.table
-    admissible = table[table.kl <= BUDGET]
+    admissible = table[(table.kl <= BUDGET) & (table.source != "coarse") & ~table.degenerate]
     assert best.effect == pytest.approx(admissible.effect.max())
     assert (table.within_budget == (table.kl <= BUDGET)).all()
 
 
 def test_every_grid_cell_is_what_plain_steering_gives(toy, sentiment, absolute):
-    rows = absolute.table.sample(3, random_state=0)
+    rows = absolute.table[absolute.table.source == "grid"].sample(3, random_state=0)
     for _, row in rows.iterrows():
         share, kl = remeasure(toy, sentiment, int(row.layer), float(row.multiplier))
         assert share == pytest.approx(row.effect, abs=1e-4) and kl == pytest.approx(row.kl, abs=1e-4)
 
 
 def test_pareto_front_is_the_non_dominated_cells(absolute):
-    table = absolute.table
+    # Among the cells measured on every prompt that are not degenerate (the others are never on the front).
+    table = absolute.table[(absolute.table.source != "coarse") & ~absolute.table.degenerate]
+    assert not absolute.table.drop(index=table.index).pareto.any()
     for i, row in table.iterrows():
         others = table.drop(index=i)
         dominated = (
@@ -99,7 +101,9 @@ def test_plot_marks_front_budget_and_choice(absolute):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "Pareto front" in labels and f"budget {BUDGET:g}" in labels
     assert any(label.startswith(f"chosen: layer {absolute.best.layer}") for label in labels)
-    assert sum(label.startswith("layer ") for label in labels) == 4
+    # One line per layer measured on every prompt: the layers the coarse stage kept.
+    kept = absolute.table[absolute.table.source == "grid"].layer.nunique()
+    assert sum(label.startswith("layer ") for label in labels) == kept == 3
 
 
 def test_apply_steers_with_the_best_cell(toy, sentiment, absolute):
@@ -215,7 +219,8 @@ def test_hugging_face_model_calibration_remeasures():
                 out.append(model(ids).logits[0, -1])
         return torch.stack(out)
 
-    clean_r = last_logits(references)
+    clean_r, clean_p = last_logits(references), last_logits(prompts)
+    words = [metric.ids[0][0], metric.ids[1][0]]
     for _, row in cal.table.iterrows():
         with vec.select_layers(int(row.layer)).apply(model, multiplier=float(row.absolute_multiplier)):
             steered_p, steered_r = last_logits(prompts), last_logits(references)
@@ -223,6 +228,14 @@ def test_hugging_face_model_calibration_remeasures():
         kl = kl_by_hand(steered_r.softmax(-1), clean_r.softmax(-1))
         assert float(effect.mean()) == pytest.approx(row.effect, abs=1e-4)
         assert float(kl.mean()) == pytest.approx(row.kl, abs=1e-4)
+        # Damage where the effect is read: KL on the prompts, and P(happy) + P(sad) steered and unsteered.
+        assert float(kl_by_hand(steered_p.softmax(-1), clean_p.softmax(-1)).mean()) == pytest.approx(
+            row.kl_prompts, abs=1e-5
+        )
+        mass, clean_mass = steered_p.softmax(-1)[:, words].sum(-1).mean(), clean_p.softmax(-1)[:, words].sum(-1).mean()
+        assert float(mass) == pytest.approx(row.target_mass, abs=1e-6)
+        assert float(clean_mass) == pytest.approx(row.target_mass_unsteered, abs=1e-6)
+        assert row.degenerate == (float(mass) < 0.1 * float(clean_mass))
         np.testing.assert_allclose(row.relative_strength, row.multiplier, rtol=1e-5)
 
 
@@ -264,12 +277,20 @@ def test_ab_items_from_the_answer_and_fluency_against_hand_written_hooks():
         for ids, h in ((ids, assistant_header(tok)) for ids in encoded)
     ]
     for row in cal.table.itertuples():
-        effect = []
+        effect, mass, clean_mass, kl = [], [], [], []
         for (prompt, letter), ids, start in zip(items, encoded, starts):
             logits = steered_logits_by_hand(model, vec, row.layer, row.multiplier, ids, start)[-1]
-            pair = torch.softmax(logits[[single_target_id(tok, prompt, "A"), single_target_id(tok, prompt, "B")]], -1)
+            clean = steered_logits_by_hand(model, vec, row.layer, 0.0, ids, start)[-1]
+            letters = [single_target_id(tok, prompt, "A"), single_target_id(tok, prompt, "B")]
+            pair = torch.softmax(logits[letters], -1)
             effect.append(pair[0 if letter == "A" else 1].item())
+            mass.append(torch.softmax(logits, -1)[letters].sum().item())  # P(A) + P(B): what the ratio is taken of
+            clean_mass.append(torch.softmax(clean, -1)[letters].sum().item())
+            kl.append(kl_by_hand(torch.softmax(logits, -1)[None], torch.softmax(clean, -1)[None]).item())
         assert row.effect == pytest.approx(np.mean(effect), abs=1e-5)
+        assert row.target_mass == pytest.approx(np.mean(mass), abs=1e-6)
+        assert row.target_mass_unsteered == pytest.approx(np.mean(clean_mass), abs=1e-6)
+        assert row.kl_prompts == pytest.approx(np.mean(kl), abs=1e-5)
         increase = []
         for text in texts:
             ids = backend.encode(text)
@@ -290,3 +311,119 @@ def test_ab_items_from_the_answer_and_fluency_against_hand_written_hooks():
     assert cal.best is not None and (cal.table.nll_increase <= 10.0).all()
     with pytest.raises(InvalidArgumentError, match="fluency_texts"):
         calibrate(model, vec, items, "p_matching", chats, damage="fluency")
+
+
+def word_ids(model, words):
+    return [model.to_single_token(word) for word in words]
+
+
+def test_damage_columns_on_the_toy_model_against_hand_computation(toy, sentiment, absolute, share):
+    """kl_prompts, target_mass (all eight sentiment words) and its unsteered value, by vec.apply + forward."""
+    words = concept_words("sentiment")
+    ids = word_ids(toy, words["positive"] + words["negative"])
+    clean = next_token_probs(toy, PROMPTS)
+    table = absolute.table[absolute.table.source == "grid"]
+    assert np.allclose(table.target_mass_unsteered, float(clean[:, ids].sum(-1).mean()), atol=1e-6)
+    for _, row in table.sample(4, random_state=1).iterrows():
+        with sentiment.select_layers(int(row.layer)).apply(toy, multiplier=float(row.multiplier)):
+            steered = next_token_probs(toy, PROMPTS)
+        assert row.kl_prompts == pytest.approx(float(kl_by_hand(steered, clean).mean()), abs=1e-5)
+        assert row.target_mass == pytest.approx(float(steered[:, ids].sum(-1).mean()), abs=1e-6)
+        assert not row.degenerate  # the sentiment words keep their mass on the toy model
+    best = absolute.best
+    row = table[(table.layer == best.layer) & (table.multiplier == best.multiplier)].iloc[0]
+    assert (best.kl_prompts, best.target_mass, best.target_mass_unsteered) == pytest.approx(
+        (row.kl_prompts, row.target_mass, row.target_mass_unsteered)
+    )
+
+
+def test_a_degenerate_cell_is_never_chosen(toy, share):
+    """A large random direction at layer 2: at 256x the words lose > 90% of their mass while the share looks best."""
+    from helpers import random_vector
+
+    vec = random_vector(toy, (2,), seed=2, scale=1.0)
+    prompts, references = PROMPTS[:8], REFERENCES[:8]
+    mults = [1.0, 4.0, 16.0, 64.0, 256.0]
+    with pytest.warns(RuntimeWarning, match="1 of 5 cells are degenerate"):
+        cal = calibrate(toy, vec, prompts, share, references, max_kl=1e6, layers=[2], multipliers=mults)
+    words = concept_words("sentiment")
+    ids = word_ids(toy, words["positive"] + words["negative"])
+    clean_mass = float(next_token_probs(toy, prompts)[:, ids].sum(-1).mean())
+    flags = []
+    for m in mults:
+        with vec.apply(toy, multiplier=m):
+            mass = float(next_token_probs(toy, prompts)[:, ids].sum(-1).mean())
+        flags.append(mass < 0.1 * clean_mass)
+    assert cal.table.sort_values("multiplier").degenerate.tolist() == flags == [False, False, False, False, True]
+    broken = cal.table[cal.table.degenerate].iloc[0]
+    # Without the flag it would win: the largest share, within the (huge) budget.
+    assert broken.within_budget and broken.effect > cal.table[~cal.table.degenerate].effect.max()
+    assert cal.best.multiplier == 64.0 and not cal.table.pareto[cal.table.degenerate].any()
+
+
+def test_coarse_to_fine_chooses_the_exhaustive_cell_and_measures_it_on_every_prompt(toy, sentiment, share):
+    """README's calibrate example (48 sentiment prompts, 48 topic references, relative, target 0.9)."""
+    prompts, references = neutral_prompts("sentiment", "test"), neutral_prompts("topic", "test")
+    kwargs = {"max_kl": BUDGET, "relative": True, "target": 0.9}
+    exhaustive = calibrate(toy, sentiment, prompts, share, references, search="exhaustive", **kwargs)
+    fine = calibrate(toy, sentiment, prompts, share, references, **kwargs)
+    assert fine.search == "coarse-to-fine" and exhaustive.search == "exhaustive"
+    assert (fine.best.layer, fine.best.multiplier) == (exhaustive.best.layer, exhaustive.best.multiplier)
+    coarse = fine.table[fine.table.source == "coarse"]
+    assert sorted(coarse.layer.unique()) == [0, 1, 2, 3] and (coarse.n_prompts == 12).all()
+    assert fine.table[fine.table.source == "grid"].layer.nunique() == 3 < exhaustive.table.layer.nunique()
+    # The chosen cell, measured the plain way over all 48 prompts and all 48 references.
+    clean = next_token_probs(toy, references)
+    with sentiment.select_layers(fine.best.layer).apply(toy, multiplier=fine.best.absolute_multiplier):
+        effect = float(positive_mass(toy, prompts).mean())
+        kl = float(kl_by_hand(next_token_probs(toy, references), clean).mean())
+    assert effect == pytest.approx(fine.best.effect, abs=1e-4) and kl == pytest.approx(fine.best.kl, abs=1e-4)
+    # A screening row is what plain steering gives on its spread quarter of the prompts and references.
+    row = coarse.iloc[-1]
+    subset = [prompts[i * 48 // 12] for i in range(12)]
+    refs = [references[i * 48 // 12] for i in range(12)]
+    clean = next_token_probs(toy, refs)
+    with fine.vector.select_layers(int(row.layer)).apply(toy, multiplier=float(row.multiplier)):
+        assert float(positive_mass(toy, subset).mean()) == pytest.approx(row.effect, abs=1e-4)
+        assert float(kl_by_hand(next_token_probs(toy, refs), clean).mean()) == pytest.approx(row.kl, abs=1e-4)
+    with pytest.raises(InvalidArgumentError, match="search"):
+        calibrate(toy, sentiment, prompts[:2], share, references[:2], search="quick")
+
+
+def test_one_progress_bar_counts_every_cell_of_the_call(toy, sentiment, share, monkeypatch):
+    """Coarse stage, grid and bisection advance one bar whose total is the number of cells run."""
+    import steerlens.evaluation.calibration as calibration
+
+    bars, yielded = [], []
+    real_bar, real_iter = calibration.progress_bar, calibration.iter_steered_logits
+
+    def recording_bar(total, desc, show=None, unit="cell"):
+        bar = real_bar(total, desc, True, unit)  # shown, so it counts
+        bars.append((bar, show))
+        return bar
+
+    def counting_iter(*args, **kwargs):
+        for cell in real_iter(*args, **kwargs):
+            yielded.append(cell)
+            yield cell
+
+    monkeypatch.setattr(calibration, "progress_bar", recording_bar)
+    monkeypatch.setattr(calibration, "iter_steered_logits", counting_iter)
+    texts = ["I thought the film was good and the soup was warm .", "The trip was long ."]
+    cal = calibrate(
+        toy,
+        sentiment,
+        PROMPTS,
+        share,
+        REFERENCES,
+        max_kl=BUDGET,
+        relative=True,
+        target=0.9,
+        fluency_texts=texts,
+        bisect_steps=3,
+        batch_size=64,
+    )
+    assert len(bars) == 1 and bars[0][1] is None  # one bar, shown after a few seconds by default
+    bar = bars[0][0]
+    assert bar.total == bar.n == len(yielded) > 0
+    assert {"coarse", "grid", "bisect"} <= set(cal.table.source)
