@@ -361,3 +361,40 @@ def test_the_reply_stops_at_the_end_of_turn_token_on_a_hugging_face_model():
         model.lm_head.weight[eos] = model.lm_head.weight[token] * (1 + 1e-4)
     text = generate_text(model, ids, max_new_tokens=REPLY_NEW, tokenizer=tok)
     check_stops_at_eos(hf_logits(model), ids, eos, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs HookedBackend.generate to pass eos_token_id=end_of_turn_ids(self.tokenizer) or None "
+    "(steerlens/backends/hooked.py, not this branch's file); drop this marker when wired",
+)
+def test_the_reply_stops_at_a_template_end_of_turn_token_that_is_not_the_eos_on_a_hooked_transformer():
+    """Gemma-like: the template ends a turn with <end_of_turn>, not the EOS; TransformerLens stops at the EOS only."""
+    import warnings
+
+    from tokens.test_turns import GEMMA_LIKE
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AddedToken
+
+    from steerlens.evaluation.generation import generate_text
+    from steerlens.tokens.turns import end_of_turn_ids
+
+    tok = metaspace_tokenizer()
+    tok.add_tokens([AddedToken("<end_of_turn>", special=True)], special_tokens=True)
+    tok.chat_template = GEMMA_LIKE
+    turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn_ids(tok) == [tok.eos_token_id, turn]
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=len(tok), act_fn="gelu", seed=1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = HookedTransformer(cfg).eval()
+    model.tokenizer = tok  # set after construction: TransformerLens would reload it from its name
+    ids = template_ids(tok, chat_of(tok, "Do you like cats"))
+    token, k = eos_at_a_new_token(tl_logits(model), ids, turn)
+    with torch.no_grad():
+        model.unembed.W_U[:, turn] = model.unembed.W_U[:, token]
+        model.unembed.b_U[turn] = model.unembed.b_U[token] + 1e-3
+    text = generate_text(model, ids, max_new_tokens=REPLY_NEW)
+    check_stops_at_eos(tl_logits(model), ids, turn, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
