@@ -14,8 +14,11 @@ prompt is never in the text, and neither is the EOS (SmolLM2's ``<|im_end|>``) n
 anything after it. The end of the turn is the model's EOS: the tokenizer's
 ``eos_token_id`` on a HookedTransformer or TransformerBridge (TransformerLens'
 ``stop_at_eos``), the generation config's ``eos_token_id`` (one id or several) on a
-Hugging Face model. Decoded alone, a reply whose first token carries a SentencePiece
-word mark (``▁Sure``) reads without the leading space, as Hugging Face's pipelines do.
+Hugging Face model. A template that ends a turn with another token (Gemma's
+``<end_of_turn>``) stops there only where that config lists it, not yet on a
+HookedTransformer (``steerlens.tokens.turns.end_of_turn_ids`` finds that token).
+Decoded alone, a reply whose first token carries a SentencePiece word mark
+(``▁Sure``) reads without the leading space, as Hugging Face's pipelines do.
 
 Why not ``model.generate(prompt)[len(prompt):]``: that is TransformerLens' behaviour,
 not the tokenizer's or steerlens'. ``HookedTransformer.generate`` (and the
