@@ -5,6 +5,33 @@ tokenization policy (:class:`~steerlens.tokens.TokenPolicy`) with ``prepend_bos`
 :func:`generate_grid` generates over prompts × layers × multipliers in one call, with
 each text's fluency under the unsteered model beside it (the damage of the effect).
 
+What every helper here returns is the reply alone: the prompt is encoded once (one
+BOS; none added in front of a chat string whose template wrote its own), the model's
+own ``generate`` runs from those token ids (greedy, or sampled with ``seed``) until the
+end of the turn or ``max_new_tokens``, and only the new token ids are decoded, with
+``skip_special_tokens=True``. No string is ever sliced by the prompt's length, the
+prompt is never in the text, and neither is the EOS (SmolLM2's ``<|im_end|>``) nor
+anything after it. The end of the turn is the model's EOS: the tokenizer's
+``eos_token_id`` on a HookedTransformer or TransformerBridge (TransformerLens'
+``stop_at_eos``), the generation config's ``eos_token_id`` (one id or several) on a
+Hugging Face model. A template that ends a turn with another token (Gemma's
+``<end_of_turn>``) stops there only where that config lists it, not yet on a
+HookedTransformer (``steerlens.tokens.turns.end_of_turn_ids`` finds that token).
+Decoded alone, a reply whose first token carries a SentencePiece word mark
+(``▁Sure``) reads without the leading space, as Hugging Face's pipelines do.
+
+Why not ``model.generate(prompt)[len(prompt):]``: that is TransformerLens' behaviour,
+not the tokenizer's or steerlens'. ``HookedTransformer.generate`` (and the
+``TransformerBridge``'s) given a string returns prompt and reply decoded together with
+``skip_special_tokens=True``, so a chat prompt comes back without its
+``<|im_start|>``/``<|im_end|>`` markers, shorter than the prompt string, and slicing by
+the prompt's length cuts into the reply. To get the reply yourself, generate from
+tokens and slice tokens (``prepend_bos=False``: the template wrote the BOS)::
+
+    tokens = model.to_tokens(chat, prepend_bos=False)
+    out = model.generate(tokens, max_new_tokens=40, do_sample=False, verbose=False)
+    reply = model.tokenizer.decode(out[0, tokens.shape[1] :], skip_special_tokens=True)
+
 Scoring fixed choices under steering (saklas' ``score_choices``) needs no function of
 its own: :func:`~steerlens.evaluation.continuation_logprob` scores each choice as a
 whole continuation, steered and unsteered, with one prompt repeated per choice::
@@ -50,10 +77,18 @@ def generate_text(
     *,
     prepend_bos: bool | None = None,
 ) -> str:
-    """Greedy (``seed=None``) or seeded sampled continuation of ``prompt``, without the prompt.
+    """The model's reply to ``prompt``: greedy (``seed=None``) or sampled with ``seed`` set first.
+
+    ``prompt`` is a string (a chat-template string too) or token ids. Returns the new
+    token ids only, decoded with ``skip_special_tokens=True``: never the prompt, and
+    nothing from the end-of-turn token (the model's EOS, included) on; at most
+    ``max_new_tokens`` tokens. Unlike TransformerLens' ``model.generate(text)``, whose
+    string drops the prompt's special tokens (see the module docstring), the result
+    needs no slicing.
 
     Example:
-        >>> generate_text(model, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        >>> chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        >>> generate_text(model, chat, max_new_tokens=40)  # the assistant's reply, no <|im_end|>
     """
     backend = backend_for(model, tokenizer)
     backend.check_tokenizer()
@@ -71,7 +106,11 @@ def steered_and_unsteered(
     *,
     prepend_bos: bool | None = None,
 ) -> tuple[str, str]:
-    """``(steered, unsteered)`` continuations of ``prompt``, same decoding settings and tokens.
+    """``(steered, unsteered)`` replies to ``prompt``, same decoding settings and tokens.
+
+    Each is :func:`generate_text`'s reply (the new tokens decoded with
+    ``skip_special_tokens=True``, up to the end-of-turn token, prompt never included),
+    the first inside ``vector.apply(model, multiplier=multiplier)``.
 
     Example:
         >>> steered, plain = steered_and_unsteered(model, vec, "The film was", multiplier=6)
@@ -125,6 +164,10 @@ def generate_grid(
     ``metric`` (e.g. ``"kl"``, ``prob_mass(" great")``) adds the sweep's next-token
     columns at the prompt for the same cells (the metric, ``kl`` and a token metric's
     ``target_mass`` columns, see :func:`~steerlens.evaluation.sweep.sweep_layers`).
+
+    Each ``text`` and ``unsteered_text`` is the reply alone, as :func:`generate_text`
+    returns it: the new tokens decoded with ``skip_special_tokens=True``, ending before
+    the end-of-turn token, prompt never included (chat prompts need no slicing).
 
     Returns one row per prompt × layer × multiplier (in that order, layers and
     multipliers as given) with columns ``prompt_index, prompt, layer, multiplier,

@@ -181,3 +181,220 @@ def test_choice_scoring_recipe_is_the_hand_sum_of_log_probs(tl_model):
             assert math.isclose(table.loc[choice, m], by_hand[choice], rel_tol=1e-4)
         total = sum(math.exp(v) for v in by_hand.values())
         assert math.isclose(shares.loc[" great", m], math.exp(by_hand[" great"]) / total, rel_tol=1e-4)
+
+
+# -- the reply to a chat prompt: the new token ids decoded, on both routes ---------------------------------------------
+
+REPLY_NEW = 8
+
+
+def chat_of(tok, user: str = "I love it") -> str:
+    """A generation prompt in the tokenizer's own chat template: it holds special tokens (turn markers, BOS)."""
+    return tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+
+
+def template_ids(tok, chat: str) -> list[int]:
+    """The chat string's ids as its template wrote it (the template holds the BOS text: no second BOS)."""
+    return tok(chat, add_special_tokens=False)["input_ids"]
+
+
+def greedy_ids(logits_of, ids: list[int], new: int) -> list[int]:
+    """The independent reference: one full forward per new token, no KV cache, no stopping; the new ids only."""
+    out = list(ids)
+    for _ in range(new):
+        out.append(int(logits_of(out)[-1].argmax()))
+    return out[len(ids) :]
+
+
+def tl_logits(model):
+    def logits_of(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids]))[0]
+
+    return logits_of
+
+
+def hf_logits(model):
+    def logits_of(ids):
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0]
+
+    return logits_of
+
+
+@pytest.fixture(scope="module")
+def tl_chat():
+    from helpers import make_chat_model
+
+    return make_chat_model(n_layers=3, seed=1)
+
+
+def test_transformer_lens_string_generate_drops_the_prompts_special_tokens(tl_chat):
+    """Whose behaviour: TransformerLens' ``generate(str)`` decodes prompt + reply with ``skip_special_tokens=True``.
+
+    The chat prompt's turn markers are gone from its output, so slicing that output by
+    ``len(prompt)`` cuts into (here: past) the reply; steerlens' helpers return the reply itself.
+    """
+    from steerlens.evaluation.generation import generate_text
+
+    model, tok = tl_chat, tl_chat.tokenizer
+    chat = chat_of(tok)
+    assert tok.bos_token in chat and chat.startswith(tok.bos_token)
+    tokens = model.to_tokens(chat)
+    out = model.generate(chat, max_new_tokens=REPLY_NEW, do_sample=False, verbose=False)
+    by_ids = model.generate(tokens, max_new_tokens=REPLY_NEW, do_sample=False, verbose=False)
+    assert out == tok.decode(by_ids[0], skip_special_tokens=True)  # TransformerLens' own decode of prompt + reply
+    assert not out.startswith(chat) and len(out) < len(chat) + len(tok.decode(by_ids[0, tokens.shape[1] :]))
+    reply = generate_text(model, template_ids(tok, chat), max_new_tokens=REPLY_NEW)
+    assert reply and out[len(chat) :] != reply
+
+
+def test_chat_reply_is_the_new_ids_decoded_on_a_hooked_transformer(tl_chat):
+    """generate_text / steered_and_unsteered / generate_grid on a chat string: TL's own generate of its ids, sliced by ids."""
+    from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+
+    model, tok = tl_chat, tl_chat.tokenizer
+    chat = chat_of(tok)
+    ids = template_ids(tok, chat)
+    assert tok.bos_token_id in ids[1:]  # a special token inside the prompt, not only at its start
+    vec = random_vector(model, (1,), scale=4.0, seed=11)
+
+    def reply(steer: float) -> str:
+        tokens = torch.tensor([ids])
+        if steer:
+            with vec.apply(model, multiplier=steer):
+                out = model.generate(tokens, max_new_tokens=REPLY_NEW, do_sample=False, verbose=False)
+        else:
+            out = model.generate(tokens, max_new_tokens=REPLY_NEW, do_sample=False, verbose=False)
+        return tok.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+    plain, steered = reply(0.0), reply(3.0)
+    assert plain and steered != plain
+    assert generate_text(model, chat, max_new_tokens=REPLY_NEW) == plain
+    assert generate_text(model, ids, max_new_tokens=REPLY_NEW) == plain
+    assert steered_and_unsteered(model, vec, chat, multiplier=3.0, max_new_tokens=REPLY_NEW) == (steered, plain)
+    df = generate_grid(model, vec, [chat], [1], [3.0], max_new_tokens=REPLY_NEW, fluency=False)
+    assert (df["text"][0], df["unsteered_text"][0]) == (steered, plain)
+
+
+def test_chat_reply_is_the_new_ids_decoded_on_a_hugging_face_model(hf):
+    """The same on the Hugging Face route, with a Llama-2-like template (``<s>`` and ``</s>`` inside the prompt)."""
+    from steerlens.evaluation.generation import generate_text, steered_and_unsteered
+
+    model, tok = hf
+    chat = tok.apply_chat_template(
+        [
+            {"role": "user", "content": "Do you like cats"},
+            {"role": "assistant", "content": "Yes I love it"},
+            {"role": "user", "content": "the film was good"},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = template_ids(tok, chat)
+    assert ids[0] == tok.bos_token_id and tok.eos_token_id in ids
+    vec = random_vector(32, (1,), scale=4.0, seed=12)
+
+    def reply(steer: float) -> str:
+        tokens = torch.tensor([ids])
+        kwargs = {"attention_mask": torch.ones_like(tokens), "max_new_tokens": REPLY_NEW, "do_sample": False}
+        if steer:
+            with vec.apply(model, multiplier=steer):
+                out = model.generate(tokens, pad_token_id=3, **kwargs)
+        else:
+            out = model.generate(tokens, pad_token_id=3, **kwargs)
+        return tok.decode(out[0, len(ids) :], skip_special_tokens=True)
+
+    plain, steered = reply(0.0), reply(3.0)
+    assert plain and steered != plain
+    assert generate_text(model, chat, max_new_tokens=REPLY_NEW, tokenizer=tok) == plain
+    assert generate_text(model, ids, max_new_tokens=REPLY_NEW, tokenizer=tok) == plain
+    assert steered_and_unsteered(model, vec, chat, 3.0, REPLY_NEW, tokenizer=tok) == (steered, plain)
+    df = generate_grid(model, vec, [chat], [1], [3.0], max_new_tokens=REPLY_NEW, tokenizer=tok, fluency=False)
+    assert (df["text"][0], df["unsteered_text"][0]) == (steered, plain)
+
+
+def eos_at_a_new_token(logits_of, ids: list[int], eos: int) -> tuple[int, int]:
+    """``(t, k)``: the first greedy new token ``t`` at step ``k >= 2`` not generated before (and not the EOS)."""
+    new = greedy_ids(logits_of, ids, REPLY_NEW)
+    assert eos not in new
+    k = next(k for k in range(2, REPLY_NEW - 2) if new[k] not in new[:k])
+    return new[k], k
+
+
+def check_stops_at_eos(logits_of, ids: list[int], eos: int, k: int, decode, text: str) -> None:
+    """The reply is the greedy ids before the first EOS, and the model had more to say after it."""
+    new = greedy_ids(logits_of, ids, REPLY_NEW)
+    assert new.index(eos) == k and len(new) > k + 1
+    assert text == decode(new[:k]) and text != decode([t for t in new if t != eos])
+
+
+def test_the_reply_stops_at_the_end_of_turn_token_on_a_hooked_transformer():
+    """The EOS's unembedding is made a copy of a token the model says at step k (a nudge above it): the reply ends there."""
+    from helpers import make_chat_model
+
+    from steerlens.evaluation.generation import generate_text
+
+    model = make_chat_model(n_layers=3, seed=1)
+    tok = model.tokenizer
+    ids = template_ids(tok, chat_of(tok))
+    eos = tok.eos_token_id
+    token, k = eos_at_a_new_token(tl_logits(model), ids, eos)
+    with torch.no_grad():
+        model.unembed.W_U[:, eos] = model.unembed.W_U[:, token]
+        model.unembed.b_U[eos] = model.unembed.b_U[token] + 1e-3
+    text = generate_text(model, ids, max_new_tokens=REPLY_NEW)
+    check_stops_at_eos(tl_logits(model), ids, eos, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
+
+
+def test_the_reply_stops_at_the_end_of_turn_token_on_a_hugging_face_model():
+    """The same on the Hugging Face route (the model's generation config names ``</s>``)."""
+    from steerlens.evaluation.generation import generate_text
+
+    tok = metaspace_tokenizer()
+    model = llama_model(tok, n_layers=3, seed=1)
+    ids = template_ids(tok, chat_of(tok, "Do you like cats"))
+    eos = tok.eos_token_id
+    assert model.generation_config.eos_token_id == eos
+    token, k = eos_at_a_new_token(hf_logits(model), ids, eos)
+    with torch.no_grad():
+        model.lm_head.weight[eos] = model.lm_head.weight[token] * (1 + 1e-4)
+    text = generate_text(model, ids, max_new_tokens=REPLY_NEW, tokenizer=tok)
+    check_stops_at_eos(hf_logits(model), ids, eos, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs HookedBackend.generate to pass eos_token_id=end_of_turn_ids(self.tokenizer) or None "
+    "(steerlens/backends/hooked.py, not this branch's file); drop this marker when wired",
+)
+def test_the_reply_stops_at_a_template_end_of_turn_token_that_is_not_the_eos_on_a_hooked_transformer():
+    """Gemma-like: the template ends a turn with <end_of_turn>, not the EOS; TransformerLens stops at the EOS only."""
+    import warnings
+
+    from tokens.test_turns import GEMMA_LIKE
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import AddedToken
+
+    from steerlens.evaluation.generation import generate_text
+    from steerlens.tokens.turns import end_of_turn_ids
+
+    tok = metaspace_tokenizer()
+    tok.add_tokens([AddedToken("<end_of_turn>", special=True)], special_tokens=True)
+    tok.chat_template = GEMMA_LIKE
+    turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    assert end_of_turn_ids(tok) == [tok.eos_token_id, turn]
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, d_head=8, n_heads=4, d_mlp=64, n_ctx=64, d_vocab=len(tok), act_fn="gelu", seed=1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = HookedTransformer(cfg).eval()
+    model.tokenizer = tok  # set after construction: TransformerLens would reload it from its name
+    ids = template_ids(tok, chat_of(tok, "Do you like cats"))
+    token, k = eos_at_a_new_token(tl_logits(model), ids, turn)
+    with torch.no_grad():
+        model.unembed.W_U[:, turn] = model.unembed.W_U[:, token]
+        model.unembed.b_U[turn] = model.unembed.b_U[token] + 1e-3
+    text = generate_text(model, ids, max_new_tokens=REPLY_NEW)
+    check_stops_at_eos(tl_logits(model), ids, turn, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
