@@ -21,6 +21,7 @@ NAMES = [
     "05_which_layer_how_strong.ipynb",
     "06_caa_on_a_real_model.ipynb",
     "07_vectors_and_features.ipynb",
+    "08_from_pairs_to_a_layer_and_strength.ipynb",
     "09_why_a_vector_steers.ipynb",
 ]
 CELL_TIMEOUT = 180  # seconds, per cell

@@ -27,6 +27,7 @@ from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec, claim_steering
 from steerlens.layers import hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
+from steerlens.tokens.turns import end_of_turn_ids
 
 # Block at which a sweep resumes, relative to the steered layer.
 _RESUME_OFFSET = {"resid_pre": 0, "resid_post": 1}
@@ -341,6 +342,7 @@ class HookedBackend:
             do_sample=seed is not None,
             verbose=False,
             stop_at_eos=True,
+            eos_token_id=end_of_turn_ids(self.tokenizer) or None,  # also a chat template's own end of turn
             use_past_kv_cache=self.use_kv_cache,
         )
         # As the Hugging Face route decodes: without special tokens (a chat model's <|im_end|>).

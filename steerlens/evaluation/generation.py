@@ -11,12 +11,12 @@ own ``generate`` runs from those token ids (greedy, or sampled with ``seed``) un
 end of the turn or ``max_new_tokens``, and only the new token ids are decoded, with
 ``skip_special_tokens=True``. No string is ever sliced by the prompt's length, the
 prompt is never in the text, and neither is the EOS (SmolLM2's ``<|im_end|>``) nor
-anything after it. The end of the turn is the model's EOS: the tokenizer's
-``eos_token_id`` on a HookedTransformer or TransformerBridge (TransformerLens'
-``stop_at_eos``), the generation config's ``eos_token_id`` (one id or several) on a
-Hugging Face model. A template that ends a turn with another token (Gemma's
-``<end_of_turn>``) stops there only where that config lists it, not yet on a
-HookedTransformer (``steerlens.tokens.turns.end_of_turn_ids`` finds that token).
+anything after it. The end of the turn is the model's EOS: on a HookedTransformer or
+TransformerBridge the tokenizer's ``eos_token_id`` and the token a chat template writes
+after an assistant message (Gemma's ``<end_of_turn>``, found by
+``steerlens.tokens.turns.end_of_turn_ids``); on a Hugging Face model the generation
+config's ``eos_token_id`` (one id or several), where a template's other end-of-turn
+token stops the reply only if that config lists it.
 Decoded alone, a reply whose first token carries a SentencePiece word mark
 (``▁Sure``) reads without the leading space, as Hugging Face's pipelines do.
 

@@ -363,11 +363,6 @@ def test_the_reply_stops_at_the_end_of_turn_token_on_a_hugging_face_model():
     check_stops_at_eos(hf_logits(model), ids, eos, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs HookedBackend.generate to pass eos_token_id=end_of_turn_ids(self.tokenizer) or None "
-    "(steerlens/backends/hooked.py, not this branch's file); drop this marker when wired",
-)
 def test_the_reply_stops_at_a_template_end_of_turn_token_that_is_not_the_eos_on_a_hooked_transformer():
     """Gemma-like: the template ends a turn with <end_of_turn>, not the EOS; TransformerLens stops at the EOS only."""
     import warnings
