@@ -1143,7 +1143,7 @@ plot_sweep_heatmap(sweep, title="French share by layer and strength (hatched: de
 ## How strong: calibrate under a damage budget
 
 `calibrate` looks for the strongest effect whose damage stays within budget. The damage here is fluency: how
-much the mean negative log-likelihood per token of ordinary English chat replies grows under steering (a
+much the mean negative log-likelihood per token of ordinary English sentences grows under steering (a
 French-speaking model *should* pay some of it, so the budget is generous). The search is coarse-to-fine: all
 layers on a quarter of the prompts at two strengths, then the full grid and bisection on the best few layers,
 and the chosen cell re-measured on every prompt.""",
@@ -1151,7 +1151,7 @@ and the chosen cell re-measured on every prompt.""",
         (
             "code",
             """\
-texts = [chat_prompt(tokenizer, user) + en for user, en, _ in DIALOGUES[:8]]
+texts = [en for _, en, _ in DIALOGUES[:8]]  # plain English sentences: what steering towards French costs
 cal = calibrate(model, vec, prompts, french, prompts, max_kl=1.0, layers=LAYERS, relative=True,
                 multipliers=[0.1, 0.2, 0.3, 0.4], norm_prompts=neutral_chat_prompts(tokenizer)[:8],
                 fluency_texts=texts, damage="fluency", tokenizer=tokenizer)
