@@ -69,7 +69,8 @@ def main() -> None:
         seconds = time.perf_counter() - start
         b = cal.best
         sources = cal.table["source"].value_counts().to_dict()
-        print(f"{search}: {seconds:.1f} s, cells {sources}")
+        grid_layers = sorted(cal.table.loc[cal.table["source"] == "grid", "layer"].unique().tolist())
+        print(f"{search}: {seconds:.1f} s, cells {sources}, full grid on layers {grid_layers}")
         if b is None:
             print("  no cell within the budget")
         else:
