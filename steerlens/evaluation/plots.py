@@ -233,7 +233,8 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
 
     The Pareto front (cells no other cell beats on both effect and KL) is joined by a
     line, the KL budget is a dashed vertical line, the chosen cell a star, the
-    unsteered effect and any target dotted horizontal lines. ``log_kl`` puts KL on a
+    unsteered effect and any target dotted horizontal lines; degenerate cells (never
+    chosen) are crossed out in red. ``log_kl`` puts KL on a
     log scale (default: when it spans more than two decades).
 
     Example:
@@ -264,6 +265,12 @@ def plot_calibration(table: pd.DataFrame, *, title: str | None = None, log_kl: b
         zorder=1,
     )
     ax.scatter(front[x], front["effect"], s=60, facecolors="none", edgecolors="black", zorder=3)
+    if "degenerate" in table.columns and table["degenerate"].any():  # never chosen: a broken model's effect
+        bad = table[table["degenerate"].astype(bool)]
+        ax.scatter(
+            bad[x], bad["effect"], marker="x", s=90, linewidths=2, color="#d9534f", zorder=4, label=DEGENERATE_LABEL
+        )
+        ax.collections[-1].set_gid("degenerate")
     if attrs.get("max_kl") is not None:
         ax.axvline(attrs["max_kl"], color="#d9534f", linestyle="--", linewidth=1, label=f"budget {attrs['max_kl']:g}")
     if attrs.get("baseline") is not None:

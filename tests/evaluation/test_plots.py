@@ -194,3 +194,25 @@ def test_a_real_sweep_with_a_broken_cell_is_marked():
         if frame.set_index(["layer", "multiplier"]).degenerate[layer, m]
     }
     assert expected and hatched_cells(plot_sweep_heatmap(frame)) == expected
+
+
+def test_calibration_plot_crosses_out_exactly_the_degenerate_cells():
+    """A hand-built calibration table: the red crosses sit on the flagged rows and nowhere else."""
+    from steerlens.evaluation import plot_calibration
+
+    table = pd.DataFrame(
+        {
+            "layer": [1, 1, 2, 2],
+            "multiplier": [0.1, 0.5, 0.1, 0.5],
+            "effect": [0.6, 0.99, 0.7, 0.98],
+            "kl": [0.05, 0.9, 0.08, 1.2],
+            "pareto": [True, False, True, False],
+            "degenerate": [False, True, False, True],
+        }
+    )
+    table.attrs.update({"max_kl": 0.5, "baseline": 0.5, "damage": "kl"})
+    ax = plot_calibration(table).axes[0]
+    (marks,) = [c for c in ax.collections if c.get_gid() == "degenerate"]
+    assert sorted(map(tuple, marks.get_offsets().tolist())) == [(0.9, 0.99), (1.2, 0.98)]
+    clean = plot_calibration(table.assign(degenerate=False)).axes[0]
+    assert not [c for c in clean.collections if c.get_gid() == "degenerate"]
