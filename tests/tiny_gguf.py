@@ -112,6 +112,10 @@ def write_llama_gguf(model: tf.LlamaForCausalLM, path: Path) -> Path:
 
 # -- any architecture transformers reads from GGUF -------------------------------------------
 
+# A sentencepiece vocabulary (llama.cpp's "llama" tokenizer model), as Gemma files carry: "▁" is the space.
+SP_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>", "<mask>", "▁", *"abcdefghijklmnopqrstuvwxyz", "ab", "▁a", "▁ab"]
+SP_TOKENS += [f"v{i}" for i in range(VOCAB - len(SP_TOKENS))]
+
 # Hugging Face model_type -> llama.cpp architecture name
 GGUF_ARCH = {
     "llama": "llama",
@@ -175,6 +179,9 @@ def write_gguf(
 
     cfg = model.config
     arch = GGUF_ARCH[cfg.model_type]
+    sentencepiece = arch.startswith("gemma") and tokens is None  # Gemma's own tokenizer class reads these only
+    if sentencepiece:
+        tokens, merges = SP_TOKENS, []
     tokens, merges = tokens or TOKENS, merges if merges is not None else MERGES
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name(f"tiny-{arch}")
@@ -194,11 +201,15 @@ def write_gguf(
         writer.add_sliding_window(cfg.sliding_window)
     writer.add_vocab_size(cfg.vocab_size)
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
-    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_model("llama" if sentencepiece else "gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_types([gguf.TokenType.CONTROL] * 3 + [gguf.TokenType.NORMAL] * (len(tokens) - 3))
-    writer.add_token_merges(merges)
+    if sentencepiece:
+        writer.add_token_scores([-float(i) for i in range(len(tokens))])
+        writer.add_unk_token_id(3)
+    else:
+        writer.add_token_merges(merges)
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
     writer.add_pad_token_id(0)
