@@ -19,6 +19,7 @@ busy machine compare the figures of one run with each other, not with another ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -69,13 +70,18 @@ from transformers.models.llama import modeling_llama
 """
 
 
-def run_stage(code: str, cache: str) -> float:
-    """Seconds the stage's timed part took, in a fresh interpreter using ``cache``."""
+def run_stage(code: str, cache: str) -> tuple[float, str]:
+    """Seconds the stage's timed part took, in a fresh interpreter using ``cache``, and the steerlens it imported."""
     script = PRELUDE + textwrap.dedent(code)
-    script += "\nprint(json.dumps(time.perf_counter() - start))\n"
+    script += "\nimport steerlens\nprint(json.dumps([time.perf_counter() - start, steerlens.__file__]))\n"
     env = {**os.environ, "STEERLENS_CACHE": cache, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    # cwd: the cache, so that ``python -c`` (which puts the working directory first on sys.path) imports
+    # the steerlens PYTHONPATH names, not a checkout the benchmark happens to be started from.
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=cache, capture_output=True, text=True, check=True
+    )
+    seconds, where = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(seconds), str(where)
 
 
 def main() -> None:
@@ -87,8 +93,10 @@ def main() -> None:
         results = {}
         for name, code in STAGES.items():
             runs = args.repeat if name.startswith("second") else 1
-            results[name] = min(run_stage(code, cache) for _ in range(runs))
+            timed = [run_stage(code, cache) for _ in range(runs)]
+            results[name] = min(seconds for seconds, _ in timed)
             print(f"{name:52s} {results[name]:7.2f} s", flush=True)
+        print(f"steerlens: {timed[0][1]}")
         floor = results["gguf alone (GGUFReader + dequantize)"]
         first = results["first load_hf_model (de-quantize + cache)"]
         print(f"first load / gguf alone: {first / floor:.1f}x (load average {os.getloadavg()[0]:.1f})")
