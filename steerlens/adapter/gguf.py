@@ -1,9 +1,12 @@
 """GGUF checkpoints (llama.cpp's format) as ordinary float checkpoint folders, de-quantized once and cached.
 
 transformers reads a GGUF file de-quantized to float (``from_pretrained(folder,
-gguf_file=name)``, ~25 s for a 135M model) but refuses ``save_pretrained`` on the
-result, so the model is rebuilt from its config and state dict and saved under a cache
-folder keyed by the file's hash; later loads read that folder (a few seconds).
+gguf_file=name)``) but refuses ``save_pretrained`` on the result, so the model is rebuilt
+from its config and state dict (without random initialisation) and saved under a cache
+folder keyed by the file's hash; later loads read that folder. The file's metadata is read
+once, quickly, for the whole de-quantization (``_gguf_fast``): on SmolLM2 a first load took
+1.5x the ``gguf`` library's own read-and-de-quantize, against 4.6x before
+(``benchmarks/bench_gguf_load.py``, side by side on a busy machine).
 
 Real models that ship inside a Python package are known by a short name
 (:data:`PACKAGED_MODELS`), e.g. ``"smollm2-135m-instruct"``.
