@@ -88,6 +88,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_real_model.py
 	$(BIN)/python benchmarks/bench_calibrate.py
 	$(BIN)/python benchmarks/bench_startup.py
+	$(BIN)/python benchmarks/bench_gguf_load.py
 	# Builds steering-vectors 0.12.2 in its own venv once (about 4 min; it needs transformers<5).
 	$(BIN)/python benchmarks/bench_training_vs_steering_vectors.py
 	$(BIN)/python benchmarks/bench_training_vs_steering_vectors.py --model smollm2-135m-instruct

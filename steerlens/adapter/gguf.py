@@ -1,9 +1,12 @@
 """GGUF checkpoints (llama.cpp's format) as ordinary float checkpoint folders, de-quantized once and cached.
 
 transformers reads a GGUF file de-quantized to float (``from_pretrained(folder,
-gguf_file=name)``, ~25 s for a 135M model) but refuses ``save_pretrained`` on the
-result, so the model is rebuilt from its config and state dict and saved under a cache
-folder keyed by the file's hash; later loads read that folder (a few seconds).
+gguf_file=name)``) but refuses ``save_pretrained`` on the result, so the model is rebuilt
+from its config and state dict (without random initialisation) and saved under a cache
+folder keyed by the file's hash; later loads read that folder. The file's metadata is read
+once, quickly, for the whole de-quantization (``_gguf_fast``): on SmolLM2 a first load took
+1.5x the ``gguf`` library's own read-and-de-quantize, against 4.6x before
+(``benchmarks/bench_gguf_load.py``, side by side on a busy machine).
 
 Real models that ship inside a Python package are known by a short name
 (:data:`PACKAGED_MODELS`), e.g. ``"smollm2-135m-instruct"``.
@@ -18,6 +21,14 @@ loss) leaves its staging folder behind; the next load removes such folders
 (:func:`clean_stale_staging`): those of this host (and pid namespace) whose process is gone,
 those of another host or container (sharing the cache over a network disk or a volume)
 untouched for a day.
+
+A cache folder is complete when its manifest (:data:`MANIFEST`, written last, before the
+rename) lists every file with its size and the files have those sizes; a folder that is
+not (a file deleted or cut short, or a folder from a release without manifests) is moved
+aside and rebuilt (:func:`cache_is_complete`). A file's content hash, which names its folder,
+is remembered per (path, size, modification time, inode) so later loads do not re-read the
+file (:func:`cached_digest`). The HookedTransformer route keeps its converted state dict in
+the same folder (``steerlens.adapter.weights``), so both routes read one cache.
 """
 
 from __future__ import annotations
@@ -105,16 +116,127 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def cached_digest(path: Path) -> str:
+    """:func:`file_digest` of ``path``, remembered under the cache per (real path, size, mtime, inode).
+
+    Hashing SmolLM2's 100 MB file costs a few tenths of a second per load; a file rewritten
+    in place changes its modification time (or size, or inode), so its hash is taken again.
+
+    Example:
+        >>> cached_digest(gguf_path("smollm2-135m-instruct"))[:16]
+        'b179c9523d0e6a0f'
+    """
+    stat = path.stat()
+    identity = f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    memo = cache_root() / "digests" / hashlib.sha256(identity.encode()).hexdigest()[:32]
+    try:
+        known = memo.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{64}", known):
+            return known
+    except OSError:
+        pass
+    digest = file_digest(path)
+    _write_atomically(memo, digest.encode())
+    return digest
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write ``target`` through a temporary file renamed into place; a failure leaves no file (best effort)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, target)
+    except OSError:  # a read-only cache only costs the next load a hash
+        pass
+
+
 def _cache_prefix(path: Path) -> str:
     """The start of a GGUF file's cache folder names: its stem and content hash (the dtype follows)."""
-    return f"{path.stem}-{file_digest(path)[:16]}-"
+    return f"{path.stem}-{cached_digest(path)[:16]}-"
 
 
-def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
+MANIFEST = "steerlens-cache.json"
+"""The file a complete cache folder lists its files and sizes in (written last, before the rename)."""
+_CACHE_FORMAT = 1
+_ADDED_LATER = "hooked_"  # files a loader adds to a complete folder (and checks itself): not in the manifest
+
+
+def write_manifest(folder: Path) -> None:
+    """List every file of ``folder`` with its size in :data:`MANIFEST` (the last file written)."""
+    import json
+
+    files = {
+        entry.name: entry.stat().st_size
+        for entry in sorted(folder.iterdir())
+        if entry.is_file() and not entry.name.startswith((".", _ADDED_LATER)) and entry.name != MANIFEST
+    }
+    _write_atomically(folder / MANIFEST, json.dumps({"format": _CACHE_FORMAT, "files": files}, indent=1).encode())
+
+
+def cache_is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds a whole cached checkpoint: its manifest, and every file it lists at its size.
+
+    A stat per file, no reading: a folder cut short by a full disk, a file deleted by hand
+    or a folder from a release without manifests is incomplete and is rebuilt.
+
+    Example:
+        >>> cache_is_complete(gguf_checkpoint("smollm2-135m-instruct"))
+        True
+    """
+    import json
+
+    if not (folder / MANIFEST).exists() and _whole_legacy_folder(folder):
+        write_manifest(folder)  # a folder of a release before manifests, checked whole: adopted as it is
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        files = manifest["files"]
+        if manifest.get("format") != _CACHE_FORMAT or "config.json" not in files:
+            return False
+        return all((folder / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _whole_legacy_folder(folder: Path) -> bool:
+    """A folder without manifest whose config parses and whose safetensors files are as long as their headers say."""
+    import json
+
+    try:
+        json.loads((folder / "config.json").read_text())
+        weights = [file for file in sorted(folder.glob("*.safetensors")) if not file.name.startswith(_ADDED_LATER)]
+        if not weights or not (folder / "tokenizer_config.json").is_file():
+            return False
+        for file in weights:
+            with open(file, "rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                header = json.loads(handle.read(length))
+            end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+            if 8 + length + end != file.stat().st_size:
+                return False
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
+    return True
+
+
+def discard_cache_folder(folder: Path) -> None:
+    """Remove a damaged cache folder: renamed aside first (atomic), so no reader sees it half removed."""
+    aside = folder.parent / f"{_staging_prefix(folder.name)}discarded"
+    try:
+        folder.rename(aside)
+    except OSError:  # gone already, or another process moved it
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None, rebuild: bool = False) -> Path:
     """A checkpoint folder (config, float safetensors, tokenizer) holding the de-quantized GGUF file.
 
     The first call checks the file (:func:`check_gguf_file`), de-quantizes (with a progress
-    bar) and saves; later calls return the cached folder. ``dtype`` is the float type saved
+    bar) and saves; later calls return the cached folder if it is complete
+    (:func:`cache_is_complete`), else rebuild it. ``rebuild=True`` discards it first (a
+    loader that found it unreadable). ``dtype`` is the float type saved
     (default float32). Every call first removes staging folders that killed writers left
     behind (:func:`clean_stale_staging`).
 
@@ -130,7 +252,9 @@ def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
     key = _cache_prefix(path) + str(dtype).removeprefix("torch.")
     folder = cache_root() / "gguf" / key
     clean_stale_staging(folder.parent)
-    if (folder / "config.json").is_file():
+    if rebuild:
+        discard_cache_folder(folder)
+    elif cache_is_complete(folder):
         return folder
     check_gguf_file(path)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -139,10 +263,13 @@ def gguf_checkpoint(source: str | os.PathLike[str], dtype: Any = None) -> Path:
         model, tokenizer = _dequantize(path, dtype)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        write_manifest(staging)
+        if folder.exists():  # incomplete (checked above): moved aside, never merged into
+            discard_cache_folder(folder)
         try:
             staging.rename(folder)  # atomic: a half-written folder is never seen as the cache
         except OSError:  # another process cached it meanwhile
-            if not (folder / "config.json").is_file():
+            if not cache_is_complete(folder):
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -405,14 +532,23 @@ def clean_stale_staging(folder: Path) -> list[Path]:
 
 
 def _dequantize(path: Path, dtype: Any) -> tuple[Any, Any]:
-    """Read the GGUF file with transformers and rebuild a plain (serialisable) float model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Read the GGUF file with transformers and rebuild a plain (serialisable) float model.
+
+    transformers reads the file's metadata once for the tokenizer, once for the config and
+    once for the weights; :func:`~steerlens.adapter._gguf_fast.one_fast_read` makes that one
+    quick read, so the time goes to de-quantizing, not to parsing the vocabulary.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from steerlens.adapter._gguf_fast import one_fast_read
 
     print(f"steerlens: de-quantizing {path.name} once (cached for later loads) ...", flush=True)
     folder, name = str(path.parent), path.name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype)
+        with one_fast_read(path):
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            config = AutoConfig.from_pretrained(folder, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=dtype)
     except SteerlensError:
         raise
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, struct.error) as error:
@@ -424,10 +560,23 @@ def _dequantize(path: Path, dtype: Any) -> tuple[Any, Any]:
     config = loaded.config
     config.quantization_config = None
     del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    with _no_init_weights():  # every weight is overwritten just below: random init would be wasted
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model.eval(), tokenizer
+
+
+def _no_init_weights() -> Any:
+    """transformers' context that skips random initialisation (its home moved between releases)."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        try:
+            from transformers.modeling_utils import no_init_weights  # type: ignore[no-redef]
+        except ImportError:
+            from contextlib import nullcontext as no_init_weights  # type: ignore[assignment]
+    return no_init_weights()
 
 
 def gguf_origin(model: Any) -> Path | None:
@@ -446,6 +595,6 @@ def gguf_tokenizer(path: Path) -> Any:
     from transformers import AutoTokenizer
 
     for folder in sorted((cache_root() / "gguf").glob(_cache_prefix(path) + "*")):
-        if (folder / "config.json").is_file():
+        if cache_is_complete(folder):
             return AutoTokenizer.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

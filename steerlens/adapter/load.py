@@ -19,13 +19,20 @@ from transformers import (
 
 from steerlens._tl import HookedTransformer, get_official_model_name, require_hooked_transformer
 from steerlens.adapter._quiet import quiet_transformer_lens
-from steerlens.adapter.configs import build_tl_config
+from steerlens.adapter.configs import build_tl_config, tl_config_dict
 from steerlens.adapter.gguf import gguf_checkpoint, gguf_origin, gguf_tokenizer, is_gguf
 from steerlens.adapter.registry import check_convertible, supported_architectures
 from steerlens.adapter.tokenizer import attach_tokenizer
-from steerlens.adapter.weights import convert_weights, load_weights
+from steerlens.adapter.weights import (
+    HOOKED_STATE,
+    convert_weights,
+    hooked_state_fingerprint,
+    load_weights,
+    read_hooked_state,
+    save_hooked_state,
+)
 from steerlens.backends.hooked_layout import fast_generation
-from steerlens.errors import ModelLoadError, TokenizerError, UnsupportedModelError
+from steerlens.errors import ModelLoadError, SteerlensError, TokenizerError, UnsupportedModelError
 
 ModelSource = Union[str, "os.PathLike[str]", PreTrainedModel]
 
@@ -73,6 +80,8 @@ def load_model(
         from steerlens.toy import load_toy_model
 
         return load_toy_model(device=device, dtype=dtype)
+    if _is_gguf_source(source):
+        return _load_gguf_hooked(source, tokenizer, device, dtype, process_weights)
     resolved = _local_source(source)
     if Path(resolved).is_dir():
         return _load_pretrained(resolved, tokenizer, device, dtype, process_weights)
@@ -127,6 +136,20 @@ def convert_hf_model(
         >>> tl_model = convert_hf_model(AutoModelForCausalLM.from_pretrained("ckpt"))
     """
     require_hooked_transformer("steerlens.adapter.convert_hf_model")
+    model = _convert(hf_model, tokenizer, device, dtype, process_weights, copy_tokenizer=True)
+    # After any weight processing: it reduces over weights, and re-strided ones may round differently.
+    return fast_generation(model)
+
+
+def _convert(
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+    copy_tokenizer: bool,
+) -> HookedTransformer:
+    """:func:`convert_hf_model` before :func:`fast_generation` (weights contiguous, in eval mode)."""
     spec = check_convertible(hf_model.config)
     if not any(cls.__name__ == spec.causal_lm for cls in type(hf_model).__mro__):
         raise UnsupportedModelError(
@@ -146,15 +169,20 @@ def convert_hf_model(
             if build_dtype != dtype:
                 model.to(dtype, print_details=False)
     if tokenizer is None:
-        tokenizer = _saved_tokenizer(hf_model)
-    if tokenizer is not None:
-        attach_tokenizer(model, tokenizer)
-        # Follow the tokenizer's own BOS behaviour, as the Hugging Face model does: a chat model whose
-        # BOS is its turn marker (SmolLM2's <|im_start|>) must not get one in front of plain text, nor a
-        # second one in front of a chat prompt, from TransformerLens' to_tokens and generate.
-        model.cfg.default_prepend_bos = model.cfg.tokenizer_prepends_bos
-    # After any weight processing: it reduces over weights, and re-strided ones may round differently.
-    return fast_generation(model.eval())
+        tokenizer, copy_tokenizer = _saved_tokenizer(hf_model), False
+    _attach(model, tokenizer, copy_tokenizer)
+    return model.eval()
+
+
+def _attach(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase | None, copy: bool) -> None:
+    """Attach ``tokenizer`` (a copy unless the loader owns it) and follow its BOS behaviour."""
+    if tokenizer is None:
+        return
+    attach_tokenizer(model, tokenizer, copy)
+    # Follow the tokenizer's own BOS behaviour, as the Hugging Face model does: a chat model whose
+    # BOS is its turn marker (SmolLM2's <|im_start|>) must not get one in front of plain text, nor a
+    # second one in front of a chat prompt, from TransformerLens' to_tokens and generate.
+    model.cfg.default_prepend_bos = model.cfg.tokenizer_prepends_bos
 
 
 @contextmanager
@@ -287,9 +315,112 @@ def _load_pretrained(
     process_weights: bool,
 ) -> HookedTransformer:
     """Load a local folder or hub id with ``transformers`` and convert it."""
+    return fast_generation(_load_pretrained_unfinished(source, tokenizer, device, dtype, process_weights))
+
+
+def _load_pretrained_unfinished(
+    source: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+) -> HookedTransformer:
+    """:func:`_load_pretrained` before :func:`fast_generation`; a tokenizer read here is attached without a copy."""
+    owned = tokenizer is None
     hf_model, tokenizer = _load_hf(source, tokenizer, dtype, convertible=True)
     device = device if device is not None else _default_device()
-    return convert_hf_model(hf_model, tokenizer, device, dtype or torch.float32, process_weights)
+    return _convert(hf_model, tokenizer, device, dtype or torch.float32, process_weights, copy_tokenizer=not owned)
+
+
+def _is_gguf_source(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and is_gguf(source)
+
+
+# What reading a damaged cache folder raises (safetensors and tokenizers have their own error types,
+# subclasses of Exception only): the folder is rebuilt once; steerlens' own errors pass through.
+_CACHE_READ_ERRORS = (OSError, ValueError, RuntimeError, KeyError, EOFError)
+
+
+def _load_gguf_hooked(
+    source: str | os.PathLike[str],
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+) -> HookedTransformer:
+    """A GGUF file as a HookedTransformer, from its cached checkpoint; an unreadable cache is rebuilt once."""
+    folder = gguf_checkpoint(source)
+    try:
+        return _hooked_from_gguf_folder(folder, tokenizer, device, dtype, process_weights)
+    except Exception as error:  # noqa: BLE001 - see _CACHE_READ_ERRORS; anything else is re-raised
+        if not _is_cache_damage(error):
+            raise
+    folder = gguf_checkpoint(source, rebuild=True)
+    return _hooked_from_gguf_folder(folder, tokenizer, device, dtype, process_weights)
+
+
+def _is_cache_damage(error: BaseException) -> bool:
+    """Whether ``error`` is what reading a damaged file raises (also safetensors' and tokenizers' own errors).
+
+    steerlens' own errors count only when they wrap such an error (a tokenizer or weights file
+    that would not read); a refusal of steerlens' own (an unsupported architecture) does not.
+    """
+    if isinstance(error, SteerlensError):
+        return error.__cause__ is not None and _is_cache_damage(error.__cause__)
+    return isinstance(error, _CACHE_READ_ERRORS) or type(error).__module__.split(".")[0] in (
+        "safetensors",
+        "tokenizers",
+    )
+
+
+def _hooked_from_gguf_folder(
+    folder: Path,
+    tokenizer: PreTrainedTokenizerBase | None,
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    process_weights: bool,
+) -> HookedTransformer:
+    """Read the converted state dict kept in ``folder`` (float32, unprocessed), or convert and keep it.
+
+    Kept: the HookedTransformer is built on the meta device (no memory written twice) and takes
+    the kept tensors as its own (``load_state_dict(assign=True)``): the very values a conversion
+    gives, buffers included. Other dtypes and ``process_weights=True`` convert as for any folder.
+    """
+    device = device if device is not None else _default_device()
+    if (dtype or torch.float32) != torch.float32 or process_weights:
+        return _load_pretrained(str(folder), tokenizer, device, dtype, process_weights)
+    hf_config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    check_convertible(hf_config)
+    fingerprint = hooked_state_fingerprint(tl_config_dict(hf_config))
+    kept = folder / HOOKED_STATE
+    state = read_hooked_state(kept, fingerprint)
+    model = _assigned(hf_config, state, device) if state is not None else None
+    if model is None:
+        model = _load_pretrained_unfinished(str(folder), tokenizer, device, torch.float32, False)
+        save_hooked_state(model, kept, fingerprint)
+        return fast_generation(model)
+    owned = tokenizer is None
+    if owned:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    _attach(model, tokenizer, copy=not owned)
+    return fast_generation(model.eval())
+
+
+def _assigned(hf_config: Any, state: dict[str, torch.Tensor], device: str | torch.device) -> HookedTransformer | None:
+    """A HookedTransformer built on the meta device holding ``state``'s tensors; None if they do not fit it."""
+    with quiet_transformer_lens():
+        cfg = build_tl_config(hf_config, device, torch.float32)
+        with torch.device("meta"):
+            model = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError:  # a key or shape differs: convert again
+        return None
+    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
+        return None  # a tensor the state dict does not hold (a non-persistent buffer): build it for real
+    if torch.device(device) != torch.device("cpu"):
+        model.move_model_modules_to_device()
+    return model
 
 
 def _load_hf(
@@ -351,13 +482,29 @@ def load_hf_model(
                 f"no tokenizer is saved with this {type(source).__name__}; pass tokenizer=AutoTokenizer.from_pretrained(...)."
             )
         return source, found
-    folder = _local_source(source)
-    if not Path(folder).is_dir():
-        _check_hub_reachable(folder, None)
-    hf_model, tokenizer = _load_hf(folder, tokenizer, dtype, convertible=False)
+    if _is_gguf_source(source):
+        hf_model, tokenizer = _load_gguf_hf(source, tokenizer, dtype)
+    else:
+        folder = _local_source(source)
+        if not Path(folder).is_dir():
+            _check_hub_reachable(folder, None)
+        hf_model, tokenizer = _load_hf(folder, tokenizer, dtype, convertible=False)
     if device is not None:
         hf_model = hf_model.to(device)
     return hf_model, tokenizer
+
+
+def _load_gguf_hf(
+    source: str | os.PathLike[str], tokenizer: PreTrainedTokenizerBase | None, dtype: torch.dtype | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A GGUF file's cached checkpoint as a Hugging Face model; an unreadable cache is rebuilt once."""
+    folder = gguf_checkpoint(source)
+    try:
+        return _load_hf(str(folder), tokenizer, dtype, convertible=False)
+    except Exception as error:  # noqa: BLE001 - only what a damaged file raises is caught
+        if not _is_cache_damage(error):
+            raise
+    return _load_hf(str(gguf_checkpoint(source, rebuild=True)), tokenizer, dtype, convertible=False)
 
 
 def _load_tl_official(

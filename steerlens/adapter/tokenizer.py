@@ -8,7 +8,7 @@ the same model fields ``set_tokenizer`` would, so the user's tokenizer is never 
 
 from __future__ import annotations
 
-import copy
+import copy as copying
 
 from transformers import PreTrainedTokenizerBase
 
@@ -16,8 +16,11 @@ from steerlens._tl import HookedTransformer
 from steerlens.errors import TokenizerError
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int) -> PreTrainedTokenizerBase:
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int, copy: bool = True) -> PreTrainedTokenizerBase:
     """A copy of ``tokenizer`` with the pad/bos tokens TransformerLens relies on.
+
+    ``copy=False`` prepares ``tokenizer`` itself: for one the loader has just read and nobody
+    else holds (a deep copy of a 50k-token tokenizer costs about as long as reading it).
 
     Raises :class:`TokenizerError` if it is not a HF tokenizer, if its ids do not fit a
     vocabulary of ``d_vocab`` rows, or if it has no token that could serve as padding.
@@ -35,7 +38,7 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int) -> PreTr
             f"the tokenizer produces token id {largest_id} but the model's vocabulary has only "
             f"{d_vocab} rows; pass the tokenizer that belongs to this model."
         )
-    tok = copy.deepcopy(tokenizer)
+    tok = copying.deepcopy(tokenizer) if copy else tokenizer
     if tok.pad_token is None:
         fallback = tok.eos_token or tok.bos_token or tok.unk_token
         if fallback is None:
@@ -52,9 +55,9 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, d_vocab: int) -> PreTr
     return tok
 
 
-def attach_tokenizer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Give ``model`` a private copy of ``tokenizer`` (see :func:`prepare_tokenizer`)."""
-    tok = prepare_tokenizer(tokenizer, model.cfg.d_vocab)
+def attach_tokenizer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase, copy: bool = True) -> None:
+    """Give ``model`` a private copy of ``tokenizer`` (see :func:`prepare_tokenizer`; ``copy=False``: ``tokenizer`` itself)."""
+    tok = prepare_tokenizer(tokenizer, model.cfg.d_vocab, copy)
     model.tokenizer = tok
     # TL prepends BOS itself when the tokenizer does not; it needs to know which case applies.
     model.cfg.tokenizer_prepends_bos = len(tok.encode("")) > 0

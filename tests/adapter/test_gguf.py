@@ -226,3 +226,208 @@ def test_stale_staging_rules(tmp_path):
     assert sorted(p.name for p in removed) == sorted(names[k] for k in ("dead", "foreign old", "legacy old"))
     left = {p.name for p in tmp_path.iterdir()}
     assert left == {names[k] for k in ("live", "foreign fresh", "legacy fresh", "hidden other", "cache")}
+
+
+# -- the cache: both routes, several architectures, a large vocabulary, damage -----------------
+
+ARCHITECTURES = ["llama", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3"]
+TEXTS = ["ab a", "a b\nab", "zz ab", ""]
+
+
+@pytest.fixture(scope="module")
+def arch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from tiny_gguf import tiny_model, write_gguf
+
+    folder = tmp_path_factory.mktemp("gguf_archs")
+    return {name: write_gguf(tiny_model(name), folder / f"tiny-{name}.gguf") for name in ARCHITECTURES}
+
+
+def _direct(path: Path) -> tuple[torch.nn.Module, object]:
+    """transformers' own read of the GGUF file, no steerlens cache: the reference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+class _Counter:
+    """Wraps a function and counts its calls."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+@pytest.fixture
+def dequantize_calls(monkeypatch: pytest.MonkeyPatch) -> _Counter:
+    counter = _Counter(gguf_cache._dequantize)
+    monkeypatch.setattr(gguf_cache, "_dequantize", counter)
+    return counter
+
+
+def _logits(model, ids=IDS) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(ids)
+    return getattr(out, "logits", out)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_loads_from_the_cache_as_transformers_reads_the_file(
+    arch, arch_files, dequantize_calls, monkeypatch
+):
+    """First and second loads on both routes equal transformers' own read; the second never touches the GGUF file."""
+    from steerlens.adapter import load as load_module
+
+    path = arch_files[arch]
+    direct, direct_tokenizer = _direct(path)
+    first_hf, first_tokenizer = load_hf_model(path)
+    first_tl = load_model(path)
+    assert dequantize_calls.calls == 1
+    # Second loads: no de-quantization, no GGUF reading, and the HookedTransformer not converted again.
+    readers, conversions = _Counter(gguf.GGUFReader), _Counter(load_module._convert)
+    monkeypatch.setattr(gguf, "GGUFReader", readers)
+    monkeypatch.setattr(load_module, "_convert", conversions)
+    second_hf, second_tokenizer = load_hf_model(path)
+    second_tl = load_model(path)
+    assert (dequantize_calls.calls, readers.calls, conversions.calls) == (1, 0, 0)
+    reference = _logits(direct)
+    for model in (first_hf, second_hf):
+        assert torch.equal(_logits(model), reference)
+    assert torch.equal(_logits(second_tl), _logits(first_tl))
+    # Today's conversion of the same weights (no kept state dict), bit for bit; and close to the HF model.
+    assert torch.equal(_logits(second_tl), _logits(load_module.convert_hf_model(direct, direct_tokenizer)))
+    torch.testing.assert_close(_logits(second_tl), reference, atol=1e-4, rtol=0)
+    for text in TEXTS:
+        expected = direct_tokenizer(text)["input_ids"]
+        assert first_tokenizer(text)["input_ids"] == expected == second_tokenizer(text)["input_ids"]
+        assert second_tl.tokenizer(text)["input_ids"] == expected
+
+
+def test_a_large_vocabulary_is_read_once_on_the_first_load_and_never_after(tmp_path, dequantize_calls, monkeypatch):
+    """52k tokens and merges: one quick metadata read for the first load, none for the second; same encodings."""
+    from tiny_gguf import big_vocabulary, tiny_model, write_gguf
+    from transformers import AutoTokenizer
+
+    from steerlens.adapter import _gguf_fast
+
+    tokens, merges = big_vocabulary(52_000)
+    original = tiny_model("llama", vocab=len(tokens))
+    path = write_gguf(original, tmp_path / "big.gguf", tokens, merges)
+    direct_tokenizer = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)  # transformers, no cache
+    reads = _Counter(_gguf_fast.fast_reader)
+    monkeypatch.setattr(_gguf_fast, "fast_reader", reads)
+    first, first_tokenizer = load_hf_model(path)
+    assert reads.calls == 1  # transformers asks for a reader three times (tokenizer, config, weights)
+    readers = _Counter(gguf.GGUFReader)
+    monkeypatch.setattr(gguf, "GGUFReader", readers)
+    second, second_tokenizer = load_hf_model(path)
+    assert (dequantize_calls.calls, readers.calls, reads.calls) == (1, 0, 1)
+    assert torch.equal(_logits(second), _logits(first))
+    torch.testing.assert_close(_logits(first), _logits(original), atol=1e-5, rtol=0)
+    texts = ["abcd efgh", "zyxw vu\nqp", "hello world abab"]
+    for text in texts:
+        expected = direct_tokenizer(text)["input_ids"]
+        assert first_tokenizer(text)["input_ids"] == expected == second_tokenizer(text)["input_ids"]
+    assert len(second_tokenizer) == len(direct_tokenizer) >= 52_000
+
+
+def test_the_fast_reader_reads_what_gguf_reads_and_leaves_gguf_as_it_was(model_file, tmp_path):
+    import shutil
+
+    from steerlens.adapter._gguf_fast import fast_reader, one_fast_read
+
+    path = model_file[0]
+    other = shutil.copy(path, tmp_path / "other.gguf")
+    plain, fast = gguf.GGUFReader(path), fast_reader(path)
+    assert list(plain.fields) == list(fast.fields)
+    for name, field in plain.fields.items():
+        assert field.types == fast.fields[name].types and field.data == fast.fields[name].data
+        assert all(np.array_equal(a, b) for a, b in zip(field.parts, fast.fields[name].parts, strict=True))
+    for ours, theirs in zip(fast.tensors, plain.tensors, strict=True):
+        assert (ours.name, ours.tensor_type) == (theirs.name, theirs.tensor_type)
+        assert np.array_equal(ours.data, theirs.data)
+    original = (gguf.GGUFReader, gguf.get_tensor_name_map)
+    with one_fast_read(path):
+        assert gguf.GGUFReader(path) is gguf.GGUFReader(str(path))  # one shared read of this file
+        assert type(gguf.GGUFReader(path)).__name__ == "FastReader"
+        assert type(gguf.GGUFReader(other)) is original[0]  # any other file: an ordinary reader
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == original
+
+
+def _cached_folder(cache: Path) -> Path:
+    (folder,) = [entry for entry in (cache / "gguf").iterdir() if not entry.name.startswith(".")]
+    return folder
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["weights cut short", "weights garbled", "tokenizer garbled", "config deleted", "manifest garbled"],
+)
+def test_a_damaged_cache_folder_is_rebuilt(damage, model_file, cache, dequantize_calls):
+    path, original = model_file
+    expected = _logits(load_hf_model(path)[0])
+    folder = _cached_folder(cache)
+    weights, tokenizer_file = folder / "model.safetensors", folder / "tokenizer.json"
+    if damage == "weights cut short":
+        weights.write_bytes(weights.read_bytes()[:-100])
+    elif damage == "weights garbled":  # same size: only reading it finds out
+        weights.write_bytes(b"\xff" * weights.stat().st_size)
+    elif damage == "tokenizer garbled":
+        tokenizer_file.write_bytes(b"{" * tokenizer_file.stat().st_size)
+    elif damage == "config deleted":
+        (folder / "config.json").unlink()
+    else:
+        (folder / gguf_cache.MANIFEST).write_text("{not json")
+    assert dequantize_calls.calls == 1
+    loaded, tokenizer = load_hf_model(path)
+    assert dequantize_calls.calls == 2  # rebuilt, once
+    assert torch.equal(_logits(loaded), expected)
+    assert tokenizer.convert_ids_to_tokens([31, 32]) == ["ab", "Ġa"]
+    assert gguf_cache.cache_is_complete(_cached_folder(cache))
+    hooked = load_model(path)  # the HookedTransformer route reads the rebuilt folder too
+    torch.testing.assert_close(_logits(hooked), _logits(original), atol=1e-5, rtol=0)
+
+
+def test_a_damaged_cache_is_rebuilt_on_the_hooked_route_too(model_file, cache, dequantize_calls):
+    path, original = model_file
+    first = _logits(load_model(path))
+    weights = _cached_folder(cache) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    assert torch.equal(_logits(load_model(path)), first)
+    assert dequantize_calls.calls == 2
+
+
+def test_a_garbled_kept_state_dict_is_converted_again_without_de_quantizing(model_file, cache, dequantize_calls):
+    from steerlens.adapter.weights import HOOKED_STATE
+
+    path, _ = model_file
+    first = _logits(load_model(path))
+    kept = _cached_folder(cache) / HOOKED_STATE
+    assert kept.is_file()
+    kept.write_bytes(b"\x00" * kept.stat().st_size)
+    assert torch.equal(_logits(load_model(path)), first)
+    assert dequantize_calls.calls == 1 and kept.stat().st_size > 0
+    assert torch.equal(_logits(load_model(path)), first)  # the rewritten one reads
+
+
+def test_a_folder_from_before_manifests_is_adopted_when_whole(model_file, cache, dequantize_calls):
+    path, _ = model_file
+    expected = _logits(load_hf_model(path)[0])
+    folder = _cached_folder(cache)
+    (folder / gguf_cache.MANIFEST).unlink()
+    assert torch.equal(_logits(load_hf_model(path)[0]), expected)
+    assert dequantize_calls.calls == 1 and (folder / gguf_cache.MANIFEST).is_file()
+
+
+def test_a_rewritten_file_is_hashed_again(tmp_path, dequantize_calls):
+    """The remembered hash is keyed by size and modification time: a new file under the old name gets a new folder."""
+    path = write_llama_gguf(tiny_llama(seed=1), tmp_path / "m.gguf")
+    load_hf_model(path)
+    other = tiny_llama(seed=2)
+    write_llama_gguf(other, path)
+    loaded, _ = load_hf_model(path)
+    assert dequantize_calls.calls == 2
+    torch.testing.assert_close(_logits(loaded), _logits(other), atol=1e-5, rtol=0)
