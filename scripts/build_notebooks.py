@@ -1228,9 +1228,11 @@ activation patching: put the part's steered output into the unsteered run, or it
 steered run, at the read token, and see how far the metric moves.
 
 Here: SmolLM2-135M-Instruct (the plain Hugging Face model, steered natively), the sentiment vector of the
-README's *A real model* at layer 15, steered at −1 (towards negative), on 16 neutral chat prompts ending in
-"Honestly, it was". The metric is the log-odds of the next token being one of four positive words rather than
-one of four negative words.""",
+README's *A real model* at layer 15, rescaled to one typical residual norm there (`relative_vector`) and steered
+at −0.2 of it (towards negative; SmolLM2 collapses at ≥ 0.5), on 16 neutral chat prompts ending in the chat
+demo's "Honestly, it felt really", after which the next word is a judgement. The metric is the log-odds of that
+word being one of the demo's ten positive words rather than one of its ten negative words; beside it, the damage:
+the KL divergence of the next-token distribution and the twenty words' total probability.""",
         ),
         (
             "code",
@@ -1243,15 +1245,23 @@ import torch
 
 import steerlens
 from steerlens import logit_diff, train_steering_vector
+from steerlens.analysis import relative_vector
+from steerlens.cli.chat_demo import JUDGEMENT, NEGATIVE, POSITIVE  # the chat demo's judgement words
 from steerlens.evaluation.attribution import attribute_steering, plot_attribution
 from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
 torch.set_num_threads(2)
 model, tokenizer = steerlens.load_hf_model("smollm2-135m-instruct")
 pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tokenizer)[:32]
-vec = train_steering_vector(model, tokenizer, pairs, layers=[15], batch_size=16)
-prompts = [chat + "Honestly, it was" for chat in neutral_chat_prompts(tokenizer)[:16]]
-metric = logit_diff([" good", " great", " wonderful", " lovely"], [" bad", " terrible", " awful", " boring"])""",
+chats = neutral_chat_prompts(tokenizer)
+# Multiplier 1 = one typical residual norm at layer 15, measured on chat prompts the metric does not use.
+vec = relative_vector(
+    model, train_steering_vector(model, tokenizer, pairs, layers=[15], batch_size=16), chats[16:24], tokenizer=tokenizer
+)
+prompts = [chat + JUDGEMENT for chat in chats[:16]]
+metric = logit_diff(POSITIVE, NEGATIVE)
+STRENGTH = 0.2
+print(f"{JUDGEMENT!r}: {len(POSITIVE)} positive words {POSITIVE}\\nvs {len(NEGATIVE)} negative {NEGATIVE}")""",
         ),
         (
             "md",
@@ -1265,14 +1275,19 @@ the unsteered output goes into the steered run. Both are in the units of `contri
         (
             "code",
             """\
-frame = attribute_steering(model, vec, prompts, -1.0, metric, tokenizer=tokenizer, patch_top=6)
-a = frame.attrs
-share = lambda log_odds: 1 / (1 + torch.exp(-torch.tensor(log_odds))).item()  # noqa: E731
-print(f"log-odds {a['metric_unsteered']:.3f} -> {a['metric_steered']:.3f}: change {a['change']:.3f}"
-      f" (positive share {share(a['metric_unsteered']):.3f} -> {share(a['metric_steered']):.3f})")
-print(f"damage: KL(steered || unsteered) {a['kl']:.3f} nats; mass of the 8 words {a['metric_mass_unsteered']:.4f}"
-      f" -> {a['metric_mass_steered']:.4f}")
-print(f"direct path's share of the change: {a['direct_share']:.4f}; notes: {a['notes']}")
+def summary(frame):
+    a = frame.attrs
+    share = lambda log_odds: 1 / (1 + torch.exp(-torch.tensor(log_odds))).item()  # noqa: E731
+    print(f"x{a['multiplier']:+g} at layer {a['layers'][0]}: log-odds {a['metric_unsteered']:.3f} ->"
+          f" {a['metric_steered']:.3f}, change {a['change']:.3f} (positive share {share(a['metric_unsteered']):.3f}"
+          f" -> {share(a['metric_steered']):.3f})")
+    print(f"  damage: KL(steered || unsteered) {a['kl']:.3f} nats; mass of the {len(POSITIVE) + len(NEGATIVE)} words"
+          f" {a['metric_mass_unsteered']:.3f} -> {a['metric_mass_steered']:.3f}")
+    print(f"  direct path's share of the change: {a['direct_share']:.4f}; notes: {a['notes']}")
+
+
+frame = attribute_steering(model, vec, prompts, -STRENGTH, metric, tokenizer=tokenizer, patch_top=6)
+summary(frame)
 columns = ["name", "contribution", "share", "patch_into_unsteered", "patch_into_steered"]
 frame.sort_values("rank")[columns].head(10).round(3)""",
         ),
@@ -1305,6 +1320,24 @@ plot_attribution(frame, kind="heads")""",
         (
             "md",
             """\
+## The other way: +0.2
+
+The same vector pushed towards positive. Do the same components carry it, with the sign flipped?""",
+        ),
+        (
+            "code",
+            """\
+up = attribute_steering(model, vec, prompts, STRENGTH, metric, tokenizer=tokenizer)
+summary(up)
+both = up.set_index("name")[["contribution", "share"]].join(
+    frame.set_index("name").contribution.rename(f"contribution at -{STRENGTH:g}")
+)
+both = both.drop("residual")
+both.reindex(both.contribution.abs().sort_values(ascending=False).index).head(8).round(3)""",
+        ),
+        (
+            "md",
+            """\
 ## The same split through TransformerLens hook points
 
 `steerlens.load_model` gives the same weights as a `HookedTransformer`; there the parts are read at
@@ -1316,34 +1349,43 @@ The two routes should agree to float rounding.""",
             "code",
             """\
 tl = steerlens.load_model("smollm2-135m-instruct")
-tl_frame = attribute_steering(tl, vec, prompts, -1.0, metric)
+tl_frame = attribute_steering(tl, vec, prompts, -STRENGTH, metric)
 print("same parts:", list(tl_frame.name) == list(frame.name))
 print(f"max |HF - TL| contribution: {(tl_frame.contribution - frame.contribution).abs().max():.2e};"
-      f" changes {frame.attrs['change']:.5f} vs {tl_frame.attrs['change']:.5f}")""",
+      f" changes {frame.attrs['change']:.5f} vs {tl_frame.attrs['change']:.5f};"
+      f" KL {frame.attrs['kl']:.4f} vs {tl_frame.attrs['kl']:.4f}")""",
         ),
         (
             "md",
             """\
 ## What this measured
 
-- Steering −1 at layer 15 moves the log-odds of the positive words from 2.189 to −2.945 (change −5.135; the
-  positive share from 0.899 to 0.050), at a KL divergence of 0.195 nats. The eight words hold little of the
-  next-token mass (0.0008 unsteered, 0.0018 steered): the vector flips the model's judgement among them more
-  than it makes it say them.
-- The direct path carries 0.0007 of the change (−0.003 of −5.135): the vector itself hardly points at these
-  words' unembedding. The effect is made by the components after layer 15: the heads together 0.502 of it, the
-  MLPs 0.462, and 0.036 is the residual (what the linear read through the final norm misses).
-- It is spread over layers 20–29, no part above 11%: `mlp29` −0.544 (0.106), head `L25H6` −0.536 (0.104), `mlp27`
-  −0.499 (0.097), `mlp26` −0.392, `mlp20` −0.325, head `L27H1` −0.320; layer 27's heads add up to 0.209 of the
-  change. `mlp28` and head `L25H7` push the other way.
+- Steering −0.2 typical residual norms at layer 15 moves the log-odds of the ten positive words against the ten
+  negative ones from 1.888 to −3.982 (change −5.870; the positive share from 0.869 to 0.018). The damage beside
+  it: a KL divergence of 1.516 nats, while the twenty words' total probability rises from 0.276 to 0.421. The
+  model is not broken at this strength: it says a judgement word more often than unsteered, and a negative one.
+  The other way, +0.2 moves the log-odds to 5.867 (change +3.979, share 0.997) at a KL of 0.923, the words' mass
+  0.276 → 0.332. (After "Honestly, it was", this notebook's earlier prompt, eight such words held 0.0008 of the
+  probability; a log-odds of words the model does not say measures little.)
+- The direct path carries 0.0117 of the change (−0.069 of −5.870): the vector itself hardly points at these
+  words' unembedding. The components after layer 15 make the effect: the heads together 0.600 of it, the MLPs
+  0.421, and −0.032 is the residual (what the linear read through the final norm misses).
+- It is spread over layers 20–29, no part above 17%: `mlp26` −0.971 (0.165), head `L27H1` −0.487 (0.083),
+  `mlp27` −0.475 (0.081), `mlp25` −0.374, heads `L27H3` and `L25H6` −0.371 each; layer 27's heads add up to
+  0.279 of the change.
 - Patching agrees on the direction for all six patched parts, both ways: each one's steered output moves the
-  unsteered run towards negative, and its unsteered output moves the steered run back. The sizes differ from the
-  contributions where a part also feeds later ones at the read token: `L25H6` patched into the unsteered run moves
-  the log-odds by −0.980 for a contribution of −0.536 (the MLPs of layers 26–29 read its output), while `mlp27`
-  moves it by only −0.180 (−0.269 into the steered run) for −0.499. Ranked by the patch into the unsteered run the
-  six read `L25H6`, `mlp26`, `mlp29`, `mlp20`, `L27H1`, `mlp27`: the same six parts, in another order.
-- The Hugging Face modules and the TransformerLens hook points give the same split: the same parts, contributions
-  within 1.08e-06, the change −5.13455 on both.""",
+  unsteered run towards negative (`mlp26` −0.686, `mlp27` −0.666, `L27H1` −0.527, `L25H6` −0.446, `mlp25` −0.316,
+  `L27H3` −0.249), and its unsteered output moves the steered run back (−0.881, −0.693, −0.559, −0.510, −0.459,
+  −0.289). Ranked by the patch into the unsteered run they read `mlp26`, `mlp27`, `L27H1`, `L25H6`, `mlp25`,
+  `L27H3`: the same six parts, `mlp26` first on both counts. The sizes differ from the contributions where a part
+  also feeds later ones at the read token (`mlp27` moves the unsteered run by −0.666 for a contribution of
+  −0.475, `L25H6` by −0.446 for −0.371) or where later parts undo some of it (`mlp26`: −0.686 for −0.971).
+- Towards positive (+0.2) `mlp26` again carries the most (+0.783, 0.197 of the change), but the rest differs:
+  `mlp21` (+0.427) and `mlp23` (+0.355) carry the push up and almost none of the push down (−0.020, −0.107),
+  `L27H1` is not among the eight largest, and `mlp27` pushes towards negative whichever way the vector goes
+  (−0.394 at +0.2, −0.475 at −0.2).
+- The Hugging Face modules and the TransformerLens hook points give the same split: the same parts,
+  contributions within 8.99e-07, the change −5.87028 and the KL 1.5165 on both.""",
         ),
     ]
 

@@ -275,3 +275,48 @@ def test_a_push_that_breaks_the_model_is_flagged_beside_its_share(hf):
         assert row.degenerate == (steered < 0.1 * plain)
     print("\n" + table.drop(columns=["prob_share_std", "n_prompts"]).to_string(float_format="{:.4f}".format))
     assert table.degenerate.tolist() == [False, True]
+
+
+def test_attribution_of_the_sentiment_effect_agrees_across_routes_and_adds_up(hf, tl):
+    """Issue 31 on the real model: the steered change of the chat demo's judgement log-odds, split over the direct
+    path and every head and MLP after layer 15, is the same through HF modules and TransformerLens hook points, and
+    each prompt's rows add up to the change measured by hand with a forward hook."""
+    from steerlens import logit_diff
+    from steerlens.analysis.norms import relative_vector
+    from steerlens.cli.chat_demo import JUDGEMENT, NEGATIVE, POSITIVE
+    from steerlens.evaluation.attribution import attribute_steering
+    from steerlens.samples import neutral_chat_prompts
+
+    model, tokenizer = hf
+    chats = neutral_chat_prompts(tokenizer)
+    prompts = [chat + JUDGEMENT for chat in chats[:4]]
+    vec = relative_vector(
+        model, train_steering_vector(model, tokenizer, PAIRS, layers=[15]), chats[4:8], tokenizer=tokenizer
+    )
+    metric = logit_diff(POSITIVE, NEGATIVE)
+    native = attribute_steering(model, vec, prompts, -0.2, metric, tokenizer=tokenizer, per_prompt=True)
+    hooked = attribute_steering(tl, vec, prompts, -0.2, metric, per_prompt=True)
+    assert native.attrs["route"] == "hf" and hooked.attrs["route"] == "hooked"
+    assert list(native.name) == list(hooked.name)
+    assert (native.component == "head").sum() == 9 * 14 * 4 and (native.component == "mlp").sum() == 14 * 4
+    gap = (native.contribution - hooked.contribution).abs().max()
+    assert gap < 1e-5
+    delta = -0.2 * vec.layer_activations[15]
+    for i, prompt in enumerate(prompts):
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        words = [tokenizer(prompt + w, add_special_tokens=False).input_ids[-1] for w in POSITIVE + NEGATIVE]
+        handle = model.model.layers[15].register_forward_hook(
+            lambda mod, args, out: (out[0] + delta, *out[1:]) if isinstance(out, tuple) else out + delta
+        )
+        try:
+            with torch.no_grad():
+                steered = model(ids).logits[0, -1].log_softmax(-1)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            plain = model(ids).logits[0, -1].log_softmax(-1)
+        score = lambda lp: float(lp[words[: len(POSITIVE)]].logsumexp(0) - lp[words[len(POSITIVE) :]].logsumexp(0))  # noqa: E731
+        change = score(steered) - score(plain)
+        assert native[native.prompt_index == i].contribution.sum() == pytest.approx(change, abs=1e-4)
+        assert hooked[hooked.prompt_index == i].contribution.sum() == pytest.approx(change, abs=1e-4)
+    print(f"\n  change {native.attrs['change']:.3f}, KL {native.attrs['kl']:.3f}, max |HF - TL| row {gap:.1e}")
