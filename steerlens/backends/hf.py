@@ -647,6 +647,19 @@ class HFBackend:
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
+    # -- what callers ask of a model kind (Backend protocol) ------------------------------
+
+    hooks_modules = True  # torch hooks on module paths
+
+    @property
+    def module_layout(self) -> HFLayout | None:
+        return self.layout
+
+    @property
+    def context_length(self) -> int | None:
+        n_ctx = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return n_ctx if isinstance(n_ctx, int) else None
+
 
 @dataclass(frozen=True)
 class SweepRows:
