@@ -81,6 +81,22 @@ class MissingDependencyError(SteerlensError, ImportError):
     """An optional dependency (an extra such as ``steerlens[sae]``) is not installed; the message names the pip line."""
 
 
+class ModelNameWarning(UserWarning):
+    """A vector is applied to a model other than the one it was trained on (by fingerprint, else by name)."""
+
+
+class LayerRouteWarning(UserWarning):
+    """An ``ln1``/``ln2`` vector trained on one kind of model (HookedTransformer / native HF) is applied to the other."""
+
+
+class PromptsFileError(SteerlensError, ValueError):
+    """A prompts text file is unreadable or has no prompts."""
+
+
+class GGUFFileError(ModelLoadError):
+    """A GGUF model file is empty, truncated, not GGUF, damaged, or not a model (e.g. a control vector)."""
+
+
 __all__ = [
     "SteerlensError",
     "InvalidSampleError",
@@ -100,21 +116,8 @@ __all__ = [
     "InvalidArgumentError",
     "NumberTypeError",
     "MissingDependencyError",
+    "ModelNameWarning",
+    "LayerRouteWarning",
+    "PromptsFileError",
     "GGUFFileError",
 ]
-
-
-class ModelNameWarning(UserWarning):
-    """A vector is applied to a model other than the one it was trained on (by fingerprint, else by name)."""
-
-
-class LayerRouteWarning(UserWarning):
-    """An ``ln1``/``ln2`` vector trained on one kind of model (HookedTransformer / native HF) is applied to the other."""
-
-
-class PromptsFileError(SteerlensError, ValueError):
-    """A prompts text file is unreadable or has no prompts."""
-
-
-class GGUFFileError(ModelLoadError):
-    """A GGUF model file is empty, truncated, not GGUF, damaged, or not a model (e.g. a control vector)."""

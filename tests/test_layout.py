@@ -408,3 +408,47 @@ def test_every_public_name_is_importable(name):
     namespace: dict = {}
     exec(f"from steerlens import {name}", namespace)
     assert namespace[name] is getattr(steerlens, name)
+
+
+def facade_lists(source: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The facade's two lists, parsed: ``_HOMES`` (name -> module) and its ``TYPE_CHECKING`` imports (the same)."""
+    homes: dict[str, str] = {}
+    typed: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(getattr(target, "id", None) == "_HOMES" for target in targets):
+                homes = {key.value: value.value for key, value in zip(node.value.keys, node.value.values)}
+        elif isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in ast.walk(node):
+                if isinstance(statement, ast.ImportFrom):
+                    typed.update({alias.asname or alias.name: statement.module for alias in statement.names})
+    return homes, typed
+
+
+def test_facade_homes_and_type_checking_imports_agree():
+    """``_HOMES`` serves the names at run time, the ``TYPE_CHECKING`` block to type checkers: one list, twice."""
+    homes, typed = facade_lists((PACKAGE / "__init__.py").read_text())
+    assert len(homes) > 20 and "SteeringVector" in homes
+    only_homes = sorted(set(homes) - set(typed))
+    only_typed = sorted(set(typed) - set(homes))
+    elsewhere = sorted(
+        f"{name}: {homes[name]} vs {typed[name]}" for name in homes.keys() & typed if homes[name] != typed[name]
+    )
+    assert not (only_homes or only_typed or elsewhere), (
+        f"steerlens/__init__.py: only in _HOMES {only_homes}; only under TYPE_CHECKING {only_typed}; "
+        f"from different modules {elsewhere}"
+    )
+
+
+def test_facade_check_sees_a_difference():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "_HOMES: dict[str, str] = {'a': 'steerlens.x', 'b': 'steerlens.y'}\n"
+        "if TYPE_CHECKING:\n"
+        "    from steerlens.x import a\n"
+        "    from steerlens.z import b, c\n"
+    )
+    homes, typed = facade_lists(source)
+    assert homes == {"a": "steerlens.x", "b": "steerlens.y"}
+    assert typed == {"a": "steerlens.x", "b": "steerlens.z", "c": "steerlens.z"}
