@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from steerlens.backends.hf_layout import HFLayout, hf_layout, position_wise_mlp
-from steerlens.backends.hf_layout import Site as HFSite
+from steerlens.backends.hf_layout import ModuleSite as HFSite
 from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import (
     ModelLayerConfig,
@@ -90,8 +90,9 @@ def call_positions(model: nn.Module, args: tuple, kwargs: dict) -> PassPositions
 
 
 @dataclass
-class PassWatcher:
-    """Forward pre-hook on the root model: tells ``callback`` where each pass's columns sit."""
+class RootPassWatcher:
+    """Forward pre-hook on the root model (not a block, as on a HookedTransformer): tells ``callback`` where each
+    pass's columns sit."""
 
     callback: Callable[[PassPositions], None]
 
@@ -521,10 +522,10 @@ class HFBackend:
 
         Any layer's pass starts at the root model, so ``layer`` does not matter here.
         """
-        return self.model.register_forward_pre_hook(PassWatcher(callback), with_kwargs=True, prepend=True)
+        return self.model.register_forward_pre_hook(RootPassWatcher(callback), with_kwargs=True, prepend=True)
 
     def steering_hooks(self) -> list[str]:
-        ours = (HFSteer, PassWatcher, LayerShape)
+        ours = (HFSteer, RootPassWatcher, LayerShape)
         return [
             name or "<root>"
             for name, module in self.model.named_modules()
