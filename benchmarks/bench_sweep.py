@@ -27,7 +27,7 @@ from steerlens import (
 )
 from steerlens.evaluation.metrics import kl_divergence  # noqa: E402
 from steerlens.evaluation.sweep import DEFAULT_MULTIPLIERS  # noqa: E402
-from steerlens.tokens import pad_batch  # noqa: E402
+from steerlens.tokens.encoding import pad_batch  # noqa: E402
 
 N_LAYERS, N_PROMPTS, REPEATS = 12, 16, 3
 

@@ -81,31 +81,6 @@ class MissingDependencyError(SteerlensError, ImportError):
     """An optional dependency (an extra such as ``steerlens[sae]``) is not installed; the message names the pip line."""
 
 
-__all__ = [
-    "SteerlensError",
-    "InvalidSampleError",
-    "InvalidSampleTypeError",
-    "LayerError",
-    "TokenIndexError",
-    "TokenizerError",
-    "TargetTokenError",
-    "PromptTooLongError",
-    "NonFiniteError",
-    "ModelMismatchError",
-    "VectorFileError",
-    "PairsFileError",
-    "UnsupportedModelError",
-    "ModelLoadError",
-    "AggregatorError",
-    "InvalidArgumentError",
-    "NumberTypeError",
-    "MissingDependencyError",
-    "GGUFFileError",
-    "OperatorError",
-    "SteeringThreadError",
-]
-
-
 class ModelNameWarning(UserWarning):
     """A vector is applied to a model other than the one it was trained on (by fingerprint, else by name)."""
 
@@ -128,3 +103,31 @@ class OperatorError(SteerlensError, TypeError, ValueError):
 
 class SteeringThreadError(SteerlensError, RuntimeError):
     """A thread steers a model that another live thread is steering (hooks are per model, not per thread)."""
+
+
+__all__ = [
+    "SteerlensError",
+    "InvalidSampleError",
+    "InvalidSampleTypeError",
+    "LayerError",
+    "TokenIndexError",
+    "TokenizerError",
+    "TargetTokenError",
+    "PromptTooLongError",
+    "NonFiniteError",
+    "ModelMismatchError",
+    "VectorFileError",
+    "PairsFileError",
+    "UnsupportedModelError",
+    "ModelLoadError",
+    "AggregatorError",
+    "InvalidArgumentError",
+    "NumberTypeError",
+    "MissingDependencyError",
+    "ModelNameWarning",
+    "LayerRouteWarning",
+    "PromptsFileError",
+    "GGUFFileError",
+    "OperatorError",
+    "SteeringThreadError",
+]

@@ -508,3 +508,40 @@ def test_operators_returning_a_broadcastable_delta_still_work(model):
         with VEC.apply(model, multiplier=2.0, operator=lambda act, vec: vec.expand(act.shape[0], 1, -1)):
             per_row = model(tokens)
     assert torch.equal(flat, expected) and torch.equal(per_row, expected)
+
+
+# -- one list, one path per error -----------------------------------------------------------
+
+
+def _classes_defined_in(module: Any) -> set[str]:
+    import ast
+    import inspect as _inspect
+
+    tree = ast.parse(_inspect.getsource(module))
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef) and not node.name.startswith("_")}
+
+
+def test_errors_all_lists_every_public_class_it_defines():
+    import steerlens.errors as errors
+
+    defined = _classes_defined_in(errors)
+    assert {"PromptsFileError", "ModelNameWarning", "LayerRouteWarning"} <= defined
+    assert set(errors.__all__) == defined, f"missing {sorted(defined - set(errors.__all__))}"
+    assert len(errors.__all__) == len(set(errors.__all__))
+
+
+def test_each_error_has_one_public_import_path():
+    """No subpackage's ``__all__`` re-exports an error: ``steerlens.errors`` (and the facade) is its one home."""
+    import importlib
+    import pkgutil
+
+    import steerlens
+    import steerlens.errors as errors
+
+    again = []
+    for info in pkgutil.iter_modules(steerlens.__path__):
+        if not info.ispkg:
+            continue
+        package = importlib.import_module(f"steerlens.{info.name}")
+        again += [f"steerlens.{info.name}.{name}" for name in getattr(package, "__all__", ()) if name in errors.__all__]
+    assert not again, f"errors exported again outside steerlens.errors: {again}"

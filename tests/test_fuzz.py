@@ -31,6 +31,8 @@ from steerlens.errors import PairsFileError, VectorFileError
 from steerlens.formats.pairs import load_pairs_jsonl
 from steerlens.formats.vector_file import summarize_vector_file
 
+pytestmark = pytest.mark.slow  # thousands of generated files: `make test-fast` skips it, `make test` runs it
+
 COUNTS: Counter[str] = Counter()
 
 

@@ -285,6 +285,85 @@ def test_only_backends_ask_what_kind_of_model_they_have():
     assert not found, "model-kind checks outside backends/: " + ", ".join(found)
 
 
+def kind_strings() -> set[str]:
+    """The ``kind`` every backend class declares (``"hooked"``, ``"hf"``): the strings a leak compares with."""
+    from steerlens.backends.bridge import BridgeBackend
+    from steerlens.backends.hf import HFBackend
+    from steerlens.backends.hooked import HookedBackend
+    from steerlens.backends.wrapped import WrappedBackend
+
+    return {cls.kind for cls in (HookedBackend, HFBackend, BridgeBackend, WrappedBackend)}
+
+
+def _is_kind_read(node: ast.AST) -> bool:
+    """``x.kind`` or ``getattr(x, "kind", ...)``."""
+    if isinstance(node, ast.Attribute):
+        return node.attr == "kind"
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "getattr" and len(node.args) >= 2:
+        return isinstance(node.args[1], ast.Constant) and node.args[1].value == "kind"
+    return False
+
+
+def _strings(node: ast.AST) -> set[str]:
+    """The string literals ``node`` is, or holds (a tuple, list or set of them)."""
+    items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+    return {item.value for item in items if isinstance(item, ast.Constant) and isinstance(item.value, str)}
+
+
+def _probed_name(node: ast.AST) -> str:
+    return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+
+
+def kind_leaks(source: str, kinds: set[str]) -> list[tuple[int, str]]:
+    """Where ``source`` asks what kind of model it has without an ``isinstance``: a comparison of a
+    backend's ``kind`` with a string (or of anything with a kind string: ``kind != "hf"``), and
+    ``hasattr(<model>, ...)`` on a name holding a model (``model``, ``hf_model``, ``self.model``, ...).
+    What a caller needs to know of a model kind is a :class:`~steerlens.backends.Backend` member."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            literals = set().union(*(_strings(operand) for operand in operands))
+            if literals & kinds or (literals and any(_is_kind_read(operand) for operand in operands)):
+                found.append((node.lineno, "compares a model kind with a string"))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) == "hasattr" and node.args:
+            name = _probed_name(node.args[0])
+            if "model" in name.lower():
+                found.append((node.lineno, f"probes {name} with hasattr"))
+    return found
+
+
+def test_kind_leak_check_catches_comparisons_and_probes():
+    """The check itself, on a snippet with each leak (and the look-alikes it must let pass)."""
+    kinds = kind_strings()
+    assert {"hf", "hooked"} <= kinds
+    source = (
+        "if backend.kind == 'hf':\n"  # 1
+        "    pass\n"
+        "if getattr(backend, 'kind', None) != 'hf':\n"  # 3
+        "    pass\n"
+        "ok = kind not in ('hooked',)\n"  # 5
+        "use = hasattr(model, 'cfg')\n"  # 6
+        "use = hasattr(self.hf_model, 'config')\n"  # 7
+        "fine = part == 'attn'\n"  # 8: another string, not a kind
+        "fine = hasattr(layers, '__iter__')\n"  # 9: not a model
+        "fine = backend.n_layers == 3\n"  # 10
+    )
+    assert [line for line, _ in kind_leaks(source, kinds)] == [1, 3, 5, 6, 7]
+
+
+def test_only_backends_compare_kinds_or_probe_models():
+    """Outside ``backends/`` and ``adapter/``, no ``kind`` comparison and no ``hasattr`` probe of a model."""
+    kinds = kind_strings()
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.startswith(("backends/", "adapter/")):
+            continue
+        found += [f"steerlens/{relative}:{line}: {what}" for line, what in kind_leaks(path.read_text(), kinds)]
+    assert not found, "model-kind questions outside backends/ (make them Backend members):\n" + "\n".join(found)
+
+
 # -- start-up ---------------------------------------------------------------------------------
 
 
@@ -329,3 +408,47 @@ def test_every_public_name_is_importable(name):
     namespace: dict = {}
     exec(f"from steerlens import {name}", namespace)
     assert namespace[name] is getattr(steerlens, name)
+
+
+def facade_lists(source: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The facade's two lists, parsed: ``_HOMES`` (name -> module) and its ``TYPE_CHECKING`` imports (the same)."""
+    homes: dict[str, str] = {}
+    typed: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Dict):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(getattr(target, "id", None) == "_HOMES" for target in targets):
+                homes = {key.value: value.value for key, value in zip(node.value.keys, node.value.values)}
+        elif isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for statement in ast.walk(node):
+                if isinstance(statement, ast.ImportFrom):
+                    typed.update({alias.asname or alias.name: statement.module for alias in statement.names})
+    return homes, typed
+
+
+def test_facade_homes_and_type_checking_imports_agree():
+    """``_HOMES`` serves the names at run time, the ``TYPE_CHECKING`` block to type checkers: one list, twice."""
+    homes, typed = facade_lists((PACKAGE / "__init__.py").read_text())
+    assert len(homes) > 20 and "SteeringVector" in homes
+    only_homes = sorted(set(homes) - set(typed))
+    only_typed = sorted(set(typed) - set(homes))
+    elsewhere = sorted(
+        f"{name}: {homes[name]} vs {typed[name]}" for name in homes.keys() & typed if homes[name] != typed[name]
+    )
+    assert not (only_homes or only_typed or elsewhere), (
+        f"steerlens/__init__.py: only in _HOMES {only_homes}; only under TYPE_CHECKING {only_typed}; "
+        f"from different modules {elsewhere}"
+    )
+
+
+def test_facade_check_sees_a_difference():
+    source = (
+        "from typing import TYPE_CHECKING\n"
+        "_HOMES: dict[str, str] = {'a': 'steerlens.x', 'b': 'steerlens.y'}\n"
+        "if TYPE_CHECKING:\n"
+        "    from steerlens.x import a\n"
+        "    from steerlens.z import b, c\n"
+    )
+    homes, typed = facade_lists(source)
+    assert homes == {"a": "steerlens.x", "b": "steerlens.y"}
+    assert typed == {"a": "steerlens.x", "b": "steerlens.z", "c": "steerlens.z"}

@@ -57,6 +57,7 @@ def test_committed_notebook_is_executed_and_small(name):
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name, monkeypatch):
     # The kernel imports this checkout of steerlens, installed or not.

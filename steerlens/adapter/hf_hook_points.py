@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from steerlens.backends.hf_layout import HFLayout, hf_layout
-from steerlens.backends.hf_layout import Site as HFSite
+from steerlens.backends.hf_layout import ModuleSite as HFSite
 from steerlens.layers import check_layer_type, resolve_layers
 
 

@@ -22,7 +22,6 @@ from steerlens.backends.layer_config import (
 )
 from steerlens.backends.protocol import Backend, Site, SweepPass
 from steerlens.errors import InvalidArgumentError, UnsupportedModelError
-from steerlens.layers import check_layer_type
 
 
 def backend_for(model: Any, tokenizer: Any = None, layer_config: Any = None) -> Backend:
@@ -91,11 +90,7 @@ def stored_layer_type(backend: Backend, layer_type: str, layers: Sequence[int]) 
         >>> stored_layer_type(backend_for(gemma2), "post_attention_layernorm", [0])
         'module:post_attention_layernorm'
     """
-    from steerlens.backends.hf import HFBackend
-
-    if isinstance(backend, HFBackend):
-        return backend.stored_layer_type(layer_type, layers)
-    return check_layer_type(layer_type)
+    return backend.stored_layer_type(layer_type, layers)
 
 
 def _is_hooked_transformer(model: Any) -> bool:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from steerlens.backends.hf_layout import HFLayout, hf_layout, position_wise_mlp
-from steerlens.backends.hf_layout import Site as HFSite
+from steerlens.backends.hf_layout import ModuleSite as HFSite
 from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import (
     ModelLayerConfig,
@@ -90,8 +90,9 @@ def call_positions(model: nn.Module, args: tuple, kwargs: dict) -> PassPositions
 
 
 @dataclass
-class PassWatcher:
-    """Forward pre-hook on the root model: tells ``callback`` where each pass's columns sit."""
+class RootPassWatcher:
+    """Forward pre-hook on the root model (not a block, as on a HookedTransformer): tells ``callback`` where each
+    pass's columns sit."""
 
     callback: Callable[[PassPositions], None]
 
@@ -526,10 +527,10 @@ class HFBackend:
 
         Any layer's pass starts at the root model, so ``layer`` does not matter here.
         """
-        return self.model.register_forward_pre_hook(PassWatcher(callback), with_kwargs=True, prepend=True)
+        return self.model.register_forward_pre_hook(RootPassWatcher(callback), with_kwargs=True, prepend=True)
 
     def steering_hooks(self) -> list[str]:
-        ours = (HFSteer, PassWatcher, LayerShape)
+        ours = (HFSteer, RootPassWatcher, LayerShape)
         return [
             name or "<root>"
             for name, module in self.model.named_modules()
@@ -651,6 +652,19 @@ class HFBackend:
             pad_token_id=self.pad_id,
         )
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    # -- what callers ask of a model kind (Backend protocol) ------------------------------
+
+    hooks_modules = True  # torch hooks on module paths
+
+    @property
+    def module_layout(self) -> HFLayout | None:
+        return self.layout
+
+    @property
+    def context_length(self) -> int | None:
+        n_ctx = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return n_ctx if isinstance(n_ctx, int) else None
 
 
 @dataclass(frozen=True)

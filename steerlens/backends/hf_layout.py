@@ -112,8 +112,10 @@ _MULTIPLIER_ATTRS = ("residual_multiplier",)
 
 
 @dataclass(frozen=True)
-class Site:
-    """Where an HF model carries one TL hook point's tensor.
+class ModuleSite:
+    """Where an HF model carries one TL hook point's tensor: a module path and its input or output.
+
+    (Not :data:`steerlens.backends.Site`, the ``(layer, layer_type)`` key a backend reads at.)
 
     ``io`` is ``"input"`` for the module's first input (``args[0]`` or ``hidden_states=``)
     and ``"output"`` for its output (the first element if it returns a tuple).
@@ -180,7 +182,7 @@ class HFLayout:
             return self.per_layer[layer]
         return LayerParts(self.layer_class, (), self.attn, self.mlp, self.ln1, self.ln2, self.resid_mid, self.flattened)
 
-    def site(self, layer: int, layer_type: str) -> Site:
+    def site(self, layer: int, layer_type: str) -> ModuleSite:
         """The module and side holding ``blocks.{layer}.hook_{layer_type}`` (``layer`` >= 0).
 
         Raises :class:`LayerError` for an unknown layer type, a layer out of range, or a
@@ -197,7 +199,7 @@ class HFLayout:
         layer_path = f"{self.layers_path}.{layer}"
         if layer_type in ("resid_pre", "resid_post"):
             io = "input" if layer_type == "resid_pre" else "output"
-            return Site(layer_path, io, True, False, layer_path)
+            return ModuleSite(layer_path, io, True, False, layer_path)
         relative, io, steerable = {
             "attn_out": (parts.attn, "output", True),
             "mlp_out": (parts.mlp, "output", True),
@@ -211,9 +213,9 @@ class HFLayout:
         }[layer_type]
         if relative is None:
             raise LayerError(self._missing_message(layer, layer_type, parts))
-        return Site(f"{layer_path}.{relative}", io, steerable, layer_type in parts.flattened, layer_path)
+        return ModuleSite(f"{layer_path}.{relative}", io, steerable, layer_type in parts.flattened, layer_path)
 
-    def named_site(self, layer: int, layer_type: str) -> Site:
+    def named_site(self, layer: int, layer_type: str) -> ModuleSite:
         """The site of any layer-type name: canonical, steering-vectors' or ``module:<name>``.
 
         A steering-vectors name (``post_attention_layernorm``, ``self_attn``, ``mlp``,
@@ -257,14 +259,14 @@ class HFLayout:
                 return MODULE_PREFIX + module
         return canonical
 
-    def _same_site(self, layer: int, layer_type: str, named: Site) -> bool:
+    def _same_site(self, layer: int, layer_type: str, named: ModuleSite) -> bool:
         try:
             site = self.site(layer, layer_type)
         except LayerError:
             return False
         return (site.path, site.io) == (named.path, named.io)
 
-    def _module_site(self, layer: int, module: str) -> Site | None:
+    def _module_site(self, layer: int, module: str) -> ModuleSite | None:
         """The output of decoder layer ``layer``'s child named ``module``, or None if it has none."""
         parts = self._parts(layer)
         children = parts.children or tuple(
@@ -277,7 +279,7 @@ class HFLayout:
                 return None
         flattened = any(_relative(parts, t) == module for t in parts.flattened if t != "resid_mid")
         layer_path = f"{self.layers_path}.{layer}"
-        return Site(f"{layer_path}.{module}", "output", True, flattened, layer_path)
+        return ModuleSite(f"{layer_path}.{module}", "output", True, flattened, layer_path)
 
     def _missing_message(self, layer: int, layer_type: str, parts: LayerParts) -> str:
         reason = dict(parts.why_missing).get(layer_type) or _default_reason(layer_type, self.parallel)
@@ -384,7 +386,7 @@ def hf_layout(model: torch.nn.Module) -> HFLayout:
 
     Example:
         >>> hf_layout(llama).site(1, "mlp_out")
-        Site(path='model.layers.1.mlp', io='output', steerable=True, flattened=False, layer_path='model.layers.1')
+        ModuleSite(path='model.layers.1.mlp', io='output', steerable=True, flattened=False, layer_path='model.layers.1')
     """
     with _LOCK:
         cached = _CACHE.get(model)
@@ -668,4 +670,4 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
     return LayerParts(layer_class, names, attn, mlp, ln1, ln2, resid_mid, flattened, tuple(why.items()))
 
 
-__all__ = ["LAYER_TYPES", "HFLayout", "LayerParts", "LayerType", "Site", "hf_layout", "position_wise_mlp"]
+__all__ = ["LAYER_TYPES", "HFLayout", "LayerParts", "LayerType", "ModuleSite", "hf_layout", "position_wise_mlp"]

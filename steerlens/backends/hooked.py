@@ -25,7 +25,7 @@ from steerlens.backends.last_token import final_resid_at_last_token, last_token_
 from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec, claim_steering
-from steerlens.layers import hook_name
+from steerlens.layers import check_layer_type, hook_name
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 from steerlens.tokens.turns import end_of_turn_ids
 
@@ -79,6 +79,8 @@ class HookedBackend:
     tokenizer: Any
     default_padding_side: str = field(init=False)
     kind = "hooked"
+    hooks_modules = False  # hook points by name, not module paths
+    module_layout = None  # layers are hook points (Backend.module_layout)
     use_kv_cache = True  # whether generate() runs with TransformerLens' KV cache
 
     def __post_init__(self) -> None:
@@ -323,6 +325,14 @@ class HookedBackend:
 
     def head(self, x: Tensor) -> Tensor:
         return unembed(self.model, x)
+
+    @property
+    def context_length(self) -> int | None:
+        n_ctx = getattr(self.model.cfg, "n_ctx", None)  # a TransformerBridge's config may set none
+        return n_ctx if isinstance(n_ctx, int) else None
+
+    def stored_layer_type(self, layer_type: str, layers: Sequence[int]) -> str:
+        return check_layer_type(layer_type)
 
     def generate(
         self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None

@@ -10,7 +10,7 @@ L is ``blocks.{L}.hook_resid_post``, the output of decoder layer L).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from jaxtyping import Float
@@ -18,6 +18,9 @@ from torch import Tensor
 
 from steerlens.hooks import PassPositions, SteeringPatchHandle, SteeringSpec
 from steerlens.tokens import PromptBatch, PromptInput
+
+if TYPE_CHECKING:
+    from steerlens.backends.hf_layout import HFLayout
 
 Site = tuple[int, str]
 """``(layer, layer_type)``: one hook point, e.g. ``(3, "resid_post")``."""
@@ -167,4 +170,25 @@ class Backend(Protocol):
         self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
     ) -> str:
         """Greedy (``seed=None``) or seeded sampled continuation of ``prompt``, without the prompt."""
+        ...
+
+    # -- what callers above backends/ ask of a model kind (instead of comparing ``kind`` or probing the model) --
+
+    hooks_modules: bool
+    """Whether steering hooks sit on named torch modules (``check_vector`` returns module sites with a
+    ``path``), so another tool that hooks module outputs by name (lm-eval) can steer the same place."""
+
+    @property
+    def module_layout(self) -> HFLayout | None:
+        """The model's decoder layers as module paths (``layers_path``), None where there are none or only a
+        ``layer_config`` names them (a HookedTransformer names its layers by hook points)."""
+        ...
+
+    @property
+    def context_length(self) -> int | None:
+        """The most positions one sequence may have (prompt plus generated tokens), None if the model sets none."""
+        ...
+
+    def stored_layer_type(self, layer_type: str, layers: Sequence[int]) -> str:
+        """The name a vector trained at ``layer_type`` on ``layers`` is stored, and read, under on this model."""
         ...

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from steerlens.backends.hf import HFBackend, PassWatcher
+from steerlens.backends.hf import HFBackend, RootPassWatcher
 from steerlens.backends.hf_layout import HFLayout
 from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.protocol import numeric_matrix
@@ -161,7 +161,7 @@ class WrappedBackend(HFBackend):
         The inner model's call (later, so it wins) sees the KV cache and positions as the
         model gets them; it is also the one ``generate`` calls, bypassing the wrapper.
         """
-        watcher = PassWatcher(callback)
+        watcher = RootPassWatcher(callback)
         modules = [self.model] if self.hf_model is None else [self.model, self.hf_model]
         return _Handles([m.register_forward_pre_hook(watcher, with_kwargs=True, prepend=True) for m in modules])
 

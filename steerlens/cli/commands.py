@@ -22,6 +22,29 @@ MODEL_HELP = (
     "a .gguf file (de-quantized once and cached), or a packaged short name: " + ", ".join(PACKAGED_SHORT_NAMES)
 )
 
+
+class MetricPresets:
+    """``--metric``'s choices: the names of ``steerlens.evaluation.metrics.PRESETS``, read on first use.
+
+    Importing the metrics imports torch, and the parser is built for ``steerlens info`` too, so argparse
+    gets this stand-in; only checking a ``--metric`` value or printing ``sweep --help`` reads the presets.
+    """
+
+    def _names(self) -> list[str]:
+        from steerlens.evaluation.metrics import PRESETS
+
+        return list(PRESETS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Any:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 PAIRS_HELP = (
     'JSONL pairs file, one {"positive": ..., "negative": ...} a line; a line may add "prompt": ... (or "user": ..., '
     "as in steerlens' bundled chat pairs), which both texts follow (joined as written: put any space in the texts). "
@@ -164,8 +187,9 @@ def register_sweep(sub: Any) -> None:
     p.add_argument(
         "--metric",
         default="kl",
-        choices=["kl", "argmax_changed"],
-        help="next-token metric of steered vs unsteered (default: kl)",
+        choices=MetricPresets(),
+        metavar="METRIC",  # argparse would otherwise list the choices while building the parser
+        help="next-token metric of steered vs unsteered, one of %(choices)s (default: kl)",
     )
     p.add_argument(
         "--positive-words",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -56,18 +57,19 @@ def check_generation_room(
     prompts: Sequence[str],
     max_new_tokens: int,
     prepend_bos: bool | None = None,
+    tokenizer: Any = None,
 ) -> None:
     """Raise ``PromptTooLongError`` unless every prompt plus ``max_new_tokens`` fits the model's context.
 
     Checked before any work, since generating past a HookedTransformer's ``n_ctx`` ends in an
-    ``IndexError`` deep in its position embedding.
+    ``IndexError`` deep in its position embedding (the backend's ``context_length``).
     """
-    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
-    if not isinstance(n_ctx, int):
-        return
     from steerlens.backends import backend_for
 
-    backend = backend_for(model)
+    backend = backend_for(model, tokenizer)
+    n_ctx = backend.context_length
+    if n_ctx is None:
+        return
     used = max(len(backend.encode(prompt, prepend_bos)) for prompt in prompts)
     if used + max_new_tokens > n_ctx:
         fix = f"use --max-new-tokens {n_ctx - used} or less" if used < n_ctx else "use a shorter prompt"
@@ -111,17 +113,22 @@ def run_demo(
 ) -> DemoResult:
     """Train, sweep, compare and generate; print a report with ``echo``; write the artefacts to ``out``.
 
+    ``model_source`` is a name or path :func:`load_model` loads, or a model already loaded (of any kind
+    steerlens steers), used as it is.
+
     Example:
         >>> run_demo("toy", out="demo-out", multipliers=[-4, 0, 4])
     """
     from steerlens.adapter import load_model
+    from steerlens.backends import backend_for
 
     start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(model_source) if not hasattr(model_source, "cfg") else model_source
-    name = getattr(model.cfg, "model_name", str(model_source))
-    echo(f"model: {name} ({model.cfg.n_layers} layers, d_model {model.cfg.d_model})")
+    model = load_model(model_source) if isinstance(model_source, (str, os.PathLike)) else model_source
+    backend = backend_for(model)
+    name = backend.model_name or str(model_source)
+    echo(f"model: {name} ({backend.n_layers} layers, d_model {backend.d_model})")
     check_generation_room(model, GENERATION_PROMPTS, max_new_tokens)
 
     pairs = sentiment_pairs("train")

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, token_id_list
-from steerlens.errors import InvalidArgumentError
+from steerlens.errors import InvalidArgumentError, TargetTokenError
 from steerlens.evaluation.metrics import (
     TokenGroup,
     argmax_changed,
@@ -49,11 +49,10 @@ from steerlens.tokens import (
     PaddingSide,
     PromptInput,
     Prompts,
-    TargetTokenError,
     check_prompt_inputs,
-    describe,
     single_target_id,
 )
+from steerlens.tokens.policy import describe
 from steerlens.tokens.starts import SteerFrom
 from steerlens.vector import Layers, SteeringVector
 
@@ -147,7 +146,7 @@ def compare_logits(
     string, an id by its decoded text, see :func:`token_str`) or a dict ``name -> token or list of tokens``;
     a group's probability is the sum of its tokens' probabilities. Each string is the
     token that follows the prompt (encoded in context); a string that is several
-    tokens there raises :class:`~steerlens.tokens.TargetTokenError` (score such
+    tokens there raises :class:`~steerlens.errors.TargetTokenError` (score such
     strings with :func:`~steerlens.evaluation.continuation.continuation_logprob`).
     ``layers=None`` takes each layer of ``vector`` separately; ``"joint"`` or groups
     (``[[2, 3], 4]``) steer layers together, labelled ``"2+3"``. Prompts are strings
@@ -324,7 +323,7 @@ def ab_behavior_probability(
     None): a bar of cells with the time left, shown once the call has run a few seconds. ``letters`` are the two letters
     (strings or token ids); each string is the token that really follows the item's
     prompt (on a SentencePiece tokenizer ``A`` after ``"("``, not ``▁A``), and a
-    :class:`~steerlens.tokens.TargetTokenError` names any letter that is not one
+    :class:`~steerlens.errors.TargetTokenError` names any letter that is not one
     token there. Items are :class:`ABItem`, CAA records (dicts) or ``(prompt,
     letter)`` pairs; prompts may be chat-template strings or token ids, encoded with
     ``prepend_bos`` (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).

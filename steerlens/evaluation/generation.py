@@ -52,14 +52,13 @@ import torch
 
 from steerlens.backends import Backend, backend_for
 from steerlens.checks import check_batch_size, check_multipliers
-from steerlens.errors import InvalidArgumentError
+from steerlens.errors import InvalidArgumentError, TargetTokenError
 from steerlens.evaluation.metrics import MetricFn
 from steerlens.evaluation.sweep import group_labels, iter_steered_logits, sweep_layers
 from steerlens.hooks import Operator, make_spec
 from steerlens.tokens import (
     PromptInput,
     Prompts,
-    TargetTokenError,
     check_prepend_bos,
     ids_in_context,
     prepare_prompts,

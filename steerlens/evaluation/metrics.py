@@ -63,7 +63,7 @@ def token_ids(tokenizer: Any, group: TokenGroup, context: PromptInput | None = N
 
     With ``context`` (the prompt the tokens follow), each string is the one token it
     is right after that prompt, and a string that is several tokens there raises
-    :class:`~steerlens.tokens.TargetTokenError`; this is what every steerlens function
+    :class:`~steerlens.errors.TargetTokenError`; this is what every steerlens function
     that knows its prompts does. Without it a string is encoded on its own and stands
     for its first token, with a warning when it has several (on SentencePiece
     tokenizers that token can differ from the one after a prompt: ``"A"`` is ``▁A``).

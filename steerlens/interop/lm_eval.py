@@ -117,7 +117,7 @@ def export_lm_eval(
             "(vec.apply(model, min_token_index=...))."
         )
     backend = backend_for(model)
-    if getattr(backend, "kind", None) != "hf":
+    if not backend.hooks_modules:
         raise UnsupportedModelError(
             f"lm-eval's steered model runs Hugging Face checkpoints, so its hookpoints are module names of one; "
             f"got a {type(model).__name__}. Pass the Hugging Face model (e.g. steerlens.load_hf_model(...)[0]) "
@@ -132,7 +132,7 @@ def export_lm_eval(
     spec = vector._spec(backend, None, multiplier, 0, None)
     sites = backend.check_vector(spec.vectors, spec.layer_type)  # d_model, layer range, layer type on this model
     hf_model: nn.Module = backend.model
-    layout = backend.layout
+    layout = backend.module_layout
     paths: dict[int, str] = {}
     for layer, site in sites.items():
         if spec.layer_type == "resid_pre":
@@ -141,6 +141,12 @@ def export_lm_eval(
                     "resid_pre of layer 0 is the embedding output, which enters decoder layer 0 as an input; "
                     "lm-eval's steered model edits module outputs only, so it cannot be written. Drop layer 0 "
                     f"(vec.select_layers([...])); lm-eval can express {', '.join(SUPPORTED)}."
+                )
+            if layout is None:
+                raise UnsupportedModelError(
+                    f"resid_pre of layer {layer} is the output of decoder layer {layer - 1}, but steerlens cannot "
+                    f"find this {type(hf_model).__name__}'s decoder layers (only a layer_config names them); "
+                    "export a resid_post vector instead."
                 )
             paths[layer] = f"{layout.layers_path}.{layer - 1}"  # its output is layer L's input
         elif site.io != "output":
@@ -152,7 +158,7 @@ def export_lm_eval(
             paths[layer] = site.path
     hookpoints = _relative_to_base_model(hf_model, paths)
     if verify:
-        _verify(hf_model, paths, spec.layer_type, backend.d_model, layout.layers_path)
+        _verify(hf_model, paths, spec.layer_type, backend.d_model, layout.layers_path if layout is not None else "")
     config = {
         hookpoints[layer]: {
             # The multiplier applied in float32, as steerlens' hook does before casting to the model's dtype.

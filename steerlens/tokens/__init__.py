@@ -1,5 +1,8 @@
 """Stage 2, prompts to tokens: the one tokenization policy (BOS, chat templates, ids), targets
-in context, padding and the one batcher."""
+in context, padding and the one batcher.
+
+Helpers the stages share (``encoding.pad_batch``, ``policy.check_encoded``, ``policy.describe``) are
+imported from their modules; the errors are in :mod:`steerlens.errors`."""
 
 from steerlens.tokens.batching import PreparedPrompts, PromptBatch, PromptEncoder, iter_batches, prepare_prompts
 from steerlens.tokens.encoding import (
@@ -7,7 +10,6 @@ from steerlens.tokens.encoding import (
     ReadIndex,
     TokenBatch,
     check_tokenizer_fits,
-    pad_batch,
     pad_token_id,
     resolve_read_index,
 )
@@ -16,14 +18,12 @@ from steerlens.tokens.policy import (
     PromptInput,
     TokenPolicy,
     as_token_ids,
-    check_encoded,
     check_prepend_bos,
     check_text,
-    describe,
     text_ids,
     tokenizer_prefix,
 )
-from steerlens.tokens.targets import TargetTokenError, context_text, ids_in_context, single_target_id
+from steerlens.tokens.targets import context_text, ids_in_context, single_target_id
 
 __all__ = [
     "PaddingSide",
@@ -33,20 +33,16 @@ __all__ = [
     "PromptInput",
     "Prompts",
     "ReadIndex",
-    "TargetTokenError",
     "TokenBatch",
     "TokenPolicy",
     "as_token_ids",
-    "check_encoded",
     "check_prepend_bos",
     "check_prompt_inputs",
     "check_text",
     "check_tokenizer_fits",
     "context_text",
-    "describe",
     "ids_in_context",
     "iter_batches",
-    "pad_batch",
     "pad_token_id",
     "prepare_prompts",
     "resolve_read_index",

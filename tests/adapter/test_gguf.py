@@ -175,6 +175,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_killed_writers_staging_folder_is_removed_by_the_next_load(model_file, cache):
     path, original = model_file
     writer = subprocess.Popen(

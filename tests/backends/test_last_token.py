@@ -7,7 +7,7 @@ import torch
 from helpers import make_model
 
 from steerlens.backends.last_token import _one_token_final_block_ok, final_resid_at_last_token, last_token_resid
-from steerlens.tokens import pad_batch
+from steerlens.tokens.encoding import pad_batch
 
 PROMPTS = ["a b c d e f g", "b c", "c d e f", "d e f g a b c d e f", "e"]
 

@@ -8,8 +8,7 @@ from helpers import random_vector
 
 from steerlens import ABItem, SteeringVector, ab_behavior_probability, compare_logits
 from steerlens.backends import steering_hooks_on
-from steerlens.errors import InvalidArgumentError
-from steerlens.tokens import TargetTokenError
+from steerlens.errors import InvalidArgumentError, TargetTokenError
 
 PROMPTS = ["The food was delicious and the service was", "I hate", "What a lovely day for a walk in the park"]
 

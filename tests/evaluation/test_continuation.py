@@ -12,8 +12,7 @@ import torch
 from helpers import hf_logprobs, hooked_logprobs, llama_model, make_model, metaspace_tokenizer
 
 from steerlens import SteeringVector, continuation_logprob
-from steerlens.errors import InvalidArgumentError
-from steerlens.tokens import TargetTokenError
+from steerlens.errors import InvalidArgumentError, TargetTokenError
 
 
 def vector(layers, seed: int = 0) -> SteeringVector:

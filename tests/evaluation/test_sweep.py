@@ -422,6 +422,7 @@ def distributed_case():
     return model, tok, vec, prob_share([" happy", " cat", " mat", " big"], [" ran", " sad", " small"])
 
 
+@pytest.mark.slow
 def test_distributed_sweeps_keep_the_damage_columns(tmp_path):
     """Two Gloo ranks, each on its share of the prompts, give every rank the single-process table, damage too."""
     import os

@@ -58,6 +58,7 @@ EXPECTED_ERRORS = {
 }
 
 
+@pytest.mark.slow
 def test_devices_fifos_and_folders_are_refused_quickly(tmp_path):
     """A symlink to /dev/zero (size 0, endless), a FIFO (blocks on open), a symlink to it, and a folder: each
     loader and `steerlens info` refuse each one with its own error class naming what it is, in seconds."""

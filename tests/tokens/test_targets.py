@@ -11,8 +11,8 @@ import torch
 from helpers import hf_logprobs, hooked_logprobs, llama_model, make_model, make_tokenizer, metaspace_tokenizer
 
 from steerlens import SteeringVector, ab_behavior_probability, compare_logits, logit_diff, prob_share, sweep_layers
-from steerlens.errors import TokenizerError
-from steerlens.tokens import TargetTokenError, ids_in_context, single_target_id
+from steerlens.errors import TargetTokenError, TokenizerError
+from steerlens.tokens import ids_in_context, single_target_id
 
 ITEMS = [
     ("Do you like cats?\n(A) Yes\n(B) No\nAnswer: (", "A"),

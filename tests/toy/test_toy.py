@@ -65,6 +65,7 @@ def test_dtype_argument():
     assert next(model.parameters()).dtype == torch.float16
 
 
+@pytest.mark.slow
 def test_loads_offline_in_fresh_process(tmp_path):
     code = (
         "import time; t = time.perf_counter()\n"
@@ -231,6 +232,7 @@ def test_sentiment_steering_moves_sentiment_not_topic(toy):
         assert shift <= 0.05
 
 
+@pytest.mark.slow
 def test_training_script_is_reproducible(tmp_path):
     """Two short runs of scripts/train_toy_model.py with the same seed write identical files."""
     script = ROOT / "scripts" / "train_toy_model.py"

@@ -48,6 +48,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_give_the_single_process_vector(tmp_path):
     env = {
         **os.environ,
