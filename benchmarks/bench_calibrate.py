@@ -7,7 +7,7 @@ residual-norm units (``relative=True``) in SmolLM2's usable range (0.05 to 0.4; 
 collapse), the twenty judgement words' ``prob_share`` after "Honestly, it felt really" (``chat_demo.JUDGEMENT``,
 where those words hold about a quarter of the next-token probability) on 16 chat prompts as the effect and the
 KL on 16 other chat prompts as the damage. ``search="exhaustive"`` measures all 70 cells on every prompt;
-``search="coarse-to-fine"`` screens the 10 layers on a quarter of the prompts at two strengths and runs the
+``search="coarse-to-fine"`` screens the 10 layers on a quarter of the prompts at three strengths and runs the
 full grid on the best (at most 3, those whose screening gain is within ``keep_margin`` of the best). Targets:
 coarse-to-fine takes <= 1/3 of the exhaustive time, and its chosen cell's effect is within 5% of the
 exhaustive best's at equal or lower KL. It prints both times, their ratio and each chosen cell with its

@@ -11,7 +11,7 @@ tokens keep their probability (never a ``degenerate`` cell); with a ``target``
 effect, the cheapest such cell that reaches it, its multiplier refined by bisection.
 
 The search is coarse to fine by default: every layer is screened on a spread quarter
-of the prompts (at least four) at two strengths, and the full grid (and bisection)
+of the prompts (at least four) at three strengths, and the full grid (and bisection)
 runs on the few best layers only, on every prompt, so the chosen cell is always
 measured on all prompts and all references. ``search="exhaustive"`` runs the full
 grid everywhere. Every cell is kept in a table with its Pareto-front membership, and
@@ -207,9 +207,10 @@ def calibrate(
     cell of its layer, to reach the target with as little strength as possible.
 
     ``search="coarse-to-fine"`` (the default) first screens every layer on a spread
-    quarter of the prompts, references and fluency texts (at least four of each) at two
+    quarter of the prompts, references and fluency texts (at least four of each) at three
     strengths (``coarse_multipliers``; default: the weakest of ``multipliers`` in the
-    wanted direction and the middle one), ranks the layers by their best admissible,
+    wanted direction, the middle one and the strongest, so that a layer still within the
+    budget at full strength is judged there), ranks the layers by their best admissible,
     non-degenerate effect there, and runs the full grid and bisection on the best
     layers only, on all prompts and references: at most ``keep_layers`` of them, and only
     those whose coarse gain (best admissible effect minus the unsteered effect on the
@@ -499,12 +500,13 @@ def _n_cells(setup: _Setup, inputs: _Inputs, n_layers: int, n_mults: int) -> int
 
 
 def _coarse_multipliers(mults: list[float], sign: float) -> list[float]:
-    """Two strengths to screen layers at: the weakest multiplier pointing the wanted way, and the middle one."""
+    """Three strengths to screen layers at: the weakest multiplier pointing the wanted way, the middle one and
+    the strongest (where the budget bites: a layer that stays within it there can be pushed that far)."""
     wanted = [m for m in mults if m * sign > 0] or [m for m in mults if m != 0] or mults
-    if len(wanted) <= 2:
+    if len(wanted) <= 3:
         return wanted
     by_strength = sorted(wanted, key=abs)
-    picked = {by_strength[0], by_strength[len(by_strength) // 2]}
+    picked = {by_strength[0], by_strength[len(by_strength) // 2], by_strength[-1]}
     return [m for m in wanted if m in picked]
 
 
