@@ -11,7 +11,9 @@ KL on 16 other chat prompts as the damage. ``search="exhaustive"`` measures all 
 full grid on the best (at most 3, those whose screening gain is within ``keep_margin`` of the best). Targets:
 coarse-to-fine takes <= 1/3 of the exhaustive time, and its chosen cell's effect is within 5% of the
 exhaustive best's at equal or lower KL. It prints both times, their ratio and each chosen cell with its
-effect, KL and the judgement words' mass. Run it on a quiet machine.
+effect, KL and the judgement words' mass. Run it on a quiet machine. Measured once on a busy one (load average
+about 6 on 2 cores, 1 thread): exhaustive 251 s, coarse-to-fine 77 s (0.31), the same cell (layer 23, 0.4 norms,
+share 0.9997, KL 0.30, the words' mass 0.19 from 0.28 unsteered).
 """
 
 from __future__ import annotations
