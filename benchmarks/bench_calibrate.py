@@ -3,18 +3,23 @@
     python benchmarks/bench_calibrate.py [--threads 2] [--prompts 16] [--max-kl 0.5] [--target T]
 
 SmolLM2-135M-Instruct (HF route), a sentiment vector trained on 32 chat pairs at 10 layers, 7 multipliers in
-residual-norm units (``relative=True``), the judgement words' ``prob_share`` after "Honestly, it was" on 16 chat
-prompts as the effect and the KL on 16 other chat prompts as the damage (README's "A real model" setting).
-``search="exhaustive"`` measures all 70 cells on every prompt; ``search="coarse-to-fine"`` screens the 10
-layers on a quarter of the prompts at two strengths and runs the full grid on the 3 best. Targets:
+residual-norm units (``relative=True``) in SmolLM2's usable range (0.05 to 0.4; at 0.5 and more most layers
+collapse), the twenty judgement words' ``prob_share`` after "Honestly, it felt really" (``chat_demo.JUDGEMENT``,
+where those words hold about a quarter of the next-token probability) on 16 chat prompts as the effect and the
+KL on 16 other chat prompts as the damage. ``search="exhaustive"`` measures all 70 cells on every prompt;
+``search="coarse-to-fine"`` screens the 10 layers on a quarter of the prompts at three strengths and runs the
+full grid on the best (at most 3, those whose screening gain is within ``keep_margin`` of the best). Targets:
 coarse-to-fine takes <= 1/3 of the exhaustive time, and its chosen cell's effect is within 5% of the
 exhaustive best's at equal or lower KL. It prints both times, their ratio and each chosen cell with its
-effect, KL and the judgement words' mass. Run it on a quiet machine.
+effect, KL and the judgement words' mass. Run it on a quiet machine. Measured once on a busy one (load average
+about 6 on 2 cores, 1 thread): exhaustive 251 s, coarse-to-fine 77 s (0.31), the same cell (layer 23, 0.4 norms,
+share 0.9997, KL 0.30, the words' mass 0.19 from 0.28 unsteered).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
 
@@ -32,6 +37,7 @@ def main() -> None:
 
     import steerlens
     from steerlens import calibrate, prob_share, train_steering_vector
+    from steerlens.cli.chat_demo import JUDGEMENT, NEGATIVE, POSITIVE
     from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
     model, tok = steerlens.load_hf_model("smollm2-135m-instruct")
@@ -40,11 +46,13 @@ def main() -> None:
     vec = train_steering_vector(model, tok, pairs, layers=layers, batch_size=16)
     chats = neutral_chat_prompts(tok)
     n = args.prompts
-    prompts = [chat + "Honestly, it was" for chat in chats[:n]]
+    prompts = [chat + JUDGEMENT for chat in chats[:n]]
     references = chats[n : 2 * n]
-    share = prob_share([" good", " great", " wonderful", " lovely"], [" bad", " terrible", " awful", " boring"])
+    share = prob_share(POSITIVE, NEGATIVE)
+    multipliers = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4]  # residual norms
+    print(f"load average at start {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
     print(
-        f"SmolLM2-135M-Instruct (HF), {args.threads} threads, {len(layers)} layers x 7 relative multipliers, "
+        f"SmolLM2-135M-Instruct (HF), {args.threads} threads, {len(layers)} layers x {multipliers} residual norms, "
         f"{len(prompts)} prompts + {len(references)} references, max_kl {args.max_kl:g}"
         + ("" if args.target is None else f", target {args.target:g}")
     )
@@ -60,6 +68,7 @@ def main() -> None:
                 share,
                 references,
                 max_kl=args.max_kl,
+                multipliers=multipliers,
                 relative=True,
                 target=args.target,
                 tokenizer=tok,
@@ -70,7 +79,10 @@ def main() -> None:
         b = cal.best
         sources = cal.table["source"].value_counts().to_dict()
         grid_layers = sorted(cal.table.loc[cal.table["source"] == "grid", "layer"].unique().tolist())
-        print(f"{search}: {seconds:.1f} s, cells {sources}, full grid on layers {grid_layers}")
+        print(
+            f"{search}: {seconds:.1f} s, cells {sources}, full grid on layers {grid_layers} "
+            f"(load average {os.getloadavg()[0]:.1f})"
+        )
         if b is None:
             print("  no cell within the budget")
         else:

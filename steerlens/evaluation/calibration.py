@@ -11,7 +11,7 @@ tokens keep their probability (never a ``degenerate`` cell); with a ``target``
 effect, the cheapest such cell that reaches it, its multiplier refined by bisection.
 
 The search is coarse to fine by default: every layer is screened on a spread quarter
-of the prompts (at least four) at two strengths, and the full grid (and bisection)
+of the prompts (at least four) at three strengths, and the full grid (and bisection)
 runs on the few best layers only, on every prompt, so the chosen cell is always
 measured on all prompts and all references. ``search="exhaustive"`` runs the full
 grid everywhere. Every cell is kept in a table with its Pareto-front membership, and
@@ -62,7 +62,9 @@ DEFAULT_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_RELATIVE_MULTIPLIERS: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 """Multipliers in residual-norm units tried by default with ``relative=True``."""
 KEEP_LAYERS: int = 3
-"""Layers the coarse stage of ``search="coarse-to-fine"`` keeps for the full grid (``keep_layers``)."""
+"""Most layers the coarse stage of ``search="coarse-to-fine"`` keeps for the full grid (``keep_layers``)."""
+KEEP_MARGIN: float = 0.25
+"""A screened layer is kept only if its coarse gain is at least ``1 - keep_margin`` of the best layer's."""
 COARSE_FRACTION: float = 0.25
 """Share of the prompts (and references, and fluency texts) the coarse stage measures on ..."""
 COARSE_MIN_PROMPTS: int = 4
@@ -175,6 +177,7 @@ def calibrate(
     search: Search = "coarse-to-fine",
     keep_layers: int = KEEP_LAYERS,
     coarse_multipliers: Iterable[float] | None = None,
+    keep_margin: float | None = KEEP_MARGIN,
 ) -> Calibration:
     """Sweep ``layers`` × ``multipliers`` and choose the cell with the most effect under a KL budget.
 
@@ -204,11 +207,16 @@ def calibrate(
     cell of its layer, to reach the target with as little strength as possible.
 
     ``search="coarse-to-fine"`` (the default) first screens every layer on a spread
-    quarter of the prompts, references and fluency texts (at least four of each) at two
+    quarter of the prompts, references and fluency texts (at least four of each) at three
     strengths (``coarse_multipliers``; default: the weakest of ``multipliers`` in the
-    wanted direction and the middle one), ranks the layers by their best admissible,
-    non-degenerate effect there, and runs the full grid and bisection on the
-    ``keep_layers`` best layers only, on all prompts and references. The chosen cell is
+    wanted direction, the middle one and the strongest, so that a layer still within the
+    budget at full strength is judged there), ranks the layers by their best admissible,
+    non-degenerate effect there, and runs the full grid and bisection on the best
+    layers only, on all prompts and references: at most ``keep_layers`` of them, and only
+    those whose coarse gain (best admissible effect minus the unsteered effect on the
+    screening prompts, in the wanted direction) is at least ``1 - keep_margin`` of the
+    best layer's (``keep_margin=None``: always ``keep_layers``; when no layer gains
+    within the budget, the ``keep_layers`` best ranked). The chosen cell is
     always one measured on every prompt and reference. Screening rows stay in the table
     with ``source="coarse"`` (their ``n_prompts`` says how many prompts they saw); with
     ``keep_layers`` or fewer layers nothing is screened. ``search="exhaustive"`` runs
@@ -275,6 +283,9 @@ def calibrate(
         raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {search!r}.")
     if isinstance(keep_layers, bool) or not isinstance(keep_layers, int) or keep_layers < 1:
         raise InvalidArgumentError(f"keep_layers must be a positive int, got {keep_layers!r}.")
+    margin = None if keep_margin is None else finite_number(keep_margin, "keep_margin")
+    if margin is not None and not 0 <= margin <= 1:
+        raise InvalidArgumentError(f"keep_margin must be between 0 and 1 (or None), got {keep_margin!r}.")
     goal = None if target is None else finite_number(target, "target")
     sign = 1.0 if direction == "increase" else -1.0
     inputs = _inputs(backend, items, metric, prompt_list, reference_list, texts, padding_side, prepend_bos)
@@ -325,10 +336,13 @@ def calibrate(
         run = _Runner(setup, bar)
         parts = []
         if coarse_inputs is not None:
-            coarse = run.cells(coarse_inputs, layer_list, coarse_mults, "coarse").table
-            parts.append(coarse)
-            layer_list = _rank_layers(coarse, budget, sign, setup.damage)[:keep_layers]
-            layer_list = [layer for layer in directions if layer in layer_list]  # the caller's order
+            screened = run.cells(coarse_inputs, layer_list, coarse_mults, "coarse")
+            parts.append(screened.table)
+            kept = _kept_layers(screened, budget, sign, setup.damage, keep_layers, margin)
+            layer_list = [layer for layer in directions if layer in kept]  # the caller's order
+            if not bar.disable and len(kept) < keep_layers:  # fewer grid cells than counted
+                bar.total -= _n_cells(setup, inputs, keep_layers - len(kept), len(mults))
+                bar.refresh()
         measured = run.cells(inputs, layer_list, mults, "grid")
         table = pd.concat([*parts, measured.table], ignore_index=True)
         best = _choose(table, budget, sign, goal, setup.damage)
@@ -486,12 +500,13 @@ def _n_cells(setup: _Setup, inputs: _Inputs, n_layers: int, n_mults: int) -> int
 
 
 def _coarse_multipliers(mults: list[float], sign: float) -> list[float]:
-    """Two strengths to screen layers at: the weakest multiplier pointing the wanted way, and the middle one."""
+    """Three strengths to screen layers at: the weakest multiplier pointing the wanted way, the middle one and
+    the strongest (where the budget bites: a layer that stays within it there can be pushed that far)."""
     wanted = [m for m in mults if m * sign > 0] or [m for m in mults if m != 0] or mults
-    if len(wanted) <= 2:
+    if len(wanted) <= 3:
         return wanted
     by_strength = sorted(wanted, key=abs)
-    picked = {by_strength[0], by_strength[len(by_strength) // 2]}
+    picked = {by_strength[0], by_strength[len(by_strength) // 2], by_strength[-1]}
     return [m for m in wanted if m in picked]
 
 
@@ -511,6 +526,30 @@ def _rank_layers(coarse: pd.DataFrame, budget: float, sign: float, damage: str) 
     return [layer for _, layer in sorted(scores, key=lambda pair: pair[0], reverse=True)]
 
 
+def _kept_layers(
+    coarse: _Measured, budget: float, sign: float, damage: str, keep: int, margin: float | None
+) -> list[int]:
+    """The layers the full grid runs on after screening (see ``keep_margin`` in :func:`calibrate`).
+
+    A layer's gain is its best admissible, non-degenerate coarse effect minus the unsteered
+    effect on the screening prompts, times ``sign``; layers are kept in rank order, at most
+    ``keep``, while their gain is at least ``(1 - margin)`` times the best gain.
+    """
+    ranked = _rank_layers(coarse.table, budget, sign, damage)[:keep]
+    if margin is None:
+        return ranked
+    rows = coarse.table
+    ok = rows[damage] <= budget
+    if "degenerate" in rows:
+        ok &= ~rows["degenerate"].astype(bool)
+    best_effect = (rows[ok]["effect"] * sign).groupby(rows[ok]["layer"]).max()
+    gains = {int(layer): value - coarse.baseline * sign for layer, value in best_effect.items()}
+    top = gains.get(ranked[0], math.nan)
+    if not top > 0:  # nothing gains within the budget: no signal to narrow on
+        return ranked
+    return [layer for layer in ranked if gains.get(layer, -math.inf) >= (1 - margin) * top]
+
+
 class _Measured(NamedTuple):
     table: pd.DataFrame
     baseline: float
@@ -527,7 +566,12 @@ class _Runner:
         self.bar = bar
 
     def _sweep(
-        self, prompts: list[Any], layers: list[int], mults: list[float], measure: Callable[..., dict[str, Tensor]]
+        self,
+        prompts: list[Any],
+        layers: list[int],
+        mults: list[float],
+        measure: Callable[..., dict[str, Tensor]],
+        clean_passes: dict[Any, Any] | None = None,
     ) -> tuple[dict[tuple[Any, float], dict[str, Tensor]], dict[str, Tensor]]:
         """Per cell, ``measure(cell, steered)``'s columns over every prompt; and once, the unsteered ones."""
         s = self.setup
@@ -545,6 +589,7 @@ class _Runner:
             padding_side=s.padding_side,
             prepend_bos=s.prepend_bos,
             progress=self.bar,
+            clean_passes=clean_passes,
         ):
             parts.setdefault((cell.layer, cell.multiplier), []).append(measure(cell, cell.steered))
             key = tuple(cell.indices)
@@ -574,7 +619,9 @@ class _Runner:
 
         return measure
 
-    def _fluency(self, texts: list[list[int]], layers: list[int], mults: list[float]) -> dict[tuple[Any, float], float]:
+    def _fluency(
+        self, texts: list[list[int]], layers: list[int], mults: list[float], clean_passes: dict[Any, Any] | None = None
+    ) -> dict[tuple[Any, float], float]:
         """Mean increase of the texts' negative log-likelihood per token under steering, per cell.
 
         Each prefix of each text is a prompt whose next-token logits score the token after it
@@ -597,6 +644,7 @@ class _Runner:
             operator=s.operator,
             padding_side=s.padding_side,
             progress=self.bar,
+            clean_passes=clean_passes,
         ):
             steered = torch.log_softmax(cell.steered.float(), -1)
             unsteered = torch.log_softmax(cell.unsteered.float(), -1)
@@ -608,16 +656,25 @@ class _Runner:
             key: float(np.mean([total / (len(ids) - 1) for total, ids in zip(acc, texts)])) for key, acc in sums.items()
         }
 
-    def cells(self, inputs: _Inputs, layers: list[int], mults: list[float], source: str) -> _Measured:
+    def cells(
+        self,
+        inputs: _Inputs,
+        layers: list[int],
+        mults: list[float],
+        source: str,
+        clean_passes: dict[Any, Any] | None = None,
+    ) -> _Measured:
+        """Every cell's row; ``clean_passes`` (see :func:`iter_steered_logits`) reuses clean passes across calls."""
         s = self.setup
-        effects, clean = self._sweep(inputs.prompts, layers, mults, self._effects(inputs))
+        effects, clean = self._sweep(inputs.prompts, layers, mults, self._effects(inputs), clean_passes)
         damages, _ = self._sweep(
             inputs.references,
             layers,
             mults,
             lambda cell, logits: {"kl": kl_divergence(logits, cell.unsteered).double().cpu()},
+            clean_passes,
         )
-        fluency = self._fluency(inputs.texts, layers, mults) if inputs.texts is not None else None
+        fluency = self._fluency(inputs.texts, layers, mults, clean_passes) if inputs.texts is not None else None
         mass_unsteered = float(clean["target_mass"].mean()) if "target_mass" in clean else None
         rows = []
         for layer in layers:
@@ -704,11 +761,12 @@ def _bisect(
     low = float(weaker.loc[weaker["multiplier"].abs().idxmax(), "multiplier"]) if len(weaker) else 0.0
     damage = run.setup.damage
     rows = []
+    passes: dict[Any, Any] = {}  # one layer, the same batches at every step: the clean passes run once
     for _ in range(steps):
         middle = (low + high) / 2
         if middle in (low, high):
             break
-        row = run.cells(inputs, [layer], [middle], "bisect").table.iloc[0]
+        row = run.cells(inputs, [layer], [middle], "bisect", passes).table.iloc[0]
         rows.append(row)
         ok = not bool(row.get("degenerate", False))
         if sign * (row["effect"] - goal) >= 0 and row[damage] <= budget and ok:

@@ -93,6 +93,7 @@ def iter_steered_logits(
     prepend_bos: bool | None = None,
     steer_from: SteerFrom = None,
     progress: Any = None,
+    clean_passes: dict[Any, Any] | None = None,
 ) -> Iterator[LogitsCell]:
     """Last-token logits, steered and unsteered, for each batch × layer (or group) × multiplier.
 
@@ -111,6 +112,10 @@ def iter_steered_logits(
     ``show_progress``: a bar of cells with the time left (None: only once the call has run a
     few seconds, see :mod:`steerlens.evaluation.progress`); ``progress`` is an outer bar to
     advance instead (a caller running several sweeps as one job).
+    ``clean_passes``: a dict the caller keeps between calls on the same model and vector to
+    reuse each batch's clean pass (keyed by the batch's tokens, layers and steering start;
+    the unsteered pass does not depend on the multiplier), e.g. when a bisection re-measures
+    one layer at a new multiplier each step. Cells are the same with or without it.
 
     Example:
         >>> for cell in iter_steered_logits(model, vec, ["I think"], multipliers=[-2, 2]):
@@ -139,7 +144,13 @@ def iter_steered_logits(
                 for group in groups
             ]
             # Columns before every row's start are the same in every cell (right padding: columns are positions).
-            sweep = backend.sweep_pass(batch, singles, layer_type, 0 if starts is None else int(first.min()))
+            start = 0 if starts is None else int(first.min())
+            key = (tuple(batch.indices), tuple(map(tuple, batch.tokens.tolist())), tuple(singles), layer_type, start)
+            sweep = None if clean_passes is None else clean_passes.get(key)
+            if sweep is None:
+                sweep = backend.sweep_pass(batch, singles, layer_type, start)
+                if clean_passes is not None:
+                    clean_passes[key] = sweep
             pending: list[tuple[int, list[Tensor | None]]] = []
             for g, group in enumerate(groups):
                 if len(group) == 1:

@@ -427,3 +427,62 @@ def test_one_progress_bar_counts_every_cell_of_the_call(toy, sentiment, share, m
     bar = bars[0][0]
     assert bar.total == bar.n == len(yielded) > 0
     assert {"coarse", "grid", "bisect"} <= set(cal.table.source)
+
+
+def test_bisection_runs_each_clean_pass_once_and_its_cells_are_plain_steering(toy, sentiment, share, monkeypatch):
+    """Every bisection step re-measures one layer at a new multiplier on the clean passes of its first step."""
+    from steerlens.backends.hooked import HookedBackend
+
+    calls = []
+    real = HookedBackend.sweep_pass
+
+    def counting(self, batch, *args, **kwargs):
+        calls.append(len(batch.indices))
+        return real(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(HookedBackend, "sweep_pass", counting)
+    mults = [2.0, 4.0, 8.0, 16.0]
+    kwargs = {"max_kl": BUDGET, "target": 0.9, "batch_size": 64, "search": "exhaustive", "multipliers": mults}
+    cal = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, bisect_steps=5, **kwargs)
+    bisect = cal.table[cal.table.source == "bisect"]
+    assert len(bisect) == 5
+    # Grid: 16 prompts per batch (64 // 4 multipliers), one batch of prompts and one of references; then the
+    # bisection's one batch of each (64 prompts per batch at one multiplier), run once for its five steps.
+    assert len(calls) == 2 + 2
+    for row in bisect.itertuples():
+        effect, kl = remeasure(toy, sentiment, row.layer, row.multiplier)
+        assert effect == pytest.approx(row.effect, abs=1e-4) and kl == pytest.approx(row.kl, abs=1e-4)
+
+
+def gains_by_hand(model, vector, table, prompts, budget):
+    """Per layer: best admissible coarse share minus the unsteered share on the screening prompts (its rows' n_prompts)."""
+    coarse = table[table.source == "coarse"]
+    n = int(coarse.n_prompts.iloc[0])
+    subset = [prompts[i * len(prompts) // n] for i in range(n)]
+    baseline = float(positive_mass(model, subset).mean())
+    ok = coarse[(coarse.kl <= budget) & ~coarse.degenerate]
+    return {int(layer): float(rows.effect.max()) - baseline for layer, rows in ok.groupby("layer")}
+
+
+def test_coarse_stage_keeps_only_the_layers_within_the_margin_of_the_best_gain(toy, sentiment, share):
+    """keep_margin against gains computed by hand from the screening rows and an unsteered forward pass."""
+    kwargs = {"max_kl": BUDGET, "relative": True, "keep_layers": 3, "multipliers": [0.25, 0.5, 1.0, 2.0]}
+    wide = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, keep_margin=None, **kwargs)
+    gains = gains_by_hand(toy, sentiment, wide.table, PROMPTS, BUDGET)
+    ranked = sorted(gains, key=gains.get, reverse=True)
+    assert len(ranked) >= 3 and gains[ranked[2]] > 0 and len(set(gains.values())) == len(gains)
+    assert set(wide.table[wide.table.source == "grid"].layer) == set(ranked[:3])  # no margin: the 3 best
+    # A margin between the second and the third layer's relative gain keeps exactly the first two.
+    second, third = gains[ranked[1]] / gains[ranked[0]], gains[ranked[2]] / gains[ranked[0]]
+    margin = 1 - (second + third) / 2
+    narrow = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, keep_margin=margin, **kwargs)
+    assert set(narrow.table[narrow.table.source == "grid"].layer) == set(ranked[:2])
+    only = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, keep_margin=0.0, **kwargs)
+    assert set(only.table[only.table.source == "grid"].layer) == {ranked[0]}
+    # The grid rows of a kept layer are the same cells whatever else was kept.
+    cols = ["layer", "multiplier", "effect", "kl"]
+    kept = narrow.table[narrow.table.source == "grid"][cols].reset_index(drop=True)
+    same = wide.table[(wide.table.source == "grid") & wide.table.layer.isin(ranked[:2])][cols].reset_index(drop=True)
+    assert np.allclose(kept.to_numpy(dtype=float), same.to_numpy(dtype=float), atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="keep_margin"):
+        calibrate(toy, sentiment, PROMPTS[:2], share, REFERENCES[:2], keep_margin=1.5)

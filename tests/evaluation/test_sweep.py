@@ -239,6 +239,39 @@ def test_zero_multiplier_cells_reuse_the_clean_pass_on_hugging_face_models():
     assert (frame[frame.multiplier == 0.0].kl == 0).all() and (frame[frame.multiplier != 0.0].kl > 0).all()
 
 
+def test_clean_passes_are_reused_across_calls_and_cells_stay_those_of_plain_steering(model, monkeypatch):
+    """A second call at a new multiplier runs no clean pass, and every cell still equals the naive loop."""
+    from steerlens.backends.hooked import HookedBackend
+
+    calls = []
+    real = HookedBackend.sweep_pass
+
+    def counting(self, batch, *args, **kwargs):
+        calls.append(tuple(batch.indices))
+        return real(self, batch, *args, **kwargs)
+
+    monkeypatch.setattr(HookedBackend, "sweep_pass", counting)
+    vec = random_vector(model, [1, 3], seed=5)
+    passes: dict = {}
+    first = list(iter_steered_logits(model, vec, PROMPTS, multipliers=[2.0], batch_size=2, clean_passes=passes))
+    n_first = len(calls)
+    second = list(iter_steered_logits(model, vec, PROMPTS, multipliers=[-3.0], batch_size=2, clean_passes=passes))
+    n_second = len(calls) - n_first
+    other = list(iter_steered_logits(model, vec, PROMPTS[:2], multipliers=[-3.0], batch_size=2, clean_passes=passes))
+    plain = list(iter_steered_logits(model, vec, PROMPTS, multipliers=[-3.0], batch_size=2))
+    assert n_first == 2 and n_second == 0  # two batches of PROMPTS, each run clean once over both calls
+    assert len(calls) == 2 + 1 + 2  # PROMPTS[:2] is another batch (other tokens); no dict: every batch again
+    assert len(passes) == 3
+    for cells, mult in ((first, 2.0), (second, -3.0), (other, -3.0), (plain, -3.0)):
+        assert len(cells) == 2 * (2 if cells is not other else 1)
+        for cell in cells:
+            assert cell.multiplier == mult
+            for row, index in enumerate(cell.indices):
+                steered, clean = naive_last_logits(model, vec, cell.layer, mult, PROMPTS[index])
+                torch.testing.assert_close(cell.steered[row], steered[0], atol=1e-4, rtol=1e-4)
+                torch.testing.assert_close(cell.unsteered[row], clean[0], atol=1e-4, rtol=1e-4)
+
+
 # -- damage beside the effect: kl, the metric tokens' mass and the degenerate flag ----------------
 
 SHARP_HF_PROMPTS = ["the cat sat on", "a dog ran fast and", "the big red", "a small happy dog"]
