@@ -1151,9 +1151,9 @@ and the chosen cell re-measured on every prompt.""",
         (
             "code",
             """\
-texts = [en for _, en, _ in DIALOGUES[:8]]  # plain English sentences: what steering towards French costs
-cal = calibrate(model, vec, prompts, french, prompts, max_kl=1.0, layers=LAYERS, relative=True,
-                multipliers=[0.1, 0.2, 0.3, 0.4], norm_prompts=neutral_chat_prompts(tokenizer)[:8],
+texts = [en for _, en, _ in DIALOGUES[:4]]  # plain English sentences: what steering towards French costs
+cal = calibrate(model, vec, prompts, french, prompts, max_kl=1.0, layers=[6, 9, 11, 13, 15, 18], relative=True,
+                multipliers=[0.1, 0.2, 0.3], norm_prompts=neutral_chat_prompts(tokenizer)[:8],
                 fluency_texts=texts, damage="fluency", tokenizer=tokenizer)
 print(cal.best)
 columns = ["layer", "multiplier", "effect", "nll_increase", "kl_prompts", "target_mass", "degenerate", "source"]
@@ -1185,7 +1185,7 @@ the strength, its R² and the damage; a negative slope is an anti-steerable prom
             """\
 best = cal.best.layer
 items = steerability(model, relative, prompts, french, [-0.3, -0.15, 0.0, 0.15, 0.3], layers=[best], tokenizer=tokenizer)
-print(items[["prompt_index", "slope", "r2", "unsteered", "kl_max", "degenerate"]].round(3).to_string(index=False))
+print(items[["item_index", "slope", "r2", "unsteered", "kl_max", "degenerate"]].round(3).to_string(index=False))
 print(items.attrs["summary"])
 plot_steerability(items, best);""",
         ),
@@ -1413,7 +1413,7 @@ def make(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
 def execute(nb: nbformat.NotebookNode) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
 
 
 def main() -> None:
