@@ -7,14 +7,24 @@ per workload and tree, the median over rounds of each child's median time, and t
 over rounds of the per-round ratio to the first tree.
 
 Workloads (all on models passed through ``fast_generation``, as ``steerlens.load_model`` does):
-  gpt2_sweep    sweep_layers, random GPT-2-small-shaped model, 12 layers x 5 multipliers, 16 prompts
-                (bench_sweep.py's cells; its model has no fast_generation, so it cannot show this)
-  gpt2_train    train_steering_vector, same model, 64 pairs, batch 8, all layers (bench_training.py)
-  smol_train    train_steering_vector, SmolLM2-135M-Instruct, 32 chat pairs, 3 layers
+  gpt2_sweep    sweep_layers, random GPT-2-small-shaped model, 6 layers x 3 multipliers, 16 prompts
+                (bench_sweep.py's setting, smaller; its model has no fast_generation, so it cannot show this)
+  gpt2_train    train_steering_vector, same model, 32 pairs, batch 8, all layers (bench_training.py's setting)
+  smol_train    train_steering_vector, SmolLM2-135M-Instruct, 16 chat pairs, 3 layers
   smol_sweep    sweep_layers, SmolLM2, 16 chat prompts, 3 layers x 3 multipliers
   smol_compare  compare_logits, SmolLM2, same prompts and cells
 
     python benchmarks/bench_layout_cache.py --tree /tmp/before --tree . [--rounds 5] [--reps 3]
+
+Measured 2026-12-07 (machine shared, load average ~10 on 2 cores; CPU seconds, one thread, warm-up
+then median of 2 reps per child), ratios to c0272ee (weights stored in the layout) in the same round:
+                  c0272ee   403a12b (layout cache per generate only)   + backend cache (kept_layouts)
+  gpt2_sweep      7.77 s    x0.995                                     x0.908
+  gpt2_train      2.78 s    x0.972                                     x0.910
+  smol_train      2.06 s    x1.138                                     x1.008
+  smol_sweep     11.67 s    x1.085                                     x0.954
+  smol_compare   11.62 s    x1.089                                     x0.931
+(round 1 of 3; later rounds in the report of the tlperf branch.)
 """
 
 from __future__ import annotations
@@ -34,12 +44,13 @@ GROUPS = {"gpt2": ("gpt2_sweep", "gpt2_train"), "smol": ("smol_train", "smol_swe
 
 
 def _timed(fn, reps: int) -> float:
+    """Median CPU time of the process (one torch thread: on a loaded machine wall time mostly measures the queue)."""
     fn()  # warm-up
     times = []
     for _ in range(reps):
-        start = time.perf_counter()
+        start = time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
@@ -60,12 +71,12 @@ def child(group: str, reps: int) -> None:
         from _models import random_model, random_sentences
 
         model = fast_generation(random_model())
-        sentences = random_sentences(2 * 64 + 16, seed=1)
-        pairs = list(zip(sentences[:64], sentences[64:128]))
-        prompts = sentences[128:]
+        sentences = random_sentences(2 * 32 + 16, seed=1)
+        pairs = list(zip(sentences[:32], sentences[32:64]))
+        prompts = sentences[64:]
         gen = torch.Generator().manual_seed(0)
-        vec = SteeringVector({layer: torch.randn(768, generator=gen) for layer in range(12)}, "resid_post")
-        out["gpt2_sweep"] = _timed(lambda: sweep_layers(model, vec, prompts, multipliers=(-2, -1, 0.5, 1, 2)), reps)
+        vec = SteeringVector({layer: torch.randn(768, generator=gen) for layer in range(0, 12, 2)}, "resid_post")
+        out["gpt2_sweep"] = _timed(lambda: sweep_layers(model, vec, prompts, multipliers=(-1, 0.5, 1)), reps)
         out["gpt2_train"] = _timed(lambda: train_steering_vector(model, None, pairs, batch_size=8), reps)
     else:
         from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
@@ -74,7 +85,7 @@ def child(group: str, reps: int) -> None:
         model = model[0] if isinstance(model, tuple) else model
         tok = model.tokenizer
         layers = [6, 12, 18]
-        pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:32]
+        pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:16]
         out["smol_train"] = _timed(lambda: train_steering_vector(model, tok, pairs, layers=layers, batch_size=16), reps)
         vec = train_steering_vector(model, tok, pairs, layers=layers, batch_size=16)
         chats = neutral_chat_prompts(tok)
@@ -115,8 +126,9 @@ def main() -> None:
             for task, tree in itertools.product(GROUPS[group], trees):
                 times.setdefault((task, tree), []).append(got[tree][task])
                 ratios.setdefault((task, tree), []).append(got[tree][task] / got[trees[0]][task])
+            print(f"round {rnd + 1} {group}: {json.dumps(got)}", file=sys.stderr, flush=True)
         print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr, flush=True)
-    print(f"{args.rounds} interleaved rounds, median of {args.reps} reps per child, 1 torch thread")
+    print(f"{args.rounds} interleaved rounds, median of {args.reps} reps per child, 1 torch thread, CPU seconds")
     print(f"{'workload':14s}" + "".join(f"{Path(t).name:>22s}" for t in trees))
     for group in args.groups.split(","):
         for task in GROUPS[group]:
