@@ -21,6 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from steerlens.backends.hooked_layout import kept_layouts
 from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.errors import ModelMismatchError, PromptTooLongError
@@ -78,6 +79,8 @@ class HookedBackend:
     model: Any
     tokenizer: Any
     default_padding_side: str = field(init=False)
+    layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Rearranged weights shared by this backend's passes (:func:`~.hooked_layout.kept_layouts`): one call's worth."""
     kind = "hooked"
     hooks_modules = False  # hook points by name, not module paths
     module_layout = None  # layers are hook points (Backend.module_layout)
@@ -146,13 +149,14 @@ class HookedBackend:
     @torch.no_grad()
     def read(self, batch: PromptBatch, sites: Sequence[Site], *, last_only: bool = False) -> dict[Site, Tensor]:
         names = {site: hook_name(*site) for site in sites}
-        _, cache = self.model.run_with_cache(
-            batch.tokens,
-            attention_mask=batch.attention_mask,
-            names_filter=list(names.values()),
-            stop_at_layer=max(layer for layer, _ in sites) + 1,
-            return_cache_object=False,
-        )
+        with kept_layouts(self.layouts):
+            _, cache = self.model.run_with_cache(
+                batch.tokens,
+                attention_mask=batch.attention_mask,
+                names_filter=list(names.values()),
+                stop_at_layer=max(layer for layer, _ in sites) + 1,
+                return_cache_object=False,
+            )
         return {site: cache[name] for site, name in names.items()}
 
     can_continue = True
@@ -172,19 +176,20 @@ class HookedBackend:
         names = {site: hook_name(*site) for site in sites}
         stop = max(layer for layer, _ in sites) + 1
         cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, self.model.cfg.device, prefix.shape[0])
-        self.model(prefix, attention_mask=torch.ones_like(prefix), past_kv_cache=cache, stop_at_layer=stop)
-        cache.freeze()
         out = []
-        for batch in continuations:
-            _, acts = self.model.run_with_cache(
-                batch.tokens,
-                attention_mask=batch.attention_mask,
-                past_kv_cache=cache,
-                names_filter=list(names.values()),
-                stop_at_layer=stop,
-                return_cache_object=False,
-            )
-            out.append({site: acts[name] for site, name in names.items()})
+        with kept_layouts(self.layouts):
+            self.model(prefix, attention_mask=torch.ones_like(prefix), past_kv_cache=cache, stop_at_layer=stop)
+            cache.freeze()
+            for batch in continuations:
+                _, acts = self.model.run_with_cache(
+                    batch.tokens,
+                    attention_mask=batch.attention_mask,
+                    past_kv_cache=cache,
+                    names_filter=list(names.values()),
+                    stop_at_layer=stop,
+                    return_cache_object=False,
+                )
+                out.append({site: acts[name] for site, name in names.items()})
         return out
 
     @contextmanager
@@ -313,7 +318,7 @@ class HookedBackend:
             and getattr(cfg, "n_devices", 1) == 1
         )
         names = [hook_name(layer, layer_type) for layer in layers] if fast else []
-        with torch.no_grad():
+        with torch.no_grad(), kept_layouts(self.layouts):
             final, cache = self.model.run_with_cache(
                 batch.tokens,
                 attention_mask=batch.attention_mask,
@@ -324,7 +329,8 @@ class HookedBackend:
         return HookedSweepPass(self, batch, layer_type, fast, last_token_resid(final, batch.last), cache)
 
     def head(self, x: Tensor) -> Tensor:
-        return unembed(self.model, x)
+        with kept_layouts(self.layouts):
+            return unembed(self.model, x)
 
     @property
     def context_length(self) -> int | None:
@@ -372,6 +378,10 @@ class HookedSweepPass:
 
     @torch.no_grad()
     def steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
+        with kept_layouts(self.backend.layouts):
+            return self._steered(layer, specs)
+
+    def _steered(self, layer: int, specs: Sequence[SteeringSpec]) -> list[Tensor | None]:
         if not self.fast:
             return [self._full_forward(spec) for spec in specs]
         act = self.cache[hook_name(layer, self.layer_type)]

@@ -19,8 +19,10 @@ is a parameter, buffer or attribute of the model. The price is memory: during a
 ``generate`` call the rearranged weights (attention, gated MLP, unembedding: most of the
 model) exist twice. ``F.linear`` receives tensors with the very values, shape and memory
 layout TransformerLens' own forward hands it, so logits and generated tokens are
-bit-identical; only the repeated copies are gone. Outside ``generate`` (single forward
-passes, ``run_with_cache``) each pass makes its copies as TransformerLens does.
+bit-identical; only the repeated copies are gone. steerlens' own passes (sweeps, training
+reads, ``compare_logits``) share one such cache per top-level call (:func:`kept_layouts`,
+opened by the backend). Other forward passes (the user's ``model(...)``, ``run_with_cache``)
+make their copies each pass, as TransformerLens does.
 
 :func:`fast_generation` also gives each ``TransformerBlock`` a leaner forward (``LeanBlock``,
 a subclass: ``isinstance`` still holds and the model prints as before) that runs the same
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Iterator, TypeVar
@@ -123,6 +126,33 @@ def laid_out(param: Tensor, permutation: Permutation) -> Tensor:
     copy = view.contiguous()
     cache[id(param)] = (param, stamp, copy)
     return copy
+
+
+@contextmanager
+def kept_layouts(cache: dict[int, tuple]) -> Iterator[None]:
+    """Forward passes inside read and fill ``cache`` with rearranged weights, as one ``generate`` call does.
+
+    steerlens' backend holds one ``cache`` for the life of one top-level call (a sweep, a
+    training read), so its many passes make each copy once instead of once per pass, as
+    TransformerLens would. Copies are checked against their parameter at every use (see
+    :func:`laid_out`), so edits in between are seen; the memory (one copy of the rearranged
+    weights) is freed with ``cache``. Inside a running ``generate`` its own cache is kept.
+
+    Example:
+        >>> cache = {}
+        >>> with kept_layouts(cache):
+        ...     model(tokens)  # rearranged weights made here
+        >>> with kept_layouts(cache):
+        ...     model(tokens)  # and reused here
+    """
+    if _GENERATION.get() is not None:
+        yield
+        return
+    token = _GENERATION.set(cache)
+    try:
+        yield
+    finally:
+        _GENERATION.reset(token)
 
 
 @dataclass
@@ -646,4 +676,4 @@ def restore_tl_forward(model: Model) -> Model:
     return model
 
 
-__all__ = ["fast_generation", "is_fast", "laid_out", "restore_tl_forward"]
+__all__ = ["fast_generation", "is_fast", "kept_layouts", "laid_out", "restore_tl_forward"]

@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from helpers import random_vector
@@ -211,6 +212,72 @@ def test_a_weight_edited_in_place_during_generate_is_laid_out_again(toy_pair):
         finally:
             model.reset_hooks()
     assert torch.equal(results[0], results[1])
+
+
+def recorded_copies(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[torch.Tensor]]:
+    """Every rearranged weight ``laid_out`` hands out, by parameter (kept alive, so distinct copies stay distinct)."""
+    made: dict[int, list[torch.Tensor]] = {}
+    original = hooked_layout.laid_out
+
+    def recording(param: torch.Tensor, permutation: tuple[int, ...]) -> torch.Tensor:
+        out = original(param, permutation)
+        made.setdefault(id(param), []).append(out)
+        return out
+
+    monkeypatch.setattr(hooked_layout, "laid_out", recording)
+    return made
+
+
+@pytest.mark.parametrize("run", ["sweep", "compare", "train"])
+def test_steerlens_passes_lay_each_weight_out_once_per_call(toy_pair, monkeypatch, run):
+    """A sweep, compare_logits or training read runs many passes; each rearranged weight is made once in the call.
+
+    Without the backend's cache every pass would make its own copies, as TransformerLens does
+    (next test); the results equal TransformerLens' own forward's.
+    """
+    from steerlens import compare_logits, sweep_layers, train_steering_vector
+
+    fast, reference = toy_pair
+    vec = random_vector(fast, layers=[0, 1], scale=2.0)
+    calls = {
+        "sweep": lambda model: sweep_layers(model, vec, TOY_PROMPTS, multipliers=(-1.0, 1.0))["kl"],
+        "compare": lambda model: compare_logits(model, vec, TOY_PROMPTS, multipliers=(-1.0, 1.0))["kl"],
+        "train": lambda model: train_steering_vector(
+            model, None, [(p + " great", p + " awful") for p in TOY_PROMPTS], layers=[0, 1], batch_size=1
+        ).layer_activations[1],
+    }
+    made = recorded_copies(monkeypatch)
+    got = calls[run](fast)
+    assert any(len(outs) > 1 for outs in made.values())  # several passes read the weights ...
+    assert all(all(out is outs[0] for out in outs) for outs in made.values())  # ... one copy each
+    assert hooked_layout._GENERATION.get() is None  # nothing left open after the call
+    assert torch.equal(torch.as_tensor(np.asarray(got)), torch.as_tensor(np.asarray(calls[run](reference))))
+
+
+def test_plain_passes_copy_each_pass_as_transformer_lens(toy_pair, monkeypatch):
+    """Outside steerlens' calls and generate nothing is cached: each forward pass makes its copies."""
+    fast, _ = toy_pair
+    made = recorded_copies(monkeypatch)
+    tokens = fast.to_tokens(TOY_PROMPTS[1])
+    with torch.no_grad():
+        fast(tokens)
+        fast(tokens)
+    assert made and all(len(outs) == 2 and outs[0] is not outs[1] for outs in made.values())
+
+
+def test_the_backend_cache_sees_edits_between_calls(toy_pair):
+    """One backend (one steerlens call) keeps its copies across passes, remade when a weight changes in between."""
+    from steerlens.backends import backend_for
+
+    fast, reference = (copy.deepcopy(model) for model in toy_pair)
+    backend, resid = backend_for(fast), torch.randn(3, fast.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(backend.head(resid), reference(resid[:, None], start_at_layer=reference.cfg.n_layers)[:, 0])
+        for model in (fast, reference):
+            model.unembed.W_U.mul_(-3.0)
+        assert torch.equal(backend.head(resid), reference(resid[:, None], start_at_layer=reference.cfg.n_layers)[:, 0])
+    assert backend.layouts  # the copies live with the backend, not the model
+    assert not [name for name, _ in fast.named_buffers() if "layout" in name]
 
 
 def test_gated_mlp_and_grouped_query_weights_keep_their_strides():
