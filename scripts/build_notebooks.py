@@ -1032,7 +1032,19 @@ printed with its damage beside it: the KL of the next-token distribution, the to
 metric counts, and a `degenerate` flag where those words lost 90% of their mass. Strengths are in typical
 residual norms at the steered layer (on this model ≥ 0.5 collapses most layers).
 
-SUMMARY_PLACEHOLDER""",
+**What it found** (printed below, on 8 held-out user turns): every layer separates held-out English/French
+replies with AUC 1.0, so separation cannot choose a layer; steering can. At ±0.2 norms layer 13 moves the share of
+French first words most (0.005 → 0.392 at +0.2; effect 0.391), then layers 15 and 11, while layers 3 and 6 do
+nothing (effect ≤ 0.006) and the separation ranking would have put layer 6 first. The damage is large: at layer
+13, +0.2 the KL is 2.17 nats and the counted words' total mass falls from 0.574 to 0.152, not low enough to be
+flagged degenerate (the flag needs < 10% of the unsteered mass) but a clear warning sign, and at ±0.5 norms the
+share falls back while the KL reaches 2–2.9 nats. `calibrate` (fluency budget 1 nat per token on plain English
+sentences) chooses layer 13 at 0.2 norms (effect 0.392, 0.155 nats per token), and `steerability` finds every
+prompt steerable there (mean slope 0.74 per norm, none anti-steerable, mean R² 0.74). The replies say what the
+numbers hide: at 0.2 norms they are not French but broken ("Alright, alright, alright…", "Al-Mukarramah
+al-Fikarim…"), and at 0.4 gibberish. A 135M model trained mostly on English has a direction that makes French
+first words likelier, not one that makes it speak French: read the KL and the mass beside every effect, and read
+the generations.""",
         ),
         (
             "code",
