@@ -551,7 +551,7 @@ class HFBackend:
     @torch.no_grad()
     def _logits_at(self, inputs: dict[str, Any], last: Tensor) -> Tensor:
         """Logits of one forward pass on ``inputs`` at column ``last[row]`` of each row (the head runs there only)."""
-        head = self.model.get_output_embeddings()
+        head = self._output_head()
         handle = None
         if isinstance(head, nn.Module):
 
@@ -563,13 +563,20 @@ class HFBackend:
 
             handle = head.register_forward_pre_hook(at_last_tokens, prepend=True)
         try:
-            logits = self.model(**inputs).logits
+            logits = self._forward_logits(inputs)
         finally:
             if handle is not None:
                 handle.remove()
         if logits.shape[1] == 1:
             return logits[:, 0]
         return last_token_resid(logits, last)  # a head that is not the output-embedding module
+
+    def _output_head(self) -> Any:
+        """The module whose input :meth:`_logits_at` cuts to the read tokens (None: cut the logits instead)."""
+        return self.model.get_output_embeddings()
+
+    def _forward_logits(self, inputs: dict[str, Any]) -> Tensor:
+        return self.model(**inputs).logits
 
     def _prefix_cache(self, prefix: Tensor) -> Any:
         """The model's own KV cache after running ``prefix`` (``[batch, p]``, no padding) through every layer."""

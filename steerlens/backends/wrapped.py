@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from steerlens.backends.hf import HFBackend, RootPassWatcher
 from steerlens.backends.hf_layout import HFLayout
-from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.protocol import numeric_matrix
 from steerlens.errors import TokenizerError, UnsupportedModelError
 from steerlens.hooks import PassPositions
@@ -132,28 +131,11 @@ class WrappedBackend(HFBackend):
         keyword = HFBackend(self.hf_model, None)._cache_keyword()
         return keyword if keyword is not None and self._passes(keyword) and self._passes("use_cache") else None
 
-    @torch.no_grad()
-    def _logits_at(self, inputs: dict[str, Any], last: Tensor) -> Tensor:
-        """Logits of one pass through the wrapper at column ``last[row]`` of each row (the head runs there only)."""
-        head = self.hf_model.get_output_embeddings() if self.hf_model is not None else None
-        handle = None
-        if isinstance(head, nn.Module):
+    def _output_head(self) -> Any:
+        return self.hf_model.get_output_embeddings() if self.hf_model is not None else None
 
-            def at_last_tokens(module: nn.Module, args: tuple) -> Any:
-                x = args[0] if args else None
-                if isinstance(x, Tensor) and x.dim() == 3 and x.shape[0] == len(last):
-                    return (last_token_resid(x, last).unsqueeze(1), *args[1:])
-                return None
-
-            handle = head.register_forward_pre_hook(at_last_tokens, prepend=True)
-        try:
-            logits = _logits(self.model(**inputs))
-        finally:
-            if handle is not None:
-                handle.remove()
-        if logits.shape[1] == 1:
-            return logits[:, 0]
-        return last_token_resid(logits, last)
+    def _forward_logits(self, inputs: dict[str, Any]) -> Tensor:
+        return _logits(self.model(**inputs))  # through the wrapper's own forward, whatever it returns
 
     def watch_passes(self, layer: int, callback: Callable[[PassPositions], None]) -> Any:
         """Call ``callback`` before every pass of the wrapper and of the model inside it; returns one handle.
