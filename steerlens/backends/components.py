@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from steerlens.backends.hf import HFBackend, site_tensor, with_first
+from steerlens.backends.hf import HFBackend, replayed, site_tensor, with_first
 from steerlens.backends.hf_layout import hf_layout
 from steerlens.backends.hooked import HookedBackend
 from steerlens.errors import LayerError, UnsupportedModelError
@@ -664,19 +664,8 @@ def _replaying(decoder: nn.Module, resume: tuple[int, ComponentRun] | None) -> I
         yield
         return
     start, origin = resume
-    kept = origin.states[start]
-    swapped = [decoder[i] for i in range(start)]
-    saved = [module.__dict__.get("forward") for module in swapped]
-    try:
-        for module in swapped:
-            module.forward = lambda *args, **kwargs: kept
+    with replayed([decoder[i] for i in range(start)], origin.states[start]):
         yield
-    finally:
-        for module, forward in zip(swapped, saved):
-            if forward is None:
-                del module.forward
-            else:
-                module.forward = forward
 
 
 __all__ = [

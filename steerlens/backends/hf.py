@@ -736,25 +736,36 @@ class HFSweepPass:
             return
         backend = self.backend
         decoder = backend.model.get_submodule(backend.layout.layers_path)
-        kept = self.outputs[last]
-        swapped = [decoder[i] for i in range(last + 1)]
-        # Layers before the kept one return it too: the next layer only sees the kept one's.
-        saved = [module.__dict__.get("forward") for module in swapped]
         handles = []
         if deepest < len(decoder) - 1:  # nothing steers the final layer: its MLP runs at the read tokens only
             handles = backend._mlp_at_columns(decoder[len(decoder) - 1], self.rows.last)
         try:
-            for module in swapped:
-                module.forward = lambda *args, **kwargs: kept
-            yield
+            # Layers before the kept one return it too: the next layer only sees the kept one's.
+            with replayed([decoder[i] for i in range(last + 1)], self.outputs[last]):
+                yield
         finally:
-            for module, forward in zip(swapped, saved):
-                if forward is None:
-                    del module.forward
-                else:
-                    module.forward = forward
             for handle in handles:
                 handle.remove()
+
+
+@contextmanager
+def replayed(modules: Sequence[nn.Module], output: Any) -> Iterator[None]:
+    """Each of ``modules`` returns ``output`` instead of computing (its hooks still run); restored afterwards.
+
+    How a pass resumes from a kept layer output on any architecture: the model's own forward
+    runs (embeddings, masks, rotary tables), the replayed layers just do no work.
+    """
+    saved = [module.__dict__.get("forward") for module in modules]
+    try:
+        for module in modules:
+            module.forward = lambda *args, **kwargs: output
+        yield
+    finally:
+        for module, forward in zip(modules, saved):
+            if forward is None:
+                del module.forward
+            else:
+                module.forward = forward
 
 
 def _register(module: nn.Module, site: HFSite, hook: Any) -> Any:
