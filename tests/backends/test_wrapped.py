@@ -112,8 +112,10 @@ def test_a_wrapped_model_trains_the_vector_plain_hooks_read(wrapped, tokenizer, 
     vec = train_steering_vector(wrapped, tokenizer, PAIRS, layer_config=layer_config, batch_size=3)
     expected = hand_vector(wrapped, tokenizer)
     assert vec.layers == [0, 1]
-    # Found by itself, a pair's shared start is read once into the KV cache: float32 rounding of other shapes.
-    rtol = 0 if layer_config else 1e-5
+    # To 1e-6 relative: batched matmuls round differently from the hand's one-prompt passes with other thread
+    # counts (1.2e-6 seen on CI's 2 threads). Found by itself, a pair's shared start is read once into the KV
+    # cache: float32 rounding of other shapes.
+    rtol = 1e-6 if layer_config else 1e-5
     for layer in (0, 1):
         torch.testing.assert_close(vec.layer_activations[layer], expected[layer], atol=1e-6, rtol=rtol)
     # The adapters take part (the passes go through the wrapped modules): without them the vector differs.
