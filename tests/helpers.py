@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -140,6 +143,32 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+def run_gloo_ranks(code: str, arg: Any, world_size: int = 2) -> None:
+    """Run ``python -c code arg`` as ``world_size`` torch.distributed ranks on this host (one thread each).
+
+    Each rank finds its rank, the world size and a free rendezvous port in its environment; every
+    rank must exit 0 (its stderr's tail is the failure message).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world_size)}
+    env["OMP_NUM_THREADS"] = "1"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(arg)],
+            env={**env, "RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world_size)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
 
 
 # -- vector files (safetensors: 8-byte little-endian header length, JSON header, tensor bytes) --

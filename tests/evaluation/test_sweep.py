@@ -458,34 +458,14 @@ def distributed_case():
 @pytest.mark.slow
 def test_distributed_sweeps_keep_the_damage_columns(tmp_path):
     """Two Gloo ranks, each on its share of the prompts, give every rank the single-process table, damage too."""
-    import os
-    import socket
-    import subprocess
-    import sys
     from pathlib import Path
 
     import pandas as pd
+    from helpers import run_gloo_ranks
 
     here = Path(__file__).resolve()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    env["OMP_NUM_THREADS"] = "1"
     code = DISTRIBUTED_WORKER.format(paths=[str(here.parents[1]), str(here.parent), str(here.parents[2])])
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
+    run_gloo_ranks(code, tmp_path)
     model, tok, vec, metric = distributed_case()
     for per_prompt in (True, False):
         with pytest.warns(RuntimeWarning, match="degenerate"):

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import PAIRS, make_model
+from helpers import PAIRS, make_model, run_gloo_ranks
 
 from steerlens import SteeringVector, logistic_aggregator, pca_aggregator, sweep_layers, train_steering_vector
 from steerlens.errors import InvalidArgumentError
@@ -42,35 +38,9 @@ dist.destroy_process_group()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_gloo_ranks_give_the_single_process_vector(tmp_path):
-    env = {
-        **os.environ,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(free_port()),
-        "WORLD_SIZE": "2",
-        "OMP_NUM_THREADS": "1",
-    }
-    code = WORKER.format(tests=str(TESTS), root=str(TESTS.parent), prompts=PROMPTS)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in (0, 1)
-    ]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
+    run_gloo_ranks(WORKER.format(tests=str(TESTS), root=str(TESTS.parent), prompts=PROMPTS), tmp_path)
     model = make_model()
     for name, aggregator in {
         "mean": None,
