@@ -79,6 +79,8 @@ _HOMES: dict[str, str] = {
     # conditional steering
     "conditional_steering": "steerlens.conditional",
     "fit_condition": "steerlens.conditional",
+    # how a call runs: one value for every verb's settings
+    "Settings": "steerlens.settings",
 }
 
 __all__ = sorted(["__version__", *_HOMES])
@@ -145,4 +147,5 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         record_activations,
         train_steering_vector,
     )
+    from steerlens.settings import Settings
     from steerlens.vector import SteeringVector

@@ -105,6 +105,10 @@ class SteeringThreadError(SteerlensError, RuntimeError):
     """A thread steers a model that another live thread is steering (hooks are per model, not per thread)."""
 
 
+class UnknownKeywordError(SteerlensError, TypeError):
+    """A verb was given a keyword it does not take (a misspelt setting, or one the verb does not use)."""
+
+
 __all__ = [
     "SteerlensError",
     "InvalidSampleError",
@@ -130,4 +134,5 @@ __all__ = [
     "GGUFFileError",
     "OperatorError",
     "SteeringThreadError",
+    "UnknownKeywordError",
 ]

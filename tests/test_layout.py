@@ -202,6 +202,7 @@ ORDER = [
     "tokens",
     "hooks",
     "backends",
+    "settings",  # how a call runs: one value from each public door down
     "formats",
     "vector",
     "training",  # the data's way in

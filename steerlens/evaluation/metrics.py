@@ -341,3 +341,66 @@ def metric_values(
             stacklevel=3,
         )
     return values
+
+
+@dataclass(frozen=True)
+class CellReading:
+    """One cell's per-prompt effect and its damage, all float64 on the CPU.
+
+    ``kl`` is KL(steered ‖ unsteered) of the next-token distribution where the effect is read
+    (the same logits, no extra pass); ``mass`` / ``mass_unsteered`` are the total probability of
+    the tokens a token metric reads, steered and unsteered (None for other metrics).
+    """
+
+    effect: Float[Tensor, "batch"]
+    kl: Float[Tensor, "batch"]
+    mass: Float[Tensor, "batch"] | None = None
+    mass_unsteered: Float[Tensor, "batch"] | None = None
+
+    @property
+    def degenerate(self) -> Tensor | None:
+        """Per prompt: did the metric's tokens lose more than 1 - :data:`DEGENERATE_FRACTION` of their mass?"""
+        return None if self.mass is None else degenerate(self.mass, self.mass_unsteered)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BoundMetric:
+    """A metric ready for a set of prompts: its column name, the callable, and its per-prompt binding.
+
+    Built once per call by :func:`bind_metric`; :meth:`read` is the one place a cell's effect and
+    damage are computed (sweeps, layer reports, steerability, calibration).
+    """
+
+    name: str
+    fn: MetricFn
+    bound: list[MetricFn] | None
+
+    def values(self, steered: Logits, unsteered: Logits, indices: Sequence[int]) -> Float[Tensor, "batch"]:
+        """The metric per row (:func:`metric_values`)."""
+        return metric_values(self.name, self.fn, self.bound, steered, unsteered, indices)
+
+    def mass(self, logits: Logits, indices: Sequence[int]) -> Float[Tensor, "batch"] | None:
+        """The metric's tokens' total probability per row (:func:`target_mass`)."""
+        return target_mass(self.fn, self.bound, logits, indices)
+
+    def read(self, steered: Logits, unsteered: Logits, indices: Sequence[int]) -> CellReading:
+        """The effect at ``steered`` against ``unsteered``, with KL and the tokens' mass beside it.
+
+        Example:
+            >>> metric = bind_metric(prob_share([" good"], [" bad"]), tok, prompts)
+            >>> reading = metric.read(cell.steered, cell.unsteered, cell.indices)
+            >>> reading.effect, reading.kl, reading.degenerate
+        """
+        mass = self.mass(steered, indices)
+        return CellReading(
+            self.values(steered, unsteered, indices),
+            kl_divergence(steered, unsteered).double().cpu(),
+            mass,
+            None if mass is None else self.mass(unsteered, indices),
+        )
+
+
+def bind_metric(metric: str | MetricFn, tokenizer: Any, prompts: Sequence[PromptInput]) -> BoundMetric:
+    """``metric`` resolved (:func:`resolve_metric`) and bound after each prompt (:func:`bind_per_prompt`)."""
+    name, fn = resolve_metric(metric)
+    return BoundMetric(name, fn, bind_per_prompt(fn, tokenizer, prompts))

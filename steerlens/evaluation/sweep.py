@@ -26,24 +26,16 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from typing_extensions import Unpack
 
-from steerlens.backends import Backend, SweepPass, backend_for
-from steerlens.checks import check_batch_size, check_multipliers
-from steerlens.evaluation.metrics import (
-    MetricFn,
-    bind_per_prompt,
-    damage_warning,
-    degenerate,
-    kl_divergence,
-    metric_values,
-    resolve_metric,
-    target_mass,
-)
+from steerlens.backends import Backend, SweepPass
+from steerlens.checks import check_multipliers
+from steerlens.evaluation.metrics import BoundMetric, MetricFn, bind_metric, damage_warning, degenerate
 from steerlens.evaluation.progress import progress_bar
 from steerlens.hooks import Operator, SteeringSpec, make_spec
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, PromptBatch, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
-from steerlens.tokens.starts import SteerFrom, steer_starts
+from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.tokens import PreparedPrompts, PromptBatch, Prompts, check_prompt_inputs
 from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector
 from steerlens.vector import LayerGroup, Layers, SteeringVector, resolve_layer_groups, vector_groups
@@ -85,15 +77,9 @@ def iter_steered_logits(
     layers: Layers = None,
     multipliers: float | Iterable[float] = (1.0,),
     *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    operator: Operator | None = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
-    steer_from: SteerFrom = None,
     progress: Any = None,
     clean_passes: dict[Any, Any] | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> Iterator[LogitsCell]:
     """Last-token logits, steered and unsteered, for each batch × layer (or group) × multiplier.
 
@@ -102,7 +88,9 @@ def iter_steered_logits(
     as one cell and a list may hold groups (``[[2, 3], 4]``, see :mod:`.sweep`). Cells
     come batch by batch (prompts grouped by length; ``cell.indices`` are positions in
     ``prompts``), then layer by layer, then in the order of ``multipliers``.
-    ``batch_size`` is the number of sequences per forward pass: a batch holds
+
+    ``settings`` (:class:`~steerlens.settings.Settings` fields by name, or ``settings=``):
+    ``batch_size`` (default 32) is the number of sequences per forward pass: a batch holds
     ``batch_size // len(multipliers)`` prompts (at least one), each run once per
     multiplier. Prompts are strings (chat templates too) or token ids, encoded with
     ``prepend_bos`` (None: the model's default; see :class:`~steerlens.tokens.TokenPolicy`).
@@ -121,18 +109,42 @@ def iter_steered_logits(
         >>> for cell in iter_steered_logits(model, vec, ["I think"], multipliers=[-2, 2]):
         ...     print(cell.layer, cell.multiplier, cell.steered.shape)
     """
-    backend = backend_for(model, tokenizer)
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    run = open_run(model, settings, "iter_steered_logits", STEERING, batch_size=32)
+    return steered_cells(run, vector, prompts, layers, multipliers, progress=progress, clean_passes=clean_passes)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """What a sweep's cells are: groups of layers (with their labels) × multipliers."""
+
+    groups: list[LayerGroup]
+    labels: list[LayerLabel]
+    mults: list[float]
+
+
+def steered_cells(
+    run: Run,
+    vector: SteeringVector,
+    prompts: Prompts | PreparedPrompts,
+    layers: Layers = None,
+    multipliers: float | Iterable[float] = (1.0,),
+    *,
+    progress: Any = None,
+    clean_passes: dict[Any, Any] | None = None,
+) -> Iterator[LogitsCell]:
+    """:func:`iter_steered_logits` below the door: the run's backend and settings, prompts maybe prepared."""
+    backend, operator = run.backend, run.settings.operator
+    prepared = prompts if isinstance(prompts, PreparedPrompts) else run.prepare(prompts)
     mults = check_multipliers(multipliers)
     groups, vectors = vector_groups(vector, layers, backend.n_layers)
-    labels = group_labels(groups)
+    grid = _Grid(groups, group_labels(groups), mults)
     layer_type = vector.layer_type
     backend.check_vector(vectors, layer_type)
     singles = list(dict.fromkeys(group[0] for group in groups if len(group) == 1))
-    per_batch = max(1, check_batch_size(batch_size) // len(mults))
-    starts = steer_starts(backend.tokenizer, prepared.encoded, steer_from)
+    per_batch = max(1, run.batch_size // len(mults))
+    starts = run.starts(prepared.encoded)
     total = math.ceil(len(prepared) / per_batch) * len(groups) * len(mults)
-    bar = progress if progress is not None else progress_bar(total, "Sweeping", show_progress)
+    bar = progress if progress is not None else progress_bar(total, "Sweeping", run.settings.show_progress)
     try:
         for batch in prepared.batches(per_batch):
             first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
@@ -164,7 +176,7 @@ def iter_steered_logits(
                     steered = [_group_head_input(backend, batch, spec, operator) for spec in specs[g]]
                 pending.append((g, steered))
                 if sum(len(r) for _, r in pending) * len(batch.indices) >= _HEAD_ROWS or g == len(groups) - 1:
-                    for cell in _cells_of(backend, batch, sweep, pending, mults, groups, labels):
+                    for cell in _cells_of(backend, batch, sweep, pending, grid):
                         bar.update(1)
                         yield cell
                     pending = []
@@ -192,9 +204,7 @@ def _cells_of(
     batch: PromptBatch,
     sweep: SweepPass,
     pending: list[tuple[int, list[Tensor | None]]],
-    mults: list[float],
-    groups: list[LayerGroup],
-    labels: list[LayerLabel],
+    grid: _Grid,
 ) -> Iterator[LogitsCell]:
     """Run the head on the clean and steered inputs of some groups in one call, as cells."""
     inputs = [sweep.clean] + [r for _, steered in pending for r in steered if r is not None]
@@ -203,9 +213,9 @@ def _cells_of(
     # Yield outside no_grad: the caller's code must not run with gradients silently off.
     unsteered, computed = logits[0], iter(logits[1:])
     for g, steered in pending:
-        for m, r in zip(mults, steered):
+        for m, r in zip(grid.mults, steered):
             yield LogitsCell(
-                labels[g], m, batch.indices, unsteered if r is None else next(computed), unsteered, groups[g]
+                grid.labels[g], m, batch.indices, unsteered if r is None else next(computed), unsteered, grid.groups[g]
             )
 
 
@@ -218,30 +228,27 @@ def sweep_layers(
     metric: str | MetricFn = "kl",
     batch_size: int = 32,
     *,
-    layer_type: str = "resid_post",
-    tokenizer: Any = None,
-    padding_side: PaddingSide | None = None,
-    operator: Operator | None = None,
     per_prompt: bool = False,
+    layer_type: str = "resid_post",
     train_kwargs: dict[str, Any] | None = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
-    distributed: bool = False,
-    steer_from: SteerFrom = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """A metric of steered vs unsteered next-token logits for each layer (or group) × multiplier.
 
     ``training_samples_or_vector`` is a :class:`SteeringVector` (its layers are swept,
-    or ``layers`` of it) or contrast pairs, from which one vector per layer is trained
-    in one pass (``layers=None``: every layer; ``layer_type`` and ``train_kwargs`` go
-    to :func:`train_steering_vector`). Each layer is steered alone, at every
+    or ``layers`` of it). A convenience: given contrast pairs instead, it first calls
+    :func:`train_steering_vector` once (one vector per swept layer; ``layers=None``: every
+    layer; ``layer_type`` and ``train_kwargs`` go there, with ``prepend_bos``,
+    ``show_progress`` and ``distributed``) and sweeps the result; nothing else of training
+    happens here. Each layer is steered alone, at every
     position, on each prompt; ``layers="joint"`` steers every layer at once as one
     cell, and groups steer their layers together (``layers=[[2, 3], [4]]``: two cells,
     labelled ``"2+3"`` and ``"4"``). The metric (default ``"kl"``, see
     :mod:`steerlens.metrics`) is read at each prompt's last token; a token metric's
     strings are encoded after each prompt (the token that really follows it).
 
-    Prompts and pairs are strings (chat-template strings too) or token ids, all
+    ``settings`` (:class:`~steerlens.settings.Settings` fields by name, or ``settings=``) say how
+    prompts are read and the model run. Prompts and pairs are strings (chat-template strings too) or token ids, all
     encoded by one policy with ``prepend_bos`` (None: the model's default, see
     :class:`~steerlens.tokens.TokenPolicy`); ``show_progress`` shows training and sweep bars.
     ``steer_from="answer"`` steers each prompt from the assistant's turn on, as CAA does
@@ -277,49 +284,55 @@ def sweep_layers(
         >>> df = sweep_layers(model, pairs, ["I think the film", "Honestly, the food"], multipliers=[-4, 0, 4])
         >>> df.pivot(index="layer", columns="multiplier", values="kl")
     """
-    backend = backend_for(model, tokenizer)
-    check_prepend_bos(prepend_bos)
+    run = open_run(model, {**settings, "batch_size": batch_size}, "sweep_layers")
     prompt_list = check_prompt_inputs(eval_prompts)
-    if distributed:
+    if run.settings.distributed:
         dist_ops.check_initialized()
-    if isinstance(training_samples_or_vector, SteeringVector):
-        vector = training_samples_or_vector
-    else:
-        groups = resolve_layer_groups(layers, range(backend.n_layers), backend.n_layers)
-        train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
-        kwargs = {
-            "show_progress": show_progress,
-            "prepend_bos": prepend_bos,
-            "distributed": distributed,
-            **(train_kwargs or {}),
-        }
-        vector = train_steering_vector(
-            backend, None, training_samples_or_vector, layers=train_layers, layer_type=layer_type, **kwargs
-        )
-    name, fn = resolve_metric(metric)
-    backend.check_tokenizer()
-    bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)
-    groups, _ = vector_groups(vector, layers, backend.n_layers)
+    vector = training_samples_or_vector
+    if not isinstance(vector, SteeringVector):
+        vector = _trained(run, vector, layers, layer_type, train_kwargs)
+    return layer_sweep(run, vector, prompt_list, layers, multipliers, metric, per_prompt=per_prompt)
+
+
+def _trained(
+    run: Run, samples: Iterable[SampleLike], layers: Layers, layer_type: str, train_kwargs: dict[str, Any] | None
+) -> SteeringVector:
+    """The sweep's convenience: one :func:`train_steering_vector` call for the layers it will sweep."""
+    n_layers = run.backend.n_layers
+    groups = resolve_layer_groups(layers, range(n_layers), n_layers)
+    train_layers = None if layers is None or layers == "joint" else sorted({x for g in groups for x in g})
+    kwargs = {
+        "show_progress": run.settings.show_progress,
+        "prepend_bos": run.settings.prepend_bos,
+        "distributed": run.settings.distributed,
+        **(train_kwargs or {}),
+    }
+    return train_steering_vector(run.backend, None, samples, layers=train_layers, layer_type=layer_type, **kwargs)
+
+
+def layer_sweep(
+    run: Run,
+    vector: SteeringVector,
+    prompt_list: list[Any],
+    layers: Layers,
+    multipliers: Iterable[float],
+    metric: str | MetricFn,
+    *,
+    per_prompt: bool = False,
+) -> pd.DataFrame:
+    """:func:`sweep_layers` of a vector, below the door (checked prompts, the run's settings)."""
+    distributed = run.settings.distributed
+    run.backend.check_tokenizer()
+    reader = bind_metric(metric, run.backend.tokenizer, prompt_list)
+    name = reader.name
+    groups, _ = vector_groups(vector, layers, run.backend.n_layers)
     labels = group_labels(groups)  # one-layer cells sort by layer, groups in the caller's order
     order = {label: label if isinstance(label, int) else i for i, label in enumerate(labels)}
     rows = []
     interrupted = False
-    cells = iter_steered_logits(
-        backend,
-        vector,
-        prompt_list,
-        layers,
-        multipliers,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        operator=operator,
-        show_progress=show_progress,
-        prepend_bos=prepend_bos,
-        steer_from=steer_from,
-    )
     try:
-        for cell in cells:
-            for index, values in zip(cell.indices, _cell_values(fn, bound, name, cell)):
+        for cell in steered_cells(run, vector, prompt_list, layers, multipliers):
+            for index, values in zip(cell.indices, _cell_values(reader, cell)):
                 rows.append(
                     {
                         "_order": order[cell.layer],
@@ -338,7 +351,7 @@ def sweep_layers(
             f"sweep interrupted: returning the {len(rows)} prompt × cell values finished so far "
             "(later cells and prompts are missing).",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     columns = [c for c in rows[0] if c not in ("_order", "layer", "multiplier", "prompt_index", "prompt")]
     if distributed:
@@ -358,7 +371,7 @@ def sweep_layers(
             int(frame["degenerate"].sum()), len(frame), unsteered, "rows" if per_prompt else "cells"
         )
         if message:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
     frame = frame.drop(columns="_order")
     frame.attrs["metric"] = name
     frame.attrs["interrupted"] = interrupted
@@ -388,18 +401,13 @@ def _gathered_rows(
     ]
 
 
-def _cell_values(fn: MetricFn, bound: list[MetricFn] | None, name: str, cell: LogitsCell) -> list[dict[str, float]]:
-    """Per prompt of a cell: the metric, and its damage beside it.
-
-    ``kl`` is KL(steered ‖ unsteered) of the next-token distribution where the metric is read (the
-    same logits, no extra pass); for a token metric, ``target_mass`` / ``target_mass_unsteered`` are
-    the total probability of the tokens it reads, steered and unsteered (what a ratio is taken of).
-    """
-    columns = {name: metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices).tolist()}
-    if name != "kl":
-        columns["kl"] = kl_divergence(cell.steered, cell.unsteered).double().cpu().tolist()
-    steered = target_mass(fn, bound, cell.steered, cell.indices)
-    if steered is not None:
-        columns["target_mass"] = steered.tolist()
-        columns["target_mass_unsteered"] = target_mass(fn, bound, cell.unsteered, cell.indices).tolist()  # type: ignore[union-attr]
+def _cell_values(reader: BoundMetric, cell: LogitsCell) -> list[dict[str, float]]:
+    """Per prompt of a cell: the metric, and its damage beside it (:meth:`BoundMetric.read`)."""
+    reading = reader.read(cell.steered, cell.unsteered, cell.indices)
+    columns = {reader.name: reading.effect.tolist()}
+    if reader.name != "kl":
+        columns["kl"] = reading.kl.tolist()
+    if reading.mass is not None:
+        columns["target_mass"] = reading.mass.tolist()
+        columns["target_mass_unsteered"] = reading.mass_unsteered.tolist()  # type: ignore[union-attr]
     return [dict(zip(columns, values)) for values in zip(*columns.values())]
