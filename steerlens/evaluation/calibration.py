@@ -23,40 +23,30 @@ from __future__ import annotations
 import math
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
 from steerlens.analysis.norms import relative_vector, residual_norms
 from steerlens.analysis.prompt_activations import vector_layers
-from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, finite_number
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.comparison import ItemLike, as_ab_items, letter_pair, letter_probability
-from steerlens.evaluation.metrics import (
-    MetricFn,
-    bind_per_prompt,
-    damage_warning,
-    degenerate,
-    kl_divergence,
-    metric_values,
-    resolve_metric,
-    target_mass,
-)
+from steerlens.evaluation.metrics import BoundMetric, MetricFn, bind_metric, damage_warning, degenerate, kl_divergence
 from steerlens.evaluation.progress import progress_bar
-from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
-from steerlens.hooks import Operator
-from steerlens.tokens import PaddingSide, Prompts, check_prepend_bos, check_prompt_inputs, prepare_prompts
-from steerlens.tokens.starts import SteerFrom
+from steerlens.evaluation.sweep import LogitsCell, steered_cells
+from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts, check_prompt_inputs
 from steerlens.vector import SteeringVector
 
 Direction = Literal["increase", "decrease"]
 Damage = Literal["kl", "fluency"]
-Search = Literal["coarse-to-fine", "exhaustive"]
+SearchKind = Literal["coarse-to-fine", "exhaustive"]
 DEFAULT_MULTIPLIERS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """Absolute multipliers tried by default (negated when the metric should decrease)."""
 DEFAULT_RELATIVE_MULTIPLIERS: tuple[float, ...] = (0.125, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
@@ -113,7 +103,7 @@ class Calibration:
     """The metric's mean over ``prompts`` without steering."""
     target: float | None = None
     target_reached: bool | None = None
-    search: Search = "exhaustive"
+    search: SearchKind = "exhaustive"
     """How the cells were searched (``"coarse-to-fine"`` only when it screened out some layers)."""
 
     def best_vector(self) -> SteeringVector:
@@ -150,6 +140,62 @@ class Calibration:
         return self.best
 
 
+@dataclass(frozen=True)
+class Search:
+    """How :func:`calibrate` searches the grid (see ``search`` there); pass one as ``search=`` or its fields by name.
+
+    Example:
+        >>> calibrate(model, vec, prompts, share, references, search=Search(keep_layers=2, keep_margin=None))
+    """
+
+    kind: SearchKind = "coarse-to-fine"
+    keep_layers: int = KEEP_LAYERS
+    keep_margin: float | None = KEEP_MARGIN
+    coarse_multipliers: Iterable[float] | None = None
+    bisect_steps: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("coarse-to-fine", "exhaustive"):
+            raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {self.kind!r}.")
+        keep = self.keep_layers
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise InvalidArgumentError(f"keep_layers must be a positive int, got {keep!r}.")
+        if self.keep_margin is not None:
+            margin = finite_number(self.keep_margin, "keep_margin")
+            if not 0 <= margin <= 1:
+                raise InvalidArgumentError(f"keep_margin must be between 0 and 1 (or None), got {self.keep_margin!r}.")
+        steps = self.bisect_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise InvalidArgumentError(f"bisect_steps must be a non-negative int, got {steps!r}.")
+
+
+class CalibrationKeywords(SettingsKeywords, total=False):
+    """:func:`calibrate`'s keywords beyond its parameters: the settings, the damage measure and the search's knobs."""
+
+    norm_prompts: Prompts | None
+    fluency_texts: Prompts | None
+    damage: Damage
+    bisect_steps: int
+    keep_layers: int
+    coarse_multipliers: Iterable[float] | None
+    keep_margin: float | None
+
+
+_SEARCH_FIELDS = frozenset({"keep_layers", "keep_margin", "coarse_multipliers", "bisect_steps"})
+_OWN_FIELDS = frozenset({"norm_prompts", "fluency_texts", "damage"})
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """What counts as best: the wanted direction, the damage budget (and its column) and an optional target."""
+
+    sign: float
+    budget: float
+    damage: str
+    """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
+    target: float | None = None
+
+
 def calibrate(
     model: Any,
     vector: SteeringVector,
@@ -163,21 +209,8 @@ def calibrate(
     direction: Direction = "increase",
     target: float | None = None,
     relative: bool = False,
-    norm_prompts: Prompts | None = None,
-    bisect_steps: int = 8,
-    tokenizer: Any = None,
-    operator: Operator | None = None,
-    batch_size: int = 32,
-    show_progress: bool | None = None,
-    steer_from: SteerFrom = None,
-    fluency_texts: Prompts | None = None,
-    damage: Damage = "kl",
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
-    search: Search = "coarse-to-fine",
-    keep_layers: int = KEEP_LAYERS,
-    coarse_multipliers: Iterable[float] | None = None,
-    keep_margin: float | None = KEEP_MARGIN,
+    search: SearchKind | Search = "coarse-to-fine",
+    **options: Unpack[CalibrationKeywords],
 ) -> Calibration:
     """Sweep ``layers`` × ``multipliers`` and choose the cell with the most effect under a KL budget.
 
@@ -257,9 +290,14 @@ def calibrate(
         >>> cal = calibrate(model, vec, neutral_prompts("sentiment"), share, neutral_prompts("topic"), max_kl=0.5)
         >>> cal.best, cal.plot()
     """
-    backend = backend_for(model, tokenizer)
-    backend.check_tokenizer()
-    check_prepend_bos(prepend_bos)
+    plan, extra = _search_plan(search, options)
+    run = open_run(model, options, "calibrate", STEERING, batch_size=32)
+    run.backend.check_tokenizer()
+    norm_prompts, fluency_texts, damage = (
+        extra.get("norm_prompts"),
+        extra.get("fluency_texts"),
+        extra.get("damage", "kl"),
+    )
     items = None
     if metric == "p_matching":  # A/B items, each with its own matching letter
         items = as_ab_items(prompts)  # type: ignore[arg-type]
@@ -277,107 +315,93 @@ def calibrate(
         raise InvalidArgumentError(f"max_kl must be >= 0 nats, got {budget}.")
     if direction not in ("increase", "decrease"):
         raise InvalidArgumentError(f"direction must be 'increase' or 'decrease', got {direction!r}.")
-    if isinstance(bisect_steps, bool) or not isinstance(bisect_steps, int) or bisect_steps < 0:
-        raise InvalidArgumentError(f"bisect_steps must be a non-negative int, got {bisect_steps!r}.")
-    if search not in ("coarse-to-fine", "exhaustive"):
-        raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {search!r}.")
-    if isinstance(keep_layers, bool) or not isinstance(keep_layers, int) or keep_layers < 1:
-        raise InvalidArgumentError(f"keep_layers must be a positive int, got {keep_layers!r}.")
-    margin = None if keep_margin is None else finite_number(keep_margin, "keep_margin")
-    if margin is not None and not 0 <= margin <= 1:
-        raise InvalidArgumentError(f"keep_margin must be between 0 and 1 (or None), got {keep_margin!r}.")
-    goal = None if target is None else finite_number(target, "target")
-    sign = 1.0 if direction == "increase" else -1.0
-    inputs = _inputs(backend, items, metric, prompt_list, reference_list, texts, padding_side, prepend_bos)
-    directions = vector_layers(backend, vector, layers)
+    goal = _Goal(
+        sign=1.0 if direction == "increase" else -1.0,
+        budget=budget,
+        damage="nll_increase" if damage == "fluency" else "kl",
+        target=None if target is None else finite_number(target, "target"),
+    )
+    reader = None if items is not None else bind_metric(metric, run.backend.tokenizer, prompt_list)
+    inputs = _inputs(run, items, reader, prompt_list, reference_list, texts)
+    directions = vector_layers(run.backend, vector, layers)
     layer_list = list(directions)
     if multipliers is None:
         defaults = DEFAULT_RELATIVE_MULTIPLIERS if relative else DEFAULT_MULTIPLIERS
         multipliers = [m if direction == "increase" else -m for m in defaults]
     mults = check_multipliers(multipliers)
-    screen = search == "coarse-to-fine" and len(layer_list) > keep_layers
+    screen = plan.kind == "coarse-to-fine" and len(layer_list) > plan.keep_layers
     coarse_mults = (
-        _coarse_multipliers(mults, sign) if coarse_multipliers is None else check_multipliers(coarse_multipliers)
+        _coarse_multipliers(mults, goal.sign)
+        if plan.coarse_multipliers is None
+        else check_multipliers(plan.coarse_multipliers)
     )
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
     norms = residual_norms(
-        backend,
+        run.backend,
         norm_prompts if norm_prompts is not None else reference_list,
         layer_list,
         layer_type=vector.layer_type,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        prepend_bos=prepend_bos,
+        batch_size=run.batch_size,
+        padding_side=run.settings.padding_side,
+        prepend_bos=run.settings.prepend_bos,
     )
-    swept = relative_vector(backend, original, norms=norms) if relative else original
-    setup = _Setup(
-        backend=backend,
-        swept=swept,
-        original=original,
-        norms=norms,
-        name="p_matching" if items is not None else resolve_metric(metric)[0],  # type: ignore[arg-type]
-        fn=None if items is not None else resolve_metric(metric)[1],  # type: ignore[arg-type]
-        damage="nll_increase" if damage == "fluency" else "kl",
-        operator=operator,
-        batch_size=batch_size,
-        steer_from=steer_from,
-        padding_side=padding_side,
-        prepend_bos=prepend_bos,
-    )
+    swept = relative_vector(run.backend, original, norms=norms) if relative else original
+    setup = _Setup(run=run, swept=swept, original=original, norms=norms, damage=goal.damage)
     coarse_inputs = inputs.subset(COARSE_FRACTION, COARSE_MIN_PROMPTS) if screen else None
-    fine_layers = keep_layers if screen else len(layer_list)
+    fine_layers = plan.keep_layers if screen else len(layer_list)
     total = _n_cells(setup, inputs, fine_layers, len(mults))
     if coarse_inputs is not None:
         total += _n_cells(setup, coarse_inputs, len(layer_list), len(coarse_mults))
-    if goal is not None:
-        total += bisect_steps * _n_cells(setup, inputs, 1, 1)
-    bar = progress_bar(total, "Calibrating", show_progress)
+    if goal.target is not None:
+        total += plan.bisect_steps * _n_cells(setup, inputs, 1, 1)
+    bar = progress_bar(total, "Calibrating", run.settings.show_progress)
     try:
-        run = _Runner(setup, bar)
+        runner = _Runner(setup, bar)
         parts = []
         if coarse_inputs is not None:
-            screened = run.cells(coarse_inputs, layer_list, coarse_mults, "coarse")
+            screened = runner.cells(coarse_inputs, layer_list, coarse_mults, "coarse")
             parts.append(screened.table)
-            kept = _kept_layers(screened, budget, sign, setup.damage, keep_layers, margin)
+            kept = _kept_layers(screened, goal, plan.keep_layers, plan.keep_margin)
             layer_list = [layer for layer in directions if layer in kept]  # the caller's order
-            if not bar.disable and len(kept) < keep_layers:  # fewer grid cells than counted
-                bar.total -= _n_cells(setup, inputs, keep_layers - len(kept), len(mults))
+            if not bar.disable and len(kept) < plan.keep_layers:  # fewer grid cells than counted
+                bar.total -= _n_cells(setup, inputs, plan.keep_layers - len(kept), len(mults))
                 bar.refresh()
-        measured = run.cells(inputs, layer_list, mults, "grid")
+        measured = runner.cells(inputs, layer_list, mults, "grid")
         table = pd.concat([*parts, measured.table], ignore_index=True)
-        best = _choose(table, budget, sign, goal, setup.damage)
+        best = _choose(table, goal)
         reached: bool | None = None
-        if goal is not None and best is not None:
-            reached = sign * (best["effect"] - goal) >= 0
-            if reached and bisect_steps:
-                extra = _bisect(run, inputs, table, best, goal, sign, budget, bisect_steps)
-                table = pd.concat([table, extra], ignore_index=True)
-                best = _choose(table, budget, sign, goal, setup.damage)
+        if goal.target is not None and best is not None:
+            reached = goal.sign * (best["effect"] - goal.target) >= 0
+            if reached and plan.bisect_steps:
+                refined = _bisect(runner, inputs, table, best, goal, plan.bisect_steps)
+                table = pd.concat([table, refined], ignore_index=True)
+                best = _choose(table, goal)
         if not bar.disable and bar.n != bar.total:  # bisection stopped early or did not run
             bar.total = bar.n
             bar.refresh()
     finally:
         bar.close()
     full = table["source"] != "coarse"
-    table["within_budget"] = table[setup.damage] <= budget
+    table["within_budget"] = table[goal.damage] <= budget
     eligible = full & ~table["degenerate"] if "degenerate" in table else full
     table["pareto"] = False
     table.loc[eligible, "pareto"] = _pareto(
-        table.loc[eligible, "effect"].to_numpy() * sign, table.loc[eligible, setup.damage].to_numpy()
+        table.loc[eligible, "effect"].to_numpy() * goal.sign, table.loc[eligible, goal.damage].to_numpy()
     )
     table = table.sort_values(["source", "layer", "multiplier"], key=_source_order, ignore_index=True)
     if "degenerate" in table:
         message = damage_warning(int(table["degenerate"].sum()), len(table), measured.mass_unsteered)
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
+    name = "p_matching" if reader is None else reader.name
     table.attrs.update(
         {
-            "metric": setup.name,
+            "metric": name,
             "max_kl": budget,
             "direction": direction,
             "baseline": measured.baseline,
-            "target": goal,
-            "damage": setup.damage,
+            "target": goal.target,
+            "damage": goal.damage,
             "relative": relative,
             "search": "coarse-to-fine" if screen else "exhaustive",
             "best": None if best is None else (int(best["layer"]), float(best["multiplier"])),
@@ -387,34 +411,35 @@ def calibrate(
         best=None if best is None else _cell(best),
         table=table,
         vector=swept,
-        metric=setup.name,
+        metric=name,
         max_kl=budget,
         direction=direction,
         baseline=measured.baseline,
-        target=goal,
+        target=goal.target,
         target_reached=reached,
         search="coarse-to-fine" if screen else "exhaustive",
     )
+
+
+def _search_plan(search: SearchKind | Search, options: dict[str, Any]) -> tuple[Search, dict[str, Any]]:
+    """The :class:`Search` value (``search=`` changed by any of its fields given by name) and calibrate's own
+    keywords, each popped from ``options`` (what is left there are the settings)."""
+    knobs = {name: options.pop(name) for name in _SEARCH_FIELDS & set(options)}  # type: ignore[misc]
+    own = {name: options.pop(name) for name in _OWN_FIELDS & set(options)}  # type: ignore[misc]
+    plan = search if isinstance(search, Search) else Search(kind=search)
+    return (replace(plan, **knobs) if knobs else plan), own
 
 
 @dataclass(frozen=True)
 class _Setup:
     """What every measurement of one :func:`calibrate` call shares (built by keyword)."""
 
-    backend: Any
+    run: Run
     swept: SteeringVector
     original: SteeringVector
     norms: dict[int, float]
-    name: str
-    fn: MetricFn | None
-    """The metric; None for ``p_matching`` (read from each item's letters)."""
     damage: str
     """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
-    operator: Operator | None = None
-    batch_size: int = 32
-    steer_from: SteerFrom = None
-    padding_side: PaddingSide | None = None
-    prepend_bos: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -425,8 +450,8 @@ class _Inputs:
     references: list[Any]
     texts: list[list[int]] | None = None
     """Fluency texts, encoded (each scored from its first token)."""
-    bound: list[MetricFn] | None = None
-    """The metric bound after each prompt (token strings in context), or None if it names no strings."""
+    reader: BoundMetric | None = None
+    """The metric bound after each of these prompts (token strings in context); None for A/B items."""
     letter_ids: list[list[int]] = field(default_factory=list)
     """A/B items: the two letters' ids after each prompt."""
     choices: list[int] = field(default_factory=list)
@@ -439,7 +464,7 @@ class _Inputs:
             prompts=[self.prompts[i] for i in p],
             references=[self.references[i] for i in _spread(len(self.references), fraction, minimum)],
             texts=None if self.texts is None else [self.texts[i] for i in _spread(len(self.texts), fraction, minimum)],
-            bound=None if self.bound is None else [self.bound[i] for i in p],
+            reader=None if self.reader is None else _subset_reader(self.reader, p),
             letter_ids=[self.letter_ids[i] for i in p] if self.letter_ids else [],
             choices=[self.choices[i] for i in p] if self.choices else [],
         )
@@ -451,34 +476,36 @@ def _spread(n: int, fraction: float, minimum: int) -> list[int]:
     return [i * n // k for i in range(k)]
 
 
+def _subset_reader(reader: BoundMetric, picked: list[int]) -> BoundMetric:
+    """``reader`` for the prompts ``picked`` (their bindings, in that order)."""
+    return replace(reader, bound=None if reader.bound is None else [reader.bound[i] for i in picked])
+
+
 def _inputs(
-    backend: Any,
+    run: Run,
     items: list[Any] | None,
-    metric: Any,
+    reader: BoundMetric | None,
     prompts: list[Any],
     references: list[Any],
     texts: list[Any] | None,
-    padding_side: PaddingSide | None,
-    prepend_bos: bool | None,
 ) -> _Inputs:
     """Everything per prompt, checked (and token strings bound) before any forward pass."""
     encoded = None
     if texts is not None:
-        encoded = prepare_prompts(backend, texts, prepend_bos=prepend_bos, padding_side=padding_side).encoded
+        encoded = run.prepare(texts).encoded
         if any(len(ids) < 2 for ids in encoded):
             raise InvalidArgumentError("each fluency text needs at least two tokens (the first one is the context).")
         encoded = [list(ids) for ids in encoded]
     if items is not None:
+        tokenizer = run.backend.tokenizer
         return _Inputs(
             prompts=prompts,
             references=references,
             texts=encoded,
-            letter_ids=[letter_pair(backend.tokenizer, item.prompt, ("A", "B")) for item in items],
+            letter_ids=[letter_pair(tokenizer, item.prompt, ("A", "B")) for item in items],
             choices=[0 if item.matching == "A" else 1 for item in items],
         )
-    _, fn = resolve_metric(metric)
-    bound = bind_per_prompt(fn, backend.tokenizer, prompts)
-    return _Inputs(prompts=prompts, references=references, texts=encoded, bound=bound)
+    return _Inputs(prompts=prompts, references=references, texts=encoded, reader=reader)
 
 
 def _prefixes(texts: list[list[int]]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
@@ -492,7 +519,7 @@ def _prefixes(texts: list[list[int]]) -> tuple[list[list[int]], list[list[tuple[
 
 def _n_cells(setup: _Setup, inputs: _Inputs, n_layers: int, n_mults: int) -> int:
     """Cells :func:`iter_steered_logits` yields for one stage: batches × layers × multipliers, per prompt set."""
-    per_batch = max(1, setup.batch_size // n_mults)
+    per_batch = max(1, setup.run.batch_size // n_mults)
     sizes = [len(inputs.prompts), len(inputs.references)]
     if inputs.texts is not None:
         sizes.append(len(_prefixes(inputs.texts)[0]))
@@ -510,8 +537,9 @@ def _coarse_multipliers(mults: list[float], sign: float) -> list[float]:
     return [m for m in wanted if m in picked]
 
 
-def _rank_layers(coarse: pd.DataFrame, budget: float, sign: float, damage: str) -> list[int]:
+def _rank_layers(coarse: pd.DataFrame, goal: _Goal) -> list[int]:
     """Layers by their best admissible (within budget, not degenerate) effect; layers with none last, least damage first."""
+    budget, sign, damage = goal.budget, goal.sign, goal.damage
     scores = []
     for layer, rows in coarse.groupby("layer", sort=False):
         ok = (
@@ -526,20 +554,18 @@ def _rank_layers(coarse: pd.DataFrame, budget: float, sign: float, damage: str) 
     return [layer for _, layer in sorted(scores, key=lambda pair: pair[0], reverse=True)]
 
 
-def _kept_layers(
-    coarse: _Measured, budget: float, sign: float, damage: str, keep: int, margin: float | None
-) -> list[int]:
+def _kept_layers(coarse: _Measured, goal: _Goal, keep: int, margin: float | None) -> list[int]:
     """The layers the full grid runs on after screening (see ``keep_margin`` in :func:`calibrate`).
 
     A layer's gain is its best admissible, non-degenerate coarse effect minus the unsteered
     effect on the screening prompts, times ``sign``; layers are kept in rank order, at most
     ``keep``, while their gain is at least ``(1 - margin)`` times the best gain.
     """
-    ranked = _rank_layers(coarse.table, budget, sign, damage)[:keep]
+    ranked = _rank_layers(coarse.table, goal)[:keep]
     if margin is None:
         return ranked
-    rows = coarse.table
-    ok = rows[damage] <= budget
+    rows, sign = coarse.table, goal.sign
+    ok = rows[goal.damage] <= goal.budget
     if "degenerate" in rows:
         ok &= ~rows["degenerate"].astype(bool)
     best_effect = (rows[ok]["effect"] * sign).groupby(rows[ok]["layer"]).max()
@@ -577,20 +603,7 @@ class _Runner:
         s = self.setup
         parts: dict[tuple[Any, float], list[dict[str, Tensor]]] = {}
         clean: dict[tuple[int, ...], dict[str, Tensor]] = {}
-        for cell in iter_steered_logits(
-            s.backend,
-            s.swept,
-            prompts,
-            layers,
-            mults,
-            batch_size=s.batch_size,
-            operator=s.operator,
-            steer_from=s.steer_from,
-            padding_side=s.padding_side,
-            prepend_bos=s.prepend_bos,
-            progress=self.bar,
-            clean_passes=clean_passes,
-        ):
+        for cell in steered_cells(s.run, s.swept, prompts, layers, mults, progress=self.bar, clean_passes=clean_passes):
             parts.setdefault((cell.layer, cell.multiplier), []).append(measure(cell, cell.steered))
             key = tuple(cell.indices)
             if key not in clean:
@@ -599,16 +612,15 @@ class _Runner:
 
     def _effects(self, inputs: _Inputs) -> Callable[[LogitsCell, Tensor], dict[str, Tensor]]:
         """The metric, the KL where it is read and the mass of its tokens, per prompt of a cell."""
-        s = self.setup
 
         def measure(cell: LogitsCell, logits: Tensor) -> dict[str, Tensor]:
-            out: dict[str, Tensor] = {"kl_prompts": kl_divergence(logits, cell.unsteered).double().cpu()}
-            if s.fn is not None:
-                out["effect"] = metric_values(s.name, s.fn, inputs.bound, logits, cell.unsteered, cell.indices)
-                mass = target_mass(s.fn, inputs.bound, logits, cell.indices)
-                if mass is not None:
-                    out["target_mass"] = mass
+            if inputs.reader is not None:
+                reading = inputs.reader.read(logits, cell.unsteered, cell.indices)
+                out = {"kl_prompts": reading.kl, "effect": reading.effect}
+                if reading.mass is not None:
+                    out["target_mass"] = reading.mass
                 return out
+            out = {"kl_prompts": kl_divergence(logits, cell.unsteered).double().cpu()}
             pairs = [  # A/B items: P(matching letter) normalised over the two letters, and P(A) + P(B)
                 letter_probability(logits[row], inputs.letter_ids[index], inputs.choices[index])
                 for row, index in enumerate(cell.indices)
@@ -634,18 +646,9 @@ class _Runner:
                 following.setdefault(prefix, []).append((text, token))
         s = self.setup
         sums: dict[tuple[Any, float], list[float]] = {}  # per cell and text: log P unsteered - log P steered
-        for cell in iter_steered_logits(
-            s.backend,
-            s.swept,
-            prefixes,
-            layers,
-            mults,
-            batch_size=s.batch_size,
-            operator=s.operator,
-            padding_side=s.padding_side,
-            progress=self.bar,
-            clean_passes=clean_passes,
-        ):
+        # Fluency texts are ids already, scored from their first token: no steering start, no BOS decision.
+        run = s.run.with_settings(steer_from=None, prepend_bos=None)
+        for cell in steered_cells(run, s.swept, prefixes, layers, mults, progress=self.bar, clean_passes=clean_passes):
             steered = torch.log_softmax(cell.steered.float(), -1)
             unsteered = torch.log_softmax(cell.unsteered.float(), -1)
             acc = sums.setdefault((cell.layer, cell.multiplier), [0.0] * len(texts))
@@ -722,21 +725,20 @@ def _source_order(column: pd.Series) -> pd.Series:
     return column
 
 
-def _choose(
-    table: pd.DataFrame, budget: float, sign: float, goal: float | None, damage: str = "kl"
-) -> pd.Series | None:
+def _choose(table: pd.DataFrame, goal: _Goal) -> pd.Series | None:
     """The best admissible row (see :func:`calibrate`), or None when no row is within the budget.
 
     Only rows measured on every prompt count (never the coarse screening), and never a degenerate one.
     """
-    ok = table[(table[damage] <= budget) & (table["source"] != "coarse")]
+    damage = goal.damage
+    ok = table[(table[damage] <= goal.budget) & (table["source"] != "coarse")]
     if "degenerate" in ok:
         ok = ok[~ok["degenerate"].astype(bool)]
     if ok.empty:
         return None
-    score = ok["effect"] * sign
-    if goal is not None:
-        reaching = ok[score >= goal * sign]
+    score = ok["effect"] * goal.sign
+    if goal.target is not None:
+        reaching = ok[score >= goal.target * goal.sign]
         if not reaching.empty:  # the cheapest cell that does the job
             return reaching.sort_values([damage, "relative_strength"], kind="stable").iloc[0]
     ranked = ok.assign(_score=score).sort_values(["_score", damage], ascending=[False, True], kind="stable")
@@ -744,14 +746,7 @@ def _choose(
 
 
 def _bisect(
-    run: _Runner,
-    inputs: _Inputs,
-    table: pd.DataFrame,
-    best: pd.Series,
-    goal: float,
-    sign: float,
-    budget: float,
-    steps: int,
+    runner: _Runner, inputs: _Inputs, table: pd.DataFrame, best: pd.Series, goal: _Goal, steps: int
 ) -> pd.DataFrame:
     """Refine the multiplier of ``best``'s layer between the weaker neighbour and ``best`` to just reach ``goal``."""
     layer, high = int(best["layer"]), float(best["multiplier"])
@@ -759,17 +754,16 @@ def _bisect(
     same = grid[(grid["layer"] == layer) & (np.sign(grid["multiplier"]) == np.sign(high))]
     weaker = same[same["multiplier"].abs() < abs(high)]
     low = float(weaker.loc[weaker["multiplier"].abs().idxmax(), "multiplier"]) if len(weaker) else 0.0
-    damage = run.setup.damage
     rows = []
     passes: dict[Any, Any] = {}  # one layer, the same batches at every step: the clean passes run once
     for _ in range(steps):
         middle = (low + high) / 2
         if middle in (low, high):
             break
-        row = run.cells(inputs, [layer], [middle], "bisect", passes).table.iloc[0]
+        row = runner.cells(inputs, [layer], [middle], "bisect", passes).table.iloc[0]
         rows.append(row)
         ok = not bool(row.get("degenerate", False))
-        if sign * (row["effect"] - goal) >= 0 and row[damage] <= budget and ok:
+        if goal.sign * (row["effect"] - goal.target) >= 0 and row[goal.damage] <= goal.budget and ok:
             high = middle
         else:
             low = middle

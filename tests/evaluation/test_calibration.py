@@ -395,7 +395,7 @@ def test_one_progress_bar_counts_every_cell_of_the_call(toy, sentiment, share, m
     import steerlens.evaluation.calibration as calibration
 
     bars, yielded = [], []
-    real_bar, real_iter = calibration.progress_bar, calibration.iter_steered_logits
+    real_bar, real_iter = calibration.progress_bar, calibration.steered_cells
 
     def recording_bar(total, desc, show=None, unit="cell"):
         bar = real_bar(total, desc, True, unit)  # shown, so it counts
@@ -408,7 +408,7 @@ def test_one_progress_bar_counts_every_cell_of_the_call(toy, sentiment, share, m
             yield cell
 
     monkeypatch.setattr(calibration, "progress_bar", recording_bar)
-    monkeypatch.setattr(calibration, "iter_steered_logits", counting_iter)
+    monkeypatch.setattr(calibration, "steered_cells", counting_iter)
     texts = ["I thought the film was good and the soup was warm .", "The trip was long ."]
     cal = calibrate(
         toy,
