@@ -148,15 +148,15 @@ class Search:
         >>> calibrate(model, vec, prompts, share, references, search=Search(keep_layers=2, keep_margin=None))
     """
 
-    kind: SearchKind = "coarse-to-fine"
+    method: SearchKind = "coarse-to-fine"
     keep_layers: int = KEEP_LAYERS
     keep_margin: float | None = KEEP_MARGIN
     coarse_multipliers: Iterable[float] | None = None
     bisect_steps: int = 8
 
     def __post_init__(self) -> None:
-        if self.kind not in ("coarse-to-fine", "exhaustive"):
-            raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {self.kind!r}.")
+        if self.method not in ("coarse-to-fine", "exhaustive"):
+            raise InvalidArgumentError(f"search must be 'coarse-to-fine' or 'exhaustive', got {self.method!r}.")
         keep = self.keep_layers
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise InvalidArgumentError(f"keep_layers must be a positive int, got {keep!r}.")
@@ -329,7 +329,7 @@ def calibrate(
         defaults = DEFAULT_RELATIVE_MULTIPLIERS if relative else DEFAULT_MULTIPLIERS
         multipliers = [m if direction == "increase" else -m for m in defaults]
     mults = check_multipliers(multipliers)
-    screen = plan.kind == "coarse-to-fine" and len(layer_list) > plan.keep_layers
+    screen = plan.method == "coarse-to-fine" and len(layer_list) > plan.keep_layers
     coarse_mults = (
         _coarse_multipliers(mults, goal.sign)
         if plan.coarse_multipliers is None
@@ -426,7 +426,7 @@ def _search_plan(search: SearchKind | Search, options: dict[str, Any]) -> tuple[
     keywords, each popped from ``options`` (what is left there are the settings)."""
     knobs = {name: options.pop(name) for name in _SEARCH_FIELDS & set(options)}  # type: ignore[misc]
     own = {name: options.pop(name) for name in _OWN_FIELDS & set(options)}  # type: ignore[misc]
-    plan = search if isinstance(search, Search) else Search(kind=search)
+    plan = search if isinstance(search, Search) else Search(method=search)
     return (replace(plan, **knobs) if knobs else plan), own
 
 
