@@ -25,12 +25,19 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import content_rows, iter_prompt_activations, unit, vector_layers
+from steerlens.analysis.prompt_activations import (
+    PROMPT_READING,
+    content_rows,
+    iter_prompt_activations,
+    unit,
+    vector_layers,
+)
 from steerlens.analysis.separation import best_threshold, roc_auc
-from steerlens.backends import backend_for
 from steerlens.samples import SampleLike, normalize_samples
-from steerlens.tokens import PaddingSide, ReadIndex, prepare_prompts, resolve_read_index
+from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.tokens import ReadIndex, resolve_read_index
 from steerlens.vector import SteeringVector
 
 SEPARATION_ONLY = (
@@ -60,20 +67,19 @@ def separation_report(
     vector: SteeringVector,
     held_out_samples: Iterable[SampleLike],
     *,
-    tokenizer: Any = None,
     layers: int | Iterable[int] | None = None,
     read_token_index: ReadIndex = -1,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """One row per layer of ``vector``: how well it separates held-out pairs, and its size there (no steering).
 
     ``held_out_samples`` are (positive, negative) pairs the vector was *not* trained
     on, read at ``read_token_index`` (or each sample's own read indices), as in
-    training; prompts are strings or token ids, encoded with ``prepend_bos`` (None: the
-    model's default), as :func:`~steerlens.training.train.train_steering_vector` encodes
-    them. Columns:
+    training; prompts are strings or token ids, encoded as
+    :func:`~steerlens.training.train.train_steering_vector` encodes them. ``settings``:
+    :class:`~steerlens.settings.Settings` fields by name (``tokenizer``, ``batch_size``
+    (default 32), ``padding_side``, ``prepend_bos`` (None: the model's default)) or
+    ``settings=``, see :mod:`steerlens.settings`. Columns:
 
     * ``auc``: ROC AUC of the projections, positives against negatives (1 = every
       positive above every negative, 0.5 = chance);
@@ -96,22 +102,29 @@ def separation_report(
         >>> vec = train_steering_vector(model, None, sentiment_pairs("train"))   # every layer
         >>> separation_report(model, vec, sentiment_pairs("test"))
     """
-    backend = backend_for(model, tokenizer)
+    run = open_run(model, settings, "separation_report", PROMPT_READING, batch_size=32)
+    return separation_frame(run, vector, held_out_samples, layers, read_token_index)
+
+
+def separation_frame(
+    run: Run,
+    vector: SteeringVector,
+    held_out_samples: Iterable[SampleLike],
+    layers: int | Iterable[int] | None = None,
+    read_token_index: ReadIndex = -1,
+) -> pd.DataFrame:
+    """:func:`separation_report` on ``run``'s model, prompts read and batched as its settings say."""
+    backend = run.backend
     samples = normalize_samples(held_out_samples)
     directions = vector_layers(backend, vector, layers)
     units = {layer: unit(direction, layer).to(backend.device) for layer, direction in directions.items()}
-    prepared = prepare_prompts(
-        backend,
-        [text for s in samples for text in (s.positive_str, s.negative_str)],
-        prepend_bos=prepend_bos,
-        padding_side=padding_side,
-    )
+    prepared = run.prepare([text for s in samples for text in (s.positive_str, s.negative_str)])
     prompts = prepared.prompts
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     projections = {layer: np.zeros(len(prompts)) for layer in units}
     norm_sums = {layer: 0.0 for layer in units}
     n_tokens = 0
-    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, batch_size):
+    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, run.batch_size):
         index = item.index
         read = resolve_read_index(
             read_token_index if overrides[index] is None else overrides[index], prompts[index], len(item.token_ids)

@@ -14,12 +14,20 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 import torch
+from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import content_rows, iter_prompt_activations, unit, vector_layers
-from steerlens.backends import backend_for, stored_layer_type
+from steerlens.analysis.prompt_activations import (
+    PROMPT_READING,
+    content_rows,
+    iter_prompt_activations,
+    unit,
+    vector_layers,
+)
+from steerlens.backends import Backend, stored_layer_type
 from steerlens.errors import InvalidArgumentError
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
+from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 
 
@@ -29,30 +37,37 @@ def residual_norms(
     layers: int | Iterable[int] | None = None,
     *,
     layer_type: str = "resid_post",
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> dict[int, float]:
     """Mean L2 norm of the activation at ``(layer, layer_type)`` over every content token of ``prompts``.
 
     A leading BOS token is left out: it carries nothing of the prompt and, in many
     models, has a norm many times that of any other token. ``layers=None``: every
     layer. Returns ``{layer: mean norm}`` (non-negative layer indices). Prompts are
-    strings or token ids, encoded with ``prepend_bos`` (None: the model's default).
+    strings or token ids. ``settings``: :class:`~steerlens.settings.Settings` fields by
+    name (``tokenizer``, ``batch_size`` (default 32), ``padding_side``, ``prepend_bos``
+    (None: the model's default)) or ``settings=``, see :mod:`steerlens.settings`.
 
     Example:
         >>> residual_norms(model, neutral_prompts("sentiment"), layers=[1, 2])
         {1: 35.9, 2: 57.9}
     """
-    backend = backend_for(model, tokenizer)
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    run = open_run(model, settings, "residual_norms", PROMPT_READING, batch_size=32)
+    return norms_on(run, prompts, layers, layer_type)
+
+
+def norms_on(
+    run: Run, prompts: Prompts, layers: int | Iterable[int] | None = None, layer_type: str = "resid_post"
+) -> dict[int, float]:
+    """:func:`residual_norms` on ``run``'s model, prompts read and batched as its settings say."""
+    backend = run.backend
+    prepared = run.prepare(prompts)
     layer_list = resolve_layers(layers, backend.n_layers, layer_type)
     layer_type = stored_layer_type(backend, check_layer_name(layer_type), layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
     totals = {layer: torch.zeros((), dtype=torch.float64) for layer in layer_list}
     count = 0
-    for item in iter_prompt_activations(backend, prepared, layer_list, layer_type, batch_size):
+    for item in iter_prompt_activations(backend, prepared, layer_list, layer_type, run.batch_size):
         rows = content_rows(item)
         for layer in layer_list:
             totals[layer] += item.acts[layer][rows].norm(dim=-1).double().sum().cpu()
@@ -66,10 +81,7 @@ def relative_vector(
     prompts: Prompts | None = None,
     *,
     norms: dict[int, float] | None = None,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> SteeringVector:
     """``vector`` with each layer rescaled to the typical activation norm at that layer.
 
@@ -79,30 +91,29 @@ def relative_vector(
     ``metadata["residual_norms"]`` (keys are layer strings, as JSON stores them) and
     the original norms in ``metadata["original_norms"]``, so a relative multiplier
     ``m`` equals the absolute multiplier ``m * residual_norm / original_norm`` on
-    the original vector. Prompts, ``padding_side`` and ``prepend_bos`` as in
-    :func:`residual_norms`; negative layer keys count from the end (the result's keys do not).
+    the original vector. Prompts and ``settings`` (``tokenizer``, ``batch_size`` (default 32),
+    ``padding_side``, ``prepend_bos``, or ``settings=``) as in :func:`residual_norms`;
+    negative layer keys count from the end (the result's keys do not).
 
     Example:
         >>> rel = relative_vector(model, vec, neutral_prompts("sentiment"))
         >>> with rel.apply(model, multiplier=0.5):   # half a typical residual norm at each layer
         ...     logits = model("The film was")
     """
-    backend = backend_for(model, tokenizer)
-    directions = vector_layers(backend, vector, None)
+    run = open_run(model, settings, "relative_vector", PROMPT_READING, batch_size=32)
+    directions = vector_layers(run.backend, vector, None)
     if norms is None:
         if prompts is None:
             raise InvalidArgumentError(
                 "relative_vector needs prompts to measure residual norms on (or norms={layer: norm})."
             )
-        norms = residual_norms(
-            backend,
-            prompts,
-            list(directions),
-            layer_type=vector.layer_type,
-            batch_size=batch_size,
-            padding_side=padding_side,
-            prepend_bos=prepend_bos,
-        )
+        norms = norms_on(run, prompts, list(directions), vector.layer_type)
+    return rescaled(run.backend, vector, norms)
+
+
+def rescaled(backend: Backend, vector: SteeringVector, norms: dict[int, float]) -> SteeringVector:
+    """``vector`` with each layer's direction scaled to ``norms[layer]`` (:func:`relative_vector`'s last step)."""
+    directions = vector_layers(backend, vector, None)
     missing = [layer for layer in directions if layer not in norms]
     if missing:
         raise InvalidArgumentError(f"norms has no entry for layers {missing}; give one per layer of the vector.")

@@ -29,13 +29,16 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
 from steerlens.analysis.layer_report import _separation
+from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.analysis.separation import best_threshold, roc_auc
 from steerlens.errors import InvalidArgumentError
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, ReadIndex
-from steerlens.training import extract_activations
+from steerlens.settings import SettingsKeywords, open_run
+from steerlens.tokens import ReadIndex
+from steerlens.training.activations import in_caller_order, iter_activation_batches, pair_reading
 
 METHODS = ("mean_diff", "lda", "logistic")
 COLUMNS = ["layer", "method", "auc", "accuracy", "threshold", "separation", "train_auc", "cos_mean_diff"]
@@ -46,16 +49,13 @@ def probe_report(
     training_samples: Iterable[SampleLike],
     held_out_samples: Iterable[SampleLike],
     *,
-    tokenizer: Any = None,
     layers: int | Iterable[int] | None = None,
     layer_type: str = "resid_post",
     methods: Sequence[str] = METHODS,
     lda_shrinkage: float = 0.1,
     logistic_kwargs: Mapping[str, Any] | None = None,
     read_token_index: ReadIndex = -1,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """Fit linear probes per layer on ``training_samples``, score them on ``held_out_samples``.
 
@@ -77,6 +77,9 @@ def probe_report(
     ``LinearDiscriminantAnalysis(solver="lsqr", shrinkage=...)``; ``logistic_kwargs``
     go to ``sklearn.linear_model.LogisticRegression`` (default ``max_iter=1000``).
     ``df.attrs["best"]`` is the ``(layer, method)`` with the highest held-out AUC.
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``padding_side``, ``prepend_bos``) or ``settings=``, see
+    :mod:`steerlens.settings`; both sets are read with them.
 
     Example:
         >>> df = probe_report(model, sentiment_pairs("train"), sentiment_pairs("test"), layers=[4, 8, 12])
@@ -90,16 +93,14 @@ def probe_report(
     logistic = _logistic_class() if "logistic" in chosen else None
     if logistic is not None:
         logistic(**options)  # a misspelt option fails before any forward pass
-    read = dict(
-        layers=layers,
-        layer_type=layer_type,
-        read_token_index=read_token_index,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        prepend_bos=prepend_bos,
+    run = open_run(model, settings, "probe_report", PROMPT_READING, batch_size=32)
+    # Both sets checked before any forward pass, then read as training reads pairs.
+    train_set, test_set = (
+        pair_reading(run, samples, layers, layer_type, read_token_index)
+        for samples in (training_samples, held_out_samples)
     )
-    train_pos, train_neg = extract_activations(model, tokenizer, training_samples, **read)
-    test_pos, test_neg = extract_activations(model, tokenizer, held_out_samples, **read)
+    train_pos, train_neg = in_caller_order(iter_activation_batches(train_set, "Reading training pairs"))
+    test_pos, test_neg = in_caller_order(iter_activation_batches(test_set, "Reading held-out pairs"))
     records = []
     for layer in sorted(train_pos):
         tp, tn = _rows(train_pos[layer]), _rows(train_neg[layer])
@@ -165,8 +166,8 @@ def _check_methods(methods: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(listed))
 
 
-def _rows(batches: list[torch.Tensor]) -> np.ndarray:
-    return torch.cat(batches).double().cpu().numpy()
+def _rows(acts: torch.Tensor) -> np.ndarray:
+    return acts.double().cpu().numpy()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

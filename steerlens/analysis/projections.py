@@ -17,11 +17,18 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
+from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import as_cpu, iter_prompt_activations, unit, vector_layers
-from steerlens.backends import backend_for
+from steerlens.analysis.prompt_activations import (
+    PROMPT_READING,
+    as_cpu,
+    iter_prompt_activations,
+    unit,
+    vector_layers,
+)
 from steerlens.errors import InvalidArgumentError
-from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
+from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 
 COLUMNS = ["prompt_index", "prompt", "position", "token_id", "token", "is_bos", "layer", "projection", "cosine"]
@@ -32,11 +39,7 @@ def token_projections(
     vector: SteeringVector,
     prompts: Prompts,
     layers: int | Iterable[int] | None = None,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """One row per (prompt, token position, layer): the activation's projection on the unit vector.
 
@@ -45,23 +48,32 @@ def token_projections(
     (``activation · vector / |vector|``, in activation units) and ``cosine`` (the
     same divided by the activation's norm: direction only). ``layers`` defaults to
     every layer of the vector (negative layers count from the end); the activation is
-    read at ``vector.layer_type``. Prompts are strings (chat templates too) or token ids,
-    encoded with ``prepend_bos`` (None: the model's default; see
-    :class:`~steerlens.tokens.TokenPolicy`). Works on HookedTransformers and Hugging Face
-    models (pass ``tokenizer``).
+    read at ``vector.layer_type``. Prompts are strings (chat templates too) or token ids.
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``padding_side``, ``prepend_bos`` (None: the model's default;
+    see :class:`~steerlens.tokens.TokenPolicy`)) or ``settings=``, see :mod:`steerlens.settings`.
+    Works on HookedTransformers and Hugging Face models (pass ``tokenizer``).
 
     Example:
         >>> df = token_projections(model, vec, ["The food was wonderful", "The food was awful"], layers=[2])
         >>> df.pivot(index="position", columns="prompt_index", values="projection")
     """
-    backend = backend_for(model, tokenizer)
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    run = open_run(model, settings, "token_projections", PROMPT_READING, batch_size=32)
+    return projection_frame(run, vector, prompts, layers)
+
+
+def projection_frame(
+    run: Run, vector: SteeringVector, prompts: Prompts, layers: int | Iterable[int] | None = None
+) -> pd.DataFrame:
+    """:func:`token_projections` on ``run``'s model, prompts read and batched as its settings say."""
+    backend = run.backend
+    prepared = run.prepare(prompts)
     prompt_list = prepared.prompts
     directions = vector_layers(backend, vector, layers)
     units = {layer: unit(direction, layer).to(backend.device) for layer, direction in directions.items()}
     rows: list[dict[str, Any]] = []
     decode = _decoder(backend.tokenizer)
-    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, batch_size):
+    for item in iter_prompt_activations(backend, prepared, list(units), vector.layer_type, run.batch_size):
         texts = [decode(i) for i in item.token_ids]
         for layer, direction in units.items():
             acts = item.acts[layer]

@@ -10,18 +10,20 @@ it should not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
+from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.analysis.separation import best_threshold, roc_auc
-from steerlens.backends import backend_for
-from steerlens.conditional.steering import Aggregate, Condition, condition_scores
+from steerlens.conditional.steering import Aggregate, Condition, scores_on
 from steerlens.errors import InvalidArgumentError
 from steerlens.layers import resolve_layers
-from steerlens.tokens import PaddingSide, Prompts
+from steerlens.settings import SettingsKeywords, open_run
+from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 
 
@@ -46,10 +48,7 @@ def fit_condition(
     *,
     layer: int | None = None,
     aggregate: Aggregate = "mean",
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> FittedCondition:
     """The threshold that best tells ``steer_prompts`` (steer these) from ``other_prompts`` (leave these).
 
@@ -58,15 +57,18 @@ def fit_condition(
     scored with ``aggregate``). If the prompts to steer score *lower* than the others,
     the fitted condition holds below the threshold (``above=False``). A vector's negative
     layer keys and a negative ``layer`` count from the end of the model (a condition
-    fitted from a vector names its layer non-negative). Prompts are strings or token ids, encoded
-    with ``prepend_bos`` (None: the model's default), as :func:`condition_scores` does.
+    fitted from a vector names its layer non-negative). Prompts are strings or token ids, read
+    as :func:`~steerlens.conditional.steering.condition_scores` reads them. ``settings``:
+    :class:`~steerlens.settings.Settings` fields by name (``tokenizer``, ``batch_size``
+    (default 32), ``padding_side``, ``prepend_bos`` (None: the model's default)) or
+    ``settings=``, see :mod:`steerlens.settings`.
 
     Example:
         >>> fitted = fit_condition(model, topic_vec, food_prompts, travel_prompts, layer=2)
         >>> fitted.accuracy, fitted.condition.threshold
     """
-    backend = backend_for(model, tokenizer)
-    n_layers = backend.n_layers
+    run = open_run(model, settings, "fit_condition", PROMPT_READING, batch_size=32)
+    n_layers = run.backend.n_layers
     if isinstance(condition, SteeringVector):
         at = None if layer is None else resolve_layers([layer], n_layers)[0]
         condition = Condition.from_vector(condition.resolved(n_layers), at, aggregate=aggregate)
@@ -76,22 +78,13 @@ def fit_condition(
         )
     elif layer is not None and resolve_layers([layer], n_layers) != resolve_layers([condition.layer], n_layers):
         raise InvalidArgumentError(f"layer={layer} but the condition reads layer {condition.layer}; pass one of them.")
-    kwargs = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
-    steer = condition_scores(backend, condition, steer_prompts, **kwargs)
-    other = condition_scores(backend, condition, other_prompts, **kwargs)
+    steer = scores_on(run, condition, steer_prompts)
+    other = scores_on(run, condition, other_prompts)
     auc = roc_auc(steer.tolist(), other.tolist())
     above = auc >= 0.5
     sign = 1.0 if above else -1.0
     cut = best_threshold((sign * steer).tolist(), (sign * other).tolist())
-    fitted = Condition(
-        condition.direction,
-        condition.layer,
-        condition.layer_type,
-        sign * cut.threshold,
-        condition.aggregate,
-        above,
-        condition.skip_first,
-    )
+    fitted = replace(condition, threshold=sign * cut.threshold, above=above)
     return FittedCondition(fitted, max(auc, 1 - auc), cut.accuracy, steer, other)
 
 
@@ -100,22 +93,19 @@ def condition_accuracy(
     condition: Condition,
     steer_prompts: Prompts,
     other_prompts: Prompts,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: str | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> float:
     """Share of prompts the condition classifies right: steer_prompts must hold, other_prompts must not.
 
     The prompts are scored by :func:`~steerlens.conditional.steering.condition_scores` with
-    the same ``tokenizer``, ``batch_size``, ``padding_side`` and ``prepend_bos``.
+    the same ``settings`` (``tokenizer``, ``batch_size`` (default 32), ``padding_side``,
+    ``prepend_bos``, or ``settings=``, see :mod:`steerlens.settings`).
 
     Example:
         >>> condition_accuracy(model, fitted.condition, held_out_food, held_out_travel)
         1.0
     """
-    kwargs = dict(tokenizer=tokenizer, batch_size=batch_size, padding_side=padding_side, prepend_bos=prepend_bos)
-    steer = condition.holds(condition_scores(model, condition, steer_prompts, **kwargs))
-    other = condition.holds(condition_scores(model, condition, other_prompts, **kwargs))
+    run = open_run(model, settings, "condition_accuracy", PROMPT_READING, batch_size=32)
+    steer = condition.holds(scores_on(run, condition, steer_prompts))
+    other = condition.holds(scores_on(run, condition, other_prompts))
     return float(torch.cat([steer, ~other]).float().mean())

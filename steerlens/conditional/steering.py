@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
+from typing_extensions import Unpack
 
+from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.backends import Backend, backend_for, stored_layer_type
 from steerlens.checks import finite_number
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
@@ -38,7 +40,8 @@ from steerlens.hooks.operators import Operator, addition_operator
 from steerlens.hooks.positions import PassPositions, TokenIndices
 from steerlens.hooks.steering_hook import make_spec
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.tokens import PaddingSide, Prompts, prepare_prompts
+from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts
 
 if TYPE_CHECKING:
     from steerlens.vector import SteeringVector
@@ -113,7 +116,13 @@ class Condition:
         if layer not in vector.layer_activations:
             raise LayerError(f"the vector has no layer {layer}; it has {sorted(layers)}.")
         return cls(
-            vector.layer_activations[layer].detach(), layer, vector.layer_type, threshold, aggregate, above, skip_first
+            vector.layer_activations[layer].detach(),
+            layer,
+            vector.layer_type,
+            threshold,
+            aggregate=aggregate,
+            above=above,
+            skip_first=skip_first,
         )
 
     def with_threshold(self, threshold: float) -> "Condition":
@@ -329,34 +338,38 @@ def _pass_watcher(backend: Backend, first_layer: int, state: ConditionalState) -
         handle.remove()
 
 
-@torch.no_grad()
 def condition_scores(
     model: Any,
     condition: Condition,
     prompts: Prompts,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> Float[Tensor, "n_prompts"]:
     """The condition's score of each prompt, as :func:`conditional_steering` computes it on the prompt pass.
 
     Reads the unsteered model (nothing after the condition's layer is computed). Use
     it to look at scores or to fit a threshold
     (:func:`steerlens.conditional.fit.fit_condition` does). Prompts are strings
-    or token ids, encoded with ``prepend_bos`` (None: the model's default, which is what
-    ``generate`` gives the model by default; see :class:`~steerlens.tokens.TokenPolicy`).
+    or token ids. ``settings``: :class:`~steerlens.settings.Settings` fields by name
+    (``tokenizer``, ``batch_size`` (default 32), ``padding_side``, ``prepend_bos`` (None: the
+    model's default, which is what ``generate`` gives the model by default; see
+    :class:`~steerlens.tokens.TokenPolicy`)) or ``settings=``, see :mod:`steerlens.settings`.
 
     Example:
         >>> condition_scores(model, food, ["The dinner was", "The flight was"])
         tensor([ 3.1, -2.4])
     """
-    backend = backend_for(model, tokenizer)
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    run = open_run(model, settings, "condition_scores", PROMPT_READING, batch_size=32)
+    return scores_on(run, condition, prompts)
+
+
+@torch.no_grad()
+def scores_on(run: Run, condition: Condition, prompts: Prompts) -> Float[Tensor, "n_prompts"]:
+    """:func:`condition_scores` on ``run``'s model, prompts read and batched as its settings say."""
+    backend = run.backend
+    prepared = run.prepare(prompts)
     layer, layer_type = _condition_site(backend, condition)
     scores = torch.empty(len(prepared))
-    for batch in prepared.batches(batch_size):
+    for batch in prepared.batches(run.batch_size):
         acts = backend.read(batch, [(layer, layer_type)])[(layer, layer_type)]
         batch_scores = condition.score(acts, batch.attention_mask.bool())
         scores[batch.indices] = batch_scores.float().cpu()

@@ -22,12 +22,12 @@ from typing import Any, Iterable, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import content_rows, iter_prompt_activations
-from steerlens.backends import backend_for
+from steerlens.analysis.prompt_activations import PROMPT_READING, content_rows, iter_prompt_activations
 from steerlens.errors import InvalidArgumentError, ModelMismatchError
 from steerlens.sae.sites import SaeSite, check_latents, encode, latent_directions, load_sae, sae_site, site_of_hook
-from steerlens.tokens.batching import prepare_prompts
+from steerlens.settings import Run, SettingsKeywords, open_run
 from steerlens.tokens.inputs import Prompts
 from steerlens.vector import SteeringVector, model_metadata
 
@@ -44,16 +44,13 @@ def as_site(site: Any) -> SaeSite:
     return sae_site(load_sae(site))
 
 
-@torch.no_grad()
 def site_activations(
     model: Any,
     site: Any,
     prompts: Prompts,
     *,
-    tokenizer: Any = None,
     steering: Any = None,
-    batch_size: int = 16,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> Float[Tensor, "n_tokens d_in"]:
     """The model's activations at a site, one row per real token of ``prompts`` (float32, CPU).
 
@@ -63,45 +60,60 @@ def site_activations(
     do not model). ``steering`` is a context manager (e.g. ``vec.apply(model)``) entered
     around the forward passes; the rows are then the steered activations. Works on a
     HookedTransformer and a native Hugging Face model (pass its ``tokenizer``).
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 16), ``padding_side``, ``prepend_bos`` (None: the model's default))
+    or ``settings=``, see :mod:`steerlens.settings`.
 
     Example:
         >>> site_activations(model, "blocks.2.hook_resid_post", ["The film was", "I think"]).shape
         torch.Size([7, 128])
     """
     site = as_site(site)
-    backend = backend_for(model, tokenizer)
+    run = open_run(model, settings, "site_activations", PROMPT_READING, batch_size=16)
+    return site_rows(run, site, prompts, steering)
+
+
+@torch.no_grad()
+def site_rows(run: Run, site: SaeSite, prompts: Prompts, steering: Any = None) -> Float[Tensor, "n_tokens d_in"]:
+    """:func:`site_activations` on ``run``'s model, prompts read and batched as its settings say."""
+    backend = run.backend
     if site.layer >= backend.n_layers:
         raise ModelMismatchError(f"the SAE reads layer {site.layer}, the model has {backend.n_layers} layers.")
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos)
+    prepared = run.prepare(prompts)
     with steering if steering is not None else nullcontext():
         rows = [
             item.acts[site.layer][content_rows(item)].cpu()
-            for item in iter_prompt_activations(backend, prepared, [site.layer], site.layer_type, batch_size)
+            for item in iter_prompt_activations(backend, prepared, [site.layer], site.layer_type, run.batch_size)
         ]
     return torch.cat(rows)
 
 
-@torch.no_grad()
 def latent_activations(
     model: Any,
     sae: Any,
     prompts: Prompts,
     *,
-    tokenizer: Any = None,
     steering: Any = None,
-    batch_size: int = 16,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> Float[Tensor, "n_tokens d_sae"]:
     """The SAE's latent activations on every real token of ``prompts`` (see :func:`site_activations`).
+
+    ``steering`` and ``settings`` (``tokenizer``, ``batch_size`` (default 16), ``padding_side``,
+    ``prepend_bos``, or ``settings=``) as in :func:`site_activations`.
 
     Example:
         >>> latent_activations(model, sae, ["The film was"]).shape
         torch.Size([3, 512])
     """
     sae = load_sae(sae)
-    acts = site_activations(
-        model, sae, prompts, tokenizer=tokenizer, steering=steering, batch_size=batch_size, prepend_bos=prepend_bos
-    )
+    run = open_run(model, settings, "latent_activations", PROMPT_READING, batch_size=16)
+    return latent_rows(run, sae, prompts, steering)
+
+
+@torch.no_grad()
+def latent_rows(run: Run, sae: Any, prompts: Prompts, steering: Any = None) -> Float[Tensor, "n_tokens d_sae"]:
+    """:func:`latent_activations` of a loaded ``sae`` on ``run``'s model."""
+    acts = site_rows(run, sae_site(sae), prompts, steering)
     return torch.cat([encode(sae, chunk).float().cpu() for chunk in acts.split(4096)])
 
 
@@ -111,16 +123,14 @@ def typical_activations(
     sae: Any,
     latents: int | Iterable[int],
     prompts: Prompts,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 16,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> Float[Tensor, "n_latents"]:
     """Each latent's mean activation over the tokens of ``prompts`` where it is active (> 0).
 
     A latent that never fires on the prompts has no typical value: an
     :class:`~steerlens.errors.InvalidArgumentError` names it (use prompts where it fires,
-    or give the activation yourself).
+    or give the activation yourself). ``settings`` (``tokenizer``, ``batch_size`` (default 16),
+    ``padding_side``, ``prepend_bos``, or ``settings=``) as in :func:`site_activations`.
 
     Example:
         >>> typical_activations(model, sae, [17, 40], neutral_prompts("sentiment"))
@@ -128,9 +138,8 @@ def typical_activations(
     """
     sae = load_sae(sae)
     ids = check_latents(sae, latents)
-    acts = latent_activations(model, sae, prompts, tokenizer=tokenizer, batch_size=batch_size, prepend_bos=prepend_bos)[
-        :, ids
-    ]
+    run = open_run(model, settings, "typical_activations", PROMPT_READING, batch_size=16)
+    acts = latent_rows(run, sae, prompts)[:, ids]
     active = acts > 0
     silent = [latent for latent, fires in zip(ids, active.any(0).tolist()) if not fires]
     if silent:

@@ -11,47 +11,108 @@ and token-id prompts are used as they are.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
+from typing_extensions import Unpack
 
-from steerlens.backends import Backend, backend_for, stored_layer_type
+from steerlens.backends import backend_for, stored_layer_type
 from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
-from steerlens.checks import check_batch_size
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
-from steerlens.tokens import PaddingSide, PromptBatch, ReadIndex, iter_batches, prepare_prompts, resolve_read_index
+from steerlens.settings import READING, Run, Settings, SettingsKeywords, settings_from
+from steerlens.tokens import PromptBatch, ReadIndex, iter_batches, resolve_read_index
 
 LayerActs = dict[int, Float[Tensor, "batch d_model"]]
 
+POSITIONAL_DEFAULTS: dict[str, Any] = {"tokenizer": None, "show_progress": False, "batch_size": 1}
+"""steering-vectors' defaults of the settings it takes by position (``tokenizer``, ``show_progress``, ``batch_size``)."""
 
-def prepare(
-    model: object,
-    tokenizer: object,
+
+@dataclass(frozen=True)
+class PairReading:
+    """One read of contrast pairs, checked before any forward pass: what :func:`iter_activation_batches` reads.
+
+    ``layers`` are non-negative; ``layer_type`` is the name the vector is stored under
+    (:func:`~steerlens.backends.stored_layer_type`); ``read_token_index`` is the default
+    read index (a sample's own indices win).
+    """
+
+    run: Run
+    samples: list[SteeringVectorTrainingSample]
+    layers: list[int]
+    layer_type: str
+    read_token_index: ReadIndex
+
+
+def pair_settings(keywords: Mapping[str, Any], verb: str, uses: frozenset[str], **positional: Any) -> Settings:
+    """A steering-vectors door's settings: its ``**settings`` with the settings it takes by position folded in.
+
+    ``positional`` are the door's ``tokenizer``, ``show_progress`` and ``batch_size``: a value
+    other than its steering-vectors default (:data:`POSITIONAL_DEFAULTS`) wins over a
+    ``settings=`` value's field; at its default, the ``settings=`` field is used if set, else
+    the default.
+
+    Example:
+        >>> pair_settings({"settings": Settings(batch_size=8)}, "train", READING, batch_size=1).batch_size
+        8
+        >>> pair_settings({"settings": Settings(batch_size=8)}, "train", READING, batch_size=4).batch_size
+        4
+    """
+    if positional.get("show_progress") is not None:
+        positional["show_progress"] = bool(positional["show_progress"])  # steering-vectors takes any truthy value
+    given = {name: value for name, value in positional.items() if not _is_default(value, POSITIONAL_DEFAULTS[name])}
+    return settings_from({**keywords, **given}, verb, uses, show_progress=False, batch_size=1)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is default or (default is not None and type(value) is type(default) and value == default)
+
+
+def open_pair_reading(
+    model: Any,
     training_samples: Iterable[SampleLike],
+    settings: Settings,
+    *,
     layers: int | Iterable[int] | None,
     layer_type: str,
     layer_config: ModelLayerConfig | None,
-    batch_size: int,
-) -> tuple[Backend, list[SteeringVectorTrainingSample], list[int], str]:
-    """Resolve the model once and validate every argument, before any forward pass.
+    read_token_index: ReadIndex,
+) -> PairReading:
+    """The steering-vectors doors' one step: ``model``'s backend resolved once (with ``layer_config``), then
+    :func:`pair_reading` on it.
 
-    Returns the backend, the samples, the layers (non-negative) and the layer type the
-    vector is stored under (:func:`~steerlens.backends.stored_layer_type`).
+    Example:
+        >>> reading = open_pair_reading(model, pairs, Settings(batch_size=4), layers=[1], layer_type="decoder_block",
+        ...                             layer_config=None, read_token_index=-1)
+        >>> reading.layers, reading.layer_type
+        ([1], 'resid_post')
     """
-    backend = backend_for(model, tokenizer, layer_config)
+    run = Run(backend_for(model, settings.tokenizer, layer_config), settings)
+    return pair_reading(run, training_samples, layers, layer_type, read_token_index)
+
+
+def pair_reading(
+    run: Run,
+    training_samples: Iterable[SampleLike],
+    layers: int | Iterable[int] | None,
+    layer_type: str,
+    read_token_index: ReadIndex = -1,
+) -> PairReading:
+    """Check every argument of a read of ``training_samples`` on ``run``'s model, before any forward pass."""
     check_layer_type(layer_type)
-    check_batch_size(batch_size)
+    backend = run.backend
     backend.check_tokenizer()
     samples = normalize_samples(training_samples)
     layer_list = resolve_layers(layers, backend.n_layers, layer_type)
     layer_type = stored_layer_type(backend, layer_type, layer_list)
     backend.check_sites([(layer, layer_type) for layer in layer_list])
-    return backend, samples, layer_list, layer_type
+    return PairReading(run, samples, layer_list, layer_type, read_token_index)
 
 
 MIN_SHARED_PREFIX = 8
@@ -74,17 +135,7 @@ def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def iter_activation_batches(
-    backend: Backend,
-    samples: Sequence[SteeringVectorTrainingSample],
-    layers: list[int],
-    layer_type: str,
-    read_token_index: ReadIndex,
-    batch_size: int,
-    padding_side: PaddingSide | None,
-    show_progress: bool,
-    tqdm_desc: str,
-    *,
-    prepend_bos: bool | None = None,
+    reading: PairReading, tqdm_desc: str = "Reading activations"
 ) -> Iterator[tuple[list[int], LayerActs]]:
     """Yield ``(rows, activations)`` at the read token, ``2 * batch_size`` prompts at a time.
 
@@ -95,14 +146,12 @@ def iter_activation_batches(
     tokens (A/B items differ only in the answer) run that start once, into the model's KV
     cache, and then each prompt's rest (:meth:`~steerlens.backends.Backend.read_continuations`).
     Other prompts are batched by length, longest first, whatever pair they belong to, so
-    almost no compute goes to padding or to positions nobody reads.
+    almost no compute goes to padding or to positions nobody reads. Prompts are encoded,
+    batched and the bar shown as ``reading.run``'s settings say (``show_progress`` None: no bar).
     """
-    prepared = prepare_prompts(
-        backend,
-        [text for s in samples for text in (s.positive_str, s.negative_str)],
-        prepend_bos=prepend_bos,
-        padding_side=padding_side,
-    )
+    run, samples, layers, layer_type = reading.run, reading.samples, reading.layers, reading.layer_type
+    backend, batch_size, read_token_index = run.backend, run.batch_size, reading.read_token_index
+    prepared = run.prepare([text for s in samples for text in (s.positive_str, s.negative_str)])
     overrides = [i for s in samples for i in (s.read_positive_token_index, s.read_negative_token_index)]
     reads = [
         resolve_read_index(read_token_index if o is None else o, p, len(ids))
@@ -121,7 +170,8 @@ def iter_activation_batches(
     by_start = sorted(shared, key=lambda pair: (-shared[pair], len(cut[2 * pair]) + len(cut[2 * pair + 1])))
     paired = [by_start[i : i + batch_size] for i in range(0, len(by_start), batch_size)]
     sites = [(layer, layer_type) for layer in layers]
-    progress = tqdm(total=-(-len(whole) // (2 * batch_size)) + len(paired), desc=tqdm_desc, disable=not show_progress)
+    total = -(-len(whole) // (2 * batch_size)) + len(paired)
+    progress = tqdm(total=total, desc=tqdm_desc, disable=not run.settings.show_progress)
     with progress:
         for batch in iter_batches(
             [cut[row] for row in whole], 2 * batch_size, prepared.pad_id, prepared.padding_side, prepared.device, True
@@ -192,43 +242,47 @@ def extract_activations(
     show_progress: bool = False,
     batch_size: int = 1,
     tqdm_desc: str = "Extracting activations",
-    *,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> tuple[dict[int, list[Tensor]], dict[int, list[Tensor]]]:
     """Activations at the read token for every pair, batch by batch: ``(positive, negative)``.
 
     Each is ``{layer: [tensor of shape [batch, d_model] per batch]}`` (steering-vectors'
     layout); ``torch.cat`` a layer's list for one ``[n_pairs, d_model]`` tensor, or pass
     both dicts to :func:`~steerlens.training.train.aggregate_activations`.
-    ``prepend_bos`` (None: the model's default) is TransformerLens' switch, applied by
-    the one tokenization policy (:class:`~steerlens.tokens.TokenPolicy`).
+    Parameters are those of steering-vectors 0.12.2, in its order. ``settings``:
+    :class:`~steerlens.settings.Settings` fields by name (``padding_side``, ``prepend_bos``:
+    TransformerLens' switch, None: the model's default, applied by the one tokenization
+    policy :class:`~steerlens.tokens.TokenPolicy`) or ``settings=``, see :mod:`steerlens.settings`;
+    ``tokenizer``, ``show_progress`` and ``batch_size`` given here other than their defaults
+    win over ``settings=``'s, left at their defaults they take its.
 
     Example:
         >>> pos, neg = extract_activations(model, None, [("I love it", "I hate it")], layers=[1])
         >>> torch.cat(pos[1]).shape
         torch.Size([1, 64])
     """
-    backend, samples, layer_list, layer_type = prepare(
-        model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
+    chosen = pair_settings(
+        settings,
+        "extract_activations",
+        READING,
+        tokenizer=tokenizer,
+        show_progress=show_progress,
+        batch_size=batch_size,
     )
-    pos, neg = in_caller_order(
-        iter_activation_batches(
-            backend,
-            samples,
-            layer_list,
-            layer_type,
-            read_token_index,
-            batch_size,
-            padding_side,
-            show_progress,
-            tqdm_desc,
-            prepend_bos=prepend_bos,
-        )
+    reading = open_pair_reading(
+        model,
+        training_samples,
+        chosen,
+        layers=layers,
+        layer_type=layer_type,
+        layer_config=layer_config,
+        read_token_index=read_token_index,
     )
+    pos, neg = in_caller_order(iter_activation_batches(reading, tqdm_desc))
 
     def batched(acts: Tensor) -> list[Tensor]:
         # Back in the caller's order, in chunks of batch_size pairs (steering-vectors' layout).
-        return list((acts.cpu() if move_to_cpu else acts).split(batch_size))
+        return list((acts.cpu() if move_to_cpu else acts).split(reading.run.batch_size))
 
+    layer_list = reading.layers
     return {layer: batched(pos[layer]) for layer in layer_list}, {layer: batched(neg[layer]) for layer in layer_list}

@@ -13,15 +13,23 @@ from typing import Any, Iterable
 
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
 from steerlens._version import __version__
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.errors import InvalidArgumentError, NonFiniteError
 from steerlens.layers import LayerType
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, ReadIndex
+from steerlens.settings import READING, SettingsKeywords
+from steerlens.tokens import ReadIndex
 from steerlens.training import distributed as dist_ops
-from steerlens.training.activations import in_caller_order, iter_activation_batches, prepare, split_pairs
+from steerlens.training.activations import (
+    in_caller_order,
+    iter_activation_batches,
+    open_pair_reading,
+    pair_settings,
+    split_pairs,
+)
 from steerlens.training.aggregators import (
     Aggregator,
     MeanAggregator,
@@ -90,6 +98,10 @@ def _finite(layer: int, vector: Tensor) -> Tensor:
     return vector
 
 
+TRAINING: frozenset[str] = READING | {"distributed"}
+"""The settings :func:`train_steering_vector` reads: reading activations, and gathering across ranks."""
+
+
 def train_steering_vector(
     model: Any,
     tokenizer: Any,
@@ -103,21 +115,21 @@ def train_steering_vector(
     aggregator: Aggregator = mean_aggregator(),
     batch_size: int = 1,
     tqdm_desc: str = "Training steering vector",
-    *,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
-    distributed: bool = False,
+    **settings: Unpack[SettingsKeywords],
 ) -> SteeringVector:
     """Train a steering vector from (positive, negative) prompt pairs.
 
     The default is the mean, over pairs, of the difference between the activations
     at the read token (the last token unless ``read_token_index`` says otherwise).
-    Parameters are those of steering-vectors 0.12.2, in its order; steerlens' extras
-    are keyword-only: ``padding_side``, ``prepend_bos`` (TransformerLens' meaning; None:
-    the model's default, see :class:`~steerlens.tokens.TokenPolicy`), and ``distributed=True`` when each
-    ``torch.distributed`` rank passes its own shard of the pairs (every rank gets the
-    vector of the whole set: the mean from summed statistics, other aggregators from
-    the gathered differences; see :mod:`steerlens.training.distributed`).
+    Parameters are those of steering-vectors 0.12.2, in its order. ``settings``:
+    :class:`~steerlens.settings.Settings` fields by name (``padding_side``, ``prepend_bos``:
+    TransformerLens' meaning, None: the model's default, see :class:`~steerlens.tokens.TokenPolicy`;
+    ``distributed=True`` when each ``torch.distributed`` rank passes its own shard of the pairs:
+    every rank gets the vector of the whole set, the mean from summed statistics, other
+    aggregators from the gathered differences, see :mod:`steerlens.training.distributed`) or
+    ``settings=``, see :mod:`steerlens.settings`. ``tokenizer``, ``show_progress`` and
+    ``batch_size`` given here other than their defaults win over ``settings=``'s; left at
+    their defaults they take its.
 
     Example:
         >>> vec = train_steering_vector(model, None, [("I love it", "I hate it")], layers=[2])
@@ -125,24 +137,28 @@ def train_steering_vector(
         ...     text = model.generate("The film was", max_new_tokens=5)
     """
     aggregator = aggregator if aggregator is not None else mean_aggregator()
-    if distributed:
+    chosen = pair_settings(
+        settings,
+        "train_steering_vector",
+        TRAINING,
+        tokenizer=tokenizer,
+        show_progress=show_progress,
+        batch_size=batch_size,
+    )
+    if chosen.distributed:
         dist_ops.check_initialized()
-    backend, samples, layer_list, layer_type = prepare(
-        model, tokenizer, training_samples, layers, layer_type, layer_config, batch_size
+    reading = open_pair_reading(
+        model,
+        training_samples,
+        chosen,
+        layers=layers,
+        layer_type=layer_type,
+        layer_config=layer_config,
+        read_token_index=read_token_index,
     )
-    accumulators = {layer: accumulator_for(aggregator) for layer in layer_list}
-    batches = iter_activation_batches(
-        backend,
-        samples,
-        layer_list,
-        layer_type,
-        read_token_index,
-        batch_size,
-        padding_side,
-        show_progress,
-        tqdm_desc,
-        prepend_bos=prepend_bos,
-    )
+    samples, backend = reading.samples, reading.run.backend
+    accumulators = {layer: accumulator_for(aggregator) for layer in reading.layers}
+    batches = iter_activation_batches(reading, tqdm_desc)
     if isinstance(aggregator, MeanAggregator):
         # Batches are grouped by prompt length, not by pair: the running sums need no pairing.
         parts = (split_pairs(rows, acts) for rows, acts in batches)
@@ -153,7 +169,7 @@ def train_steering_vector(
             p, n = (pos[layer].cpu(), neg[layer].cpu()) if move_to_cpu else (pos[layer], neg[layer])
             acc.update(p, n)
     n_samples = len(samples)
-    if distributed:
+    if chosen.distributed:
         for acc in accumulators.values():
             acc.merge_ranks()
         n_samples = int(dist_ops.all_sum(torch.tensor(n_samples)).item())
@@ -162,7 +178,7 @@ def train_steering_vector(
         "n_samples": n_samples,
         "read_token_index": read_token_index if isinstance(read_token_index, int) else _name_of(read_token_index),
         "aggregator": _name_of(aggregator),
-        "batch_size": batch_size,
+        "batch_size": chosen.batch_size,
     }
     overrides = [[s.read_positive_token_index, s.read_negative_token_index] for s in samples]
     if any(o != [None, None] for o in overrides):
@@ -170,7 +186,7 @@ def train_steering_vector(
         training["per_sample_read_token_index"] = overrides
     # Name (for display), shape, backend kind and weight fingerprint of the model trained on.
     metadata = {**model_metadata(backend), "steerlens_version": __version__, "training": training}
-    return SteeringVector(vectors, layer_type=layer_type, metadata=metadata)
+    return SteeringVector(vectors, layer_type=reading.layer_type, metadata=metadata)
 
 
 def _name_of(fn: Any) -> str:

@@ -271,3 +271,50 @@ def test_metadata_records_model_and_settings(model):
     assert vec.metadata["n_layers"] == model.cfg.n_layers
     assert vec.metadata["training"]["n_samples"] == 3
     assert vec.metadata["training"]["batch_size"] == 2
+
+
+def test_settings_value_equals_the_keyword_and_changes_the_read(model):
+    from steerlens.settings import Settings
+
+    bos = model.tokenizer.bos_token_id
+    assert model.cfg.default_prepend_bos and model.to_tokens(PAIRS[0][0])[0, 0].item() == bos  # the model adds BOS
+    assert model.to_tokens(PAIRS[0][0], prepend_bos=False)[0, 0].item() != bos
+    by_value = train_steering_vector(model, None, PAIRS, layers=[1], settings=Settings(prepend_bos=False))
+    by_keyword = train_steering_vector(model, None, PAIRS, layers=[1], prepend_bos=False)
+    default = train_steering_vector(model, None, PAIRS, layers=[1])
+    torch.testing.assert_close(by_value.layer_activations[1], by_keyword.layer_activations[1], atol=0, rtol=0)
+    assert not torch.allclose(by_value.layer_activations[1], default.layer_activations[1], atol=1e-3)
+    # Without BOS by hand: one unpadded forward per prompt.
+    no_bos = [
+        torch.stack(
+            [
+                model.run_with_cache(model.to_tokens(p, prepend_bos=False))[1]["blocks.1.hook_resid_post"][0, -1]
+                for p in prompts
+            ]
+        )
+        for prompts in ([p for p, _ in PAIRS], [n for _, n in PAIRS])
+    ]
+    torch.testing.assert_close(by_value.layer_activations[1], (no_bos[0] - no_bos[1]).mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_positional_settings_fold_into_a_settings_value(model):
+    from steerlens.settings import Settings
+
+    shared = Settings(batch_size=3)
+    assert (
+        train_steering_vector(model, None, PAIRS[:3], layers=[1], settings=shared).metadata["training"]["batch_size"]
+        == 3
+    )  # batch_size left at its default: the value's
+    assert (
+        train_steering_vector(model, None, PAIRS[:3], [1], batch_size=2, settings=shared).metadata["training"][
+            "batch_size"
+        ]
+        == 2
+    )  # given explicitly: wins
+
+
+def test_a_setting_training_does_not_use_is_an_error(model):
+    from steerlens.errors import UnknownKeywordError
+
+    with pytest.raises(UnknownKeywordError, match="operator"):
+        train_steering_vector(model, None, PAIRS[:2], layers=[0], operator=lambda act, vec: vec)
