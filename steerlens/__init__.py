@@ -137,6 +137,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     )
     from steerlens.layers import LayerType
     from steerlens.samples import SteeringVectorTrainingSample, caa_items, caa_pairs, chat_prompt
+    from steerlens.settings import Settings
     from steerlens.training import (
         Aggregator,
         aggregate_activations,
@@ -147,5 +148,4 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
         record_activations,
         train_steering_vector,
     )
-    from steerlens.settings import Settings
     from steerlens.vector import SteeringVector

@@ -26,7 +26,17 @@ from steerlens.hooks import Operator
 from steerlens.tokens import PaddingSide, PreparedPrompts, Prompts, check_prepend_bos, prepare_prompts
 from steerlens.tokens.starts import SteerFrom, steer_starts
 
-__all__ = ["FIELDS", "READING", "STEERING", "Run", "Settings", "SettingsKeywords", "open_run", "settings_from"]
+__all__ = [
+    "FIELDS",
+    "PROMPT_READING",
+    "READING",
+    "STEERING",
+    "Run",
+    "Settings",
+    "SettingsKeywords",
+    "open_run",
+    "settings_from",
+]
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ READING: frozenset[str] = frozenset({"tokenizer", "batch_size", "padding_side", 
 """What a verb that only reads activations (no steering, one process) uses."""
 STEERING: frozenset[str] = READING | {"steer_from", "operator"}
 """What a verb that steers prompts in one process uses."""
+PROMPT_READING: frozenset[str] = READING - {"show_progress"}
+"""What a verb that reads prompts in one process and shows no bar uses."""
 
 
 class SettingsKeywords(TypedDict, total=False):

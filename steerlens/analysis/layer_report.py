@@ -28,7 +28,6 @@ import torch
 from typing_extensions import Unpack
 
 from steerlens.analysis.prompt_activations import (
-    PROMPT_READING,
     content_rows,
     iter_prompt_activations,
     unit,
@@ -36,7 +35,7 @@ from steerlens.analysis.prompt_activations import (
 )
 from steerlens.analysis.separation import best_threshold, roc_auc
 from steerlens.samples import SampleLike, normalize_samples
-from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens import ReadIndex, resolve_read_index
 from steerlens.vector import SteeringVector
 

@@ -17,7 +17,6 @@ import torch
 from typing_extensions import Unpack
 
 from steerlens.analysis.prompt_activations import (
-    PROMPT_READING,
     content_rows,
     iter_prompt_activations,
     unit,
@@ -26,7 +25,7 @@ from steerlens.analysis.prompt_activations import (
 from steerlens.backends import Backend, stored_layer_type
 from steerlens.errors import InvalidArgumentError
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 

@@ -32,11 +32,10 @@ import torch
 from typing_extensions import Unpack
 
 from steerlens.analysis.layer_report import _separation
-from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.analysis.separation import best_threshold, roc_auc
 from steerlens.errors import InvalidArgumentError
 from steerlens.samples import SampleLike
-from steerlens.settings import SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, SettingsKeywords, open_run
 from steerlens.tokens import ReadIndex
 from steerlens.training.activations import in_caller_order, iter_activation_batches, pair_reading
 

@@ -20,14 +20,13 @@ import pandas as pd
 from typing_extensions import Unpack
 
 from steerlens.analysis.prompt_activations import (
-    PROMPT_READING,
     as_cpu,
     iter_prompt_activations,
     unit,
     vector_layers,
 )
 from steerlens.errors import InvalidArgumentError
-from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 

@@ -18,13 +18,8 @@ from torch import Tensor
 
 from steerlens.backends import Backend
 from steerlens.errors import ModelMismatchError
-from steerlens.settings import READING
 from steerlens.tokens import PreparedPrompts
 from steerlens.vector import SteeringVector, vector_directions
-
-PROMPT_READING: frozenset[str] = READING - {"show_progress"}
-"""The settings of a verb that reads prompts in one process and shows no bar: ``tokenizer``,
-``batch_size``, ``padding_side``, ``prepend_bos``."""
 
 
 def vector_layers(backend: Backend, vector: SteeringVector, layers: int | Iterable[int] | None) -> dict[int, Tensor]:

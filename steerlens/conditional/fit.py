@@ -17,12 +17,11 @@ import torch
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.analysis.separation import best_threshold, roc_auc
 from steerlens.conditional.steering import Aggregate, Condition, scores_on
 from steerlens.errors import InvalidArgumentError
 from steerlens.layers import resolve_layers
-from steerlens.settings import SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, SettingsKeywords, open_run
 from steerlens.tokens import Prompts
 from steerlens.vector import SteeringVector
 

@@ -32,7 +32,6 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import PROMPT_READING
 from steerlens.backends import Backend, backend_for, stored_layer_type
 from steerlens.checks import finite_number
 from steerlens.errors import InvalidArgumentError, LayerError, ModelMismatchError
@@ -40,7 +39,7 @@ from steerlens.hooks.operators import Operator, addition_operator
 from steerlens.hooks.positions import PassPositions, TokenIndices
 from steerlens.hooks.steering_hook import make_spec
 from steerlens.layers import check_layer_name, resolve_layers
-from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens import Prompts
 
 if TYPE_CHECKING:

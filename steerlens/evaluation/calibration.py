@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.analysis.norms import relative_vector, residual_norms
+from steerlens.analysis.norms import norms_on, rescaled
 from steerlens.analysis.prompt_activations import vector_layers
 from steerlens.checks import check_multipliers, finite_number
 from steerlens.errors import InvalidArgumentError
@@ -336,16 +336,8 @@ def calibrate(
         else check_multipliers(plan.coarse_multipliers)
     )
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
-    norms = residual_norms(
-        run.backend,
-        norm_prompts if norm_prompts is not None else reference_list,
-        layer_list,
-        layer_type=vector.layer_type,
-        batch_size=run.batch_size,
-        padding_side=run.settings.padding_side,
-        prepend_bos=run.settings.prepend_bos,
-    )
-    swept = relative_vector(run.backend, original, norms=norms) if relative else original
+    norms = norms_on(run, norm_prompts if norm_prompts is not None else reference_list, layer_list, vector.layer_type)
+    swept = rescaled(run.backend, original, norms) if relative else original
     setup = _Setup(run=run, swept=swept, original=original, norms=norms, damage=goal.damage)
     coarse_inputs = inputs.subset(COARSE_FRACTION, COARSE_MIN_PROMPTS) if screen else None
     fine_layers = plan.keep_layers if screen else len(layer_list)

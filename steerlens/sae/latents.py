@@ -24,10 +24,10 @@ from jaxtyping import Float
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.analysis.prompt_activations import PROMPT_READING, content_rows, iter_prompt_activations
+from steerlens.analysis.prompt_activations import content_rows, iter_prompt_activations
 from steerlens.errors import InvalidArgumentError, ModelMismatchError
 from steerlens.sae.sites import SaeSite, check_latents, encode, latent_directions, load_sae, sae_site, site_of_hook
-from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens.inputs import Prompts
 from steerlens.vector import SteeringVector, model_metadata
 

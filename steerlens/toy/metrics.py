@@ -27,15 +27,12 @@ from jaxtyping import Float
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.settings import READING, Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
 from steerlens.tokens import Prompts
 from steerlens.toy.datasets import Concept, concept_words
 
 BATCH_SIZE = 32
 """Prompts per forward pass unless a call says otherwise."""
-PROMPT_READING: frozenset[str] = READING - {"show_progress"}
-"""The settings these verbs read (no bar): as :data:`steerlens.analysis.prompt_activations.PROMPT_READING`,
-without importing ``analysis`` (and pandas) into the toy model's import."""
 
 
 def first_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
