@@ -30,22 +30,22 @@ from typing import Any, Union
 import pandas as pd
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from steerlens.backends import backend_for
-from steerlens.backends.components import ComponentRun, Patch, component_reader
-from steerlens.checks import check_batch_size
+from steerlens.backends.components import ComponentReader, ComponentRun, Patch, component_reader
 from steerlens.errors import InvalidArgumentError, LayerError
 from steerlens.evaluation.metrics import (
+    BoundMetric,
     TokenGroup,
     TokenMetric,
-    bind_per_prompt,
+    bind_metric,
     group_logprob,
     kl_divergence,
     metric_rows,
 )
 from steerlens.hooks import SteeringSpec, make_spec
-from steerlens.tokens import PaddingSide, PromptBatch, Prompts, check_prompt_inputs, prepare_prompts
-from steerlens.tokens.starts import SteerFrom, steer_starts
+from steerlens.settings import Run, SettingsKeywords, open_run
+from steerlens.tokens import PromptBatch, Prompts, check_prompt_inputs
 from steerlens.vector import Layers, SteeringVector, vector_groups
 
 MetricOrTargets = Union[TokenMetric, TokenGroup]
@@ -64,6 +64,8 @@ _ENTRY: dict[str, tuple[int, str, bool]] = {
     "resid_post": (1, "attn", True),
 }
 _KIND_ORDER = {"direct": 0, "head": 1, "attn": 1, "mlp": 2, "residual": 3}
+_USES = frozenset({"tokenizer", "batch_size", "padding_side", "prepend_bos", "steer_from"})
+"""What :func:`attribute_steering` reads: how prompts are encoded and where steering starts (by addition)."""
 
 
 class AttributionWarning(UserWarning):
@@ -95,6 +97,27 @@ def _as_metric(metric_or_targets: MetricOrTargets) -> TokenMetric:
     return target_logprob(metric_or_targets)
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """The one steered cell: ``{layer: direction}`` (steered together), their layer type and the multiplier."""
+
+    vectors: dict[int, Tensor]
+    layer_type: str
+    multiplier: float
+
+
+@dataclass(frozen=True)
+class _Sites:
+    """What is read after the steered site: the components in forward order, their layers, the layers read per
+    head, and the layers whose inputs are kept for the patching passes."""
+
+    reader: ComponentReader
+    components: list[tuple[int, str]]
+    comp_layers: list[int]
+    head_layers: set[int]
+    kept: tuple[int, ...]
+
+
 @dataclass
 class _Batch:
     """One batch's two passes and what was measured on them."""
@@ -117,15 +140,11 @@ def attribute_steering(
     metric_or_targets: MetricOrTargets,
     layers: Layers = None,
     *,
-    tokenizer: Any = None,
-    batch_size: int = 16,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
-    steer_from: SteerFrom = None,
     freeze_norm: bool = False,
     heads: bool | None = None,
     patch_top: int = 0,
     per_prompt: bool = False,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """Split the steered change of a next-token metric over the direct path and the later heads and MLPs.
 
@@ -163,74 +182,34 @@ def attribute_steering(
     ``df.attrs`` holds the change, the metric before and after, the KL divergence of the next-token
     distributions (the damage), the mass of the metric's tokens, the direct path's share and notes.
 
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``, ``batch_size``
+    (default 16), ``padding_side``, ``prepend_bos``, ``steer_from``) or ``settings=``, see
+    :mod:`steerlens.settings`.
+
     Example:
         >>> df = attribute_steering(model, vec, prompts, 4.0, logit_diff(" good", " bad"), patch_top=5)
         >>> df.sort_values("rank").head()[["name", "contribution", "share", "patch_into_unsteered"]]
         >>> df.attrs["change"], df.attrs["direct_share"], df.attrs["kl"]
     """
-    backend = backend_for(model, tokenizer)
+    run = open_run(model, settings, "attribute_steering", _USES, batch_size=16)
+    backend = run.backend
     backend.check_tokenizer()
     reader = component_reader(backend)
     prompt_list = check_prompt_inputs(prompts)
-    check_batch_size(batch_size)
     if isinstance(patch_top, bool) or not isinstance(patch_top, int) or patch_top < 0:
         raise InvalidArgumentError(f"patch_top must be a non-negative int, got {patch_top!r}.")
     if heads is not None and not isinstance(heads, bool):
         raise InvalidArgumentError(f"heads must be True, False or None, got {heads!r}.")
-    vectors, layer_type = _steered_layers(backend, vector, layers)
-    components = _components(vectors, layer_type, backend.n_layers, reader.has_mlp)
-    comp_layers = sorted({layer for layer, _ in components})
-    head_layers = set(reader.head_layers(comp_layers)) if heads is not False else set()
-    fn = _as_metric(metric_or_targets)
-    bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)
-    prepared = prepare_prompts(backend, prompt_list, prepend_bos=prepend_bos, padding_side=padding_side)
-    starts = steer_starts(backend.tokenizer, prepared.encoded, steer_from)
-    direct = _ENTRY[layer_type][2]
-    start = min(vectors)
-    kept = tuple(sorted({layer for layer in comp_layers if layer > start})) if patch_top else ()
-
-    done: list[_Batch] = []
-    damage = {"kl": [], "mass_unsteered": [], "mass_steered": []}
-    for batch in prepared.batches(batch_size):
-        first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
-        spec = make_spec(vectors, layer_type, multiplier, None, first, None)
-        # The steered pass resumes where steering starts; patching passes where their part is.
-        unsteered = reader.run(batch, None, comp_layers, keep=tuple(sorted({start, *kept} - {0})))
-        steered = reader.run(batch, spec, comp_layers, keep=kept, resume=(start, unsteered) if start else None)
-        value_st, grad = _value_and_grad(fn, bound, steered.logits, batch.indices)
-        value_un = _values(fn, bound, unsteered.logits, batch.indices)
-        baseline = value_un
-        if freeze_norm:
-            frozen = reader.head(unsteered.resid, unsteered, scale=steered.scale)
-            baseline = _values(fn, bound, frozen, batch.indices)
-        readout = reader.readout(steered, grad).double()
-        parts: dict[Key, Tensor] = {}
-        if direct:
-            for layer, vec in sorted(vectors.items()):
-                parts[("direct", layer, None)] = float(multiplier) * (readout @ vec.to(readout))
-        batch_heads = head_layers & set(steered.z) & set(unsteered.z)
-        for layer, kind in components:
-            if kind == "attn" and layer in batch_heads:
-                delta = (steered.z[layer] - unsteered.z[layer]).double()
-                outputs = torch.einsum("bhd,hdm->bhm", delta, reader.head_weights(layer).double().to(delta.device))
-                for head, values in enumerate(torch.einsum("bhm,bm->hb", outputs, readout)):
-                    parts[("head", layer, head)] = values
-            else:
-                runs = (steered.attn, unsteered.attn) if kind == "attn" else (steered.mlp, unsteered.mlp)
-                parts[(kind, layer, None)] = ((runs[0][layer] - runs[1][layer]).double() * readout).sum(-1)
-        change = value_st - baseline
-        parts[("residual", -1, None)] = change - sum(parts.values())
-        done.append(_Batch(batch, spec, steered, unsteered, value_st, value_un, change, parts))
-        damage["kl"] += kl_divergence(steered.logits, unsteered.logits).tolist()
-        damage["mass_unsteered"] += _mass(fn, bound, unsteered.logits, batch.indices)
-        damage["mass_steered"] += _mass(fn, bound, steered.logits, batch.indices)
-
+    cell = _Cell(*_steered_layers(backend, vector, layers), multiplier)
+    sites = _sites(reader, cell, heads, patch_top, backend.n_layers)
+    metric = bind_metric(_as_metric(metric_or_targets), backend.tokenizer, prompt_list)
+    done, damage = _measured(run, prompt_list, cell, sites, metric, freeze_norm=freeze_norm)
     _merge_heads(done)
-    notes = _notes(reader, heads, head_layers, done, comp_layers, components)
+    notes = _notes(sites, heads, done)
     frame = _per_prompt_frame(done)
     patched: dict[Key, dict[str, list[tuple[int, float]]]] = {}
     if patch_top:
-        patched = _patch_top(reader, done, frame, patch_top, fn, bound, vectors, multiplier)
+        patched = _patch_top(reader, done, frame, patch_top, metric, cell)
     out = frame if per_prompt else _mean_frame(frame)
     _add_patches(out, patched, per_prompt)
     changes = torch.cat([b.change for b in done])
@@ -238,10 +217,10 @@ def attribute_steering(
     direct_total = float(frame[frame.component == "direct"].contribution.sum()) / len(prompt_list)
     out.attrs.update(
         {
-            "metric": fn.name,
+            "metric": metric.name,
             "multiplier": float(multiplier),
-            "layers": sorted(vectors),
-            "layer_type": layer_type,
+            "layers": sorted(cell.vectors),
+            "layer_type": cell.layer_type,
             "route": backend.kind,
             "change": mean_change,
             "change_std": float(changes.std()) if len(changes) > 1 else 0.0,
@@ -300,31 +279,106 @@ def _components(vectors: dict[int, Tensor], layer_type: str, n_layers: int, has_
     return out
 
 
+def _sites(reader: ComponentReader, cell: _Cell, heads: bool | None, patch_top: int, n_layers: int) -> _Sites:
+    """The components after ``cell``'s site (per head where asked and exposed), and what patching will resume from."""
+    components = _components(cell.vectors, cell.layer_type, n_layers, reader.has_mlp)
+    comp_layers = sorted({layer for layer, _ in components})
+    head_layers = set(reader.head_layers(comp_layers)) if heads is not False else set()
+    start = min(cell.vectors)
+    kept = tuple(sorted({layer for layer in comp_layers if layer > start})) if patch_top else ()
+    return _Sites(reader, components, comp_layers, head_layers, kept)
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def _measured(
+    run: Run, prompt_list: list[Any], cell: _Cell, sites: _Sites, metric: BoundMetric, *, freeze_norm: bool
+) -> tuple[list[_Batch], dict[str, list[float]]]:
+    """Every batch's split, and the damage per prompt (KL, the metric's tokens' mass unsteered and steered)."""
+    prepared = run.prepare(prompt_list)
+    starts = run.starts(prepared.encoded)
+    done: list[_Batch] = []
+    damage: dict[str, list[float]] = {"kl": [], "mass_unsteered": [], "mass_steered": []}
+    for batch in prepared.batches(run.batch_size):
+        first: int | Tensor = 0 if starts is None else torch.tensor([starts[i] for i in batch.indices])
+        spec = make_spec(cell.vectors, cell.layer_type, cell.multiplier, None, first, None)
+        measured = _measured_batch(sites, batch, spec, cell, metric, freeze_norm=freeze_norm)
+        done.append(measured)
+        damage["kl"] += kl_divergence(measured.steered.logits, measured.unsteered.logits).tolist()
+        damage["mass_unsteered"] += _mass(metric, measured.unsteered.logits, batch.indices)
+        damage["mass_steered"] += _mass(metric, measured.steered.logits, batch.indices)
+    return done, damage
+
+
+def _measured_batch(
+    sites: _Sites, batch: PromptBatch, spec: SteeringSpec, cell: _Cell, metric: BoundMetric, *, freeze_norm: bool
+) -> _Batch:
+    """One batch's unsteered and steered passes, the metric's change and its split over the parts."""
+    reader, start = sites.reader, min(cell.vectors)
+    # The steered pass resumes where steering starts; patching passes where their part is.
+    unsteered = reader.run(batch, None, sites.comp_layers, keep=tuple(sorted({start, *sites.kept} - {0})))
+    steered = reader.run(batch, spec, sites.comp_layers, keep=sites.kept, resume=(start, unsteered) if start else None)
+    value_st, grad = _value_and_grad(metric, steered.logits, batch.indices)
+    value_un = _values(metric, unsteered.logits, batch.indices)
+    baseline = value_un
+    if freeze_norm:
+        frozen = reader.head(unsteered.resid, unsteered, scale=steered.scale)
+        baseline = _values(metric, frozen, batch.indices)
+    readout = reader.readout(steered, grad).double()
+    parts: dict[Key, Tensor] = {}
+    if _ENTRY[cell.layer_type][2]:  # the vector itself enters the residual stream
+        for layer, vec in sorted(cell.vectors.items()):
+            parts[("direct", layer, None)] = float(cell.multiplier) * (readout @ vec.to(readout))
+    batch_heads = sites.head_layers & set(steered.z) & set(unsteered.z)
+    for layer, kind in sites.components:
+        if kind == "attn" and layer in batch_heads:
+            delta = (steered.z[layer] - unsteered.z[layer]).double()
+            outputs = torch.einsum("bhd,hdm->bhm", delta, reader.head_weights(layer).double().to(delta.device))
+            for head, values in enumerate(torch.einsum("bhm,bm->hb", outputs, readout)):
+                parts[("head", layer, head)] = values
+        else:
+            runs = (steered.attn, unsteered.attn) if kind == "attn" else (steered.mlp, unsteered.mlp)
+            parts[(kind, layer, None)] = ((runs[0][layer] - runs[1][layer]).double() * readout).sum(-1)
+    change = value_st - baseline
+    parts[("residual", -1, None)] = change - sum(parts.values())
+    return _Batch(
+        batch=batch,
+        spec=spec,
+        steered=steered,
+        unsteered=unsteered,
+        value_steered=value_st,
+        value_unsteered=value_un,
+        change=change,
+        parts=parts,
+    )
+
+
 # -- the metric ------------------------------------------------------------------------------
 
 
-def _values(fn: TokenMetric, bound: list[Any] | None, logits: Tensor, indices: list[int]) -> Tensor:
+def _values(metric: BoundMetric, logits: Tensor, indices: list[int]) -> Tensor:
     with torch.no_grad():
-        return metric_rows(fn, bound, logits.float(), logits.float(), indices).detach().double().reshape(-1)
+        return (
+            metric_rows(metric.fn, metric.bound, logits.float(), logits.float(), indices).detach().double().reshape(-1)
+        )
 
 
-def _value_and_grad(
-    fn: TokenMetric, bound: list[Any] | None, logits: Tensor, indices: list[int]
-) -> tuple[Tensor, Tensor]:
+def _value_and_grad(metric: BoundMetric, logits: Tensor, indices: list[int]) -> tuple[Tensor, Tensor]:
     """The metric per row and its gradient with respect to the logits."""
     with torch.enable_grad():
         x = logits.detach().float().requires_grad_(True)
-        values = metric_rows(fn, bound, x, x, indices).reshape(-1)
+        values = metric_rows(metric.fn, metric.bound, x, x, indices).reshape(-1)
         (grad,) = torch.autograd.grad(values.sum(), x)
     return values.detach().double(), grad
 
 
-def _mass(fn: TokenMetric, bound: list[Any] | None, logits: Tensor, indices: list[int]) -> list[float]:
+def _mass(metric: BoundMetric, logits: Tensor, indices: list[int]) -> list[float]:
     """Per row: the next-token probability of all the metric's tokens together."""
     probs = torch.softmax(logits.float(), -1)
     out = []
     for row, index in enumerate(indices):
-        ids = (bound[index] if bound is not None else fn).ids
+        ids = (metric.bound[index] if metric.bound is not None else metric.fn).ids  # type: ignore[union-attr]
         flat = sorted({i for group in ids for i in group})
         out.append(float(probs[row, flat].sum()))
     return out
@@ -342,14 +396,9 @@ def _merge_heads(done: list[_Batch]) -> None:
             b.parts[("attn", layer, None)] = sum(b.parts.pop(k) for k in keys)
 
 
-def _notes(
-    reader: Any,
-    heads: bool | None,
-    head_layers: set[int],
-    done: list[_Batch],
-    comp_layers: list[int],
-    components: list[tuple[int, str]],
-) -> list[str]:
+def _notes(sites: _Sites, heads: bool | None, done: list[_Batch]) -> list[str]:
+    """What is coarser than asked (attention per layer where heads were wanted), also as warnings."""
+    reader, components = sites.reader, sites.components
     notes = []
     per_head = {k[1] for k in done[0].parts if k[0] == "head"}
     attn_layers = [layer for layer, kind in components if kind == "attn"]
@@ -428,10 +477,8 @@ def _patch_top(
     done: list[_Batch],
     frame: pd.DataFrame,
     k: int,
-    fn: TokenMetric,
-    bound: list[Any] | None,
-    vectors: dict[int, Tensor],
-    multiplier: float,
+    metric: BoundMetric,
+    cell: _Cell,
 ) -> dict[Key, dict[str, list[tuple[int, float]]]]:
     """For the k largest parts: per prompt, the metric moved by patching that part at the read token."""
     means = frame[frame.component != "residual"].groupby(["component", "layer", "head"], dropna=False).contribution
@@ -441,23 +488,21 @@ def _patch_top(
     for key in top:
         effects: dict[str, list[tuple[int, float]]] = {"patch_into_unsteered": [], "patch_into_steered": []}
         for b in done:
-            into_un, into_st = _patched_logits(reader, b, key, vectors, multiplier)
-            up = _values(fn, bound, into_un, b.batch.indices) - b.value_unsteered
-            down = b.value_steered - _values(fn, bound, into_st, b.batch.indices)
+            into_un, into_st = _patched_logits(reader, b, key, cell)
+            up = _values(metric, into_un, b.batch.indices) - b.value_unsteered
+            down = b.value_steered - _values(metric, into_st, b.batch.indices)
             effects["patch_into_unsteered"] += list(zip(b.batch.indices, up.tolist()))
             effects["patch_into_steered"] += list(zip(b.batch.indices, down.tolist()))
         out[key] = effects
     return out
 
 
-def _patched_logits(
-    reader: Any, b: _Batch, key: Key, vectors: dict[int, Tensor], multiplier: float
-) -> tuple[Tensor, Tensor]:
+def _patched_logits(reader: Any, b: _Batch, key: Key, cell: _Cell) -> tuple[Tensor, Tensor]:
     """Logits of the unsteered run with the part's steered value, and of the steered run with its unsteered value."""
     component, layer, head = key
     st, un = b.steered, b.unsteered
     if component == "direct":
-        added = float(multiplier) * vectors[layer].to(st.resid)
+        added = float(cell.multiplier) * cell.vectors[layer].to(st.resid)
         return reader.head(un.resid + added, un), reader.head(st.resid - added, st)
     if component == "head":
         into_un = Patch("head", layer, head, st.z[layer][:, head])

@@ -22,27 +22,18 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
 from steerlens.analysis import relative_vector, residual_norms, separation_report
 from steerlens.analysis.layer_report import COLUMNS as SEPARATION_COLUMNS
 from steerlens.analysis.prompt_activations import vector_layers
-from steerlens.backends import backend_for
 from steerlens.checks import finite_number
 from steerlens.errors import InvalidArgumentError
-from steerlens.evaluation.metrics import (
-    MetricFn,
-    bind_per_prompt,
-    damage_warning,
-    degenerate,
-    kl_divergence,
-    metric_values,
-    resolve_metric,
-    target_mass,
-)
-from steerlens.evaluation.sweep import iter_steered_logits
+from steerlens.evaluation.metrics import MetricFn, bind_metric, damage_warning, degenerate
+from steerlens.evaluation.sweep import steered_cells
 from steerlens.samples import SampleLike
-from steerlens.tokens import PaddingSide, Prompts, ReadIndex, check_prepend_bos, check_prompt_inputs
-from steerlens.tokens.starts import SteerFrom
+from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts, ReadIndex, check_prompt_inputs
 from steerlens.vector import SteeringVector
 
 DEFAULT_STRENGTH: float = 0.2
@@ -78,24 +69,22 @@ STEERING_COLUMNS = [
     "separation_rank",
 ]
 
+_USES = STEERING - {"operator"}
+"""What :func:`layer_report` reads: how prompts are encoded and steered (always by addition)."""
+
 
 def layer_report(
     model: Any,
     vector: SteeringVector,
     held_out_samples: Iterable[SampleLike],
     *,
-    tokenizer: Any = None,
     layers: int | Iterable[int] | None = None,
     read_token_index: ReadIndex = -1,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    prepend_bos: bool | None = None,
     prompts: Prompts | None = None,
     metric: str | MetricFn | None = None,
     strength: float = DEFAULT_STRENGTH,
     max_kl: float = DEFAULT_MAX_KL,
-    steer_from: SteerFrom = None,
-    show_progress: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """One row per layer of ``vector``: what steering there does (with ``prompts`` and ``metric``) and how
     well it separates held-out pairs; ``rank`` 1 is the layer to steer.
@@ -129,9 +118,11 @@ def layer_report(
     ``df.attrs["rank_by"]`` says that it is separation only, which says nothing about what
     steering at a layer does.
 
-    Prompts and pairs are strings (chat templates too) or token ids, encoded with
-    ``prepend_bos`` (None: the model's default). ``show_progress``: a bar of steered cells with
-    the time left (None: once the call has run a few seconds).
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``, ``batch_size``
+    (default 32), ``padding_side``, ``prepend_bos``, ``steer_from``, ``show_progress``) or ``settings=``,
+    see :mod:`steerlens.settings`. Prompts and pairs are strings (chat templates too) or token ids,
+    encoded with ``prepend_bos`` (None: the model's default). ``show_progress``: a bar of steered
+    cells with the time left (None: once the call has run a few seconds).
 
     Example:
         >>> vec = train_steering_vector(model, tok, pairs, layers=None)   # every layer
@@ -139,8 +130,8 @@ def layer_report(
         >>> report = layer_report(model, vec, held_out_pairs, tokenizer=tok, prompts=prompts, metric=share)
         >>> report[["layer", "rank", "effect", "kl", "degenerate", "auc"]], report.attrs["rank_by"]
     """
-    backend = backend_for(model, tokenizer)
-    check_prepend_bos(prepend_bos)
+    # A shared settings= may carry an operator: this verb steers by addition, so it is dropped, not applied.
+    run = open_run(model, settings, "layer_report", _USES, batch_size=32).with_settings(operator=None)
     if (prompts is None) != (metric is None):
         missing = "metric" if metric is None else "prompts"
         raise InvalidArgumentError(
@@ -153,13 +144,12 @@ def layer_report(
     budget = finite_number(max_kl, "max_kl")
     if budget < 0:
         raise InvalidArgumentError(f"max_kl must be >= 0 nats, got {max_kl!r}.")
-    tokens = {"batch_size": batch_size, "padding_side": padding_side, "prepend_bos": prepend_bos}
     separation = separation_report(
-        backend, vector, held_out_samples, layers=layers, read_token_index=read_token_index, **tokens
+        run.backend, vector, held_out_samples, layers=layers, read_token_index=read_token_index, **_reading(run)
     )
     if prompts is None or metric is None:
         return separation
-    name, steering = _steering(backend, vector, prompts, metric, layers, size, steer_from, show_progress, tokens)
+    name, steering = _steering(run, vector, prompts, metric, layers, size)
     frame = steering.merge(
         separation.rename(columns={"rank": "separation_rank"}), on="layer", how="left", validate="one_to_one"
     )
@@ -193,26 +183,33 @@ def layer_report(
     return frame
 
 
+def _reading(run: Run) -> dict[str, Any]:
+    """The settings the analysis verbs (separation, residual norms) take, by keyword: they only read prompts."""
+    return {
+        "batch_size": run.batch_size,
+        "padding_side": run.settings.padding_side,
+        "prepend_bos": run.settings.prepend_bos,
+    }
+
+
 def _steering(
-    backend: Any,
+    run: Run,
     vector: SteeringVector,
     prompts: Prompts,
     metric: str | MetricFn,
     layers: int | Iterable[int] | None,
     strength: float,
-    steer_from: SteerFrom,
-    show_progress: bool | None,
-    tokens: dict[str, Any],
 ) -> tuple[str, pd.DataFrame]:
     """``(metric name, one row per layer)``: the metric, KL and target mass at ±strength residual norms."""
+    backend = run.backend
     backend.check_tokenizer()
     prompt_list = check_prompt_inputs(prompts)
-    name, fn = resolve_metric(metric)
-    bound = bind_per_prompt(fn, backend.tokenizer, prompt_list)
+    reader = bind_metric(metric, backend.tokenizer, prompt_list)
+    name = reader.name
     directions = vector_layers(backend, vector, layers)
     layer_list = list(directions)
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
-    norms = residual_norms(backend, prompt_list, layer_list, layer_type=vector.layer_type, **tokens)
+    norms = residual_norms(backend, prompt_list, layer_list, layer_type=vector.layer_type, **_reading(run))
     relative = relative_vector(backend, original, norms=norms)
     signs = {-strength: "minus", strength: "plus"}
     n = len(prompt_list)
@@ -221,26 +218,17 @@ def _steering(
     def put(key: tuple[int, str, str], index: torch.Tensor, column: torch.Tensor) -> None:
         values.setdefault(key, torch.full((n,), math.nan, dtype=torch.float64))[index] = column
 
-    for cell in iter_steered_logits(
-        backend,
-        relative,
-        prompt_list,
-        layer_list,
-        list(signs),
-        steer_from=steer_from,
-        show_progress=show_progress,
-        **tokens,
-    ):
+    for cell in steered_cells(run, relative, prompt_list, layer_list, list(signs)):
         index, layer, sign = torch.tensor(cell.indices), int(cell.layer), signs[cell.multiplier]
-        put((layer, sign, "metric"), index, metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices))
-        put((layer, sign, "kl"), index, kl_divergence(cell.steered, cell.unsteered).double().cpu())
-        mass = target_mass(fn, bound, cell.steered, cell.indices)
-        if mass is not None:
-            put((layer, sign, "target_mass"), index, mass)
+        reading = reader.read(cell.steered, cell.unsteered, cell.indices)
+        put((layer, sign, "metric"), index, reading.effect)
+        put((layer, sign, "kl"), index, reading.kl)
+        if reading.mass is not None:
+            put((layer, sign, "target_mass"), index, reading.mass)
         if layer == layer_list[0] and sign == "minus":  # the unsteered pass is the same in every cell
-            put((-1, "", "metric"), index, metric_values(name, fn, bound, cell.unsteered, cell.unsteered, cell.indices))
-            if mass is not None:
-                put((-1, "", "target_mass"), index, target_mass(fn, bound, cell.unsteered, cell.indices))  # type: ignore[arg-type]
+            put((-1, "", "metric"), index, reader.values(cell.unsteered, cell.unsteered, cell.indices))
+            if reading.mass_unsteered is not None:
+                put((-1, "", "target_mass"), index, reading.mass_unsteered)
     has_mass = (-1, "", "target_mass") in values
     rows = []
     for layer in layer_list:

@@ -4,7 +4,7 @@ A mean over items hides what Tan et al. (2024, "Analyzing the generalization and
 reliability of steering vectors") found: steerability varies a lot from item to item, and
 for many items steering moves the behaviour the wrong way (anti-steerable items). For each
 item (× layer), :func:`steerability` measures the metric at every multiplier through the
-fast sweep (:func:`~steerlens.evaluation.sweep.iter_steered_logits`), fits it against the
+fast sweep (:func:`~steerlens.evaluation.sweep.steered_cells`), fits it against the
 multiplier by least squares and reports the slope, the fit's R², the unsteered value and
 the damage beside it; :func:`steerability_summary` gives the mean slope, the share of
 anti-steerable items (slope < 0) and the spread per layer, and :func:`plot_steerability`
@@ -15,29 +15,28 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
-from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.comparison import ABItem, ItemLike, as_ab_items, letter_pair
 from steerlens.evaluation.metrics import (
     DEGENERATE_FRACTION,
+    BoundMetric,
     MetricFn,
-    bind_per_prompt,
+    bind_metric,
     damage_warning,
     kl_divergence,
-    metric_values,
-    resolve_metric,
-    target_mass,
 )
-from steerlens.evaluation.sweep import iter_steered_logits
-from steerlens.tokens import PaddingSide, Prompts, check_prepend_bos, check_prompt_inputs
-from steerlens.tokens.starts import SteerFrom
+from steerlens.evaluation.sweep import LogitsCell, steered_cells
+from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.tokens import Prompts, check_prompt_inputs
 from steerlens.vector import Layers, SteeringVector
 
 AB_METRICS = ("matching_logit_diff", "p_matching")
@@ -57,6 +56,10 @@ SUMMARY_COLUMNS = [
 ]
 
 
+_USES = STEERING - {"operator"}
+"""What :func:`steerability` reads: how prompts are encoded and steered (always by addition)."""
+
+
 def steerability(
     model: Any,
     vector: SteeringVector,
@@ -65,12 +68,7 @@ def steerability(
     multipliers: Iterable[float],
     *,
     layers: Layers = None,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    steer_from: SteerFrom = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
-    padding_side: PaddingSide | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """One row per item × layer: the least-squares slope of ``metric`` against the multiplier, its R²,
     the unsteered value and the damage.
@@ -101,64 +99,58 @@ def steerability(
     A slope below 0 marks an anti-steerable item: steering moves it against the vector. The
     summary per layer (:func:`steerability_summary`: mean, median and spread of the slopes, share
     of anti-steerable items, mean R², damage) is in ``df.attrs["summary"]`` (``{layer: {...}}``);
-    :func:`plot_steerability` draws it. ``show_progress``: a bar of cells with the time left (None:
-    once the call has run a few seconds). Prompts are encoded with ``prepend_bos`` (None: the
-    model's default) and padded on ``padding_side``.
+    :func:`plot_steerability` draws it.
+
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``, ``batch_size``
+    (default 32), ``padding_side``, ``prepend_bos``, ``steer_from``, ``show_progress``) or ``settings=``,
+    see :mod:`steerlens.settings`. ``show_progress``: a bar of cells with the time left (None: once the
+    call has run a few seconds). Prompts are encoded with ``prepend_bos`` (None: the model's default)
+    and padded on ``padding_side``.
 
     Example:
         >>> items = caa_items(tok, ab_items("sycophancy", "test"))
         >>> df = steerability(model, vec, items, None, [-1, -0.5, 0, 0.5, 1], tokenizer=tok, steer_from="answer")
         >>> df.attrs["summary"], plot_steerability(df)
     """
-    backend = backend_for(model, tokenizer)
-    backend.check_tokenizer()
-    check_prepend_bos(prepend_bos)
+    # A shared settings= may carry an operator: this verb steers by addition, so it is dropped, not applied.
+    run = open_run(model, settings, "steerability", _USES, batch_size=32).with_settings(operator=None)
+    run.backend.check_tokenizer()
     mults = check_multipliers(multipliers)
     if len(set(mults)) < 2:
         raise InvalidArgumentError(
             f"steerability fits a line against the multiplier: give at least two different multipliers, got {mults}."
         )
+    return item_steerability(run, vector, prompts_or_ab_items, metric, mults, layers=layers)
+
+
+def item_steerability(
+    run: Run,
+    vector: SteeringVector,
+    prompts_or_ab_items: Prompts | Iterable[ItemLike],
+    metric: str | MetricFn | None,
+    multipliers: list[float],
+    *,
+    layers: Layers = None,
+) -> pd.DataFrame:
+    """:func:`steerability` below the door: the run's backend and settings, ``multipliers`` checked."""
+    mults = multipliers
     items, prompts = _items_and_prompts(prompts_or_ab_items, metric)
-    tok = backend.tokenizer
+    tok = run.backend.tokenizer
+    reading: _ABMetric | BoundMetric
     if items is not None:
         name = "p_matching" if metric == "p_matching" else "matching_logit_diff"
-        letter_ids = [letter_pair(tok, item.prompt, ("A", "B")) for item in items]
-        fn, bound = None, None
+        reading = _ABMetric(name, items, [letter_pair(tok, item.prompt, ("A", "B")) for item in items])
     else:
-        name, fn = resolve_metric(metric)  # type: ignore[arg-type]
-        bound = bind_per_prompt(fn, tok, prompts)
-        letter_ids = []
+        reading = bind_metric(metric, tok, prompts)  # type: ignore[arg-type]
+        name = reading.name
     n = len(prompts)
     cells: dict[tuple[Any, float], dict[str, torch.Tensor]] = {}
     clean: dict[str, torch.Tensor] = {}
     layer_order: dict[Any, int] = {}
-    for cell in iter_steered_logits(
-        backend,
-        vector,
-        prompts,
-        layers,
-        mults,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        show_progress=show_progress,
-        prepend_bos=prepend_bos,
-        steer_from=steer_from,
-    ):
+    for cell in steered_cells(run, vector, prompts, layers, mults):
         layer_order.setdefault(cell.layer, len(layer_order))
         index = torch.tensor(cell.indices)
-        if items is not None:
-            ab = [letter_ids[i] for i in cell.indices]
-            choice = [0 if items[i].matching == "A" else 1 for i in cell.indices]
-            columns = _ab_columns(name, cell.steered, ab, choice)
-            unsteered = _ab_columns(name, cell.unsteered, ab, choice)
-        else:
-            columns = {"metric": metric_values(name, fn, bound, cell.steered, cell.unsteered, cell.indices)}  # type: ignore[arg-type]
-            unsteered = {"metric": metric_values(name, fn, bound, cell.unsteered, cell.unsteered, cell.indices)}  # type: ignore[arg-type]
-            mass = target_mass(fn, bound, cell.steered, cell.indices)  # type: ignore[arg-type]
-            if mass is not None:
-                columns["mass"] = mass
-                unsteered["mass"] = target_mass(fn, bound, cell.unsteered, cell.indices)  # type: ignore[arg-type,assignment]
-        columns["kl"] = kl_divergence(cell.steered, cell.unsteered).double().cpu()
+        columns, unsteered = _columns(reading, cell)
         slot = cells.setdefault((cell.layer, cell.multiplier), {})
         for key, column in columns.items():
             slot.setdefault(key, torch.full((n,), math.nan, dtype=torch.float64))[index] = column
@@ -208,7 +200,7 @@ def steerability(
             int(frame["degenerate"].sum()), len(frame), float(clean["mass"].mean()), "item × layer rows"
         )
         if message:
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
     return frame
 
 
@@ -239,6 +231,31 @@ def _is_letter_pair(value: Any) -> bool:
 
 def _is_ids(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) for v in value)
+
+
+@dataclass(frozen=True)
+class _ABMetric:
+    """The A/B items' metric (``name``) and each item's letter ids (``[A, B]``, read after its prompt)."""
+
+    name: str
+    items: list[ABItem]
+    letter_ids: list[list[int]]
+
+
+def _columns(reading: _ABMetric | BoundMetric, cell: LogitsCell) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One cell's per-prompt ``metric``, ``kl`` and (token metrics, A/B items) ``mass``; and the unsteered ones."""
+    if isinstance(reading, BoundMetric):
+        read = reading.read(cell.steered, cell.unsteered, cell.indices)
+        columns = {"metric": read.effect, "kl": read.kl}
+        unsteered = {"metric": reading.values(cell.unsteered, cell.unsteered, cell.indices)}
+        if read.mass is not None:
+            columns["mass"], unsteered["mass"] = read.mass, read.mass_unsteered
+        return columns, unsteered
+    ab = [reading.letter_ids[i] for i in cell.indices]
+    choice = [0 if reading.items[i].matching == "A" else 1 for i in cell.indices]
+    columns = _ab_columns(reading.name, cell.steered, ab, choice)
+    columns["kl"] = kl_divergence(cell.steered, cell.unsteered).double().cpu()
+    return columns, _ab_columns(reading.name, cell.unsteered, ab, choice)
 
 
 def _ab_columns(name: str, logits: torch.Tensor, letter_ids: list[list[int]], choice: list[int]) -> dict[str, Any]:

@@ -237,3 +237,42 @@ def test_bad_arguments():
         steerability(model, vec, [("Pick one: (", "A")], metric, MULTS)
     with pytest.raises(InvalidArgumentError, match="steerability\\(\\) DataFrame"):
         plot_steerability(steerability_summary(steerability(model, vec, PROMPTS, metric, MULTS)))
+
+
+def test_settings_value_equals_the_keywords():
+    """``settings=Settings(...)`` is the keyword call (one field changed on top of it too); the steering start it
+    carries is applied (the table differs from steering everywhere), and an operator it carries is not used."""
+    import pandas as pd
+
+    from steerlens import Settings
+
+    model = make_model(seed=3)
+    vec = random_vector(model, [1, 3], seed=2)
+    metric = logit_diff(POSITIVE, NEGATIVE)
+    by_keywords = steerability(model, vec, PROMPTS, metric, MULTS, batch_size=2, steer_from=2)
+    by_value = steerability(model, vec, PROMPTS, metric, MULTS, settings=Settings(batch_size=2, steer_from=2))
+    pd.testing.assert_frame_equal(by_value, by_keywords, check_exact=True)
+    changed = steerability(
+        model, vec, PROMPTS, metric, MULTS, settings=Settings(batch_size=8, steer_from=2), batch_size=2
+    )
+    pd.testing.assert_frame_equal(changed, by_keywords, check_exact=True)
+    everywhere = steerability(model, vec, PROMPTS, metric, MULTS, batch_size=2)
+    assert not np.allclose(everywhere.slope, by_keywords.slope)
+    shared = Settings(batch_size=2, steer_from=2, operator=lambda activation, vector: -3.0 * vector)
+    pd.testing.assert_frame_equal(
+        steerability(model, vec, PROMPTS, metric, MULTS, settings=shared), by_keywords, check_exact=True
+    )
+
+
+def test_a_setting_it_does_not_use_is_an_error():
+    from steerlens.errors import UnknownKeywordError
+
+    model = make_model(seed=3)
+    vec = random_vector(model, [1], seed=2)
+    metric = logit_diff(POSITIVE, NEGATIVE)
+    with pytest.raises(UnknownKeywordError, match="'operator'"):
+        steerability(model, vec, PROMPTS, metric, MULTS, operator=lambda activation, vector: vector)
+    with pytest.raises(UnknownKeywordError, match="'distributed'"):
+        steerability(model, vec, PROMPTS, metric, MULTS, distributed=True)
+    with pytest.raises(UnknownKeywordError, match="'batchsize'"):
+        steerability(model, vec, PROMPTS, metric, MULTS, batchsize=2)
