@@ -22,6 +22,9 @@ greedy, 32 new tokens, interleaved rounds; two runs on a shared machine, load av
 with the speed-up was 3.7-5.9x faster than TransformerLens' own for one 18-token prompt (1.62 s
 vs 6.08-9.54 s; Hugging Face ``generate`` 1.35 s) and 2.4-3.4x for a left-padded batch of 8
 (3.44-3.61 s vs 8.20-12.08 s; Hugging Face 3.11-3.42 s), with identical tokens.
+On SmolLM2-135M-Instruct (``load_model`` with and without ``fast_generation=True``, 32 greedy
+tokens after a one-sentence prompt, one thread, best of 3 interleaved rounds, load average 5-6.4):
+2.9x (5.75 s vs 16.6 s), identical tokens.
 
 What it keeps. Parameters stay as TransformerLens makes them (same objects, shapes, strides,
 dtypes, storage: ``state_dict()`` is unchanged and saves with safetensors); nothing is added
