@@ -6,7 +6,7 @@ round (tree order rotated) so background load on a shared machine hits all alike
 per workload and tree, the median over rounds of each child's median time, and the median
 over rounds of the per-round ratio to the first tree.
 
-Workloads (all on models passed through ``fast_generation``, as ``steerlens.load_model`` does):
+Workloads (all on models passed through ``fast_generation``, as ``load_model(..., fast_generation=True)`` does):
   gpt2_sweep    sweep_layers, random GPT-2-small-shaped model, 6 layers x 3 multipliers, 16 prompts
                 (bench_sweep.py's setting, smaller; its model has no fast_generation, so it cannot show this)
   gpt2_train    train_steering_vector, same model, 32 pairs, batch 8, all layers (bench_training.py's setting)
@@ -64,7 +64,11 @@ def child(group: str, reps: int) -> None:
     sys.path.insert(0, str(HERE))
     import steerlens
     from steerlens import SteeringVector, compare_logits, sweep_layers, train_steering_vector
-    from steerlens.backends.hooked_layout import fast_generation
+
+    try:
+        from steerlens.tl_speedup import fast_generation
+    except ImportError:  # a checkout from before the module left backends/
+        from steerlens.backends.hooked_layout import fast_generation
 
     out = {}
     if group == "gpt2":
@@ -82,7 +86,7 @@ def child(group: str, reps: int) -> None:
         from steerlens.samples import chat_contrast_pairs, neutral_chat_prompts
 
         model = steerlens.load_model("smollm2-135m-instruct")
-        model = model[0] if isinstance(model, tuple) else model
+        model = fast_generation(model[0] if isinstance(model, tuple) else model)
         tok = model.tokenizer
         layers = [6, 12, 18]
         pairs = chat_contrast_pairs("sentiment", "train", tokenizer=tok)[:16]

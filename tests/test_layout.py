@@ -197,6 +197,7 @@ ORDER = [
     "errors",
     "layers",
     "_tl",
+    "tl_speedup",  # a patch to TransformerLens, opt-in
     "checks",  # shared by all
     "samples",
     "tokens",

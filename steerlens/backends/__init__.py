@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from steerlens.backends.hooked_layout import fast_generation
 from steerlens.backends.layer_config import (
     LayerMatcher,
     ModelLayerConfig,
@@ -136,7 +135,6 @@ __all__ = [
     "Site",
     "SweepPass",
     "backend_for",
-    "fast_generation",
     "get_num_matching_layers",
     "guess_and_enhance_layer_config",
     "steering_hooks_on",

@@ -21,12 +21,12 @@ from jaxtyping import Float
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from steerlens.backends.hooked_layout import kept_layouts
 from steerlens.backends.last_token import final_resid_at_last_token, last_token_resid, unembed
 from steerlens.backends.protocol import Site, numeric_matrix
 from steerlens.errors import ModelMismatchError, PromptTooLongError
 from steerlens.hooks import PassPositions, SteeringHook, SteeringPatchHandle, SteeringSpec, claim_steering
 from steerlens.layers import check_layer_type, hook_name
+from steerlens.tl_speedup import kept_layouts
 from steerlens.tokens import PromptBatch, PromptInput, TokenPolicy, check_tokenizer_fits, pad_token_id
 from steerlens.tokens.turns import end_of_turn_ids
 
@@ -80,7 +80,7 @@ class HookedBackend:
     tokenizer: Any
     default_padding_side: str = field(init=False)
     layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    """Rearranged weights shared by this backend's passes (:func:`~.hooked_layout.kept_layouts`): one call's worth."""
+    """Rearranged weights shared by this backend's passes (:func:`steerlens.tl_speedup.kept_layouts`): one call's worth."""
     kind = "hooked"
     hooks_modules = False  # hook points by name, not module paths
     module_layout = None  # layers are hook points (Backend.module_layout)

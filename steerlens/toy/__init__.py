@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from steerlens.backends.hooked_layout import fast_generation
+from steerlens import tl_speedup
 from steerlens.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -39,12 +39,15 @@ BEST_MULTIPLIER = 2.0
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
-def load_toy_model(device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> HookedTransformer:
+def load_toy_model(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None, fast_generation: bool = False
+) -> HookedTransformer:
     """Load the bundled toy ``HookedTransformer`` with its tokenizer, in eval mode.
 
     ``device`` defaults to CPU and ``dtype`` to float32 (the weights are stored in
-    float16). Needs no network: the tokenizer is read from the package folder. Weights
-    are stored for fast generation (:func:`steerlens.backends.hooked_layout.fast_generation`).
+    float16). Needs no network: the tokenizer is read from the package folder.
+    ``fast_generation=True`` applies :func:`steerlens.tl_speedup.fast_generation` (opt-in:
+    the model then is a subclass of TransformerLens' class).
 
     Example:
         >>> model = load_toy_model()
@@ -54,13 +57,16 @@ def load_toy_model(device: str | torch.device | None = None, dtype: torch.dtype 
     # as_file gives a real folder even if the package is zipped; TransformerLens
     # reloads the tokenizer from its folder (name_or_path) to turn on BOS.
     with resources.as_file(resources.files("steerlens.toy") / "data") as folder:
-        return load_toy_model_from(folder, device, dtype)
+        return load_toy_model_from(folder, device, dtype, fast_generation)
 
 
 def load_toy_model_from(
-    folder: str | os.PathLike[str], device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    folder: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    fast_generation: bool = False,
 ) -> HookedTransformer:
-    """Load a toy model written by ``scripts/train_toy_model.py`` to ``folder`` (fast generation layout)."""
+    """Load a toy model written by ``scripts/train_toy_model.py`` to ``folder`` (as :func:`load_toy_model`)."""
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import PreTrainedTokenizerFast
@@ -94,7 +100,7 @@ def load_toy_model_from(
             f"unexpected {result.unexpected_keys}); reinstall steerlens."
         )
     model.eval()
-    return fast_generation(model)
+    return tl_speedup.fast_generation(model) if fast_generation else model
 
 
 from steerlens.toy.datasets import concept_words, neutral_prompts, sentiment_pairs, topic_pairs  # noqa: E402

@@ -1,42 +1,52 @@
-"""Faster ``HookedTransformer.generate``: each weight laid out once per ``generate`` call, and a leaner block.
+"""A faster ``HookedTransformer`` forward and ``generate`` for TransformerLens 3.9, opt-in.
 
-TransformerLens 3.9 keeps weights in its own orientation (``W_U`` is ``[d_model, d_vocab]``,
-``W_Q`` is ``[head, d_model, d_head]``, ...) but multiplies with them in Hugging Face's
-(``F.linear`` wants ``[out, in]``). So every forward pass rearranges them and calls
-``.contiguous()``: ``Unembed`` copies the whole of ``W_U`` (154 MB for GPT-2 small, a
-transposing copy slower than the matrix product itself), attention copies ``W_Q``,
-``W_K``, ``W_V`` and ``W_O`` of every layer, a gated MLP its three matrices. During
-generation that happens once per new token.
+This is a patch to TransformerLens, kept apart from steerlens' backends: nothing in steerlens
+needs it, and :func:`steerlens.load_model` / the toy model apply it only when asked
+(``fast_generation=True``). It would belong in TransformerLens itself (ARCHITECTURE.md, "What
+TransformerLens would need").
 
-:func:`fast_generation` leaves every parameter as TransformerLens makes it (same shapes,
-strides and storage: ``state_dict()`` saves with safetensors, ``view`` works, pickles load
-in plain TransformerLens code paths) and instead keeps the rearranged copies in a cache
-that lives for one ``generate`` (or ``generate_stream``) call only: the first token makes
-each copy, the later tokens reuse it. A copy is remade when its parameter changed since
-(another tensor assigned, ``.to``, or an in-place edit: the parameter's ``data_ptr`` and
-version counter are checked at every use), and dropped when the call returns; nothing of it
-is a parameter, buffer or attribute of the model. The price is memory: during a
-``generate`` call the rearranged weights (attention, gated MLP, unembedding: most of the
-model) exist twice. ``F.linear`` receives tensors with the very values, shape and memory
-layout TransformerLens' own forward hands it, so logits and generated tokens are
-bit-identical; only the repeated copies are gone. steerlens' own passes (sweeps, training
-reads, ``compare_logits``) share one such cache per top-level call (:func:`kept_layouts`,
-opened by the backend). Other forward passes (the user's ``model(...)``, ``run_with_cache``)
+Why it is faster. TransformerLens 3.9 keeps weights in its own orientation (``W_U`` is
+``[d_model, d_vocab]``, ``W_Q`` is ``[head, d_model, d_head]``, ...) but multiplies with them in
+Hugging Face's (``F.linear`` wants ``[out, in]``). So every forward pass rearranges them and calls
+``.contiguous()``: ``Unembed`` copies the whole of ``W_U`` (154 MB for GPT-2 small, a transposing
+copy slower than the matrix product itself), attention copies ``W_Q``, ``W_K``, ``W_V`` and
+``W_O`` of every layer, a gated MLP its three matrices. During generation that happens once per
+new token. :func:`fast_generation` keeps the rearranged copies in a cache that lives for one
+``generate`` (or ``generate_stream``) call, or one steerlens call (:func:`kept_layouts`), and
+gives each block a leaner forward that runs the same arithmetic without TransformerLens'
+repeated per-layer work (``LeanBlock``).
+
+Measured with ``benchmarks/bench_generation.py --threads 1`` (a random GPT-2-small checkpoint,
+greedy, 32 new tokens, interleaved rounds; two runs on a shared machine, load average 0.4-2.2 on
+2 cores; plain TransformerLens is timed once per run, so its figure is the noisier): ``generate``
+with the speed-up was 3.7-5.9x faster than TransformerLens' own for one 18-token prompt (1.62 s
+vs 6.08-9.54 s; Hugging Face ``generate`` 1.35 s) and 2.4-3.4x for a left-padded batch of 8
+(3.44-3.61 s vs 8.20-12.08 s; Hugging Face 3.11-3.42 s), with identical tokens.
+On SmolLM2-135M-Instruct (``load_model`` with and without ``fast_generation=True``, 32 greedy
+tokens after a one-sentence prompt, one thread, best of 3 interleaved rounds, load average 5-6.4):
+2.9x (5.75 s vs 16.6 s), identical tokens.
+
+What it keeps. Parameters stay as TransformerLens makes them (same objects, shapes, strides,
+dtypes, storage: ``state_dict()`` is unchanged and saves with safetensors); nothing is added
+as a parameter, buffer or attribute of the model; logits, every hook's values, ``run_with_cache``
+and generated tokens are bit-identical; ``deepcopy``, ``pickle`` and ``torch.save`` round-trip.
+What it changes, and why it is opt-in: the model, its blocks and its unembedding become
+subclasses of TransformerLens' classes (``isinstance`` holds and they print as before, but
+``type(model) is HookedTransformer`` is False, and a pickle of the model names this module's
+classes, so loading it needs steerlens), and during a call the rearranged weights (most of the
+model) exist twice. :func:`restore_tl_forward` undoes it.
+
+A copy is remade when its parameter changed (another tensor assigned, ``.to``, or an in-place
+edit: the parameter's ``data_ptr`` and version counter are checked at every use) and dropped
+when the call returns. Other forward passes (the user's ``model(...)``, ``run_with_cache``)
 make their copies each pass, as TransformerLens does.
-
-:func:`fast_generation` also gives each ``TransformerBlock`` a leaner forward (``LeanBlock``,
-a subclass: ``isinstance`` still holds and the model prints as before) that runs the same
-arithmetic without TransformerLens' repeated work, again bit-identical; it steps aside for
-TransformerLens' own forward whenever a hook or a setting could tell the difference (see
-"a leaner block forward" below). The unembedding and the model itself get subclasses too
-(``LeanUnembed`` reads the cached ``W_U``; the model's ``generate`` opens the cache).
-:func:`restore_tl_forward` undoes all of it.
 """
 
 from __future__ import annotations
 
 import functools
 import operator
+import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -69,15 +79,16 @@ def fast_generation(model: Model) -> Model:
     """Make ``model.generate`` (and every forward pass) skip TransformerLens' per-call weight copies and repeats.
 
     Within one ``generate`` call, each weight TransformerLens rearranges per token is rearranged
-    once (GPT-2 small on CPU, one thread: greedy generation 2.3-5x faster, within about 1.1x of
+    once (GPT-2 small on CPU, one thread: greedy generation 2.4-5.9x faster, within 1.06-1.2x of
     Hugging Face ``generate``), and its blocks run a forward without TransformerLens' repeated
     per-layer work (a third fewer tensor operations per token: ln1 once instead of three times,
     rotary position ids and causal mask once per pass; on a small model such as SmolLM2-135M that
     is about a fifth of the time of a token). Parameters keep TransformerLens' own shapes, strides
     and storage, so the model saves, pickles and trains as TransformerLens' own; logits, every
-    hook's values and generated tokens are bit-identical. Costs memory during ``generate``
-    (see the module docstring). Safe to call twice; parameters stay the same objects. Returns
-    ``model``. ``steerlens.load_model`` and the toy model already call it.
+    hook's values and generated tokens are bit-identical. Costs memory during ``generate``, and
+    the model's classes become subclasses of TransformerLens' (see the module docstring). Safe to
+    call twice; parameters stay the same objects. Returns ``model``. Opt-in:
+    ``steerlens.load_model(..., fast_generation=True)`` and the toy model's loaders call it.
 
     Example:
         >>> model = fast_generation(HookedTransformer.from_pretrained("gpt2"))
@@ -91,9 +102,6 @@ def fast_generation(model: Model) -> Model:
             f"{type(model).__name__}. A Hugging Face model needs no such fix; a TransformerBridge "
             "runs its Hugging Face model's own layers."
         )
-    for module in model.modules():  # layout hooks of earlier steerlens versions, which re-strided W_O
-        for key in [k for k, hook in module._forward_pre_hooks.items() if isinstance(hook, OutputLayout)]:
-            del module._forward_pre_hooks[key]
     _use_lean_modules(model)
     return model
 
@@ -153,14 +161,6 @@ def kept_layouts(cache: dict[int, tuple]) -> Iterator[None]:
         yield
     finally:
         _GENERATION.reset(token)
-
-
-@dataclass
-class OutputLayout:
-    """No-op. Earlier steerlens versions re-strided ``W_O`` with this pre-hook; kept so their pickles load."""
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        return None
 
 
 def is_fast(model: nn.Module) -> bool:
@@ -350,6 +350,10 @@ def _hooked(modules: tuple[nn.Module, ...]) -> bool:
     return any(module._forward_hooks or module._forward_pre_hooks for module in modules)
 
 
+_BLOCK_PARTS: weakref.WeakKeyDictionary[nn.Module, _Parts | None] = weakref.WeakKeyDictionary()
+"""Each lean block's parts as last checked, kept here rather than on the block: the model gets no attribute."""
+
+
 def _lean_parts(block: nn.Module, shortformer_pos_embed: object, attention_mask: Tensor | None) -> _Parts | None:
     """The block's parts if this call may take the lean path, else None (TransformerLens' forward runs)."""
     from torch.nn.modules import module as torch_module
@@ -366,10 +370,10 @@ def _lean_parts(block: nn.Module, shortformer_pos_embed: object, attention_mask:
         or (cfg.attn_scores_soft_cap is not None and cfg.attn_scores_soft_cap > 0)
     ):
         return None
-    parts = block.__dict__.get("_lean_parts")
+    parts = _BLOCK_PARTS.get(block)
     if parts is None or not parts.current(block):
         parts = _parts(block)
-        block.__dict__["_lean_parts"] = parts
+        _BLOCK_PARTS[block] = parts
         if parts is None:
             return None
     attn = parts.attn
@@ -516,7 +520,7 @@ def _lean_block_class() -> type:
     from transformer_lens.components import TransformerBlock
 
     class LeanBlock(TransformerBlock):
-        """A ``TransformerBlock`` with a bit-identical, leaner forward (see ``hooked_layout``)."""
+        """A ``TransformerBlock`` with a bit-identical, leaner forward (see :mod:`steerlens.tl_speedup`)."""
 
         def _get_name(self) -> str:
             return "TransformerBlock"  # the model prints as before
@@ -579,7 +583,7 @@ def _lean_unembed_class() -> type:
     from transformer_lens.components import Unembed
 
     class LeanUnembed(Unembed):
-        """``Unembed.forward`` with ``W_U.T.contiguous()`` made once per ``generate`` call (see ``hooked_layout``)."""
+        """``Unembed.forward`` with ``W_U.T.contiguous()`` made once per ``generate`` call (see :mod:`steerlens.tl_speedup`)."""
 
         def _get_name(self) -> str:
             return "Unembed"
@@ -605,7 +609,7 @@ def _lean_transformer_class() -> type:
     HookedTransformer = _hooked_transformer()
 
     class LeanTransformer(HookedTransformer):
-        """A ``HookedTransformer`` whose generation lays each weight out once per call (see ``hooked_layout``)."""
+        """A ``HookedTransformer`` whose generation lays each weight out once per call (see :mod:`steerlens.tl_speedup`)."""
 
         def _get_name(self) -> str:
             return "HookedTransformer"
@@ -672,7 +676,7 @@ def restore_tl_forward(model: Model) -> Model:
         for module in model.modules():
             if lean is not None and type(module) is lean:
                 module.__class__ = plain
-                module.__dict__.pop("_lean_parts", None)
+                _BLOCK_PARTS.pop(module, None)
     return model
 
 

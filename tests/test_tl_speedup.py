@@ -7,6 +7,7 @@ forward (``tl_layout``): that is what generation computed before the fix.
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 import tempfile
 import warnings
@@ -15,16 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from helpers import random_vector
+from helpers import make_model, random_vector
 from tiny_hf import make_hf_model
 from tiny_hf import make_tokenizer as make_word_tokenizer
 from transformer_lens.components import TransformerBlock
 
-from steerlens import load_model
+from steerlens import load_model, tl_speedup
 from steerlens.adapter import convert_hf_model
-from steerlens.backends import hooked_layout
-from steerlens.backends.hooked_layout import OutputLayout, fast_generation, is_fast, restore_tl_forward
 from steerlens.errors import UnsupportedModelError
+from steerlens.tl_speedup import fast_generation, is_fast, restore_tl_forward
 from steerlens.toy import load_toy_model
 
 TOY_PROMPTS = ["The food was", "Let me tell you about the hotel , it", "I think", "The film"]
@@ -36,14 +36,11 @@ ARCHITECTURES = ("gpt2", "llama", "olmo", "gemma2", "bloom", "mixtral", "neox")
 
 
 def tl_layout(model: Any) -> Any:
-    """A copy of ``model`` as TransformerLens makes it: contiguous weights, no layout hooks, its own block forward."""
+    """A copy of ``model`` as TransformerLens makes it: contiguous weights, its own block forward."""
     reference = restore_tl_forward(copy.deepcopy(model))
     with torch.no_grad():
         for param in reference.parameters():
             param.data = param.data.contiguous()
-    for module in reference.modules():
-        for key in [k for k, hook in module._forward_pre_hooks.items() if isinstance(hook, OutputLayout)]:
-            del module._forward_pre_hooks[key]
     assert not is_fast(reference)
     assert all(type(block) is TransformerBlock for block in reference.blocks)
     return reference
@@ -63,13 +60,13 @@ def generate(model: Any, prompt: Any, seed: int | None, steer: bool) -> torch.Te
 
 @pytest.fixture(scope="module")
 def toy_pair() -> tuple[Any, Any]:
-    fast = load_toy_model()
+    fast = load_toy_model(fast_generation=True)
     return fast, tl_layout(fast)
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
 def converted_pair(request: pytest.FixtureRequest) -> tuple[Any, Any]:
-    fast = convert_hf_model(make_hf_model(request.param), tokenizer=make_word_tokenizer())
+    fast = convert_hf_model(make_hf_model(request.param), tokenizer=make_word_tokenizer(), fast_generation=True)
     return fast, tl_layout(fast)
 
 
@@ -113,7 +110,7 @@ def test_converted_logits_are_equal(converted_pair):
 @pytest.mark.parametrize("flag", ["use_attn_result", "use_split_qkv_input", "use_attn_in", "use_hook_mlp_in"])
 def test_other_attention_paths_stay_bit_identical(flag):
     """``use_attn_result`` sums over a W_O view whose strides set the order: W_O follows the flag."""
-    fast = load_toy_model()
+    fast = load_toy_model(fast_generation=True)
     reference = tl_layout(fast)
     tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
     for value in (True, False, True):
@@ -150,7 +147,12 @@ def test_parameters_keep_transformer_lens_shapes_and_strides(source):
     """Storage as TransformerLens' own model: shapes and strides, safetensors, pickle (issue 28, item 14)."""
     from safetensors.torch import load_file, save_file
 
-    model = load_toy_model() if source == "toy" else load_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    fast = dict(fast_generation=True)
+    model = (
+        load_toy_model(**fast)
+        if source == "toy"
+        else load_model(make_hf_model("llama"), tokenizer=make_word_tokenizer(), **fast)
+    )
     assert is_fast(model)
     generate(model, "the cat" if source == "llama" else TOY_PROMPTS[0], None, True)  # a generate call leaves nothing
     own = dict(fresh_tl(model).named_parameters())
@@ -176,21 +178,21 @@ def test_generate_lays_each_weight_out_once_per_call(toy_pair, monkeypatch):
     """Within one generate call every rearranged weight is made once and reused by every later token."""
     fast, _ = toy_pair
     made: list[tuple[int, int]] = []
-    original = hooked_layout.laid_out
+    original = tl_speedup.laid_out
 
     def recording(param: torch.Tensor, permutation: tuple[int, ...]) -> torch.Tensor:
         out = original(param, permutation)
         made.append((id(param), out.data_ptr()))
         return out
 
-    monkeypatch.setattr(hooked_layout, "laid_out", recording)
+    monkeypatch.setattr(tl_speedup, "laid_out", recording)
     generate(fast, TOY_PROMPTS[1], None, True)
     weights = {param for param, _ in made}
     # W_Q, W_K, W_V, W_O per block and W_U, each called once per token, always the same copy.
     assert len(weights) == 4 * fast.cfg.n_layers + 1
     assert len(made) == 12 * len(weights)
     assert all(len({ptr for param, ptr in made if param == w}) == 1 for w in weights)
-    assert hooked_layout._GENERATION.get() is None  # the cache is gone with the call
+    assert tl_speedup._GENERATION.get() is None  # the cache is gone with the call
 
 
 def test_a_weight_edited_in_place_during_generate_is_laid_out_again(toy_pair):
@@ -217,14 +219,14 @@ def test_a_weight_edited_in_place_during_generate_is_laid_out_again(toy_pair):
 def recorded_copies(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[torch.Tensor]]:
     """Every rearranged weight ``laid_out`` hands out, by parameter (kept alive, so distinct copies stay distinct)."""
     made: dict[int, list[torch.Tensor]] = {}
-    original = hooked_layout.laid_out
+    original = tl_speedup.laid_out
 
     def recording(param: torch.Tensor, permutation: tuple[int, ...]) -> torch.Tensor:
         out = original(param, permutation)
         made.setdefault(id(param), []).append(out)
         return out
 
-    monkeypatch.setattr(hooked_layout, "laid_out", recording)
+    monkeypatch.setattr(tl_speedup, "laid_out", recording)
     return made
 
 
@@ -250,7 +252,7 @@ def test_steerlens_passes_lay_each_weight_out_once_per_call(toy_pair, monkeypatc
     got = calls[run](fast)
     assert any(len(outs) > 1 for outs in made.values())  # several passes read the weights ...
     assert all(all(out is outs[0] for out in outs) for outs in made.values())  # ... one copy each
-    assert hooked_layout._GENERATION.get() is None  # nothing left open after the call
+    assert tl_speedup._GENERATION.get() is None  # nothing left open after the call
     assert torch.equal(torch.as_tensor(np.asarray(got)), torch.as_tensor(np.asarray(calls[run](reference))))
 
 
@@ -281,7 +283,7 @@ def test_the_backend_cache_sees_edits_between_calls(toy_pair):
 
 
 def test_gated_mlp_and_grouped_query_weights_keep_their_strides():
-    model = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    model = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer(), fast_generation=True)
     mlp, attn = model.blocks[0].mlp, model.blocks[0].attn
     assert all(w.is_contiguous() for w in (mlp.W_gate, mlp.W_in, mlp.W_out, attn._W_K, attn._W_V, attn.W_Q, attn.W_O))
 
@@ -353,13 +355,13 @@ RESIDUAL_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_a
 def lean_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The attention modules the lean forward ran, in order (it is not TransformerLens' forward)."""
     calls: list[Any] = []
-    original = hooked_layout._attention
+    original = tl_speedup._attention
 
     def counting(parts: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         calls.append(parts.attn)
         return original(parts, *args, **kwargs)
 
-    monkeypatch.setattr(hooked_layout, "_attention", counting)
+    monkeypatch.setattr(tl_speedup, "_attention", counting)
     return calls
 
 
@@ -466,7 +468,7 @@ def test_a_mask_changed_in_place_between_passes(converted_pair, mode):
 
 def test_rotary_tables_extended_on_the_way(lean_calls):
     """Past its rotary table TransformerLens extends it; the lean forward lets it, then takes over again."""
-    fast = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer())
+    fast = convert_hf_model(make_hf_model("llama"), tokenizer=make_word_tokenizer(), fast_generation=True)
     reference = tl_layout(fast)
     for model in (fast, reference):
         for block in model.blocks:
@@ -479,17 +481,177 @@ def test_rotary_tables_extended_on_the_way(lean_calls):
     assert len(lean_calls) == fast.cfg.n_layers
 
 
-def test_copies_keep_the_lean_forward(toy_pair):
-    fast, reference = toy_pair
-    tokens = fast.to_tokens(TOY_PROMPTS, padding_side="left")
-    for copied in (copy.deepcopy(fast), pickle.loads(pickle.dumps(fast))):
-        assert is_fast(copied) and type(copied.blocks[0]) is type(fast.blocks[0])
+# -- TransformerLens' own model in every observable way ----------------------------------
+#
+# ``twins``: a plain HookedTransformer from tests/helpers.py, and a second one TransformerLens builds from the same
+# config and state dict, passed through fast_generation. Everything a user can look at must agree.
+
+TWIN_CONFIGS = {
+    "gpt2-like": {},  # LayerNorm, learned positions, plain attention and MLP
+    "llama-like": dict(positional_embedding_type="rotary", n_key_value_heads=2, gated_mlp=True),
+}
+TWIN_PROMPTS = ["the cat sat on the mat", "a dog", "hello there world, how are you"]
+
+
+@pytest.fixture(scope="module", params=list(TWIN_CONFIGS))
+def twins(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    from transformer_lens import HookedTransformer
+
+    plain = make_model(n_layers=3, **TWIN_CONFIGS[request.param])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        built = HookedTransformer(copy.deepcopy(plain.cfg), tokenizer=plain.tokenizer, default_padding_side="right")
+    built.load_state_dict(plain.state_dict())
+    fast = fast_generation(built.eval())
+    assert is_fast(fast) and type(plain) is HookedTransformer
+    return fast, plain
+
+
+def twin_tokens(model: Any) -> torch.Tensor:
+    return model.to_tokens(TWIN_PROMPTS, padding_side="left")
+
+
+def test_twins_take_the_lean_path(twins, lean_calls):
+    """The comparisons below are of the lean forward, not of TransformerLens' forward twice."""
+    fast, plain = twins
+    with torch.no_grad():
+        assert torch.equal(fast(twin_tokens(fast)), plain(twin_tokens(plain)))
+    assert lean_calls == [block.attn for block in fast.blocks]
+
+
+def test_state_dict_and_attributes_are_transformer_lens_own(twins):
+    """Keys (in order), shapes, strides, dtypes, values; buffers; and no attribute added to any module."""
+    fast, plain = twins
+    generate(fast, TWIN_PROMPTS, None, True)  # after a generate call (and its cache) as before
+    mine, theirs = fast.state_dict(), plain.state_dict()
+    assert list(mine) == list(theirs)
+    for key, tensor in mine.items():
+        other = theirs[key]
+        assert (tensor.shape, tensor.stride(), tensor.dtype) == (other.shape, other.stride(), other.dtype), key
+        assert torch.equal(tensor, other), key
+    assert [name for name, _ in fast.named_buffers()] == [name for name, _ in plain.named_buffers()]
+    modules, plain_modules = dict(fast.named_modules()), dict(plain.named_modules())
+    assert list(modules) == list(plain_modules)
+    for name, module in modules.items():
+        assert isinstance(module, type(plain_modules[name])), name
+        assert vars(module).keys() == vars(plain_modules[name]).keys(), name
+    assert repr(fast) == repr(plain)
+
+
+def test_state_dict_saves_with_safetensors_and_loads_into_plain_tl(twins, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    fast, plain = twins
+    save_file(fast.state_dict(), tmp_path / "fast.safetensors")
+    other = copy.deepcopy(plain)
+    with torch.no_grad():
+        for param in other.parameters():
+            param.zero_()
+    other.load_state_dict(load_file(tmp_path / "fast.safetensors"))
+    with torch.no_grad():
+        assert torch.equal(other(twin_tokens(other)), plain(twin_tokens(plain)))
+
+
+def _torch_round_trip(model: Any) -> Any:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+COPIES = {
+    "deepcopy": copy.deepcopy,
+    "pickle": lambda model: pickle.loads(pickle.dumps(model)),
+    "torch.save": _torch_round_trip,
+}
+
+
+@pytest.mark.parametrize("how", list(COPIES))
+def test_copies_give_identical_logits_and_stay_fast(twins, how, lean_calls):
+    fast, plain = twins
+    copied = COPIES[how](fast)
+    assert is_fast(copied) and type(copied.blocks[0]) is type(fast.blocks[0])
+    with torch.no_grad():
+        assert torch.equal(copied(twin_tokens(copied)), plain(twin_tokens(plain)))
+    assert lean_calls == [block.attn for block in copied.blocks]  # the copy runs the lean forward
+    assert torch.equal(generate(copied, TWIN_PROMPTS, 5, True), generate(plain, TWIN_PROMPTS, 5, True))
+
+
+def test_hooks_and_run_with_cache_as_transformer_lens(twins):
+    """``model.hooks`` (forward hooks reading and editing, a backward hook) and ``run_with_cache``: same values."""
+    fast, plain = twins
+    seen: dict[int, list[tuple[str, torch.Tensor]]] = {}
+    outs = []
+    for model in (fast, plain):
+        log = seen.setdefault(id(model), [])
+        record = lambda act, hook, log=log: log.append((hook.name, act.detach().clone()))  # noqa: E731
+        fwd = [
+            ("blocks.0.hook_resid_post", record),
+            ("blocks.1.hook_resid_mid", lambda act, hook: act * 1.5),
+            ("blocks.2.hook_mlp_out", record),
+        ]
+        with torch.no_grad(), model.hooks(fwd_hooks=fwd):
+            logits = model(twin_tokens(model))
+        with model.hooks(fwd_hooks=fwd, bwd_hooks=[("blocks.1.hook_resid_pre", record)]):
+            model(twin_tokens(model), return_type="loss").backward()
+        model.zero_grad(set_to_none=True)
         with torch.no_grad():
-            assert torch.equal(copied(tokens), reference(tokens))
+            cached_logits, cache = model.run_with_cache(twin_tokens(model))
+        outs.append((logits, cached_logits, cache))
+    (logits, cached, cache), (ref_logits, ref_cached, ref_cache) = outs
+    assert torch.equal(logits, ref_logits) and torch.equal(cached, ref_cached)
+    assert not torch.equal(logits, cached)  # the editing hook was on, then off
+    fast_seen, plain_seen = seen[id(fast)], seen[id(plain)]
+    assert [name for name, _ in fast_seen] == [name for name, _ in plain_seen] and len(fast_seen) == 5
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(fast_seen, plain_seen))
+    assert list(cache.keys()) == list(ref_cache.keys())
+    assert all(torch.equal(cache[name], ref_cache[name]) for name in cache.keys())
+    assert not any(module._forward_hooks or module._backward_hooks for module in fast.modules())
+
+
+@pytest.mark.parametrize("seed", [None, 11], ids=["greedy", "sampled"])
+def test_generate_as_transformer_lens(twins, seed):
+    fast, plain = twins
+    for prompt in (TWIN_PROMPTS[0], TWIN_PROMPTS):
+        for steer in (False, True):
+            assert torch.equal(generate(fast, prompt, seed, steer), generate(plain, prompt, seed, steer))
+
+
+def pickled_classes(model: Any) -> set[tuple[str, str]]:
+    """The (module, name) of every class and function unpickling ``model`` looks up."""
+    found: set[tuple[str, str]] = set()
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            found.add((module, name))
+            return super().find_class(module, name)
+
+    Recording(io.BytesIO(pickle.dumps(model))).load()
+    return found
+
+
+def test_restore_tl_forward_gives_transformer_lens_own_model(twins):
+    """Every module's class and attributes as TransformerLens', and a pickle that names no steerlens code."""
+    from transformer_lens import HookedTransformer
+
+    fast, plain = twins
+    restored = restore_tl_forward(copy.deepcopy(fast))
+    with torch.no_grad():
+        restored(twin_tokens(restored))
+    assert type(restored) is HookedTransformer and type(restored).generate is HookedTransformer.generate
+    modules, plain_modules = dict(restored.named_modules()), dict(plain.named_modules())
+    for name, module in modules.items():
+        assert type(module) is type(plain_modules[name]), name
+        assert vars(module).keys() == vars(plain_modules[name]).keys(), name
+    assert all(type(block).forward is TransformerBlock.forward for block in restored.blocks)
+    assert pickled_classes(restored) == pickled_classes(plain)
+    # Why the speed-up is opt-in (module docstring): a fast model's pickle needs steerlens to load.
+    assert {module for module, _ in pickled_classes(fast) - pickled_classes(plain)} == {"steerlens.tl_speedup"}
+    assert is_fast(fast)  # the original is untouched
 
 
 def test_restore_tl_forward_undoes_the_lean_blocks():
-    model = load_toy_model()
+    model = load_toy_model(fast_generation=True)
     assert restore_tl_forward(model) is model
     assert all(type(block) is TransformerBlock for block in model.blocks) and not is_fast(model)
     assert is_fast(fast_generation(model))
@@ -498,21 +660,31 @@ def test_restore_tl_forward_undoes_the_lean_blocks():
 # -- every loading route ---------------------------------------------------------------
 
 
-def test_load_model_routes_return_fast_models(tmp_path, monkeypatch):
-    hf = make_hf_model("gpt2")
-    assert is_fast(load_model("toy"))
-    assert is_fast(load_model(hf, tokenizer=make_word_tokenizer()))
-    hf.save_pretrained(tmp_path)
-    make_word_tokenizer().save_pretrained(tmp_path)
-    assert is_fast(load_model(tmp_path))
-
+def test_load_model_routes_are_plain_unless_asked(tmp_path, monkeypatch):
+    """The speed-up is opt-in: every route returns TransformerLens' own classes, ``fast_generation=True`` the lean ones."""
     from transformer_lens import HookedTransformer
 
     from steerlens.adapter import load as load_module
+
+    hf = make_hf_model("gpt2")
+    hf.save_pretrained(tmp_path)
+    make_word_tokenizer().save_pretrained(tmp_path)
+    routes = {
+        "toy": lambda **kw: load_model("toy", **kw),
+        "hf model": lambda **kw: load_model(hf, tokenizer=make_word_tokenizer(), **kw),
+        "convert": lambda **kw: convert_hf_model(hf, tokenizer=make_word_tokenizer(), **kw),
+        "folder": lambda **kw: load_model(tmp_path, **kw),
+        "toy loader": lambda **kw: load_toy_model(**kw),
+    }
+    for name, route in routes.items():
+        plain = route()
+        assert type(plain) is HookedTransformer and not is_fast(plain), name
+        assert all(type(block) is TransformerBlock for block in plain.blocks), name
+        assert is_fast(route(fast_generation=True)), name
 
     # TransformerLens' own official models: stand in for the download with a toy model in TL's layout.
     plain = tl_layout(load_toy_model())
     monkeypatch.setattr(HookedTransformer, "from_pretrained_no_processing", lambda *a, **k: plain)
     monkeypatch.setattr(load_module, "hub_offline", lambda: False)
     assert load_module._load_tl_official("gpt2", None, None, None, False) is plain
-    assert is_fast(plain)
+    assert not is_fast(plain)
