@@ -88,6 +88,7 @@ class Settings:
 
 
 FIELDS: frozenset[str] = frozenset(f.name for f in fields(Settings))
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
 """Every setting: what a verb that trains, sweeps and gathers across ranks reads."""
 READING: frozenset[str] = frozenset({"tokenizer", "batch_size", "padding_side", "prepend_bos", "show_progress"})
 """What a verb that only reads activations (no steering, one process) uses."""
@@ -115,8 +116,8 @@ def settings_from(keywords: Mapping[str, Any], verb: str, uses: frozenset[str] =
     """The verb's settings: ``settings=`` (if given) changed by the other keywords, then ``defaults`` where unset.
 
     ``uses`` are the fields the verb reads: naming another one is an error (it would be silently
-    ignored), while a shared ``settings=`` value may carry fields a verb does not use. ``defaults``
-    fill fields still ``None`` (e.g. the verb's batch size).
+    ignored), while a shared ``settings=`` value may carry fields a verb does not use (they are reset
+    to their defaults in the result). ``defaults`` fill fields still ``None`` (e.g. the verb's batch size).
     """
     keywords = dict(keywords)
     base = keywords.pop("settings", None)
@@ -128,7 +129,10 @@ def settings_from(keywords: Mapping[str, Any], verb: str, uses: frozenset[str] =
             "pass its fields by name instead (e.g. batch_size=8)."
         )
     _check_names(keywords, uses, f"{verb}()")
-    settings = replace(base, **keywords) if keywords else base
+    # A shared value may carry fields this verb does not read: they go back to their defaults, so nothing
+    # below the door can act on a setting the verb never accepted (e.g. a steering operator in a training read).
+    ignored = {name: _DEFAULTS[name] for name in FIELDS - uses if getattr(base, name) is not _DEFAULTS[name]}
+    settings = replace(base, **ignored, **keywords) if keywords or ignored else base
     unset = {name: value for name, value in defaults.items() if getattr(settings, name) is None}
     return replace(settings, **unset) if unset else settings
 

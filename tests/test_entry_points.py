@@ -36,6 +36,7 @@ import steerlens
 from steerlens import SteeringVector, logit_diff, prob_mass
 from steerlens.conditional import Condition, FittedCondition
 from steerlens.evaluation import Calibration
+from steerlens.settings import Settings, SettingsKeywords
 
 PROMPT_PARAMETERS = {
     "prompts",
@@ -300,10 +301,17 @@ def test_every_entry_point_has_a_case():
 
 @pytest.mark.parametrize("name", sorted(ENTRY_POINTS))
 def test_every_entry_point_takes_the_shared_parameters(name):
+    """Named (steering-vectors' positional ones), or as settings: ``**settings: Unpack[SettingsKeywords]``."""
     params = inspect.signature(ENTRY_POINTS[name]).parameters
-    missing = [p for p in SHARED_PARAMETERS if p not in params]
-    assert not missing, f"{name} lacks {missing}"
-    assert params["prepend_bos"].default is None
+    keywords = [p for p in params.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if keywords:
+        assert str(keywords[0].annotation) in ("Unpack[SettingsKeywords]", "Unpack[CalibrationKeywords]"), name
+        assert set(SHARED_PARAMETERS) <= set(SettingsKeywords.__annotations__)
+        assert Settings().prepend_bos is None
+    else:
+        missing = [p for p in SHARED_PARAMETERS if p not in params]
+        assert not missing, f"{name} lacks {missing}"
+        assert params["prepend_bos"].default is None
 
 
 # -- the same cases for every entry point -----------------------------------------------------

@@ -130,8 +130,7 @@ def layer_report(
         >>> report = layer_report(model, vec, held_out_pairs, tokenizer=tok, prompts=prompts, metric=share)
         >>> report[["layer", "rank", "effect", "kl", "degenerate", "auc"]], report.attrs["rank_by"]
     """
-    # A shared settings= may carry an operator: this verb steers by addition, so it is dropped, not applied.
-    run = open_run(model, settings, "layer_report", _USES, batch_size=32).with_settings(operator=None)
+    run = open_run(model, settings, "layer_report", _USES, batch_size=32)
     if (prompts is None) != (metric is None):
         missing = "metric" if metric is None else "prompts"
         raise InvalidArgumentError(

@@ -112,8 +112,7 @@ def steerability(
         >>> df = steerability(model, vec, items, None, [-1, -0.5, 0, 0.5, 1], tokenizer=tok, steer_from="answer")
         >>> df.attrs["summary"], plot_steerability(df)
     """
-    # A shared settings= may carry an operator: this verb steers by addition, so it is dropped, not applied.
-    run = open_run(model, settings, "steerability", _USES, batch_size=32).with_settings(operator=None)
+    run = open_run(model, settings, "steerability", _USES, batch_size=32)
     run.backend.check_tokenizer()
     mults = check_multipliers(multipliers)
     if len(set(mults)) < 2:
