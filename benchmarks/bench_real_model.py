@@ -117,7 +117,7 @@ def main() -> None:
         "(target <= 2)"
     )
 
-    tl = steerlens.load_model("smollm2-135m-instruct")
+    tl = steerlens.load_model("smollm2-135m-instruct", fast_generation=True)
     one = vec.select_layers([layers[len(layers) // 2]])
     ids = tok(chats[0], return_tensors="pt").input_ids
 

@@ -29,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
 def _load(source: str) -> Any:
     from steerlens.adapter import load_model
 
-    return load_model(source)
+    # A command-line process never pickles or inspects the model: generation takes the faster path.
+    return load_model(source, fast_generation=True)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
