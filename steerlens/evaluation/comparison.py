@@ -24,36 +24,34 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Literal, Mapping, Sequence, Union
+from functools import partial
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, Union
 
 import pandas as pd
 import torch
 from torch import Tensor
+from typing_extensions import Unpack
 
-from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError, TargetTokenError
 from steerlens.evaluation.metrics import (
+    BoundMetric,
+    CellReading,
     TokenGroup,
     argmax_changed,
     damage_warning,
     degenerate,
     group_logprob,
     kl_divergence,
+    prob_mass,
+    prob_share,
     token_ids,
 )
-from steerlens.evaluation.sweep import LogitsCell, iter_steered_logits
-from steerlens.hooks import Operator
+from steerlens.evaluation.sweep import LogitsCell, steered_cells
 from steerlens.samples.chat import answer_letter, caa_record
-from steerlens.tokens import (
-    PaddingSide,
-    PromptInput,
-    Prompts,
-    check_prompt_inputs,
-    single_target_id,
-)
+from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.tokens import PromptInput, Prompts, check_prompt_inputs, single_target_id
 from steerlens.tokens.policy import describe
-from steerlens.tokens.starts import SteerFrom
 from steerlens.vector import Layers, SteeringVector
 
 Targets = Union[Sequence[Union[str, int]], Mapping[str, TokenGroup], None]
@@ -92,21 +90,43 @@ def _top_k(tokenizer: Any, probs: Tensor, k: int) -> list[tuple[str, float]]:
     return [(token_str(tokenizer, i), float(p)) for i, p in zip(ids.tolist(), values.tolist())]
 
 
-def _ordered(rows: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
-    """Rows sorted by their (prompt, layer, multiplier) position keys."""
+RowsOf = Callable[[LogitsCell, CellReading], list[dict[str, Any]]]
+"""A verb's rows for one cell (one per prompt of the cell, in ``cell.indices`` order), given its reading."""
+
+
+def _open(model: Any, settings: SettingsKeywords, verb: str) -> Run:
+    """A door's run (steering settings, 32 sequences per pass by default) with a tokenizer to read tokens by."""
+    run = open_run(model, settings, verb, STEERING, batch_size=32)
+    run.backend.check_tokenizer()
+    return run
+
+
+def _cell_table(
+    run: Run,
+    vector: SteeringVector,
+    prompts: list[Any],
+    layers: Layers,
+    multipliers: list[float],
+    *,
+    reader: BoundMetric,
+    rows_of: RowsOf,
+) -> pd.DataFrame:
+    """Every cell of the sweep read once by ``reader``, turned into rows by ``rows_of``, in prompt × layer ×
+    multiplier order (layers and multipliers as the caller gave them)."""
+    rows: dict[tuple[int, int, int], dict[str, Any]] = {}
+    layer_pos: dict[Any, int] = {}
+    for cell in steered_cells(run, vector, prompts, layers, multipliers):
+        lp = layer_pos.setdefault(cell.layer, len(layer_pos))
+        mp = multipliers.index(cell.multiplier)
+        reading = reader.read(cell.steered, cell.unsteered, cell.indices)
+        for index, row in zip(cell.indices, rows_of(cell, reading)):
+            rows[(index, lp, mp)] = row
     return pd.DataFrame([rows[key] for key in sorted(rows)])
 
 
-def _cells(
-    model: Any, vector: SteeringVector, prompts: list[Any], layers: Any, multipliers: list[float], **kwargs: Any
-) -> Iterator[tuple[tuple[int, int, int], LogitsCell, int, int]]:
-    """Yield ``(key, cell, row_in_cell, prompt_index)`` with a sort key in the caller's order."""
-    layer_pos: dict[int, int] = {}
-    for cell in iter_steered_logits(model, vector, prompts, layers, multipliers, **kwargs):
-        lp = layer_pos.setdefault(cell.layer, len(layer_pos))
-        mp = multipliers.index(cell.multiplier)
-        for row, index in enumerate(cell.indices):
-            yield (index, lp, mp), cell, row, index
+def _per_prompt(name: str, metrics: list[Any]) -> BoundMetric:
+    """A reader whose metric differs by prompt (token ids already bound, one :class:`TokenMetric` per prompt)."""
+    return BoundMetric(name, metrics[0], metrics)
 
 
 def compare_logits(
@@ -117,14 +137,7 @@ def compare_logits(
     layers: Layers = None,
     target_tokens: Targets = None,
     top_k: int = 5,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    operator: Operator | None = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
-    steer_from: SteerFrom = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """Steered vs unsteered next-token distribution: one row per prompt × layer × multiplier.
 
@@ -139,8 +152,7 @@ def compare_logits(
     (:data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION`): the targets' log-odds
     there describe a model that no longer says any of them. One warning counts the
     degenerate rows (and says when the targets hold under 1% of the probability even
-    unsteered). ``show_progress`` (default None): a bar of cells with the time left,
-    shown once the call has run a few seconds.
+    unsteered).
 
     ``target_tokens`` is a list of token strings or ids (a target is named by its
     string, an id by its decoded text, see :func:`token_str`) or a dict ``name -> token or list of tokens``;
@@ -149,11 +161,16 @@ def compare_logits(
     tokens there raises :class:`~steerlens.errors.TargetTokenError` (score such
     strings with :func:`~steerlens.evaluation.continuation.continuation_logprob`).
     ``layers=None`` takes each layer of ``vector`` separately; ``"joint"`` or groups
-    (``[[2, 3], 4]``) steer layers together, labelled ``"2+3"``. Prompts are strings
-    (chat templates too) or token ids, encoded with ``prepend_bos`` (None: the
-    model's default; see :class:`~steerlens.tokens.TokenPolicy`). ``steer_from``: where
-    steering starts in each prompt (``"answer"``: from the assistant's turn, as in CAA;
-    see :mod:`steerlens.tokens.starts`).
+    (``[[2, 3], 4]``) steer layers together, labelled ``"2+3"``.
+
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``padding_side``, ``prepend_bos``, ``steer_from``,
+    ``operator``, ``show_progress``) or ``settings=``, see :mod:`steerlens.settings`.
+    Prompts are strings (chat templates too) or token ids, encoded with ``prepend_bos``
+    (None: the model's default; see :class:`~steerlens.tokens.TokenPolicy`);
+    ``steer_from``: where steering starts in each prompt (``"answer"``: from the
+    assistant's turn, as in CAA; see :mod:`steerlens.tokens.starts`); ``show_progress``
+    (default None): a bar of cells with the time left, shown once the call has run a few seconds.
 
     Example:
         >>> df = compare_logits(model, vec, ["I think the film was"], multipliers=[-4, 4],
@@ -162,30 +179,31 @@ def compare_logits(
     """
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise InvalidArgumentError(f"top_k must be a positive int, got {top_k!r}.")
-    backend = backend_for(model, tokenizer)
-    backend.check_tokenizer()
-    tok = backend.tokenizer
+    run = _open(model, settings, "compare_logits")
+    tok = run.backend.tokenizer
     prompt_list, mults = check_prompt_inputs(prompts), check_multipliers(multipliers)
     targets = _target_ids(tok, target_tokens, prompt_list)
-    rows: dict[tuple, dict[str, Any]] = {}
-    for key, cell, row, index in _cells(
-        backend,
-        vector,
-        prompt_list,
-        layers,
-        mults,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        operator=operator,
-        show_progress=show_progress,
-        prepend_bos=prepend_bos,
-        steer_from=steer_from,
-    ):
-        rows[key] = _comparison_row(tok, cell, row, prompt_list[index], index, targets[index], top_k)
-    frame = _ordered(rows)
-    if targets and targets[0]:
+    named = bool(targets and targets[0])
+    reader = _targets_reader(targets) if named else _KL
+    rows_of = _Comparison(tok, prompt_list, targets, top_k).rows
+    frame = _cell_table(run, vector, prompt_list, layers, mults, reader=reader, rows_of=rows_of)
+    if named:
         frame["degenerate"] = _flag_and_warn(frame, "target_mass", "target_mass_unsteered", "the target tokens")
     return frame
+
+
+_KL = BoundMetric("kl", kl_divergence, None)
+"""The reader of a cell without named tokens: its KL (and no mass)."""
+
+
+def _targets_reader(targets: list[dict[str, list[int]]]) -> BoundMetric:
+    """The reader of a cell with targets: its KL, and all targets together (each token once) as one mass.
+
+    :func:`compare_logits` writes the reading's damage (``kl``, ``target_mass``); its effects are
+    per target (log-probabilities), so the reading's ``effect`` (that mass again) is not a column.
+    """
+    every = [list(dict.fromkeys(i for ids in by_name.values() for i in ids)) for by_name in targets]
+    return _per_prompt("target_mass", [prob_mass(ids) for ids in every])
 
 
 def _flag_and_warn(frame: pd.DataFrame, steered: str, unsteered: str, tokens: str) -> Any:
@@ -197,32 +215,43 @@ def _flag_and_warn(frame: pd.DataFrame, steered: str, unsteered: str, tokens: st
     return flags
 
 
-def _comparison_row(
-    tok: Any, cell: LogitsCell, row: int, prompt: Any, index: int, targets: dict[str, list[int]], top_k: int
-) -> dict[str, Any]:
-    after, before = cell.steered[row : row + 1], cell.unsteered[row : row + 1]
-    lp_after, lp_before = torch.log_softmax(after, -1), torch.log_softmax(before, -1)
-    k = min(top_k, after.shape[-1])
-    out: dict[str, Any] = {
-        "prompt_index": index,
-        "prompt": prompt,
-        "layer": cell.layer,
-        "multiplier": cell.multiplier,
-        "kl": float(kl_divergence(after, before)[0]),
-        "argmax_changed": bool(argmax_changed(after, before)[0]),
-        "top_k_before": _top_k(tok, lp_before[0].exp(), k),
-        "top_k_after": _top_k(tok, lp_after[0].exp(), k),
-    }
-    for name, ids in targets.items():
-        b, a = float(group_logprob(lp_before, ids)[0]), float(group_logprob(lp_after, ids)[0])
-        out[f"logprob_before[{name}]"] = b
-        out[f"logprob_after[{name}]"] = a
-        out[f"delta_logprob[{name}]"] = a - b
-    if targets:
-        every = list(dict.fromkeys(i for ids in targets.values() for i in ids))
-        out["target_mass"] = float(lp_after[0, every].exp().sum())
-        out["target_mass_unsteered"] = float(lp_before[0, every].exp().sum())
-    return out
+@dataclass(frozen=True)
+class _Comparison:
+    """What :func:`compare_logits` writes beside a cell's reading: prompts, per-prompt target ids, top-k."""
+
+    tokenizer: Any
+    prompts: list[Any]
+    targets: list[dict[str, list[int]]]
+    top_k: int
+
+    def rows(self, cell: LogitsCell, reading: CellReading) -> list[dict[str, Any]]:
+        """One row per prompt of ``cell``: KL, argmax change, top-k before and after, targets' log-probs, mass."""
+        lp_after, lp_before = torch.log_softmax(cell.steered, -1), torch.log_softmax(cell.unsteered, -1)
+        changed = argmax_changed(cell.steered, cell.unsteered)
+        k = min(self.top_k, cell.steered.shape[-1])
+        out = []
+        for row, index in enumerate(cell.indices):
+            after, before = lp_after[row : row + 1], lp_before[row : row + 1]
+            values: dict[str, Any] = {
+                "prompt_index": index,
+                "prompt": self.prompts[index],
+                "layer": cell.layer,
+                "multiplier": cell.multiplier,
+                "kl": float(reading.kl[row]),
+                "argmax_changed": bool(changed[row]),
+                "top_k_before": _top_k(self.tokenizer, before[0].exp(), k),
+                "top_k_after": _top_k(self.tokenizer, after[0].exp(), k),
+            }
+            for name, ids in self.targets[index].items():
+                b, a = float(group_logprob(before, ids)[0]), float(group_logprob(after, ids)[0])
+                values[f"logprob_before[{name}]"] = b
+                values[f"logprob_after[{name}]"] = a
+                values[f"delta_logprob[{name}]"] = a - b
+            if reading.mass is not None:
+                values["target_mass"] = float(reading.mass[row])
+                values["target_mass_unsteered"] = float(reading.mass_unsteered[row])  # type: ignore[index]
+            out.append(values)
+        return out
 
 
 # -- A/B behaviour items ------------------------------------------------------------
@@ -301,13 +330,7 @@ def ab_behavior_probability(
     layers: Layers = None,
     *,
     letters: tuple[str | int, str | int] = ("A", "B"),
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    operator: Operator | None = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
-    steer_from: SteerFrom = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """Normalised probability of the behaviour-matching answer letter, steered and unsteered.
 
@@ -319,16 +342,21 @@ def ab_behavior_probability(
     (:data:`~steerlens.evaluation.metrics.DEGENERATE_FRACTION`): steering has moved the
     model off the letters, and ``p_matching_steered`` is a ratio of two vanishing
     probabilities. One warning counts the degenerate rows (and says when the letters
-    hold under 1% of the probability even unsteered). ``show_progress`` (default
-    None): a bar of cells with the time left, shown once the call has run a few seconds. ``letters`` are the two letters
+    hold under 1% of the probability even unsteered). ``letters`` are the two letters
     (strings or token ids); each string is the token that really follows the item's
     prompt (on a SentencePiece tokenizer ``A`` after ``"("``, not ``▁A``), and a
     :class:`~steerlens.errors.TargetTokenError` names any letter that is not one
     token there. Items are :class:`ABItem`, CAA records (dicts) or ``(prompt,
-    letter)`` pairs; prompts may be chat-template strings or token ids, encoded with
-    ``prepend_bos`` (None: the model's default). ``layers`` as in :func:`compare_logits` (groups too).
+    letter)`` pairs; prompts may be chat-template strings or token ids. ``layers`` as
+    in :func:`compare_logits` (groups too).
+
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``padding_side``, ``prepend_bos``, ``steer_from``,
+    ``operator``, ``show_progress``) or ``settings=``, see :mod:`steerlens.settings`.
+    Prompts are encoded with ``prepend_bos`` (None: the model's default);
     ``steer_from="answer"`` steers from the assistant's turn on, as CAA does (default:
-    every position; see :mod:`steerlens.tokens.starts`).
+    every position; see :mod:`steerlens.tokens.starts`); ``show_progress`` (default
+    None): a bar of cells with the time left, shown once the call has run a few seconds.
 
     Columns: ``item_index, prompt, matching, layer, multiplier, p_matching_unsteered,
     p_matching_steered, ab_mass_unsteered, ab_mass_steered, kl, degenerate``.
@@ -338,45 +366,37 @@ def ab_behavior_probability(
         >>> df.groupby(["layer", "multiplier"]).p_matching_steered.mean()
     """
     item_list = as_ab_items(items)
-    backend = backend_for(model, tokenizer)
-    backend.check_tokenizer()
-    tok = backend.tokenizer
+    run = _open(model, settings, "ab_behavior_probability")
     prompts = [item.prompt for item in item_list]
-    letter_ids = [letter_pair(tok, prompt, letters) for prompt in prompts]
+    letter_ids = [letter_pair(run.backend.tokenizer, prompt, letters) for prompt in prompts]
     mults = check_multipliers(multipliers)
-    rows: dict[tuple, dict[str, Any]] = {}
-    for key, cell, row, index in _cells(
-        backend,
-        vector,
-        prompts,
-        layers,
-        mults,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        operator=operator,
-        show_progress=show_progress,
-        prepend_bos=prepend_bos,
-        steer_from=steer_from,
-    ):
-        item = item_list[index]
-        choice = 0 if item.matching == "A" else 1
-        p_un, mass_un = letter_probability(cell.unsteered[row], letter_ids[index], choice)
-        p_st, mass_st = letter_probability(cell.steered[row], letter_ids[index], choice)
-        rows[key] = {
-            "item_index": index,
-            "prompt": item.prompt,
-            "matching": item.matching,
-            "layer": cell.layer,
-            "multiplier": cell.multiplier,
-            "p_matching_unsteered": p_un,
-            "p_matching_steered": p_st,
-            "ab_mass_unsteered": mass_un,
-            "ab_mass_steered": mass_st,
-            "kl": float(kl_divergence(cell.steered[row : row + 1], cell.unsteered[row : row + 1])[0]),
-        }
-    frame = _ordered(rows)
+    # p_matching is the share of the matching letter in the two letters' mass: prob_share(matching, other).
+    shares = [prob_share(*(ids if item.matching == "A" else ids[::-1])) for item, ids in zip(item_list, letter_ids)]
+    reader = _per_prompt("p_matching", shares)
+    rows_of = partial(_ab_rows, item_list, reader)
+    frame = _cell_table(run, vector, prompts, layers, mults, reader=reader, rows_of=rows_of)
     frame["degenerate"] = _flag_and_warn(frame, "ab_mass_steered", "ab_mass_unsteered", "the answer letters")
     return frame
+
+
+def _ab_rows(items: list[ABItem], reader: BoundMetric, cell: LogitsCell, reading: CellReading) -> list[dict[str, Any]]:
+    """One row per item of ``cell``: the matching letter's share and the letters' mass, unsteered and steered."""
+    unsteered = reader.values(cell.unsteered, cell.unsteered, cell.indices)
+    return [
+        {
+            "item_index": index,
+            "prompt": items[index].prompt,
+            "matching": items[index].matching,
+            "layer": cell.layer,
+            "multiplier": cell.multiplier,
+            "p_matching_unsteered": float(unsteered[row]),
+            "p_matching_steered": float(reading.effect[row]),
+            "ab_mass_unsteered": float(reading.mass_unsteered[row]),  # type: ignore[index]
+            "ab_mass_steered": float(reading.mass[row]),  # type: ignore[index]
+            "kl": float(reading.kl[row]),
+        }
+        for row, index in enumerate(cell.indices)
+    ]
 
 
 def letter_pair(tokenizer: Any, prompt: PromptInput, letters: tuple[str | int, str | int]) -> list[int]:

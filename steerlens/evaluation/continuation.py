@@ -7,7 +7,7 @@ completion encoded in the context of its prompt (the ids that really follow it, 
 :mod:`steerlens.tokens.targets`).
 
 Each completion token is scored as the next token of its prefix, and every prefix of
-every item goes through one batched sweep (:func:`~steerlens.evaluation.sweep.iter_steered_logits`),
+every item goes through one batched sweep (:func:`~steerlens.evaluation.sweep.steered_cells`),
 so layers, groups of layers (``"joint"``), operators, padding and both model kinds
 work as they do in sweeps. In a causal model the logits at a position depend only
 on the positions before it, so this equals scoring the full sequence in one pass
@@ -23,18 +23,21 @@ from typing import Any, Iterable, Sequence, Union
 
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
-from steerlens.backends import backend_for
 from steerlens.checks import check_multipliers, token_id_list
 from steerlens.errors import InvalidArgumentError
 from steerlens.evaluation.metrics import kl_divergence
-from steerlens.evaluation.sweep import iter_steered_logits
-from steerlens.hooks import Operator
-from steerlens.tokens import PaddingSide, PromptInput, Prompts, as_token_ids, ids_in_context, prepare_prompts
+from steerlens.evaluation.sweep import steered_cells
+from steerlens.settings import READING, SettingsKeywords, open_run
+from steerlens.tokens import PromptInput, Prompts, as_token_ids, ids_in_context
 from steerlens.vector import Layers, SteeringVector
 
 Completions = Union[PromptInput, Sequence[PromptInput]]
 """One completion for every prompt, or one per prompt; strings or token ids."""
+
+_USES: frozenset[str] = READING | {"operator"}
+"""The settings :func:`continuation_logprob` reads: steering at every position, so no ``steer_from``."""
 
 
 def continuation_logprob(
@@ -44,22 +47,22 @@ def continuation_logprob(
     completions: Completions,
     multipliers: float | Iterable[float] = (1.0,),
     layers: Layers = None,
-    *,
-    tokenizer: Any = None,
-    batch_size: int = 32,
-    padding_side: PaddingSide | None = None,
-    operator: Operator | None = None,
-    show_progress: bool | None = None,
-    prepend_bos: bool | None = None,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """``log P(completion | prompt)`` of each prompt × layer (or group) × multiplier, steered and unsteered.
 
     ``completions`` is one string for every prompt or one per prompt (strings or
-    token ids, ids used as they are). Prompts are strings (chat templates too) or ids,
-    encoded with ``prepend_bos`` (None: the model's default; see
-    :class:`~steerlens.tokens.TokenPolicy`). ``layers`` as in
+    token ids, ids used as they are). ``layers`` as in
     :func:`~steerlens.evaluation.sweep.sweep_layers`: each layer alone, ``"joint"``,
     or groups like ``[[2, 3], 4]``.
+
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``padding_side``, ``prepend_bos``, ``operator``,
+    ``show_progress``) or ``settings=``, see :mod:`steerlens.settings`. Prompts are
+    strings (chat templates too) or ids, encoded with ``prepend_bos`` (None: the model's
+    default; see :class:`~steerlens.tokens.TokenPolicy`). Steering is at every position
+    (a shared value's ``steer_from`` is not used). ``show_progress`` (default None): a bar
+    of cells with the time left, shown once the call has run a few seconds.
 
     Columns: ``prompt_index, prompt, completion, n_tokens, layer, multiplier,
     logprob_unsteered, logprob_steered, delta_logprob`` (natural log, summed over the
@@ -67,19 +70,18 @@ def continuation_logprob(
     damage beside the effect, the mean over the completion's positions of
     KL(steered ‖ unsteered) of the next-token distribution (nats; the same logits, no
     extra pass). A large ``delta_logprob`` with a large ``kl`` is a model pushed off
-    everything, not towards the completion. ``show_progress`` (default None): a bar
-    of cells with the time left, shown once the call has run a few seconds.
+    everything, not towards the completion.
 
     Example:
         >>> df = continuation_logprob(model, vec, ["The film was"], " great fun", multipliers=[-2, 2])
         >>> df[["multiplier", "logprob_unsteered", "logprob_steered", "delta_logprob"]]
     """
-    backend = backend_for(model, tokenizer)
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos, padding_side=padding_side)
+    run = open_run(model, settings, "continuation_logprob", _USES, batch_size=32)
+    prepared = run.prepare(prompts)
     prompt_list = prepared.prompts
     completion_list = _completions(completions, len(prompt_list))
     mults = check_multipliers(multipliers)
-    tok = backend.tokenizer
+    tok = run.backend.tokenizer
     targets = [
         ids if (ids := as_token_ids(c)) is not None else ids_in_context(tok, p, c)  # type: ignore[arg-type]
         for p, c in zip(prompt_list, completion_list)
@@ -98,17 +100,9 @@ def continuation_logprob(
 
     sums: dict[tuple[int, Any, float], list[float]] = {}  # (unsteered, steered, summed KL)
     order: dict[Any, int] = {}
-    for cell in iter_steered_logits(
-        backend,
-        vector,
-        prefix_list,
-        layers,
-        mults,
-        batch_size=batch_size,
-        padding_side=padding_side,
-        operator=operator,
-        show_progress=show_progress,
-    ):
+    # The prefixes are ids the run's policy has encoded already (prepend_bos has done its work).
+    prefix_run = run.with_settings(prepend_bos=None, steer_from=None)
+    for cell in steered_cells(prefix_run, vector, prefix_list, layers, mults):
         order.setdefault(cell.layer, len(order))
         steered = torch.log_softmax(cell.steered.float(), -1)
         unsteered = torch.log_softmax(cell.unsteered.float(), -1)

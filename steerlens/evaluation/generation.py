@@ -49,22 +49,20 @@ from typing import Any, Iterable
 
 import pandas as pd
 import torch
+from typing_extensions import Unpack
 
-from steerlens.backends import Backend, backend_for
-from steerlens.checks import check_batch_size, check_multipliers
+from steerlens.backends import backend_for
+from steerlens.checks import check_multipliers
 from steerlens.errors import InvalidArgumentError, TargetTokenError
 from steerlens.evaluation.metrics import MetricFn
-from steerlens.evaluation.sweep import group_labels, iter_steered_logits, sweep_layers
-from steerlens.hooks import Operator, make_spec
-from steerlens.tokens import (
-    PromptInput,
-    Prompts,
-    check_prepend_bos,
-    ids_in_context,
-    prepare_prompts,
-    text_ids,
-)
+from steerlens.evaluation.sweep import group_labels, layer_sweep, steered_cells
+from steerlens.hooks import make_spec
+from steerlens.settings import Run, Settings, SettingsKeywords, open_run
+from steerlens.tokens import PreparedPrompts, PromptInput, Prompts, check_prepend_bos, ids_in_context, text_ids
 from steerlens.vector import Layers, SteeringVector, vector_groups
+
+_USES: frozenset[str] = frozenset({"tokenizer", "batch_size", "prepend_bos", "operator"})
+"""The settings :func:`generate_grid` reads (generation steers every position and pads nothing)."""
 
 
 def generate_text(
@@ -128,13 +126,10 @@ def generate_grid(
     multipliers: float | Iterable[float] = (1.0,),
     *,
     max_new_tokens: int = 20,
-    tokenizer: Any = None,
     metric: str | MetricFn | None = None,
     seed: int | None = None,
-    operator: Operator | None = None,
-    batch_size: int = 32,
-    prepend_bos: bool | None = None,
     fluency: bool = True,
+    **settings: Unpack[SettingsKeywords],
 ) -> pd.DataFrame:
     """Steered generations for every prompt × layer (or group) × multiplier, with their fluency, in one call.
 
@@ -168,6 +163,12 @@ def generate_grid(
     returns it: the new tokens decoded with ``skip_special_tokens=True``, ending before
     the end-of-turn token, prompt never included (chat prompts need no slicing).
 
+    ``settings``: :class:`~steerlens.settings.Settings` fields by name (``tokenizer``,
+    ``batch_size`` (default 32), ``prepend_bos``, ``operator``) or ``settings=``, see
+    :mod:`steerlens.settings`. Prompts are encoded with ``prepend_bos`` (None: the model's
+    default); a shared value's other fields (``padding_side``, ``steer_from``,
+    ``show_progress``, ``distributed``) are not used.
+
     Returns one row per prompt × layer × multiplier (in that order, layers and
     multipliers as given) with columns ``prompt_index, prompt, layer, multiplier,
     text, n_tokens, nll, unsteered_text, unsteered_nll`` and the metric's; the
@@ -177,14 +178,15 @@ def generate_grid(
         >>> df = generate_grid(model, vec, ["I think the film"], layers=[4, 6], multipliers=[-2, 2], metric="kl")
         >>> df[["layer", "multiplier", "text", "nll", "unsteered_nll", "kl"]]
     """
-    backend = backend_for(model, tokenizer)
-    check_prepend_bos(prepend_bos)
-    check_batch_size(batch_size)
+    run = open_run(model, settings, "generate_grid", _USES, batch_size=32)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise InvalidArgumentError(
             f"max_new_tokens must be a whole number of at least 1, got {max_new_tokens!r}; pass e.g. max_new_tokens=20."
         )
-    prepared = prepare_prompts(backend, prompts, prepend_bos=prepend_bos)
+    backend, operator, prepend_bos = run.backend, run.settings.operator, run.settings.prepend_bos
+    # Only the fields this verb takes reach the steps below (a shared settings= value may carry others).
+    run = Run(backend, Settings(batch_size=run.batch_size, prepend_bos=prepend_bos, operator=operator))
+    prepared = run.prepare(prompts)
     prompt_list = prepared.prompts
     mults = check_multipliers(multipliers)
     groups, vectors = vector_groups(vector, layers, backend.n_layers)
@@ -218,7 +220,7 @@ def generate_grid(
     columns = ["prompt_index", "prompt", "layer", "multiplier", "text", "unsteered_text"]
     if fluency:
         pairs = {(row["prompt_index"], t) for row in rows for t in (row["text"], row["unsteered_text"])}
-        scores = _fluency(backend, vector, groups[0][0], prepared.encoded, prompt_list, sorted(pairs), batch_size)
+        scores = _fluency(run, vector, groups[0][0], prepared, sorted(pairs))
         for row in rows:
             row["n_tokens"], row["nll"] = scores[(row["prompt_index"], row["text"])]
             row["unsteered_nll"] = scores[(row["prompt_index"], row["unsteered_text"])][1]
@@ -226,18 +228,7 @@ def generate_grid(
     frame = pd.DataFrame(rows, columns=columns)
     name = None
     if metric is not None:
-        swept = sweep_layers(
-            backend,
-            vector,
-            prompt_list,
-            layers,
-            mults,
-            metric,
-            batch_size,
-            operator=operator,
-            per_prompt=True,
-            prepend_bos=prepend_bos,
-        )
+        swept = layer_sweep(run, vector, prompt_list, layers, mults, metric, per_prompt=True)
         name = swept.attrs["metric"]
         frame = frame.merge(swept.drop(columns="prompt"), on=["layer", "multiplier", "prompt_index"], how="left")
     frame.attrs["metric"] = name
@@ -245,42 +236,35 @@ def generate_grid(
 
 
 def _fluency(
-    backend: Backend,
-    vector: SteeringVector,
-    layer: int,
-    encoded: list[list[int]],
-    prompts: list[PromptInput],
-    texts: list[tuple[int, str]],
-    batch_size: int,
+    run: Run, vector: SteeringVector, layer: int, prepared: PreparedPrompts, texts: list[tuple[int, str]]
 ) -> dict[tuple[int, str], tuple[int, float]]:
     """``(prompt index, text) -> (n_tokens, mean NLL per token)`` under the unsteered model.
 
     Every prefix ``prompt + text[:t]`` is one row of a sweep at multiplier 0 (whose
     ``unsteered`` logits are the clean model's next-token logits), so the model kinds,
-    padding and batching are the sweep's.
+    padding and batching are the sweep's; only the run's batch size is used (the prefixes
+    are ids encoded already, the clean pass has no operator, and it shows no bar).
     """
-    tok = backend.tokenizer
+    tok = run.backend.tokenizer
     targets: dict[tuple[int, str], list[int]] = {}
     for index, text in texts:
         if not text:
             targets[(index, text)] = []
             continue
         try:
-            targets[(index, text)] = ids_in_context(tok, prompts[index], text)
+            targets[(index, text)] = ids_in_context(tok, prepared.prompts[index], text)
         except TargetTokenError:
             targets[(index, text)] = text_ids(tok, text)
     prefixes: dict[tuple[int, ...], int] = {}
     wanted: dict[int, list[tuple[tuple[int, str], int]]] = {}
     for key, target in targets.items():
         for t, token in enumerate(target):
-            row = prefixes.setdefault(tuple(encoded[key[0]] + target[:t]), len(prefixes))
+            row = prefixes.setdefault(tuple(prepared.encoded[key[0]] + target[:t]), len(prefixes))
             wanted.setdefault(row, []).append((key, token))
     sums = {key: 0.0 for key in targets}
     if prefixes:
-        cells = iter_steered_logits(
-            backend, vector, [list(p) for p in prefixes], [layer], [0.0], batch_size=batch_size, show_progress=False
-        )
-        for cell in cells:
+        clean = Run(run.backend, Settings(batch_size=run.batch_size, show_progress=False))
+        for cell in steered_cells(clean, vector, [list(p) for p in prefixes], [layer], [0.0]):
             logprobs = torch.log_softmax(cell.unsteered.float(), -1)
             for r, row in enumerate(cell.indices):
                 for key, token in wanted[row]:

@@ -216,3 +216,48 @@ def test_every_verb_shows_progress_by_default_once_it_runs_long(model, monkeypat
     continuation_logprob(model, vec, PROMPTS[:1], " it")
     compare_logits(model, vec, PROMPTS[:1], show_progress=False)
     assert seen == [None, None, None, False]
+
+
+def test_settings_value_equals_its_fields_by_name_and_an_unused_setting_is_refused(model):
+    """settings=Settings(...) is the same call as its fields spelled out (and not the default call: prepend_bos
+    changes the tokens); a setting the verb does not take is an error, not silently ignored."""
+    import pandas as pd
+
+    from steerlens.errors import UnknownKeywordError
+    from steerlens.settings import Settings
+
+    vec = random_vector(model, [1, 2])
+    kwargs = {"multipliers": [2.0, -1.0], "target_tokens": {"t": [40, 41]}}
+    by_value = compare_logits(model, vec, PROMPTS, settings=Settings(batch_size=2, prepend_bos=False), **kwargs)
+    by_name = compare_logits(model, vec, PROMPTS, batch_size=2, prepend_bos=False, **kwargs)
+    pd.testing.assert_frame_equal(by_value, by_name)
+    default = compare_logits(model, vec, PROMPTS, **kwargs)
+    assert not by_value.kl.equals(default.kl)
+    with pytest.raises(UnknownKeywordError, match="distributed"):
+        compare_logits(model, vec, PROMPTS, distributed=True)
+    with pytest.raises(UnknownKeywordError, match="distributed"):
+        ab_behavior_probability(model, vec, [("Pick one: (", "A")], distributed=True)
+
+
+def test_token_masses_and_shares_are_the_sweeps_to_the_bit(model):
+    """compare_logits' target_mass and ab_behavior_probability's p_matching / ab_mass are read as sweep_layers
+    reads prob_mass and prob_share (one computation, metrics.BoundMetric), so equal tokens give equal values."""
+    from steerlens import prob_mass, prob_share, sweep_layers
+
+    vec, mults = random_vector(model, [2, 0]), [2.0, -1.5]
+    frame = compare_logits(model, vec, PROMPTS, mults, target_tokens={"g": [40, 41, 42], "s": 50})
+    swept = sweep_layers(model, vec, PROMPTS, multipliers=mults, metric=prob_mass([40, 41, 42, 50]), per_prompt=True)
+    both = frame.merge(swept, on=["layer", "multiplier", "prompt_index"])
+    assert len(both) == len(frame) == 12
+    assert (both.target_mass_x == both.target_mass_y).all()
+    assert (both.target_mass_unsteered_x == both.target_mass_unsteered_y).all()
+    items = [(prompt + " (", letter) for prompt, letter in zip(PROMPTS, "ABA")]
+    ab = ab_behavior_probability(model, vec, items, mults, letters=(40, 41))
+    for letter, share in (("A", prob_share(40, 41)), ("B", prob_share(41, 40))):  # the same batches as ab's
+        swept = sweep_layers(model, vec, [p for p, _ in items], multipliers=mults, metric=share, per_prompt=True)
+        both = ab[ab.matching == letter].merge(
+            swept, left_on=["item_index", "layer", "multiplier"], right_on=["prompt_index", "layer", "multiplier"]
+        )
+        assert len(both) == 4 * (2 if letter == "A" else 1)
+        assert (both.p_matching_steered == both.prob_share).all()
+        assert (both.ab_mass_steered == both.target_mass).all()

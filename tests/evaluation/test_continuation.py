@@ -117,3 +117,26 @@ def test_bad_completions_are_clear(model, capsys):
 
 def metaspace_llama():
     return llama_model(metaspace_tokenizer(), n_layers=1)
+
+
+def test_settings_value_equals_its_fields_by_name_and_steers_every_position(model):
+    """settings=Settings(...) is the same call as its fields by name (and not the default call); a shared value's
+    steer_from is not used (the verb steers every position: the same frame as without it), and naming it is an
+    error."""
+    import pandas as pd
+
+    from steerlens.errors import UnknownKeywordError
+    from steerlens.settings import Settings
+
+    vec, prompts, completions = vector([1, 2]), ["I love", "The food was so"], [" it so", " good"]
+    fields = {"batch_size": 2, "padding_side": "left", "prepend_bos": False}
+    by_value = continuation_logprob(model, vec, prompts, completions, [-1.0, 2.0], settings=Settings(**fields))
+    by_name = continuation_logprob(model, vec, prompts, completions, [-1.0, 2.0], **fields)
+    pd.testing.assert_frame_equal(by_value, by_name)
+    assert not by_value.logprob_steered.equals(continuation_logprob(model, vec, prompts, completions, [-1.0, 2.0]))
+    shared = Settings(**fields, steer_from="last")
+    pd.testing.assert_frame_equal(
+        continuation_logprob(model, vec, prompts, completions, [-1.0, 2.0], settings=shared), by_name
+    )
+    with pytest.raises(UnknownKeywordError, match="steer_from"):
+        continuation_logprob(model, vec, prompts, completions, steer_from="last")

@@ -393,3 +393,25 @@ def test_the_reply_stops_at_a_template_end_of_turn_token_that_is_not_the_eos_on_
         model.unembed.b_U[turn] = model.unembed.b_U[token] + 1e-3
     text = generate_text(model, ids, max_new_tokens=REPLY_NEW)
     check_stops_at_eos(tl_logits(model), ids, turn, k, lambda t: tok.decode(t, skip_special_tokens=True), text)
+
+
+def test_grid_settings_value_equals_its_fields_by_name_and_ignores_the_fields_it_does_not_take(tl_model):
+    """settings=Settings(...) is the same grid as its fields by name (and not the default grid's metric); a shared
+    value's padding side, steering start, bar and distributed flag are not used (distributed=True would need a
+    process group), and naming one of them is an error."""
+    import pandas as pd
+
+    from steerlens.errors import UnknownKeywordError
+    from steerlens.settings import Settings
+
+    vec = random_vector(tl_model, (1,), scale=4.0, seed=2)
+    grid = {"layers": [1], "multipliers": [0.0, 3.0], "max_new_tokens": 3, "metric": "kl"}
+    fields = {"batch_size": 2, "prepend_bos": False, "operator": multiplicative_operator(-2.0)}
+    by_name = generate_grid(tl_model, vec, PROMPTS, **grid, **fields)
+    by_value = generate_grid(tl_model, vec, PROMPTS, **grid, settings=Settings(**fields))
+    pd.testing.assert_frame_equal(by_value, by_name)
+    assert not by_name.kl.equals(generate_grid(tl_model, vec, PROMPTS, **grid).kl)
+    shared = Settings(**fields, padding_side="left", steer_from="last", show_progress=True, distributed=True)
+    pd.testing.assert_frame_equal(generate_grid(tl_model, vec, PROMPTS, **grid, settings=shared), by_name)
+    with pytest.raises(UnknownKeywordError, match="padding_side"):
+        generate_grid(tl_model, vec, PROMPTS, **grid, padding_side="left")
