@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator, Union
 import torch
 from torch import Tensor
 
-from steerlens.backends import backend_for
+from steerlens.backends import Backend, backend_for
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.errors import (
     InvalidArgumentError,
@@ -486,7 +486,11 @@ def model_fingerprint(model: Any) -> dict[str, Any] | None:
         >>> model_fingerprint(model)["n_layers"]
         4
     """
-    backend = backend_for(model)
+    return backend_fingerprint(backend_for(model))
+
+
+def backend_fingerprint(backend: Backend) -> dict[str, Any] | None:
+    """:func:`model_fingerprint` of a model whose backend is resolved already."""
     weight = backend.token_embedding
     if weight is None:
         return None
@@ -539,14 +543,18 @@ def model_metadata(model: Any) -> dict[str, Any]:
     Example:
         >>> SteeringVector({1: direction}, "resid_post", model_metadata(model))
     """
-    backend = backend_for(model)
+    return backend_metadata(backend_for(model))
+
+
+def backend_metadata(backend: Backend) -> dict[str, Any]:
+    """:func:`model_metadata` of a model whose backend is resolved already (a verb's run)."""
     return {
         "model_name": backend.model_name,
         "architecture": backend.architecture,
         "d_model": backend.d_model,
         "n_layers": backend.n_layers,
         BACKEND_KEY: backend_kind(backend),
-        FINGERPRINT_KEY: model_fingerprint(backend),
+        FINGERPRINT_KEY: backend_fingerprint(backend),
     }
 
 

@@ -37,7 +37,7 @@ from steerlens.training.aggregators import (
     call_aggregator,
     mean_aggregator,
 )
-from steerlens.vector import SteeringVector, model_metadata
+from steerlens.vector import SteeringVector, backend_metadata
 
 
 def aggregate_activations(
@@ -185,7 +185,7 @@ def train_steering_vector(
         # Per pair: [positive, negative] read index, null where the default above applied.
         training["per_sample_read_token_index"] = overrides
     # Name (for display), shape, backend kind and weight fingerprint of the model trained on.
-    metadata = {**model_metadata(backend), "steerlens_version": __version__, "training": training}
+    metadata = {**backend_metadata(backend), "steerlens_version": __version__, "training": training}
     return SteeringVector(vectors, layer_type=reading.layer_type, metadata=metadata)
 
 
