@@ -180,7 +180,16 @@ class HFLayout:
     def _parts(self, layer: int) -> LayerParts:
         if self.per_layer:
             return self.per_layer[layer]
-        return LayerParts(self.layer_class, (), self.attn, self.mlp, self.ln1, self.ln2, self.resid_mid, self.flattened)
+        return LayerParts(
+            self.layer_class,
+            (),
+            attn=self.attn,
+            mlp=self.mlp,
+            ln1=self.ln1,
+            ln2=self.ln2,
+            resid_mid=self.resid_mid,
+            flattened=self.flattened,
+        )
 
     def site(self, layer: int, layer_type: str) -> ModuleSite:
         """The module and side holding ``blocks.{layer}.hook_{layer_type}`` (``layer`` >= 0).
@@ -611,7 +620,8 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
         why_post = "do_layer_norm_before=False" if post_norm is None else f"{layer_class} computes {post_norm}"
         reason = f"post-layer-norm layers ({why_post}) normalise the residual after each sublayer"
         why.update({t: reason for t in ("attn_out", "mlp_out", "resid_mid", "ln1", "ln2")})
-        return LayerParts(layer_class, names, None, None, None, None, None, frozenset(), tuple(why.items()))
+        no_sites = dict.fromkeys(("attn", "mlp", "ln1", "ln2", "resid_mid"))
+        return LayerParts(layer_class, names, **no_sites, why_missing=tuple(why.items()))
 
     attn = mlp = ln1 = ln2 = resid_mid = None
     post_mlp = _norm(children, _POST_MLP_NAMES)
@@ -667,7 +677,17 @@ def _analyse_layer(layer: nn.Module, config: Any) -> LayerParts:
         why["ln1"] = "no norm in front of attention was recognised"
     if ln2 is None and "ln2" not in why:
         why["ln2"] = "no norm in front of the MLP was recognised"
-    return LayerParts(layer_class, names, attn, mlp, ln1, ln2, resid_mid, flattened, tuple(why.items()))
+    return LayerParts(
+        layer_class,
+        names,
+        attn=attn,
+        mlp=mlp,
+        ln1=ln1,
+        ln2=ln2,
+        resid_mid=resid_mid,
+        flattened=flattened,
+        why_missing=tuple(why.items()),
+    )
 
 
 __all__ = ["LAYER_TYPES", "HFLayout", "LayerParts", "LayerType", "ModuleSite", "hf_layout", "position_wise_mlp"]

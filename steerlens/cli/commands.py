@@ -106,7 +106,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     metric: Any = args.metric
     if args.positive_words is not None:
         metric = prob_share(args.positive_words, args.negative_words)
-    model = load_model(args.model, fast_generation=True)  # see cli/main.py's _load
+    model = load_model(args.model)
     pairs = render_pairs(model, pair_lines, chat=args.chat, model_name=args.model)
     prompts = render_prompts(model, prompt_items, chat=args.chat, model_name=args.model, source=str(args.prompts))
     frame = sweep_layers(

@@ -45,19 +45,25 @@ def read_info(path: str) -> VectorInfo:
         vec = import_gguf(path)
         dtype = str(next(iter(vec.layer_activations.values())).dtype)
         return VectorInfo(
-            path, "llama.cpp control vector (GGUF)", vec.layer_type, vec.d_model, dtype, vec.norms(), vec.metadata
+            path=path,
+            kind="llama.cpp control vector (GGUF)",
+            layer_type=vec.layer_type,
+            d_model=vec.d_model,
+            dtype=dtype,
+            norms=vec.norms(),
+            metadata=vec.metadata,
         )
     from steerlens.formats.vector_file import summarize_vector_file
 
     summary = summarize_vector_file(path)
     return VectorInfo(
-        path,
-        "steerlens vector (safetensors)",
-        summary.layer_type,
-        summary.d_model,
-        summary.dtype,
-        summary.norms,
-        summary.metadata,
+        path=path,
+        kind="steerlens vector (safetensors)",
+        layer_type=summary.layer_type,
+        d_model=summary.d_model,
+        dtype=summary.dtype,
+        norms=summary.norms,
+        metadata=summary.metadata,
     )
 
 

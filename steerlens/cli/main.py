@@ -29,8 +29,7 @@ class _Parser(argparse.ArgumentParser):
 def _load(source: str) -> Any:
     from steerlens.adapter import load_model
 
-    # A command-line process never pickles or inspects the model: generation takes the faster path.
-    return load_model(source, fast_generation=True)
+    return load_model(source)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
