@@ -9,23 +9,20 @@ import pytest
 import torch
 from helpers import ROOT, subprocess_env
 
-from steerlens.errors import InvalidArgumentError, PairsFileError
+from steerlens.errors import PairsFileError
 from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
 from steerlens.toy import (
     BEST_LAYER,
     BEST_MULTIPLIER,
     MODEL_NAME,
     concept_mass,
-    concept_words,
     load_toy_model,
     load_toy_model_from,
     neutral_prompts,
     positive_mass,
     sentiment_pairs,
-    topic_pairs,
     total_variation,
 )
-from steerlens.toy.datasets import CONCEPTS
 
 DATA = ROOT / "steerlens" / "toy" / "data"
 
@@ -77,59 +74,6 @@ def test_loads_offline_in_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("was")
-
-
-# --- datasets ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("make", [sentiment_pairs, topic_pairs])
-def test_pairs_splits_are_disjoint_and_deterministic(make):
-    train, test = make("train"), make("test")
-    assert len(train) == 64 and len(test) == 32
-    assert not set(train) & set(test)
-    assert make("train") == train
-    assert all(p != n and p.strip() and n.strip() for p, n in train + test)
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_neutral_prompts_splits(concept):
-    train, test = neutral_prompts(concept, "train"), neutral_prompts(concept, "test")
-    assert len(train) == len(test) == 48
-    assert not set(train) & set(test)
-    assert neutral_prompts(concept, "test") == test
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_neutral_prompts_do_not_name_a_group(concept):
-    words = {w.strip() for group in concept_words(concept).values() for w in group}
-    for prompt in neutral_prompts(concept, "train") + neutral_prompts(concept, "test"):
-        assert not words & set(prompt.replace(".", " ").replace(",", " ").split())
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_concept_words_are_single_tokens(toy, concept):
-    groups = concept_words(concept)
-    seen = set()
-    for words in groups.values():
-        for word in words:
-            ids = toy.tokenizer.encode(word, add_special_tokens=False)
-            assert len(ids) == 1, word
-            seen.add(ids[0])
-    assert len(seen) == sum(len(w) for w in groups.values())
-
-
-def test_pairs_share_their_context():
-    for pos, neg in sentiment_pairs("train") + topic_pairs("train"):
-        assert pos.split(". ")[0] == neg.split(". ")[0] or pos.split(". ")[1:] == neg.split(". ")[1:]
-
-
-def test_bad_split_or_concept():
-    with pytest.raises(InvalidArgumentError):
-        sentiment_pairs("dev")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError):
-        neutral_prompts("colour")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError):
-        topic_pairs(positive="food", negative="food")
 
 
 # --- JSONL ---------------------------------------------------------------------
@@ -194,26 +138,7 @@ def test_save_rejects_bad_pairs(tmp_path):
         save_pairs_jsonl([("a", "")], tmp_path / "x.jsonl")
 
 
-# --- metrics and steering efficacy ---------------------------------------------
-
-
-def test_concept_mass_rows_are_distributions(toy):
-    mass = concept_mass(toy, neutral_prompts("topic"), "topic")
-    assert mass.shape == (48, 3)
-    torch.testing.assert_close(mass.sum(-1), torch.ones(48))
-
-
-def test_unsteered_model_is_undecided(toy):
-    assert 0.3 < positive_mass(toy, neutral_prompts("sentiment")).mean() < 0.7
-    assert concept_mass(toy, neutral_prompts("topic"), "topic").mean(0).min() > 0.2
-
-
-def test_context_sentiment_is_followed(toy):
-    # A mood sentence sets the sentiment of the review that follows; the corpus makes
-    # 15% of sentences mixed, so the model cannot be sure of the next sentiment word.
-    prompts = neutral_prompts("sentiment")
-    assert positive_mass(toy, ["I had a wonderful time. " + p for p in prompts]).mean() > 0.75
-    assert positive_mass(toy, ["I had a terrible time. " + p for p in prompts]).mean() < 0.25
+# --- steering efficacy ------------------------------------------------------------
 
 
 def test_sentiment_steering_moves_sentiment_not_topic(toy):
