@@ -319,29 +319,6 @@ def test_files_keep_negative_layers_and_store_the_canonical_layer_type(tmp_path)
 # -- steering-vectors' SteeringPatchHandle.model_hooks (issue 28, item 15) ---------------------------
 
 
-def test_patch_handle_model_hooks_are_the_torch_hooks_on_a_hooked_transformer(model):
-    from torch.utils.hooks import RemovableHandle
-
-    vec = SteeringVector({1: torch.ones(model.cfg.d_model), 2: torch.ones(model.cfg.d_model)})
-    tokens = model.to_tokens("I love it")
-    with torch.no_grad():
-        clean = model(tokens)
-    handle = vec.patch_activations(model, multiplier=1.5)
-    assert all(isinstance(h, RemovableHandle) for h in handle.model_hooks)
-    installed = {
-        k
-        for name in ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
-        for k in model.hook_dict[name]._forward_hooks
-    }
-    assert installed and installed <= {h.id for h in handle.model_hooks}
-    for hook in handle.model_hooks:  # steering-vectors' way to undo a patch by hand
-        hook.remove()
-    with torch.no_grad():
-        assert torch.equal(model(tokens), clean)
-    assert steering_hooks_on(model) == [] and not any(p.fwd_hooks for p in model.hook_dict.values())
-    handle.remove()  # still safe afterwards
-
-
 def test_patch_handle_model_hooks_on_a_hugging_face_model_and_the_steering_vectors_constructor():
     hf = make_hf_model("llama")
     vec = SteeringVector({0: torch.ones(32)})
