@@ -1,4 +1,4 @@
-"""The bundled toy model, its datasets and metrics, and the JSONL pairs loader."""
+"""The bundled toy model: loading, generation, steering at its best layer, its reproducible training script."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ import pytest
 import torch
 from helpers import ROOT, subprocess_env
 
-from steerlens.errors import PairsFileError
-from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
 from steerlens.toy import (
     BEST_LAYER,
     BEST_MULTIPLIER,
@@ -74,68 +72,6 @@ def test_loads_offline_in_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("was")
-
-
-# --- JSONL ---------------------------------------------------------------------
-
-
-def test_jsonl_round_trip(tmp_path):
-    pairs = [("I love it", "I hate it"), ("ünïcode ✓", 'quote " and \\n')]
-    path = tmp_path / "pairs.jsonl"
-    save_pairs_jsonl(pairs, path)
-    assert load_pairs_jsonl(path) == pairs
-
-
-def test_jsonl_skips_blank_lines_and_ignores_extra_keys(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('\n{"positive": "a", "negative": "b", "id": 3}\n   \n{"negative": "d", "positive": "c"}\n')
-    assert load_pairs_jsonl(path) == [("a", "b"), ("c", "d")]
-
-
-@pytest.mark.parametrize(
-    "line, problem",
-    [
-        ('{"positive": "a", "negative": ', "invalid JSON"),
-        ('["a", "b"]', "expected a JSON object, got list"),
-        ('"just a string"', "expected a JSON object, got str"),
-        ('{"positive": "a"}', "missing key 'negative'"),
-        ('{"negative": "b"}', "missing key 'positive'"),
-        ('{"positive": 1, "negative": "b"}', "'positive' must be a string, got int"),
-        ('{"positive": "a", "negative": null}', "'negative' must be a string, got NoneType"),
-        ('{"positive": "", "negative": "b"}', "'positive' is empty"),
-        ('{"positive": "a", "negative": "   "}', "'negative' is empty"),
-    ],
-)
-def test_jsonl_malformed_line(tmp_path, line, problem):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('{"positive": "ok", "negative": "fine"}\n\n' + line + "\n")
-    with pytest.raises(PairsFileError, match="line 3") as info:
-        load_pairs_jsonl(path)
-    assert problem in str(info.value)
-    assert isinstance(info.value, ValueError)
-
-
-def test_jsonl_invalid_utf8(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_bytes(b'{"positive": "\xff", "negative": "b"}\n')
-    with pytest.raises(PairsFileError, match="line 1: not valid UTF-8"):
-        load_pairs_jsonl(path)
-
-
-def test_jsonl_empty_or_missing_file(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n\n")
-    with pytest.raises(PairsFileError, match="no pairs"):
-        load_pairs_jsonl(path)
-    with pytest.raises(PairsFileError, match="cannot read"):
-        load_pairs_jsonl(tmp_path / "missing.jsonl")
-
-
-def test_save_rejects_bad_pairs(tmp_path):
-    with pytest.raises(TypeError):
-        save_pairs_jsonl([("a", "b", "c")], tmp_path / "x.jsonl")
-    with pytest.raises(ValueError):
-        save_pairs_jsonl([("a", "")], tmp_path / "x.jsonl")
 
 
 # --- steering efficacy ------------------------------------------------------------
