@@ -365,3 +365,23 @@ def hf_site_activations(hf_model, sites):
                 handle.remove()
 
     return recording()
+
+
+def spy_on_replace(monkeypatch) -> list[tuple[str, str]]:
+    """Every os.replace(src, dst) made from now on, still performed."""
+    calls: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        calls.append((os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    return calls
+
+
+def assert_atomic(calls: list[tuple[str, str]], target) -> None:
+    """``target`` was moved into place once, from a unique temporary file in its own folder (not target.tmp)."""
+    sources = [src for src, dst in calls if dst == os.fspath(target)]
+    assert len(sources) == 1 and os.path.dirname(sources[0]) == os.path.dirname(os.fspath(target)), calls
+    assert sources[0] != os.fspath(target) + ".tmp" and not os.path.exists(sources[0])

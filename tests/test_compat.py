@@ -19,14 +19,12 @@ from steerlens import (
     SteeringPatchHandle,
     SteeringVector,
     SteeringVectorTrainingSample,
-    get_num_matching_layers,
-    guess_and_enhance_layer_config,
     mean_aggregator,
     record_activations,
     train_steering_vector,
 )
 from steerlens.backends import steering_hooks_on
-from steerlens.errors import InvalidArgumentError, LayerError, TokenIndexError, UnsupportedModelError
+from steerlens.errors import LayerError, TokenIndexError
 
 EMPTY = inspect.Parameter.empty
 # steering-vectors 0.12.2: (parameter, default) in order; `...` marks "an aggregator instance".
@@ -154,43 +152,6 @@ def test_every_public_name_of_steering_vectors_is_importable():
     sample.read_positive_token_index = -2  # mutable, as there
     assert SteeringVector({0: torch.ones(3)}).layer_type == "resid_post"  # default decoder_block, stored canonically
     assert [f.name for f in dataclasses.fields(SteeringVector)][:2] == ["layer_activations", "layer_type"]
-
-
-def test_guessed_layer_configs_match_the_module_names():
-    expected = {
-        "gpt2": (
-            "transformer.h.{num}",
-            "transformer.h.{num}.attn",
-            "transformer.h.{num}.mlp",
-            "transformer.h.{num}.ln_1",
-            "transformer.h.{num}.ln_2",
-        ),
-        "llama": (
-            "model.layers.{num}",
-            "model.layers.{num}.self_attn",
-            "model.layers.{num}.mlp",
-            "model.layers.{num}.input_layernorm",
-            "model.layers.{num}.post_attention_layernorm",
-        ),
-        "neox": (
-            "gpt_neox.layers.{num}",
-            "gpt_neox.layers.{num}.attention",
-            "gpt_neox.layers.{num}.mlp",
-            "gpt_neox.layers.{num}.input_layernorm",
-            "gpt_neox.layers.{num}.post_attention_layernorm",
-        ),
-    }
-    kinds = ("decoder_block", "self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
-    for name, templates in expected.items():
-        model = make_hf_model(name)
-        assert guess_and_enhance_layer_config(model) == dict(zip(kinds, templates)), name
-        assert get_num_matching_layers(model, templates[0]) == 2
-        assert get_num_matching_layers(model, lambda m, n: f"{templates[0].format(num=n)}") == 2
-        # Only the asked layer type is guessed; given entries are kept.
-        assert guess_and_enhance_layer_config(model, {"mlp": "x.{num}"}, "self_attn") == {
-            "mlp": "x.{num}",
-            "self_attn": templates[1],
-        }
 
 
 @pytest.mark.parametrize(
@@ -324,73 +285,6 @@ def test_negative_layer_keys_count_from_the_end(model, kind):
         SteeringVector({-1: v, n_layers - 1: v}).apply(target).__enter__()
 
 
-def test_layer_config_points_at_modules_steerlens_would_not_choose():
-    model, tokenizer = make_hf_model("llama"), make_tokenizer()
-    config = {"decoder_block": lambda m, num: f"model.layers.{num}.mlp"}
-    vec = train_steering_vector(model, tokenizer, PAIRS, layer_config=config, batch_size=3)
-    with record_activations(model, "decoder_block", layer_config=config) as recorded:
-        for pos, neg in PAIRS:
-            for text in (pos, neg):
-                with torch.no_grad():
-                    model(torch.tensor([tokenizer(text)["input_ids"]]))
-    for layer in (0, 1):
-        reads = [r[0, -1] for r in recorded[layer]]
-        expected = torch.stack(reads[0::2]).mean(0) - torch.stack(reads[1::2]).mean(0)
-        torch.testing.assert_close(vec.layer_activations[layer], expected, atol=1e-5, rtol=1e-5)
-    # Steering through the same config adds at the MLP output: equal to a plain hook there.
-    with torch.no_grad(), vec.apply(model, layer_config=config, multiplier=2.0):
-        steered = model(INPUT_IDS).logits
-    handles = [
-        model.model.layers[i].mlp.register_forward_hook(lambda m, a, out, i=i: out + 2.0 * vec.layer_activations[i])
-        for i in (0, 1)
-    ]
-    with torch.no_grad():
-        expected_logits = model(INPUT_IDS).logits
-    for handle in handles:
-        handle.remove()
-    torch.testing.assert_close(steered, expected_logits, atol=1e-5, rtol=0)
-
-
-def test_layer_config_serves_a_model_whose_layers_cannot_be_found():
-    reference_model, tokenizer = make_hf_model("llama"), make_tokenizer()
-    reference = train_steering_vector(reference_model, tokenizer, PAIRS)
-    model = make_hf_model("llama")
-    model.model.layers = torch.nn.Sequential(*model.model.layers)  # runs the same, but is no ModuleList
-    with pytest.raises(UnsupportedModelError, match="decoder layers"):
-        train_steering_vector(model, tokenizer, PAIRS)
-    config = {"decoder_block": "model.layers.{num}"}
-    vec = train_steering_vector(model, tokenizer, PAIRS, layer_config=config)
-    for layer in (0, 1):
-        torch.testing.assert_close(vec.layer_activations[layer], reference.layer_activations[layer], atol=1e-6, rtol=0)
-
-
-def test_layer_config_is_refused_on_a_hooked_transformer(model, pairs):
-    with pytest.raises(InvalidArgumentError, match="layer_config"):
-        train_steering_vector(model, None, pairs, layer_config={"decoder_block": "blocks.{num}"})
-
-
-def test_record_activations_equal_hidden_states_and_run_with_cache(model):
-    hf = make_hf_model("gpt2")
-    with record_activations(hf) as recorded:
-        with torch.no_grad():
-            hidden = hf(INPUT_IDS, output_hidden_states=True).hidden_states
-            hf(INPUT_IDS[:1])
-    assert sorted(recorded) == [0, 1] and len(recorded[0]) == 2
-    torch.testing.assert_close(recorded[0][0], hidden[1], atol=0, rtol=0)
-    assert recorded[1][1].shape == (1, INPUT_IDS.shape[1], 32)
-    with record_activations(hf, layer_nums=[-1], clone_activations=False) as last_only:
-        with torch.no_grad():
-            hf(INPUT_IDS)
-    assert list(last_only) == [1]
-    tokens = model.to_tokens("I love it")
-    with record_activations(model, "mlp", layer_nums=[0, 3]) as recorded_tl:
-        with torch.no_grad():
-            _, cache = model.run_with_cache(tokens)
-    assert sorted(recorded_tl) == [0, 3]
-    torch.testing.assert_close(recorded_tl[3][0], cache["blocks.3.hook_mlp_out"], atol=0, rtol=0)
-    assert steering_hooks_on(model) == [] and not any(h.fwd_hooks for h in model.hook_dict.values())
-
-
 def test_patch_activations_returns_a_removable_handle(model):
     vec = SteeringVector({2: torch.ones(model.cfg.d_model)})
     tokens = model.to_tokens("I love it")
@@ -425,29 +319,6 @@ def test_files_keep_negative_layers_and_store_the_canonical_layer_type(tmp_path)
 # -- steering-vectors' SteeringPatchHandle.model_hooks (issue 28, item 15) ---------------------------
 
 
-def test_patch_handle_model_hooks_are_the_torch_hooks_on_a_hooked_transformer(model):
-    from torch.utils.hooks import RemovableHandle
-
-    vec = SteeringVector({1: torch.ones(model.cfg.d_model), 2: torch.ones(model.cfg.d_model)})
-    tokens = model.to_tokens("I love it")
-    with torch.no_grad():
-        clean = model(tokens)
-    handle = vec.patch_activations(model, multiplier=1.5)
-    assert all(isinstance(h, RemovableHandle) for h in handle.model_hooks)
-    installed = {
-        k
-        for name in ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
-        for k in model.hook_dict[name]._forward_hooks
-    }
-    assert installed and installed <= {h.id for h in handle.model_hooks}
-    for hook in handle.model_hooks:  # steering-vectors' way to undo a patch by hand
-        hook.remove()
-    with torch.no_grad():
-        assert torch.equal(model(tokens), clean)
-    assert steering_hooks_on(model) == [] and not any(p.fwd_hooks for p in model.hook_dict.values())
-    handle.remove()  # still safe afterwards
-
-
 def test_patch_handle_model_hooks_on_a_hugging_face_model_and_the_steering_vectors_constructor():
     hf = make_hf_model("llama")
     vec = SteeringVector({0: torch.ones(32)})
@@ -467,22 +338,6 @@ def test_patch_handle_model_hooks_on_a_hugging_face_model_and_the_steering_vecto
     by_hand.remove()
     with torch.no_grad():
         assert torch.equal(hf(INPUT_IDS).logits, clean)
-
-
-# -- a number where layer_config goes (issue 30, point 3) ------------------------------------------------
-
-
-@pytest.mark.parametrize("kind", ["hooked", "hf"])
-def test_a_multiplier_in_layer_configs_position_says_it_was_taken_as_layer_config(model, kind):
-    target = model if kind == "hooked" else make_hf_model("llama")
-    vec = SteeringVector({1: torch.ones(32)})
-    for call in (lambda: vec.apply(target, 2.0).__enter__(), lambda: vec.patch_activations(target, 2.0)):
-        with pytest.raises(InvalidArgumentError, match=r"2\.0 was taken as layer_config") as info:
-            call()
-        assert "multiplier=2.0" in str(info.value)
-    assert steering_hooks_on(target) == []
-    with pytest.raises(InvalidArgumentError, match="layer_config must be a dict"):
-        vec.apply(target, "model.layers.{num}").__enter__()
 
 
 # -- TransformerLens hook names wherever a layer is (issue 30, point 3) -----------------------------------

@@ -27,7 +27,6 @@ from tiny_hf import (
     ORIGINAL_ARCHITECTURES,
     SIZES,
     VOCAB,
-    make_hf_model,
     make_tokenizer,
     save_checkpoint,
 )
@@ -35,10 +34,6 @@ from tokenizers import Tokenizer, models
 
 from steerlens import load_model
 from steerlens.adapter import (
-    ARCHITECTURES,
-    arch_spec,
-    describe_architecture,
-    hf_module,
     hf_site,
     supported_architectures,
 )
@@ -250,26 +245,6 @@ def test_toy_source_dispatches_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "steerlens.toy", fake)
     assert load_model("toy", device="cpu", dtype=torch.float64) == "toy-model"
     assert calls == [{"device": "cpu", "dtype": torch.float64}]
-
-
-def test_name_mapping_api() -> None:
-    llama = make_hf_model("llama")
-    assert hf_module(llama, 0, "resid_post") is llama.model.layers[0]
-    assert hf_module(llama, -1, "attn_out") is llama.model.layers[1].self_attn
-    assert hf_site(llama, 1, "resid_mid").steerable is False
-    assert hf_site(llama, 0, "resid_pre").io == "input"
-    gemma2 = CONFIGS["gemma2"]()
-    assert hf_site(gemma2, 1, "mlp_out").path == "model.layers.1.post_feedforward_layernorm"
-    assert hf_site(CONFIGS["opt"](), 0, "mlp_out").path == "model.decoder.layers.0.fc2"
-    with pytest.raises(LayerError, match="parallel"):
-        hf_site(CONFIGS["neox"](), 0, "resid_mid")
-    with pytest.raises(LayerError, match="out of range"):
-        hf_site(llama, N_LAYERS, "resid_post")
-    with pytest.raises(LayerError, match="unknown layer_type"):
-        hf_site(llama, 0, "attn_in")
-    assert "transformer.h.{L}.attn" in describe_architecture(CONFIGS["gpt2"]())
-    assert arch_spec(llama).causal_lm == "LlamaForCausalLM"
-    assert set(supported_architectures()) == {spec.causal_lm for spec in ARCHITECTURES.values()}
 
 
 def test_missing_relative_folder_never_reaches_the_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

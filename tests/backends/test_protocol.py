@@ -17,7 +17,6 @@ from steerlens.backends.hf import HFBackend
 from steerlens.backends.hooked import HookedBackend
 from steerlens.backends.protocol import Backend
 from steerlens.backends.wrapped import WrappedBackend
-from steerlens.errors import PromptTooLongError
 
 
 def protocol_members() -> set[str]:
@@ -56,15 +55,3 @@ def test_stored_layer_type_member_agrees_with_the_function():
     for layer_type in ("decoder_block", "post_attention_layernorm", "resid_mid"):
         assert backend.stored_layer_type(layer_type, [0]) == stored_layer_type(backend, layer_type, [0])
     assert backend.stored_layer_type("post_attention_layernorm", [0]).startswith("module:")
-
-
-def test_generation_room_is_checked_on_a_hf_model_too():
-    """The demo's check reads the backend's context length, so it no longer skips models without ``cfg``."""
-    from steerlens.cli.demo import check_generation_room
-
-    model = make_hf_model("llama")
-    tokenizer = make_tokenizer()
-    n_ctx = model.config.max_position_embeddings
-    check_generation_room(model, ["a"], 1, tokenizer=tokenizer)
-    with pytest.raises(PromptTooLongError, match=f"{n_ctx}-token"):
-        check_generation_room(model, ["a"], n_ctx + 1, tokenizer=tokenizer)

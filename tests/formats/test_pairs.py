@@ -7,7 +7,7 @@ import json
 import pytest
 
 from steerlens.errors import PairsFileError, PromptsFileError
-from steerlens.formats.pairs import PromptedPair, load_pairs_jsonl, load_prompts, read_pairs_jsonl
+from steerlens.formats.pairs import PromptedPair, load_pairs_jsonl, load_prompts, read_pairs_jsonl, save_pairs_jsonl
 
 
 def write_lines(path, rows) -> None:
@@ -88,3 +88,62 @@ def test_an_empty_jsonl_prompt_file_is_refused(tmp_path):
     path.write_text("\n  \n")
     with pytest.raises(PromptsFileError, match="no prompts"):
         load_prompts(path)
+
+
+def test_jsonl_round_trip(tmp_path):
+    pairs = [("I love it", "I hate it"), ("ünïcode ✓", 'quote " and \\n')]
+    path = tmp_path / "pairs.jsonl"
+    save_pairs_jsonl(pairs, path)
+    assert load_pairs_jsonl(path) == pairs
+
+
+def test_jsonl_skips_blank_lines_and_ignores_extra_keys(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('\n{"positive": "a", "negative": "b", "id": 3}\n   \n{"negative": "d", "positive": "c"}\n')
+    assert load_pairs_jsonl(path) == [("a", "b"), ("c", "d")]
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"positive": "a", "negative": ', "invalid JSON"),
+        ('["a", "b"]', "expected a JSON object, got list"),
+        ('"just a string"', "expected a JSON object, got str"),
+        ('{"positive": "a"}', "missing key 'negative'"),
+        ('{"negative": "b"}', "missing key 'positive'"),
+        ('{"positive": 1, "negative": "b"}', "'positive' must be a string, got int"),
+        ('{"positive": "a", "negative": null}', "'negative' must be a string, got NoneType"),
+        ('{"positive": "", "negative": "b"}', "'positive' is empty"),
+        ('{"positive": "a", "negative": "   "}', "'negative' is empty"),
+    ],
+)
+def test_jsonl_malformed_line(tmp_path, line, problem):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"positive": "ok", "negative": "fine"}\n\n' + line + "\n")
+    with pytest.raises(PairsFileError, match="line 3") as info:
+        load_pairs_jsonl(path)
+    assert problem in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_jsonl_invalid_utf8(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"positive": "\xff", "negative": "b"}\n')
+    with pytest.raises(PairsFileError, match="line 1: not valid UTF-8"):
+        load_pairs_jsonl(path)
+
+
+def test_jsonl_empty_or_missing_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n\n")
+    with pytest.raises(PairsFileError, match="no pairs"):
+        load_pairs_jsonl(path)
+    with pytest.raises(PairsFileError, match="cannot read"):
+        load_pairs_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_save_rejects_bad_pairs(tmp_path):
+    with pytest.raises(TypeError):
+        save_pairs_jsonl([("a", "b", "c")], tmp_path / "x.jsonl")
+    with pytest.raises(ValueError):
+        save_pairs_jsonl([("a", "")], tmp_path / "x.jsonl")

@@ -1,4 +1,4 @@
-"""llama.cpp control vectors from careless or hostile hands, and the architecture hint.
+"""llama.cpp control vectors: round trips, files from careless or hostile hands, and the architecture hint.
 
 Files are written with the ``gguf`` package itself (``GGUFWriter``; quantized with
 ``gguf.quants.quantize``), so each test checks :func:`import_gguf` against what gguf's own
@@ -13,10 +13,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_vector
 from tiny_hf import make_hf_model, make_tokenizer
 
 from steerlens import SteeringVector, train_steering_vector
-from steerlens.errors import LayerError, ModelMismatchError, ModelNameWarning, VectorFileError
+from steerlens.errors import (
+    InvalidArgumentError,
+    LayerError,
+    ModelMismatchError,
+    ModelNameWarning,
+    NonFiniteError,
+    VectorFileError,
+)
 from steerlens.interop import export_gguf, import_gguf
 from steerlens.interop.llama_cpp import llama_cpp_architecture
 
@@ -24,6 +32,7 @@ gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
 
 D = 64  # two Q8_0/Q4_0 blocks of 32
+META = {"model_name": "tiny-llama"}
 PAIRS = [("happy cat sat", "sad cat sat"), ("a big happy dog", "a big sad dog")]
 
 
@@ -250,3 +259,93 @@ def test_llama_cpp_steers_as_steerlens_does(tmp_path):
     for a, b in zip(deltas_theirs, deltas_ours):
         assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.9999
     torch.testing.assert_close(theirs[-1], theirs[0], atol=0, rtol=0)  # direction.3 of 3 layers: nothing steered
+
+
+# --- export and import round trips ---------------------------------------------------
+
+
+def test_gguf_round_trip_is_exact(tmp_path):
+    vec = random_vector(16, (1, 3), scale=1.0, metadata={**META, "architecture": "llama"})
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path)
+    back = import_gguf(path)
+    assert back.layers == [1, 3] and back.layer_type == "resid_post"
+    # The file keeps the architecture (llama.cpp's name), not the model's name: an architecture hint.
+    assert back.metadata["llama_cpp_architecture"] == "llama" and "model_name" not in back.metadata
+    for layer in (1, 3):
+        assert torch.equal(back.layer_activations[layer], vec.layer_activations[layer])
+
+
+def test_gguf_file_is_a_llama_cpp_control_vector(tmp_path):
+    """Read independently with gguf.GGUFReader: the keys and tensor names llama.cpp expects."""
+    vec = random_vector(16, (1, 3), scale=1.0, metadata=META)
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path, model_hint="llama")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == "controlvector"
+    assert reader.fields["controlvector.model_hint"].contents() == "llama"
+    assert reader.fields["controlvector.layer_count"].contents() == 2
+    tensors = {t.name: t for t in reader.tensors}
+    assert sorted(tensors) == ["direction.1", "direction.3"]
+    for layer in (1, 3):
+        t = tensors[f"direction.{layer}"]
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32
+        np.testing.assert_array_equal(np.asarray(t.data).reshape(-1), vec.layer_activations[layer].numpy())
+
+
+def test_gguf_export_refuses_what_llama_cpp_cannot_do(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="layer 0"):
+        export_gguf(random_vector(16, (0, 2), scale=1.0, metadata=META), tmp_path / "x.gguf")
+    with pytest.raises(InvalidArgumentError, match="resid_post"):
+        export_gguf(random_vector(16, (1, 3), "mlp_out", scale=1.0, metadata=META), tmp_path / "x.gguf")
+
+
+def test_gguf_import_rejects_other_files(tmp_path):
+    other = tmp_path / "model.gguf"
+    writer = gguf.GGUFWriter(str(other), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(VectorFileError, match="not a control vector"):
+        import_gguf(other)
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + bytes(range(60)))
+    with pytest.raises(VectorFileError, match="not a readable GGUF"):
+        import_gguf(junk)
+    bad = tmp_path / "nan.gguf"
+    writer = gguf.GGUFWriter(str(bad), "controlvector")
+    writer.add_tensor("direction.1", np.array([1.0, np.nan], dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(NonFiniteError):
+        import_gguf(bad)
+
+
+def test_gguf_export_resolves_negative_layer_keys(tmp_path):
+    """``direction.-1`` is unreadable by llama.cpp and by import_gguf: negative keys count from the end."""
+    vec = SteeringVector({-1: torch.arange(16.0), 1: torch.ones(16)}, "resid_post", dict(META))
+    path = tmp_path / "cv.gguf"
+    export_gguf(vec, path, n_layers=4)
+    names = sorted(t.name for t in gguf.GGUFReader(str(path)).tensors)
+    assert names == ["direction.1", "direction.3"]
+    back = import_gguf(path)
+    assert torch.equal(back.layer_activations[3], vec.layer_activations[-1])
+    assert torch.equal(back.layer_activations[1], vec.layer_activations[1])
+    # A trained vector knows its model's layer count.
+    export_gguf(SteeringVector({-2: torch.ones(16)}, "resid_post", {"n_layers": 6}), path)
+    assert import_gguf(path).layers == [4]
+
+
+def test_gguf_export_refuses_negative_keys_it_cannot_number(tmp_path):
+    vec = SteeringVector({-1: torch.ones(16)}, "resid_post", dict(META))
+    with pytest.raises(InvalidArgumentError, match="n_layers="):
+        export_gguf(vec, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()
+    with pytest.raises(LayerError, match="out of range"):
+        export_gguf(SteeringVector({-5: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)
+    with pytest.raises(InvalidArgumentError, match="layer 0"):
+        export_gguf(SteeringVector({-4: torch.ones(16)}, "resid_post"), tmp_path / "x.gguf", n_layers=4)

@@ -1,4 +1,4 @@
-"""The bundled toy model, its datasets and metrics, and the JSONL pairs loader."""
+"""The bundled toy model: loading, generation, steering at its best layer, its reproducible training script."""
 
 from __future__ import annotations
 
@@ -9,23 +9,18 @@ import pytest
 import torch
 from helpers import ROOT, subprocess_env
 
-from steerlens.errors import InvalidArgumentError, PairsFileError
-from steerlens.formats.pairs import load_pairs_jsonl, save_pairs_jsonl
 from steerlens.toy import (
     BEST_LAYER,
     BEST_MULTIPLIER,
     MODEL_NAME,
     concept_mass,
-    concept_words,
     load_toy_model,
     load_toy_model_from,
     neutral_prompts,
     positive_mass,
     sentiment_pairs,
-    topic_pairs,
     total_variation,
 )
-from steerlens.toy.datasets import CONCEPTS
 
 DATA = ROOT / "steerlens" / "toy" / "data"
 
@@ -79,141 +74,7 @@ def test_loads_offline_in_fresh_process(tmp_path):
     assert out.stdout.strip().endswith("was")
 
 
-# --- datasets ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("make", [sentiment_pairs, topic_pairs])
-def test_pairs_splits_are_disjoint_and_deterministic(make):
-    train, test = make("train"), make("test")
-    assert len(train) == 64 and len(test) == 32
-    assert not set(train) & set(test)
-    assert make("train") == train
-    assert all(p != n and p.strip() and n.strip() for p, n in train + test)
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_neutral_prompts_splits(concept):
-    train, test = neutral_prompts(concept, "train"), neutral_prompts(concept, "test")
-    assert len(train) == len(test) == 48
-    assert not set(train) & set(test)
-    assert neutral_prompts(concept, "test") == test
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_neutral_prompts_do_not_name_a_group(concept):
-    words = {w.strip() for group in concept_words(concept).values() for w in group}
-    for prompt in neutral_prompts(concept, "train") + neutral_prompts(concept, "test"):
-        assert not words & set(prompt.replace(".", " ").replace(",", " ").split())
-
-
-@pytest.mark.parametrize("concept", CONCEPTS)
-def test_concept_words_are_single_tokens(toy, concept):
-    groups = concept_words(concept)
-    seen = set()
-    for words in groups.values():
-        for word in words:
-            ids = toy.tokenizer.encode(word, add_special_tokens=False)
-            assert len(ids) == 1, word
-            seen.add(ids[0])
-    assert len(seen) == sum(len(w) for w in groups.values())
-
-
-def test_pairs_share_their_context():
-    for pos, neg in sentiment_pairs("train") + topic_pairs("train"):
-        assert pos.split(". ")[0] == neg.split(". ")[0] or pos.split(". ")[1:] == neg.split(". ")[1:]
-
-
-def test_bad_split_or_concept():
-    with pytest.raises(InvalidArgumentError):
-        sentiment_pairs("dev")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError):
-        neutral_prompts("colour")  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError):
-        topic_pairs(positive="food", negative="food")
-
-
-# --- JSONL ---------------------------------------------------------------------
-
-
-def test_jsonl_round_trip(tmp_path):
-    pairs = [("I love it", "I hate it"), ("ünïcode ✓", 'quote " and \\n')]
-    path = tmp_path / "pairs.jsonl"
-    save_pairs_jsonl(pairs, path)
-    assert load_pairs_jsonl(path) == pairs
-
-
-def test_jsonl_skips_blank_lines_and_ignores_extra_keys(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('\n{"positive": "a", "negative": "b", "id": 3}\n   \n{"negative": "d", "positive": "c"}\n')
-    assert load_pairs_jsonl(path) == [("a", "b"), ("c", "d")]
-
-
-@pytest.mark.parametrize(
-    "line, problem",
-    [
-        ('{"positive": "a", "negative": ', "invalid JSON"),
-        ('["a", "b"]', "expected a JSON object, got list"),
-        ('"just a string"', "expected a JSON object, got str"),
-        ('{"positive": "a"}', "missing key 'negative'"),
-        ('{"negative": "b"}', "missing key 'positive'"),
-        ('{"positive": 1, "negative": "b"}', "'positive' must be a string, got int"),
-        ('{"positive": "a", "negative": null}', "'negative' must be a string, got NoneType"),
-        ('{"positive": "", "negative": "b"}', "'positive' is empty"),
-        ('{"positive": "a", "negative": "   "}', "'negative' is empty"),
-    ],
-)
-def test_jsonl_malformed_line(tmp_path, line, problem):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text('{"positive": "ok", "negative": "fine"}\n\n' + line + "\n")
-    with pytest.raises(PairsFileError, match="line 3") as info:
-        load_pairs_jsonl(path)
-    assert problem in str(info.value)
-    assert isinstance(info.value, ValueError)
-
-
-def test_jsonl_invalid_utf8(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_bytes(b'{"positive": "\xff", "negative": "b"}\n')
-    with pytest.raises(PairsFileError, match="line 1: not valid UTF-8"):
-        load_pairs_jsonl(path)
-
-
-def test_jsonl_empty_or_missing_file(tmp_path):
-    path = tmp_path / "pairs.jsonl"
-    path.write_text("\n\n")
-    with pytest.raises(PairsFileError, match="no pairs"):
-        load_pairs_jsonl(path)
-    with pytest.raises(PairsFileError, match="cannot read"):
-        load_pairs_jsonl(tmp_path / "missing.jsonl")
-
-
-def test_save_rejects_bad_pairs(tmp_path):
-    with pytest.raises(TypeError):
-        save_pairs_jsonl([("a", "b", "c")], tmp_path / "x.jsonl")
-    with pytest.raises(ValueError):
-        save_pairs_jsonl([("a", "")], tmp_path / "x.jsonl")
-
-
-# --- metrics and steering efficacy ---------------------------------------------
-
-
-def test_concept_mass_rows_are_distributions(toy):
-    mass = concept_mass(toy, neutral_prompts("topic"), "topic")
-    assert mass.shape == (48, 3)
-    torch.testing.assert_close(mass.sum(-1), torch.ones(48))
-
-
-def test_unsteered_model_is_undecided(toy):
-    assert 0.3 < positive_mass(toy, neutral_prompts("sentiment")).mean() < 0.7
-    assert concept_mass(toy, neutral_prompts("topic"), "topic").mean(0).min() > 0.2
-
-
-def test_context_sentiment_is_followed(toy):
-    # A mood sentence sets the sentiment of the review that follows; the corpus makes
-    # 15% of sentences mixed, so the model cannot be sure of the next sentiment word.
-    prompts = neutral_prompts("sentiment")
-    assert positive_mass(toy, ["I had a wonderful time. " + p for p in prompts]).mean() > 0.75
-    assert positive_mass(toy, ["I had a terrible time. " + p for p in prompts]).mean() < 0.25
+# --- steering efficacy ------------------------------------------------------------
 
 
 def test_sentiment_steering_moves_sentiment_not_topic(toy):
