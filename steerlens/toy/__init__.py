@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MODEL_NAME = "steerlens-toy"
 # Where a sentiment vector trained on ``sentiment_pairs("train")`` steers best, as
-# measured by ``tests/test_toy.py`` and the demo's sweep (positive share 0.49 ->
+# measured by ``tests/toy/test_toy.py`` and the demo's sweep (positive share 0.49 ->
 # 0.996 at +2, -> 0.004 at -2, topic moved by <= 0.03).
 BEST_LAYER = 2
 BEST_MULTIPLIER = 2.0
