@@ -137,6 +137,27 @@ def settings_from(keywords: Mapping[str, Any], verb: str, uses: frozenset[str] =
     return replace(settings, **unset) if unset else settings
 
 
+def folded(keywords: Mapping[str, Any], defaults: Mapping[str, Any], **parameters: Any) -> dict[str, Any]:
+    """A door's ``**settings`` with the settings it also takes as parameters folded in (steering-vectors'
+    positional ``tokenizer``, ``show_progress``, ``batch_size``; ``sweep_layers``' ``batch_size``).
+
+    A parameter other than its default (``defaults``) wins over a ``settings=`` value's field; left at its
+    default, the value's field is used if it sets one, else the default.
+
+    Example:
+        >>> folded({"settings": Settings(batch_size=8)}, {"batch_size": 32}, batch_size=32)
+        {'settings': Settings(batch_size=8, ...)}
+        >>> folded({"settings": Settings(batch_size=8)}, {"batch_size": 32}, batch_size=4)["batch_size"]
+        4
+    """
+    changed = {name: value for name, value in parameters.items() if not _is_default(value, defaults[name])}
+    return {**keywords, **changed}
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is default or (default is not None and type(value) is type(default) and value == default)
+
+
 def _check_names(names: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
     unknown = sorted(set(names) - allowed)
     if unknown:

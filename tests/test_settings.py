@@ -11,7 +11,7 @@ import steerlens.backends as backends
 from steerlens import Settings
 from steerlens.errors import InvalidArgumentError, UnknownKeywordError
 from steerlens.evaluation import calibrate, compare_logits, prob_share, sweep_layers
-from steerlens.settings import FIELDS, PROMPT_READING, READING, STEERING, Run, open_run, settings_from
+from steerlens.settings import FIELDS, PROMPT_READING, READING, STEERING, Run, folded, open_run, settings_from
 from steerlens.tokens import prepare_prompts
 
 PROMPTS = ["I think the film", "The food was good and", "It was"]
@@ -129,3 +129,16 @@ def test_a_shared_operator_is_applied_by_a_verb_that_steers(model):
     twice = sweep_layers(model, vec, PROMPTS, multipliers=[2.0])
     assert torch.allclose(torch.tensor(with_operator.kl.values), torch.tensor(twice.kl.values), atol=1e-6)
     assert not plain.kl.equals(with_operator.kl)
+
+
+def test_parameters_a_door_takes_by_position_fold_in():
+    shared = {"settings": Settings(batch_size=8)}
+    assert folded(shared, {"batch_size": 32}, batch_size=32) == shared  # at its default: the value's field
+    assert folded(shared, {"batch_size": 32}, batch_size=4)["batch_size"] == 4  # changed: it wins
+    assert (
+        settings_from(folded(shared, {"batch_size": 32}, batch_size=32), "sweep_layers", batch_size=32).batch_size == 8
+    )
+    assert settings_from(folded({}, {"batch_size": 32}, batch_size=32), "sweep_layers", batch_size=32).batch_size == 32
+    # steering-vectors' show_progress=False default is not a choice: True from the shared value stays.
+    defaults = {"show_progress": False, "tokenizer": None}
+    assert folded({"show_progress": True}, defaults, show_progress=False, tokenizer=None) == {"show_progress": True}

@@ -34,7 +34,7 @@ from steerlens.evaluation.metrics import BoundMetric, MetricFn, bind_metric, dam
 from steerlens.evaluation.progress import progress_bar
 from steerlens.hooks import Operator, SteeringSpec, make_spec
 from steerlens.samples import SampleLike
-from steerlens.settings import STEERING, Run, SettingsKeywords, open_run
+from steerlens.settings import STEERING, Run, SettingsKeywords, folded, open_run
 from steerlens.tokens import PreparedPrompts, PromptBatch, Prompts, check_prompt_inputs
 from steerlens.training import distributed as dist_ops
 from steerlens.training import train_steering_vector
@@ -284,7 +284,8 @@ def sweep_layers(
         >>> df = sweep_layers(model, pairs, ["I think the film", "Honestly, the food"], multipliers=[-4, 0, 4])
         >>> df.pivot(index="layer", columns="multiplier", values="kl")
     """
-    run = open_run(model, {**settings, "batch_size": batch_size}, "sweep_layers")
+    keywords = folded(settings, {"batch_size": 32}, batch_size=batch_size)
+    run = open_run(model, keywords, "sweep_layers", batch_size=32)
     prompt_list = check_prompt_inputs(eval_prompts)
     if run.settings.distributed:
         dist_ops.check_initialized()

@@ -27,7 +27,7 @@ from jaxtyping import Float
 from torch import Tensor
 from typing_extensions import Unpack
 
-from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, open_run
+from steerlens.settings import PROMPT_READING, Run, SettingsKeywords, folded, open_run
 from steerlens.tokens import Prompts
 from steerlens.toy.datasets import Concept, concept_words
 
@@ -57,8 +57,8 @@ def next_token_probs(
         >>> next_token_probs(load_toy_model(), ["The film was"]).shape
         torch.Size([1, 1000])
     """
-    given = {} if type(batch_size) is int and batch_size == BATCH_SIZE else {"batch_size": batch_size}
-    run = open_run(model, {**settings, **given}, "next_token_probs", PROMPT_READING, batch_size=BATCH_SIZE)
+    keywords = folded(settings, {"batch_size": BATCH_SIZE}, batch_size=batch_size)
+    run = open_run(model, keywords, "next_token_probs", PROMPT_READING, batch_size=BATCH_SIZE)
     return probs_on(run, prompts)
 
 

@@ -25,7 +25,7 @@ from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
 from steerlens.samples import SampleLike, SteeringVectorTrainingSample, normalize_samples
-from steerlens.settings import READING, Run, Settings, SettingsKeywords, settings_from
+from steerlens.settings import READING, Run, Settings, SettingsKeywords, folded, settings_from
 from steerlens.tokens import PromptBatch, ReadIndex, iter_batches, resolve_read_index
 
 LayerActs = dict[int, Float[Tensor, "batch d_model"]]
@@ -66,12 +66,9 @@ def pair_settings(keywords: Mapping[str, Any], verb: str, uses: frozenset[str], 
     """
     if positional.get("show_progress") is not None:
         positional["show_progress"] = bool(positional["show_progress"])  # steering-vectors takes any truthy value
-    given = {name: value for name, value in positional.items() if not _is_default(value, POSITIONAL_DEFAULTS[name])}
-    return settings_from({**keywords, **given}, verb, uses, show_progress=False, batch_size=1)
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    return value is default or (default is not None and type(value) is type(default) and value == default)
+    return settings_from(
+        folded(keywords, POSITIONAL_DEFAULTS, **positional), verb, uses, show_progress=False, batch_size=1
+    )
 
 
 def open_pair_reading(
