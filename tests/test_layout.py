@@ -454,3 +454,50 @@ def test_facade_check_sees_a_difference():
     homes, typed = facade_lists(source)
     assert homes == {"a": "steerlens.x", "b": "steerlens.y"}
     assert typed == {"a": "steerlens.x", "b": "steerlens.z", "c": "steerlens.z"}
+
+
+# -- the verbs' shape: one settings value, short signatures, no positional plumbing ----------------
+
+MAX_PUBLIC_PARAMETERS = 13
+"""steering-vectors' ``train_steering_vector`` has 12; one more for the settings (``**settings``)."""
+MAX_POSITIONAL_ARGUMENTS = 6
+
+
+def long_positional_calls(source: str, limit: int = MAX_POSITIONAL_ARGUMENTS) -> list[tuple[int, str]]:
+    """Calls in ``source`` passing more than ``limit`` positional arguments (line, callee)."""
+    return [
+        (node.lineno, ast.unparse(node.func))
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and len(node.args) > limit
+    ]
+
+
+def test_long_call_check_counts_positional_arguments_only():
+    assert long_positional_calls("f(1, 2, 3, 4, 5, 6, 7)\ng(1, 2, 3, 4, 5, 6, a=7)") == [(1, "f")]
+
+
+def test_no_call_passes_more_than_six_positional_arguments():
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {callee}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for line, callee in long_positional_calls(path.read_text())
+    ]
+    assert not found, "pass a value (a dataclass, the Run) or keywords instead:\n" + "\n".join(found)
+
+
+def test_no_public_function_takes_more_than_thirteen_parameters():
+    import importlib
+    import inspect
+
+    found = []
+    for name in sorted(modules()):
+        if name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for attr, fn in vars(module).items():
+            if attr.startswith("_") or not inspect.isfunction(fn) or fn.__module__ != name:
+                continue
+            n = len(inspect.signature(fn).parameters)
+            if n > MAX_PUBLIC_PARAMETERS:
+                found.append(f"{name}.{attr}: {n} parameters")
+    assert not found, "group settings into steerlens.settings.Settings (**settings) or a value:\n" + "\n".join(found)
