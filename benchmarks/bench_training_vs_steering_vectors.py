@@ -19,7 +19,7 @@ Contenders. Each is warmed up once (one batch: the first 8 pairs, all layers), t
   steering-vectors  steering_vectors.train_steering_vector(hf_model, tokenizer, pairs, layers, batch_size=8)
   steerlens HF      steerlens.train_steering_vector(hf_model, tokenizer, pairs, layers, batch_size=8),
                     the HF model natively (torch hooks)
-  steerlens HT      the same on the HookedTransformer from steerlens.load_model(folder)
+  steerlens HT      the same on the HookedTransformer from steerlens.load_model(folder, fast_generation=True)
   plain HF          the model's own work on the real tokens only: every prompt (positive and
                     negative) tokenized as steerlens does, grouped by exact token count, each
                     group cut into batches of at most 2 x batch_size = 16 rows (what one
@@ -291,7 +291,7 @@ def main() -> int:
             hf = AutoModelForCausalLM.from_pretrained(folder).eval()
             tokenizer = AutoTokenizer.from_pretrained(folder)
             tokenizer.padding_side = PADDING_SIDE
-            ht = steerlens.load_model(folder)
+            ht = steerlens.load_model(folder, fast_generation=True)
             print(f"setup (checkpoint, tokenizer, both processes' models): {time.perf_counter() - t_start:.0f} s")
             return run(args, t_script, worker, hf, tokenizer, ht)
         finally:
@@ -317,7 +317,7 @@ def real_model(args, t_script: float, t_start: float, python: Path) -> int:
     worker = Worker(python, folder, args.threads)
     try:
         hf = AutoModelForCausalLM.from_pretrained(folder).eval()
-        ht = steerlens.load_model(folder)
+        ht = steerlens.load_model(folder, fast_generation=True)
         print(f"setup (checkpoint, tokenizer, both processes' models): {time.perf_counter() - t_start:.0f} s")
         return run(args, t_script, worker, hf, tokenizer, ht, pairs)
     finally:
