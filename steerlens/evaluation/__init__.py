@@ -3,7 +3,7 @@ probabilities, the layer report (layers ranked by what steering does), per-item 
 calibration under a damage budget, continuation log-probabilities, metrics, generations and plots."""
 
 from steerlens.evaluation.attribution import AttributionWarning, attribute_steering, plot_attribution, target_logprob
-from steerlens.evaluation.calibration import Calibration, CalibrationCell, calibrate
+from steerlens.evaluation.calibration import Calibration, CalibrationCell, Search, calibrate
 from steerlens.evaluation.comparison import ABItem, ab_behavior_probability, compare_logits
 from steerlens.evaluation.continuation import continuation_logprob
 from steerlens.evaluation.generation import generate_grid, generate_text, steered_and_unsteered
@@ -27,6 +27,7 @@ __all__ = [
     "target_logprob",
     "Calibration",
     "CalibrationCell",
+    "Search",
     "ab_behavior_probability",
     "calibrate",
     "compare_logits",

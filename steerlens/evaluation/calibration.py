@@ -239,7 +239,8 @@ def calibrate(
     multiplier is then bisected ``bisect_steps`` times between it and the next weaker
     cell of its layer, to reach the target with as little strength as possible.
 
-    ``search="coarse-to-fine"`` (the default) first screens every layer on a spread
+    ``search`` is ``"coarse-to-fine"``, ``"exhaustive"`` or a :class:`Search` value holding the knobs below
+    (``Search(keep_layers=2)``; each knob may also be given by name). ``search="coarse-to-fine"`` (the default) first screens every layer on a spread
     quarter of the prompts, references and fluency texts (at least four of each) at three
     strengths (``coarse_multipliers``; default: the weakest of ``multipliers`` in the
     wanted direction, the middle one and the strongest, so that a layer still within the

@@ -486,3 +486,31 @@ def test_coarse_stage_keeps_only_the_layers_within_the_margin_of_the_best_gain(t
     assert np.allclose(kept.to_numpy(dtype=float), same.to_numpy(dtype=float), atol=1e-6)
     with pytest.raises(InvalidArgumentError, match="keep_margin"):
         calibrate(toy, sentiment, PROMPTS[:2], share, REFERENCES[:2], keep_margin=1.5)
+
+
+def test_a_search_value_is_its_knobs_by_name(toy, sentiment, share):
+    """``search=Search(...)`` is the same search as its fields by name; a knob by name changes the value's."""
+    from steerlens.evaluation import Search
+    from steerlens.settings import Settings
+
+    common = dict(max_kl=BUDGET, relative=True, multipliers=[0.25, 0.5, 1.0])
+    by_value = calibrate(
+        toy, sentiment, PROMPTS, share, REFERENCES, search=Search(keep_layers=1, keep_margin=None), **common
+    )
+    by_name = calibrate(toy, sentiment, PROMPTS, share, REFERENCES, keep_layers=1, keep_margin=None, **common)
+    assert by_value.table.equals(by_name.table) and by_value.search == "coarse-to-fine"
+    assert by_value.table[by_value.table.source == "grid"].layer.nunique() == 1
+    wider = calibrate(
+        toy,
+        sentiment,
+        PROMPTS,
+        share,
+        REFERENCES,
+        search=Search(keep_layers=1, keep_margin=None),
+        keep_layers=2,
+        settings=Settings(batch_size=8),
+        **common,
+    )
+    assert wider.table[wider.table.source == "grid"].layer.nunique() == 2
+    with pytest.raises(InvalidArgumentError, match="keep_layers"):
+        Search(keep_layers=0)
