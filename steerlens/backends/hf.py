@@ -645,13 +645,18 @@ class HFBackend:
     def head(self, x: Tensor) -> Tensor:
         return x  # a sweep pass already returns logits (HF heads may soft-cap or scale them)
 
+    def generation_model(self) -> Any:
+        """The module whose ``generate`` :meth:`generate` calls: the model itself."""
+        return self.model
+
     def generate(
         self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
     ) -> str:
+        runner = self.generation_model()
         ids = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
         if seed is not None:
             torch.manual_seed(seed)
-        out = self.model.generate(
+        out = runner.generate(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,

@@ -147,27 +147,15 @@ class WrappedBackend(HFBackend):
         modules = [self.model] if self.hf_model is None else [self.model, self.hf_model]
         return _Handles([m.register_forward_pre_hook(watcher, with_kwargs=True, prepend=True) for m in modules])
 
-    def generate(
-        self, prompt: PromptInput, max_new_tokens: int, seed: int | None, prepend_bos: bool | None = None
-    ) -> str:
-        """The wrapper's ``generate`` where it has one (PEFT), else the inner model's (same hooked modules)."""
+    def generation_model(self) -> Any:
+        """The wrapper where it has a ``generate`` (PEFT), else the inner model (same hooked modules)."""
         runner = self.model if callable(getattr(self.model, "generate", None)) else self.hf_model
         if runner is None:
             raise UnsupportedModelError(
                 f"{type(self.model).__name__} has no generate() and holds no Hugging Face model to generate with; "
                 "steer it inside vec.apply(model) and run your own generation loop."
             )
-        ids = torch.tensor([self.encode(prompt, prepend_bos)], device=self.device)
-        if seed is not None:
-            torch.manual_seed(seed)
-        out = runner.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=max_new_tokens,
-            do_sample=seed is not None,
-            pad_token_id=self.pad_id,
-        )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return runner
 
 
 @dataclass
