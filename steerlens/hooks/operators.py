@@ -106,12 +106,10 @@ def angular_steering_operator(degrees: float) -> Operator:
     radians = math.radians(angle)
 
     def angular_steering(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
-        act = activation.float()
-        vec = vector.float()
-        vec_norm = vec.norm()
-        if vec_norm == 0:
+        unit = _unit(vector)
+        if unit is None:
             return torch.zeros_like(activation)
-        unit = vec / vec_norm
+        act = activation.float()
         along = (act * unit).sum(-1, keepdim=True)
         across = act - along * unit
         across_norm = across.norm(dim=-1, keepdim=True)
@@ -132,6 +130,16 @@ def _unit(vector: Tensor) -> Tensor | None:
     vec = vector.float()
     norm = vec.norm()
     return None if norm == 0 else vec / norm
+
+
+def _delta_along(activation: Tensor, vector: Tensor, change: Callable[[Tensor], Tensor]) -> Tensor:
+    """``change(a·u) u`` with ``u`` the vector's unit direction, computed in float32 and returned in the
+    activation's dtype; zero when the vector has no direction."""
+    unit = _unit(vector)
+    if unit is None:
+        return torch.zeros_like(activation)
+    along = (activation.float() * unit).sum(-1, keepdim=True)
+    return (change(along) * unit).to(activation.dtype)
 
 
 def projection_clamp_operator(value: float) -> Operator:
@@ -156,12 +164,7 @@ def projection_clamp_operator(value: float) -> Operator:
     target = finite_number(value, "value")
 
     def projection_clamp(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
-        unit = _unit(vector)
-        if unit is None:
-            return torch.zeros_like(activation)
-        act = activation.float()
-        along = (act * unit).sum(-1, keepdim=True)
-        return ((target - along) * unit).to(activation.dtype)
+        return _delta_along(activation, vector, lambda along: target - along)
 
     return projection_clamp
 
@@ -189,11 +192,6 @@ def multiplicative_operator(factor: float) -> Operator:
     scale = finite_number(factor, "factor") - 1.0
 
     def multiplicative(activation: Float[Tensor, "... d_model"], vector: Float[Tensor, "d_model"]) -> Tensor:
-        unit = _unit(vector)
-        if unit is None:
-            return torch.zeros_like(activation)
-        act = activation.float()
-        along = (act * unit).sum(-1, keepdim=True)
-        return (scale * along * unit).to(activation.dtype)
+        return _delta_along(activation, vector, lambda along: scale * along)
 
     return multiplicative
