@@ -339,7 +339,7 @@ def calibrate(
     original = SteeringVector(directions, vector.layer_type, dict(vector.metadata))
     norms = norms_on(run, norm_prompts if norm_prompts is not None else reference_list, layer_list, vector.layer_type)
     swept = rescaled(run.backend, original, norms) if relative else original
-    setup = _Setup(run=run, swept=swept, original=original, norms=norms, damage=goal.damage)
+    setup = _Setup(run=run, swept=swept, original=original, norms=norms)
     coarse_inputs = inputs.subset(COARSE_FRACTION, COARSE_MIN_PROMPTS) if screen else None
     fine_layers = plan.keep_layers if screen else len(layer_list)
     total = _n_cells(setup, inputs, fine_layers, len(mults))
@@ -431,8 +431,6 @@ class _Setup:
     swept: SteeringVector
     original: SteeringVector
     norms: dict[int, float]
-    damage: str
-    """The column the budget applies to: ``"kl"`` or ``"nll_increase"``."""
 
 
 @dataclass(frozen=True)

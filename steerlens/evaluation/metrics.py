@@ -357,11 +357,6 @@ class CellReading:
     mass: Float[Tensor, "batch"] | None = None
     mass_unsteered: Float[Tensor, "batch"] | None = None
 
-    @property
-    def degenerate(self) -> Tensor | None:
-        """Per prompt: did the metric's tokens lose more than 1 - :data:`DEGENERATE_FRACTION` of their mass?"""
-        return None if self.mass is None else degenerate(self.mass, self.mass_unsteered)  # type: ignore[arg-type]
-
 
 @dataclass(frozen=True)
 class BoundMetric:
@@ -389,7 +384,7 @@ class BoundMetric:
         Example:
             >>> metric = bind_metric(prob_share([" good"], [" bad"]), tok, prompts)
             >>> reading = metric.read(cell.steered, cell.unsteered, cell.indices)
-            >>> reading.effect, reading.kl, reading.degenerate
+            >>> reading.effect, reading.kl, reading.mass
         """
         mass = self.mass(steered, indices)
         return CellReading(
