@@ -174,6 +174,12 @@ class Run:
     backend: Backend
     settings: Settings
 
+    @classmethod
+    def of(cls, model: Any, settings: Settings, layer_config: Any = None) -> Run:
+        """``model``'s backend, resolved once (with the settings' tokenizer and a steering-vectors
+        ``layer_config``), and ``settings``."""
+        return cls(backend_for(model, settings.tokenizer, layer_config), settings)
+
     @property
     def batch_size(self) -> int:
         """Sequences per forward pass (the door filled in its default)."""
@@ -203,5 +209,4 @@ def open_run(model: Any, keywords: Mapping[str, Any], verb: str, uses: frozenset
         >>> run.batch_size, run.backend.n_layers
         (8, 2)
     """
-    settings = settings_from(keywords, verb, uses, **defaults)
-    return Run(backend_for(model, settings.tokenizer), settings)
+    return Run.of(model, settings_from(keywords, verb, uses, **defaults))

@@ -20,7 +20,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from typing_extensions import Unpack
 
-from steerlens.backends import backend_for, stored_layer_type
+from steerlens.backends import stored_layer_type
 from steerlens.backends.last_token import last_token_resid
 from steerlens.backends.layer_config import ModelLayerConfig
 from steerlens.layers import LayerType, check_layer_type, resolve_layers
@@ -90,8 +90,7 @@ def open_pair_reading(
         >>> reading.layers, reading.layer_type
         ([1], 'resid_post')
     """
-    run = Run(backend_for(model, settings.tokenizer, layer_config), settings)
-    return pair_reading(run, training_samples, layers, layer_type, read_token_index)
+    return pair_reading(Run.of(model, settings, layer_config), training_samples, layers, layer_type, read_token_index)
 
 
 def pair_reading(
